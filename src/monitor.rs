@@ -1,0 +1,530 @@
+//! One recycler: ties probe -> sampler -> policy -> recycle -> event together. Each tick
+//! runs on the sampler thread; JS-facing calls (trigger, acknowledge, finish, stats) run on
+//! the JS thread. Events leave through an `EventSink` (a threadsafe function in the addon).
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+
+use crate::config::{Config, LogMode, RssLimitSetting, RssMetric};
+use crate::event::{self, Envelope};
+use crate::policy::{apply_jitter, Limits, Policy, Reason, Sample, Verdict};
+use crate::probe::cgroup::{LimitSource, MemoryLimit};
+use crate::recycle::{exit_process, Drain, RecycleState};
+use crate::sampler::{SampleRing, SampleSource};
+use crate::units::{format_duration, format_size, Growth};
+
+/// Samples kept for `stats()` and reports.
+const RING_CAPACITY: usize = 120;
+
+pub trait EventSink: Send + Sync {
+    /// Hands an event to JS; `false` when JS can no longer receive.
+    fn deliver(&self, event: &Map<String, Value>) -> bool;
+}
+
+/// Which probes are in use, for the `start` event.
+#[derive(Debug, Clone)]
+pub struct Probes {
+    pub v8_native: bool,
+    pub v8_fallback_reason: Option<String>,
+    pub gc_epilogue: bool,
+}
+
+pub struct MonitorSetup {
+    pub config: Config,
+    pub memory_limit: Option<MemoryLimit>,
+    pub source: SampleSource,
+    pub probes: Probes,
+    /// Only the main thread may end the process; a worker thread's recycler cannot.
+    pub can_exit_process: bool,
+    pub sink: Box<dyn EventSink>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    samples: u64,
+    pressure: u64,
+    misconfigured: u64,
+    recycles: u64,
+}
+
+pub struct Monitor {
+    config: Config,
+    memory_limit: Option<MemoryLimit>,
+    source: SampleSource,
+    probes: Probes,
+    can_exit_process: bool,
+    sink: Box<dyn EventSink>,
+    policy: Mutex<Policy>,
+    ring: Mutex<SampleRing>,
+    recycle: Mutex<RecycleState>,
+    counters: Mutex<Counters>,
+    jobs_done: AtomicU64,
+    sample_events: AtomicBool,
+    sample_in_flight: AtomicBool,
+}
+
+fn random_unit() -> f64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn describe(reason: Reason, value: u64) -> String {
+    match reason {
+        Reason::Jobs => format!("{value} jobs"),
+        Reason::Age | Reason::Stall => format_duration(value),
+        _ => format_size(value),
+    }
+}
+
+impl Monitor {
+    pub fn new(setup: MonitorSetup) -> Monitor {
+        let config = setup.config;
+        let heap_limit = setup
+            .source
+            .heap()
+            .figures()
+            .map(|f| f.limit)
+            .filter(|l| *l > 0);
+        let rss = match config.max_rss {
+            RssLimitSetting::Off => None,
+            RssLimitSetting::Default => setup
+                .memory_limit
+                .filter(|m| m.source != LimitSource::Physical)
+                .map(|m| (m.bytes as f64 * 0.9) as u64),
+            RssLimitSetting::Set(limit) => limit.resolve(setup.memory_limit.map(|m| m.bytes)),
+        };
+        let limits = Limits {
+            rss,
+            rss_anon: config.rss_metric == RssMetric::Anon,
+            heap: config.max_heap.and_then(|l| l.resolve(heap_limit)),
+            growth: config.max_growth,
+            jobs: config
+                .max_jobs
+                .map(|n| apply_jitter(n, config.jitter, random_unit())),
+            age_ms: config
+                .max_age_ms
+                .map(|ms| apply_jitter(ms, config.jitter, random_unit())),
+            strikes: config.strikes,
+            warmup_ms: config.warmup_ms,
+            min_uptime_ms: config.min_uptime_ms,
+        };
+        let first = setup.source.take(0, &Sample::default());
+        let mut ring = SampleRing::new(RING_CAPACITY);
+        ring.push(first);
+        Monitor {
+            recycle: Mutex::new(RecycleState::new(Duration::from_millis(
+                config.drain_timeout_ms,
+            ))),
+            config,
+            memory_limit: setup.memory_limit,
+            source: setup.source,
+            probes: setup.probes,
+            can_exit_process: setup.can_exit_process,
+            sink: setup.sink,
+            policy: Mutex::new(Policy::new(limits)),
+            ring: Mutex::new(ring),
+            counters: Mutex::new(Counters::default()),
+            jobs_done: AtomicU64::new(0),
+            sample_events: AtomicBool::new(false),
+            sample_in_flight: AtomicBool::new(false),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.config.interval_ms)
+    }
+
+    fn latest(&self) -> Sample {
+        self.ring.lock().latest().copied().unwrap_or_default()
+    }
+
+    pub fn envelope(&self) -> Envelope {
+        let sample = self.latest();
+        Envelope {
+            uptime_ms: self.source.uptime_ms(),
+            rss: sample.rss,
+            heap_used: sample.heap_used,
+            heap_limit: sample.heap_limit,
+        }
+    }
+
+    pub fn event(&self, name: &str, msg: &str, extra: Map<String, Value>) -> Map<String, Value> {
+        event::build(name, &self.envelope(), msg, extra)
+    }
+
+    fn deliver(&self, event: Map<String, Value>) {
+        if !self.sink.deliver(&event) {
+            // JS is gone (teardown): keep the log complete anyway.
+            event::write_stderr(&event, self.native_log_mode());
+        }
+    }
+
+    /// The format the native side writes in when JS cannot: `auto` means JSON.
+    pub fn native_log_mode(&self) -> LogMode {
+        match self.config.log {
+            LogMode::Auto => LogMode::Json,
+            mode => mode,
+        }
+    }
+
+    pub fn set_sample_events(&self, enabled: bool) {
+        self.sample_events.store(enabled, Ordering::Release);
+    }
+
+    /// Called on the JS thread once a `sample` event was handed over.
+    pub fn sample_consumed(&self) {
+        self.sample_in_flight.store(false, Ordering::Release);
+    }
+
+    pub fn job_done(&self, count: u64) -> u64 {
+        self.jobs_done.fetch_add(count, Ordering::AcqRel) + count
+    }
+
+    /// One sampler-thread tick; returns how long to sleep.
+    pub fn tick(&self) -> Duration {
+        let now = Instant::now();
+        if let Some(drain) = self.recycle.lock().overdue(now).cloned() {
+            if self.can_exit_process {
+                self.exit_from_native_thread(&drain);
+            }
+        }
+        let sample = self
+            .source
+            .take(self.jobs_done.load(Ordering::Acquire), &self.latest());
+        self.ring.lock().push(sample);
+        self.counters.lock().samples += 1;
+        if self.sample_events.load(Ordering::Acquire)
+            && !self.sample_in_flight.swap(true, Ordering::AcqRel)
+        {
+            self.deliver(self.sample_event(&sample));
+        }
+        if self.recycle.lock().is_running() {
+            let verdicts = self.policy.lock().observe(&sample);
+            for verdict in verdicts {
+                self.act_on(verdict);
+            }
+        }
+        let sleep = self.interval();
+        match self.recycle.lock().time_to_deadline(Instant::now()) {
+            Some(left) => sleep.min(left.max(Duration::from_millis(1))),
+            None => sleep,
+        }
+    }
+
+    fn sample_event(&self, sample: &Sample) -> Map<String, Value> {
+        let mut extra = Map::new();
+        extra.insert("rssAnon".into(), json!(sample.rss_anon));
+        extra.insert("heapTotal".into(), json!(sample.heap_total));
+        extra.insert("external".into(), json!(sample.external));
+        extra.insert("jobsDone".into(), json!(sample.jobs_done));
+        let msg = format!(
+            "rss {}, heap {} of {}",
+            format_size(sample.rss),
+            format_size(sample.heap_used),
+            format_size(sample.heap_limit)
+        );
+        self.event("sample", &msg, extra)
+    }
+
+    fn act_on(&self, verdict: Verdict) {
+        match verdict {
+            Verdict::Pressure {
+                reason,
+                value,
+                limit,
+            } => {
+                self.counters.lock().pressure += 1;
+                let msg = format!(
+                    "{} {} passed 80% of limit {}",
+                    reason.as_str(),
+                    describe(reason, value),
+                    describe(reason, limit)
+                );
+                self.deliver(self.event("pressure", &msg, reason_fields(reason, value, limit)));
+            }
+            Verdict::Misconfigured {
+                reason,
+                value,
+                limit,
+            } => {
+                self.counters.lock().misconfigured += 1;
+                let variable = match reason {
+                    Reason::Heap => "MAX_HEAP",
+                    _ => "MAX_RSS",
+                };
+                let msg = format!(
+                    "{} {} is already over limit {} at start; not recycling on it (a restart would not help: raise SELF_RECYCLE_{variable})",
+                    reason.as_str(),
+                    describe(reason, value),
+                    describe(reason, limit)
+                );
+                self.deliver(self.event(
+                    "misconfigured",
+                    &msg,
+                    reason_fields(reason, value, limit),
+                ));
+            }
+            Verdict::Baseline { .. } => {}
+            Verdict::Recycle {
+                reason,
+                value,
+                limit,
+                strikes,
+            } => {
+                let over = match reason {
+                    Reason::Jobs => format!("{value} jobs done, limit {limit}"),
+                    Reason::Age => format!(
+                        "uptime {} reached limit {}",
+                        format_duration(value),
+                        format_duration(limit)
+                    ),
+                    _ => format!(
+                        "{} {} over limit {} for {strikes} samples",
+                        reason.as_str(),
+                        format_size(value),
+                        format_size(limit)
+                    ),
+                };
+                self.trigger(reason, &over, value, limit, strikes, None);
+            }
+        }
+    }
+
+    /// Decides a recycle (automatic or manual). Returns `false` when one is already under
+    /// way. In a dry run the event is emitted and nothing else happens.
+    pub fn trigger(
+        &self,
+        reason: Reason,
+        why: &str,
+        value: u64,
+        limit: u64,
+        strikes: u32,
+        detail: Option<&str>,
+    ) -> bool {
+        let dry_run = self.config.dry_run;
+        let mut extra = reason_fields(reason, value, limit);
+        extra.insert("strikes".into(), json!(strikes));
+        extra.insert("dryRun".into(), json!(dry_run));
+        extra.insert("drainTimeoutMs".into(), json!(self.config.drain_timeout_ms));
+        if let Some(detail) = detail {
+            extra.insert("detail".into(), json!(detail));
+        }
+        let action = if dry_run {
+            "dry run, not draining"
+        } else {
+            "draining"
+        };
+        let event = self.event("recycle", &format!("{why}; {action}"), extra);
+        if !dry_run
+            && !self
+                .recycle
+                .lock()
+                .begin(reason, event.clone(), Instant::now())
+        {
+            return false;
+        }
+        self.counters.lock().recycles += 1;
+        self.deliver(event);
+        true
+    }
+
+    /// JS received the `recycle` event; returns the time left to drain.
+    pub fn acknowledge(&self) -> Option<Duration> {
+        self.recycle.lock().acknowledge(Instant::now())
+    }
+
+    /// JS finished draining; returns the `exit` event for it to emit.
+    pub fn finish(&self, drained: bool) -> Option<Map<String, Value>> {
+        let drain = self.recycle.lock().finish(drained)?;
+        Some(self.exit_event(&drain, drained, false))
+    }
+
+    fn exit_event(&self, drain: &Drain, drained: bool, forced: bool) -> Map<String, Value> {
+        let code = self.config.exit_code;
+        let duration_ms = drain.started.elapsed().as_millis() as u64;
+        let mut extra = Map::new();
+        extra.insert("code".into(), json!(code));
+        extra.insert("drained".into(), json!(drained));
+        extra.insert("durationMs".into(), json!(duration_ms));
+        extra.insert("reason".into(), json!(drain.reason.as_str()));
+        extra.insert("forced".into(), json!(forced));
+        let msg = if forced {
+            format!(
+                "drain did not finish within {} (JS unresponsive or a hook hung); exiting with code {code} from the native thread",
+                format_duration(self.config.drain_timeout_ms)
+            )
+        } else if drained {
+            format!("drained in {duration_ms} ms; exiting with code {code}")
+        } else {
+            format!(
+                "drain timed out after {}; exiting with code {code}",
+                format_duration(self.config.drain_timeout_ms)
+            )
+        };
+        self.event("exit", &msg, extra)
+    }
+
+    /// The JS thread did not finish in time: write what it could not, then exit.
+    fn exit_from_native_thread(&self, drain: &Drain) -> ! {
+        let mode = self.native_log_mode();
+        if !drain.acknowledged {
+            event::write_stderr(&drain.recycle_event, mode);
+        }
+        event::write_stderr(&self.exit_event(drain, false, true), mode);
+        exit_process(self.config.exit_code)
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        self.recycle.lock().name()
+    }
+
+    pub fn limits_json(&self) -> Value {
+        let policy = self.policy.lock();
+        let limits = policy.limits();
+        json!({
+            "rss": limits.rss,
+            "rssMetric": if limits.rss_anon { "anon" } else { "rss" },
+            "heap": limits.heap,
+            "growth": policy.growth_limit(),
+            "jobs": limits.jobs,
+            "ageMs": limits.age_ms,
+            "strikes": limits.strikes,
+            "warmupMs": limits.warmup_ms,
+            "minUptimeMs": limits.min_uptime_ms,
+        })
+    }
+
+    fn config_json(&self) -> Value {
+        let c = &self.config;
+        json!({
+            "maxRss": self.limits_json()["rss"],
+            "rssMetric": if c.rss_metric == RssMetric::Anon { "anon" } else { "rss" },
+            "maxHeap": self.limits_json()["heap"],
+            "maxGrowth": c.max_growth.map(|g| match g {
+                Growth::Plus(bytes) => format!("+{bytes}"),
+                Growth::Factor(f) => format!("{f}x"),
+            }),
+            "maxJobs": c.max_jobs,
+            "maxAgeMs": c.max_age_ms,
+            "jitter": c.jitter,
+            "intervalMs": c.interval_ms,
+            "strikes": c.strikes,
+            "warmupMs": c.warmup_ms,
+            "minUptimeMs": c.min_uptime_ms,
+            "drainTimeoutMs": c.drain_timeout_ms,
+            "exitCode": c.exit_code,
+            "log": c.log.as_str(),
+            "dryRun": c.dry_run,
+        })
+    }
+
+    fn probes_json(&self) -> Value {
+        json!({
+            "rss": if self.source.has_rss() { "statm" } else { "none" },
+            "v8": if self.probes.v8_native { "native" } else { "js" },
+            "v8Fallback": self.probes.v8_fallback_reason,
+            "gcEpilogue": self.probes.gc_epilogue,
+        })
+    }
+
+    fn memory_limit_json(&self) -> Value {
+        match self.memory_limit {
+            Some(limit) => json!({ "bytes": limit.bytes, "source": limit.source.as_str() }),
+            None => Value::Null,
+        }
+    }
+
+    pub fn start_event(&self) -> Map<String, Value> {
+        let limits = self.limits_json();
+        let show = |key: &str| match limits[key].as_u64() {
+            Some(bytes) => format_size(bytes),
+            None => "off".to_string(),
+        };
+        let mut msg = format!(
+            "sampling every {} (rss limit {}, heap limit {}, heap probe {}); exit code {} after a recycle",
+            format_duration(self.config.interval_ms),
+            show("rss"),
+            show("heap"),
+            if self.probes.v8_native { "native" } else { "js" },
+            self.config.exit_code
+        );
+        if !self.source.has_rss() {
+            msg.push_str("; RSS is not available on this platform, RSS limits are inactive");
+        }
+        for warning in &self.config.warnings {
+            msg.push_str("; ");
+            msg.push_str(warning);
+        }
+        let mut extra = Map::new();
+        extra.insert("config".into(), self.config_json());
+        extra.insert("probes".into(), self.probes_json());
+        extra.insert("memoryLimit".into(), self.memory_limit_json());
+        extra.insert("warnings".into(), json!(self.config.warnings));
+        extra.insert("canExitProcess".into(), json!(self.can_exit_process));
+        self.event("start", &msg, extra)
+    }
+
+    pub fn stats(&self) -> Value {
+        let sample = self.latest();
+        let counters = *self.counters.lock();
+        let policy = self.policy.lock();
+        let baseline = policy
+            .baseline()
+            .map(|b| json!({ "rss": b.rss, "heapUsed": b.heap_used, "uptimeMs": b.uptime_ms }));
+        drop(policy);
+        json!({
+            "state": self.state_name(),
+            "sample": sample_json(&sample),
+            "limits": self.limits_json(),
+            "baseline": baseline,
+            "counters": {
+                "samples": counters.samples,
+                "jobsDone": self.jobs_done.load(Ordering::Acquire),
+                "pressure": counters.pressure,
+                "misconfigured": counters.misconfigured,
+                "recycles": counters.recycles,
+            },
+            "probes": self.probes_json(),
+            "memoryLimit": self.memory_limit_json(),
+            "heap": {
+                "majorGcs": self.source.heap().major_gcs(),
+                "ageMs": self.source.heap().age_ms(),
+            },
+        })
+    }
+
+    pub fn recent_samples(&self) -> Vec<Sample> {
+        self.ring.lock().to_vec()
+    }
+}
+
+pub fn sample_json(sample: &Sample) -> Value {
+    json!({
+        "uptimeMs": sample.uptime_ms,
+        "rss": sample.rss,
+        "rssAnon": sample.rss_anon,
+        "heapUsed": sample.heap_used,
+        "heapTotal": sample.heap_total,
+        "heapLimit": sample.heap_limit,
+        "external": sample.external,
+        "jobsDone": sample.jobs_done,
+    })
+}
+
+fn reason_fields(reason: Reason, value: u64, limit: u64) -> Map<String, Value> {
+    let mut extra = Map::new();
+    extra.insert("reason".into(), json!(reason.as_str()));
+    extra.insert("value".into(), json!(value));
+    extra.insert("limit".into(), json!(limit));
+    extra
+}

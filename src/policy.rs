@@ -1,0 +1,530 @@
+//! Pure decisions: samples + limits -> verdicts. No threads, no I/O, no clock: the caller
+//! passes the uptime in every sample, so unit tests drive it with synthetic sequences.
+
+use crate::units::Growth;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Rss,
+    Heap,
+    Growth,
+    Leak,
+    NearHeapLimit,
+    Jobs,
+    Age,
+    Stall,
+    Manual,
+    Signal,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rss => "rss",
+            Reason::Heap => "heap",
+            Reason::Growth => "growth",
+            Reason::Leak => "leak",
+            Reason::NearHeapLimit => "near-heap-limit",
+            Reason::Jobs => "jobs",
+            Reason::Age => "age",
+            Reason::Stall => "stall",
+            Reason::Manual => "manual",
+            Reason::Signal => "signal",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Reason> {
+        [
+            Reason::Rss,
+            Reason::Heap,
+            Reason::Growth,
+            Reason::Leak,
+            Reason::NearHeapLimit,
+            Reason::Jobs,
+            Reason::Age,
+            Reason::Stall,
+            Reason::Manual,
+            Reason::Signal,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == text)
+    }
+
+    /// Whether the value is a byte count (for messages).
+    pub fn is_bytes(self) -> bool {
+        matches!(
+            self,
+            Reason::Rss | Reason::Heap | Reason::Growth | Reason::NearHeapLimit
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sample {
+    pub uptime_ms: u64,
+    pub rss: u64,
+    pub rss_anon: u64,
+    pub heap_used: u64,
+    pub heap_total: u64,
+    pub heap_limit: u64,
+    pub external: u64,
+    pub jobs_done: u64,
+}
+
+/// Limits resolved at start: percentages already turned into bytes, jitter applied.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Limits {
+    pub rss: Option<u64>,
+    /// Use RssAnon instead of RSS for the `rss` and `growth` limits.
+    pub rss_anon: bool,
+    pub heap: Option<u64>,
+    pub growth: Option<Growth>,
+    pub jobs: Option<u64>,
+    pub age_ms: Option<u64>,
+    pub strikes: u32,
+    pub warmup_ms: u64,
+    pub min_uptime_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// A soft threshold (80% of a limit) was crossed; once per crossing.
+    Pressure {
+        reason: Reason,
+        value: u64,
+        limit: u64,
+    },
+    /// The baseline is already over a limit: that limit is suspended to avoid a restart loop.
+    Misconfigured {
+        reason: Reason,
+        value: u64,
+        limit: u64,
+    },
+    /// Warm-up ended; growth is measured from here.
+    Baseline { rss: u64, heap_used: u64 },
+    Recycle {
+        reason: Reason,
+        value: u64,
+        limit: u64,
+        strikes: u32,
+    },
+}
+
+/// The soft threshold is this fraction of a limit; re-armed below `REARM`.
+const PRESSURE: f64 = 0.8;
+const PRESSURE_REARM: f64 = 0.75;
+/// A suspended (misconfigured) limit comes back once the value falls under this fraction.
+const MISCONFIGURED_REARM: f64 = 0.9;
+
+#[derive(Debug, Clone, Default)]
+struct Gauge {
+    strikes: u32,
+    pressure_reported: bool,
+    suspended: bool,
+    /// Already recycled (or, in a dry run, reported) for this crossing.
+    fired: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Baseline {
+    pub rss: u64,
+    pub heap_used: u64,
+    pub uptime_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    limits: Limits,
+    rss: Gauge,
+    heap: Gauge,
+    growth: Gauge,
+    jobs_fired: bool,
+    age_fired: bool,
+    baseline: Option<Baseline>,
+    first_seen: bool,
+}
+
+fn scaled(limit: u64, fraction: f64) -> u64 {
+    (limit as f64 * fraction) as u64
+}
+
+impl Policy {
+    pub fn new(limits: Limits) -> Policy {
+        Policy {
+            limits,
+            rss: Gauge::default(),
+            heap: Gauge::default(),
+            growth: Gauge::default(),
+            jobs_fired: false,
+            age_fired: false,
+            baseline: None,
+            first_seen: false,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn baseline(&self) -> Option<Baseline> {
+        self.baseline
+    }
+
+    /// The growth limit in bytes, once the baseline exists.
+    pub fn growth_limit(&self) -> Option<u64> {
+        Some(self.limits.growth?.limit_over(self.baseline?.rss))
+    }
+
+    /// The RSS figure the limits apply to.
+    pub fn rss_value(&self, sample: &Sample) -> u64 {
+        if self.limits.rss_anon {
+            sample.rss_anon
+        } else {
+            sample.rss
+        }
+    }
+
+    pub fn is_suspended(&self, reason: Reason) -> bool {
+        match reason {
+            Reason::Rss => self.rss.suspended,
+            Reason::Heap => self.heap.suspended,
+            Reason::Growth => self.growth.suspended,
+            _ => false,
+        }
+    }
+
+    pub fn observe(&mut self, sample: &Sample) -> Vec<Verdict> {
+        let mut verdicts = Vec::new();
+        let rss = self.rss_value(sample);
+        let check_misconfigured = !self.first_seen;
+        self.first_seen = true;
+
+        if self.baseline.is_none() && sample.uptime_ms >= self.limits.warmup_ms {
+            self.baseline = Some(Baseline {
+                rss,
+                heap_used: sample.heap_used,
+                uptime_ms: sample.uptime_ms,
+            });
+            verdicts.push(Verdict::Baseline {
+                rss,
+                heap_used: sample.heap_used,
+            });
+        }
+        let at_baseline = self
+            .baseline
+            .is_some_and(|b| b.uptime_ms == sample.uptime_ms);
+        let check_misconfigured = check_misconfigured || at_baseline;
+        let may_recycle = sample.uptime_ms >= self.limits.min_uptime_ms;
+        let strikes_needed = self.limits.strikes.max(1);
+
+        let gauges = [
+            (Reason::Rss, self.limits.rss, rss),
+            (
+                Reason::Heap,
+                self.limits.heap.filter(|_| sample.heap_limit > 0),
+                sample.heap_used,
+            ),
+            (Reason::Growth, self.growth_limit(), rss),
+        ];
+        for (reason, limit, value) in gauges {
+            let Some(limit) = limit else { continue };
+            let gauge = match reason {
+                Reason::Rss => &mut self.rss,
+                Reason::Heap => &mut self.heap,
+                _ => &mut self.growth,
+            };
+            // A growth limit starts at the baseline, so it can never be misconfigured.
+            if check_misconfigured && reason != Reason::Growth && value >= limit && !gauge.suspended
+            {
+                gauge.suspended = true;
+                verdicts.push(Verdict::Misconfigured {
+                    reason,
+                    value,
+                    limit,
+                });
+            }
+            if gauge.suspended {
+                if value < scaled(limit, MISCONFIGURED_REARM) {
+                    gauge.suspended = false;
+                } else {
+                    continue;
+                }
+            }
+            if value >= scaled(limit, PRESSURE) {
+                if !gauge.pressure_reported {
+                    gauge.pressure_reported = true;
+                    verdicts.push(Verdict::Pressure {
+                        reason,
+                        value,
+                        limit,
+                    });
+                }
+            } else if value < scaled(limit, PRESSURE_REARM) {
+                gauge.pressure_reported = false;
+            }
+            if value >= limit {
+                gauge.strikes = gauge.strikes.saturating_add(1);
+                if gauge.strikes >= strikes_needed && may_recycle && !gauge.fired {
+                    gauge.fired = true;
+                    verdicts.push(Verdict::Recycle {
+                        reason,
+                        value,
+                        limit,
+                        strikes: gauge.strikes,
+                    });
+                }
+            } else {
+                gauge.strikes = 0;
+                gauge.fired = false;
+            }
+        }
+
+        if let Some(limit) = self.limits.jobs {
+            if sample.jobs_done >= limit && may_recycle && !self.jobs_fired {
+                self.jobs_fired = true;
+                verdicts.push(Verdict::Recycle {
+                    reason: Reason::Jobs,
+                    value: sample.jobs_done,
+                    limit,
+                    strikes: 0,
+                });
+            }
+        }
+        if let Some(limit) = self.limits.age_ms {
+            if sample.uptime_ms >= limit && may_recycle && !self.age_fired {
+                self.age_fired = true;
+                verdicts.push(Verdict::Recycle {
+                    reason: Reason::Age,
+                    value: sample.uptime_ms,
+                    limit,
+                    strikes: 0,
+                });
+            }
+        }
+        verdicts
+    }
+}
+
+/// Spreads a count or duration down by up to `jitter` (0.1 = 10%), with `unit` in [0, 1):
+/// the configured value stays the ceiling, and a fleet started together spreads out.
+pub fn apply_jitter(value: u64, jitter: f64, unit: f64) -> u64 {
+    let spread = (value as f64 * jitter * unit.clamp(0.0, 1.0)) as u64;
+    value.saturating_sub(spread).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn limits() -> Limits {
+        Limits {
+            rss: Some(100 * MIB),
+            heap: Some(50 * MIB),
+            strikes: 3,
+            ..Limits::default()
+        }
+    }
+
+    fn sample(uptime_ms: u64, rss: u64, heap_used: u64) -> Sample {
+        Sample {
+            uptime_ms,
+            rss,
+            rss_anon: rss / 2,
+            heap_used,
+            heap_total: heap_used,
+            heap_limit: 100 * MIB,
+            external: 0,
+            jobs_done: 0,
+        }
+    }
+
+    fn recycles(verdicts: &[Verdict]) -> Vec<Reason> {
+        verdicts
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Recycle { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rss_needs_consecutive_strikes() {
+        let mut policy = Policy::new(limits());
+        let mut fired = Vec::new();
+        for (i, rss) in [40, 120, 120, 90, 120, 120, 120].iter().enumerate() {
+            fired.push(recycles(&policy.observe(&sample(
+                i as u64 * 1000,
+                rss * MIB,
+                MIB,
+            ))));
+        }
+        assert!(fired[..6].iter().all(|r| r.is_empty()), "{fired:?}");
+        assert_eq!(fired[6], vec![Reason::Rss]);
+    }
+
+    #[test]
+    fn heap_limit_and_pressure() {
+        let mut policy = Policy::new(limits());
+        let first = policy.observe(&sample(0, 10 * MIB, 41 * MIB));
+        assert!(matches!(
+            first[..],
+            [
+                Verdict::Baseline { .. },
+                Verdict::Pressure {
+                    reason: Reason::Heap,
+                    ..
+                }
+            ]
+        ));
+        assert!(
+            policy.observe(&sample(1, 10 * MIB, 42 * MIB)).is_empty(),
+            "pressure once per crossing"
+        );
+        policy.observe(&sample(2, 10 * MIB, 60 * MIB));
+        policy.observe(&sample(3, 10 * MIB, 60 * MIB));
+        assert_eq!(
+            recycles(&policy.observe(&sample(4, 10 * MIB, 60 * MIB))),
+            vec![Reason::Heap]
+        );
+    }
+
+    #[test]
+    fn min_uptime_holds_back_automatic_recycles() {
+        let mut policy = Policy::new(Limits {
+            min_uptime_ms: 10_000,
+            ..limits()
+        });
+        policy.observe(&sample(0, 40 * MIB, MIB));
+        for t in 1..10 {
+            assert!(recycles(&policy.observe(&sample(t * 1000, 200 * MIB, MIB))).is_empty());
+        }
+        assert_eq!(
+            recycles(&policy.observe(&sample(10_000, 200 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+    }
+
+    #[test]
+    fn growth_over_baseline_after_warmup() {
+        let mut policy = Policy::new(Limits {
+            rss: None,
+            heap: None,
+            growth: Some(Growth::Plus(50 * MIB)),
+            warmup_ms: 5000,
+            strikes: 1,
+            ..Limits::default()
+        });
+        assert!(
+            recycles(&policy.observe(&sample(0, 500 * MIB, MIB))).is_empty(),
+            "warm-up"
+        );
+        let verdicts = policy.observe(&sample(5000, 60 * MIB, MIB));
+        assert_eq!(
+            verdicts,
+            vec![Verdict::Baseline {
+                rss: 60 * MIB,
+                heap_used: MIB
+            }]
+        );
+        assert_eq!(policy.growth_limit(), Some(110 * MIB));
+        assert!(recycles(&policy.observe(&sample(6000, 100 * MIB, MIB))).is_empty());
+        assert_eq!(
+            recycles(&policy.observe(&sample(7000, 111 * MIB, MIB))),
+            vec![Reason::Growth]
+        );
+    }
+
+    #[test]
+    fn baseline_over_limit_is_misconfigured_not_a_loop() {
+        let mut policy = Policy::new(Limits {
+            strikes: 1,
+            ..limits()
+        });
+        let verdicts = policy.observe(&sample(0, 150 * MIB, MIB));
+        assert!(verdicts.contains(&Verdict::Misconfigured {
+            reason: Reason::Rss,
+            value: 150 * MIB,
+            limit: 100 * MIB
+        }));
+        for t in 1..20 {
+            assert!(recycles(&policy.observe(&sample(t * 1000, 150 * MIB, MIB))).is_empty());
+        }
+        assert!(policy.is_suspended(Reason::Rss));
+        policy.observe(&sample(30_000, 80 * MIB, MIB));
+        assert!(
+            !policy.is_suspended(Reason::Rss),
+            "re-armed once under the limit"
+        );
+        assert_eq!(
+            recycles(&policy.observe(&sample(31_000, 150 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+    }
+
+    #[test]
+    fn jobs_and_age_fire_once() {
+        let mut policy = Policy::new(Limits {
+            jobs: Some(10),
+            age_ms: Some(60_000),
+            ..Limits::default()
+        });
+        let mut s = sample(0, MIB, MIB);
+        s.jobs_done = 9;
+        assert!(recycles(&policy.observe(&s)).is_empty());
+        s.jobs_done = 10;
+        assert_eq!(recycles(&policy.observe(&s)), vec![Reason::Jobs]);
+        s.jobs_done = 11;
+        assert!(recycles(&policy.observe(&s)).is_empty());
+        s.uptime_ms = 60_000;
+        assert_eq!(recycles(&policy.observe(&s)), vec![Reason::Age]);
+        assert!(recycles(&policy.observe(&s)).is_empty());
+    }
+
+    #[test]
+    fn a_fired_limit_rearms_only_after_falling_below() {
+        let mut policy = Policy::new(Limits {
+            strikes: 1,
+            ..limits()
+        });
+        policy.observe(&sample(0, 10 * MIB, MIB));
+        assert_eq!(
+            recycles(&policy.observe(&sample(1, 200 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+        assert!(recycles(&policy.observe(&sample(2, 200 * MIB, MIB))).is_empty());
+        policy.observe(&sample(3, 10 * MIB, MIB));
+        assert_eq!(
+            recycles(&policy.observe(&sample(4, 200 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+    }
+
+    #[test]
+    fn rss_anon_metric() {
+        let mut policy = Policy::new(Limits {
+            rss_anon: true,
+            strikes: 1,
+            ..limits()
+        });
+        policy.observe(&sample(0, 10 * MIB, MIB));
+        assert!(
+            recycles(&policy.observe(&sample(1, 150 * MIB, MIB))).is_empty(),
+            "anon is 75 MiB"
+        );
+        assert_eq!(
+            recycles(&policy.observe(&sample(2, 250 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+    }
+
+    #[test]
+    fn jitter_spreads_down_only() {
+        assert_eq!(apply_jitter(1000, 0.1, 0.0), 1000);
+        assert_eq!(apply_jitter(1000, 0.1, 0.5), 950);
+        assert_eq!(apply_jitter(1000, 0.1, 0.999), 901);
+        assert_eq!(apply_jitter(1, 0.5, 0.99), 1);
+    }
+}

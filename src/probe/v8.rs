@@ -1,0 +1,286 @@
+//! V8's exported C++ API, resolved with `dlsym` from the host binary at run time.
+//!
+//! Every symbol may be missing (other Node builds, Electron, Bun) and the `HeapStatistics`
+//! layout may change (14 words on V8 11.3, 15 on V8 14.6): callers check `symbols()` and
+//! `validate()` before relying on this, and fall back to `v8.getHeapStatistics()` in JS.
+//! Heap figures must only be read on the isolate's own thread (a napi call, an interrupt
+//! or a GC callback): V8 holds no lock for a reader on another thread.
+
+use std::ffi::{c_int, c_void, CStr};
+
+use once_cell::sync::Lazy;
+
+/// `void (*)(v8::Isolate*, void*)`
+pub type InterruptCallback = unsafe extern "C" fn(*mut c_void, *mut c_void);
+/// `void (*)(v8::Isolate*, v8::GCType, v8::GCCallbackFlags, void*)`
+pub type GcCallback = unsafe extern "C" fn(*mut c_void, c_int, c_int, *mut c_void);
+/// `size_t (*)(void* data, size_t current_heap_limit, size_t initial_heap_limit)`
+pub type NearHeapLimitCallback = unsafe extern "C" fn(*mut c_void, usize, usize) -> usize;
+
+/// `v8::GCType::kGCTypeMarkSweepCompact`
+pub const GC_TYPE_MARK_SWEEP_COMPACT: c_int = 1 << 2;
+const GC_TYPE_ALL: c_int = 0x1f;
+
+struct Symbols {
+    get_current: unsafe extern "C" fn() -> *mut c_void,
+    heap_statistics_ctor: unsafe extern "C" fn(*mut u64),
+    get_heap_statistics: unsafe extern "C" fn(*mut c_void, *mut u64),
+    request_interrupt: unsafe extern "C" fn(*mut c_void, InterruptCallback, *mut c_void),
+    add_gc_epilogue: unsafe extern "C" fn(*mut c_void, GcCallback, *mut c_void, c_int),
+    remove_gc_epilogue: unsafe extern "C" fn(*mut c_void, GcCallback, *mut c_void),
+    add_near_heap_limit:
+        Option<unsafe extern "C" fn(*mut c_void, NearHeapLimitCallback, *mut c_void)>,
+    remove_near_heap_limit: Option<unsafe extern "C" fn(*mut c_void, NearHeapLimitCallback, usize)>,
+}
+
+#[cfg(unix)]
+fn lookup(name: &CStr) -> Option<*mut c_void> {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads.
+    let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!address.is_null()).then_some(address)
+}
+
+#[cfg(not(unix))]
+fn lookup(_name: &CStr) -> Option<*mut c_void> {
+    None
+}
+
+/// Resolves a symbol as a function pointer of type `F`.
+macro_rules! resolve {
+    ($name:literal) => {
+        // SAFETY: the mangled name pins the C++ signature; on x86-64/arm64 SysV a member
+        // function takes `this` as its first argument, like the declared C signature.
+        lookup($name).map(|address| unsafe { std::mem::transmute::<*mut c_void, _>(address) })
+    };
+}
+
+static SYMBOLS: Lazy<Result<Symbols, String>> = Lazy::new(|| {
+    let missing = |name: &str| format!("symbol {name} not exported by this runtime");
+    Ok(Symbols {
+        get_current: resolve!(c"_ZN2v87Isolate10GetCurrentEv").ok_or_else(|| missing("v8::Isolate::GetCurrent"))?,
+        heap_statistics_ctor: resolve!(c"_ZN2v814HeapStatisticsC1Ev")
+            .ok_or_else(|| missing("v8::HeapStatistics::HeapStatistics"))?,
+        get_heap_statistics: resolve!(c"_ZN2v87Isolate17GetHeapStatisticsEPNS_14HeapStatisticsE")
+            .ok_or_else(|| missing("v8::Isolate::GetHeapStatistics"))?,
+        request_interrupt: resolve!(c"_ZN2v87Isolate16RequestInterruptEPFvPS0_PvES2_")
+            .ok_or_else(|| missing("v8::Isolate::RequestInterrupt"))?,
+        add_gc_epilogue: resolve!(c"_ZN2v87Isolate21AddGCEpilogueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_S2_")
+            .ok_or_else(|| missing("v8::Isolate::AddGCEpilogueCallback"))?,
+        remove_gc_epilogue: resolve!(c"_ZN2v87Isolate24RemoveGCEpilogueCallbackEPFvPS0_NS_6GCTypeENS_15GCCallbackFlagsEPvES4_")
+            .ok_or_else(|| missing("v8::Isolate::RemoveGCEpilogueCallback"))?,
+        add_near_heap_limit: resolve!(c"_ZN2v87Isolate24AddNearHeapLimitCallbackEPFmPvmmES1_"),
+        remove_near_heap_limit: resolve!(c"_ZN2v87Isolate27RemoveNearHeapLimitCallbackEPFmPvmmEm"),
+    })
+});
+
+fn symbols() -> Result<&'static Symbols, String> {
+    SYMBOLS.as_ref().map_err(Clone::clone)
+}
+
+/// A `v8::Isolate*`. Only `request_interrupt` may be called from another thread (V8
+/// documents it as thread-safe); everything else must run on the isolate's thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Isolate(*mut c_void);
+
+// SAFETY: the pointer is only dereferenced by V8, under the rules stated on `Isolate`.
+unsafe impl Send for Isolate {}
+unsafe impl Sync for Isolate {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeapFigures {
+    pub used: u64,
+    pub total: u64,
+    pub limit: u64,
+    pub external: u64,
+}
+
+/// Word positions in `v8::HeapStatistics` (stable from V8 10.2 to 14.6; checked by `validate`).
+const TOTAL_HEAP_SIZE: usize = 0;
+const TOTAL_PHYSICAL_SIZE: usize = 2;
+const USED_HEAP_SIZE: usize = 4;
+const HEAP_SIZE_LIMIT: usize = 5;
+const EXTERNAL_MEMORY: usize = 7;
+const NATIVE_CONTEXTS: usize = 10;
+/// V8 writes 14 or 15 words today; a generous buffer shows how many it really writes.
+const BUFFER_WORDS: usize = 64;
+const MAX_EXPECTED_WORDS: usize = 32;
+const SENTINEL: u64 = 0xA5A5_5A5A_DEAD_BEEF;
+
+/// Raw statistics words; `None` when the layout is not plausible.
+fn read_words(isolate: Isolate) -> Option<[u64; BUFFER_WORDS]> {
+    let symbols = symbols().ok()?;
+    let mut words = [SENTINEL; BUFFER_WORDS];
+    // SAFETY: the buffer is 4x larger than any known HeapStatistics; the caller is on the
+    // isolate's thread (module contract).
+    unsafe {
+        (symbols.heap_statistics_ctor)(words.as_mut_ptr());
+        (symbols.get_heap_statistics)(isolate.0, words.as_mut_ptr());
+    }
+    let written = words
+        .iter()
+        .rposition(|w| *w != SENTINEL)
+        .map_or(0, |i| i + 1);
+    (14..=MAX_EXPECTED_WORDS)
+        .contains(&written)
+        .then_some(words)
+}
+
+/// The isolate running on this thread (null off the JS thread).
+pub fn current_isolate() -> Result<Isolate, String> {
+    let symbols = symbols()?;
+    // SAFETY: GetCurrent has no preconditions.
+    let isolate = unsafe { (symbols.get_current)() };
+    if isolate.is_null() {
+        Err("no V8 isolate on this thread".to_string())
+    } else {
+        Ok(Isolate(isolate))
+    }
+}
+
+/// Reads heap figures. Must run on the isolate's thread.
+pub fn read_heap(isolate: Isolate) -> Option<HeapFigures> {
+    let words = read_words(isolate)?;
+    Some(HeapFigures {
+        used: words[USED_HEAP_SIZE],
+        total: words[TOTAL_HEAP_SIZE],
+        limit: words[HEAP_SIZE_LIMIT],
+        external: words[EXTERNAL_MEMORY],
+    })
+}
+
+/// What `v8.getHeapStatistics()` said just before `validate` was called.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsHeapStatistics {
+    pub total_heap_size: f64,
+    pub total_physical_size: f64,
+    pub used_heap_size: f64,
+    pub heap_size_limit: f64,
+    pub external_memory: f64,
+    pub number_of_native_contexts: f64,
+}
+
+/// Checks the native read against the JS one, field by field. Heap figures may move a
+/// little between the two reads; the limit and the context count may not.
+pub fn validate(isolate: Isolate, js: &JsHeapStatistics) -> Result<(), String> {
+    const SLACK: f64 = 16.0 * 1024.0 * 1024.0;
+    let words = read_words(isolate)
+        .ok_or_else(|| "HeapStatistics layout not recognised (unexpected size)".to_string())?;
+    let checks = [
+        ("heap_size_limit", HEAP_SIZE_LIMIT, js.heap_size_limit, 0.0),
+        (
+            "number_of_native_contexts",
+            NATIVE_CONTEXTS,
+            js.number_of_native_contexts,
+            0.0,
+        ),
+        (
+            "total_heap_size",
+            TOTAL_HEAP_SIZE,
+            js.total_heap_size,
+            SLACK,
+        ),
+        (
+            "total_physical_size",
+            TOTAL_PHYSICAL_SIZE,
+            js.total_physical_size,
+            SLACK,
+        ),
+        ("used_heap_size", USED_HEAP_SIZE, js.used_heap_size, SLACK),
+        (
+            "external_memory",
+            EXTERNAL_MEMORY,
+            js.external_memory,
+            SLACK,
+        ),
+    ];
+    for (name, index, expected, slack) in checks {
+        let native = words[index] as f64;
+        if (native - expected).abs() > slack {
+            return Err(format!(
+                "HeapStatistics.{name} reads {native} natively but {expected} from JS"
+            ));
+        }
+    }
+    if js.heap_size_limit <= 0.0 {
+        return Err("heap_size_limit is zero".to_string());
+    }
+    Ok(())
+}
+
+/// Asks V8 to run `callback(isolate, data)` on the JS thread at the next interrupt check.
+/// Thread-safe. Not served while the event loop sleeps with no JS running.
+pub fn request_interrupt(isolate: Isolate, callback: InterruptCallback, data: *mut c_void) -> bool {
+    match symbols() {
+        Ok(symbols) => {
+            // SAFETY: RequestInterrupt is documented as callable from any thread; the caller
+            // guarantees the isolate outlives this call (the sampler joins before teardown).
+            unsafe { (symbols.request_interrupt)(isolate.0, callback, data) };
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Registers a GC epilogue callback for every GC type. JS thread only.
+pub fn add_gc_epilogue(isolate: Isolate, callback: GcCallback, data: *mut c_void) -> bool {
+    match symbols() {
+        Ok(symbols) => {
+            // SAFETY: JS thread (module contract); `data` outlives the registration.
+            unsafe { (symbols.add_gc_epilogue)(isolate.0, callback, data, GC_TYPE_ALL) };
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Removes a callback added with `add_gc_epilogue` (same callback and data). JS thread only.
+pub fn remove_gc_epilogue(isolate: Isolate, callback: GcCallback, data: *mut c_void) {
+    if let Ok(symbols) = symbols() {
+        // SAFETY: JS thread (module contract).
+        unsafe { (symbols.remove_gc_epilogue)(isolate.0, callback, data) };
+    }
+}
+
+pub fn near_heap_limit_available() -> bool {
+    symbols().is_ok_and(|s| s.add_near_heap_limit.is_some() && s.remove_near_heap_limit.is_some())
+}
+
+/// Installs a near-heap-limit callback. V8 keeps only the latest one. JS thread only.
+pub fn add_near_heap_limit(
+    isolate: Isolate,
+    callback: NearHeapLimitCallback,
+    data: *mut c_void,
+) -> bool {
+    match symbols().ok().and_then(|s| s.add_near_heap_limit) {
+        Some(add) => {
+            // SAFETY: JS thread (module contract); `data` is 'static.
+            unsafe { add(isolate.0, callback, data) };
+            true
+        }
+        None => false,
+    }
+}
+
+/// Removes it; `heap_limit` is the limit to return to (0 keeps the current one).
+pub fn remove_near_heap_limit(
+    isolate: Isolate,
+    callback: NearHeapLimitCallback,
+    heap_limit: usize,
+) {
+    if let Some(remove) = symbols().ok().and_then(|s| s.remove_near_heap_limit) {
+        // SAFETY: JS thread (module contract).
+        unsafe { remove(isolate.0, callback, heap_limit) };
+    }
+}
+
+/// Why the native probe is unavailable, if it is.
+pub fn unavailable_reason() -> Option<String> {
+    symbols().err()
+}
+
+impl Isolate {
+    /// Wraps a pointer V8 handed to one of our callbacks.
+    pub fn from_raw(pointer: *mut c_void) -> Isolate {
+        Isolate(pointer)
+    }
+}

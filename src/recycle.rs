@@ -1,0 +1,181 @@
+//! The drain-and-exit state machine. `Running` -> `Draining` (hooks and tracked work get
+//! `DRAIN_TIMEOUT`) -> `Exiting` (JS is on its way out). The native thread checks
+//! `overdue()` every tick: past the deadline plus a short grace, it exits the process itself.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use crate::policy::Reason;
+
+/// JS gets the whole drain timeout; the native thread steps in this much later, so a
+/// responsive JS thread always finishes the exit itself (and runs its `exit` listeners).
+pub const NATIVE_GRACE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct Drain {
+    pub reason: Reason,
+    pub started: Instant,
+    pub deadline: Instant,
+    /// The `recycle` event, kept so the native side can write it if JS never did.
+    pub recycle_event: Map<String, Value>,
+    /// JS received the `recycle` event (and so logged or emitted it).
+    pub acknowledged: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Phase {
+    Running,
+    Draining(Drain),
+    /// JS finished draining (`drained` says whether in time) and is exiting.
+    Exiting {
+        drain: Drain,
+        drained: bool,
+    },
+}
+
+#[derive(Debug)]
+pub struct RecycleState {
+    phase: Phase,
+    timeout: Duration,
+}
+
+impl RecycleState {
+    pub fn new(timeout: Duration) -> Self {
+        RecycleState {
+            phase: Phase::Running,
+            timeout,
+        }
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self.phase {
+            Phase::Running => "running",
+            Phase::Draining(_) => "draining",
+            Phase::Exiting { .. } => "exiting",
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.phase, Phase::Running)
+    }
+
+    /// Starts a drain; `false` if one is already under way (the first reason wins).
+    pub fn begin(
+        &mut self,
+        reason: Reason,
+        recycle_event: Map<String, Value>,
+        now: Instant,
+    ) -> bool {
+        if !self.is_running() {
+            return false;
+        }
+        self.phase = Phase::Draining(Drain {
+            reason,
+            started: now,
+            deadline: now + self.timeout,
+            recycle_event,
+            acknowledged: false,
+        });
+        true
+    }
+
+    /// JS took the `recycle` event; returns the time left to drain.
+    pub fn acknowledge(&mut self, now: Instant) -> Option<Duration> {
+        match &mut self.phase {
+            Phase::Draining(drain) => {
+                drain.acknowledged = true;
+                Some(drain.deadline.saturating_duration_since(now))
+            }
+            _ => None,
+        }
+    }
+
+    /// JS finished draining; returns the drain for the `exit` event.
+    pub fn finish(&mut self, drained: bool) -> Option<Drain> {
+        match std::mem::replace(&mut self.phase, Phase::Running) {
+            Phase::Draining(drain) | Phase::Exiting { drain, .. } => {
+                self.phase = Phase::Exiting {
+                    drain: drain.clone(),
+                    drained,
+                };
+                Some(drain)
+            }
+            Phase::Running => None,
+        }
+    }
+
+    /// The drain, once past its deadline plus the native grace.
+    pub fn overdue(&self, now: Instant) -> Option<&Drain> {
+        match &self.phase {
+            Phase::Draining(drain) | Phase::Exiting { drain, .. }
+                if now >= drain.deadline + NATIVE_GRACE =>
+            {
+                Some(drain)
+            }
+            _ => None,
+        }
+    }
+
+    /// How long the ticker may sleep without missing the native deadline.
+    pub fn time_to_deadline(&self, now: Instant) -> Option<Duration> {
+        match &self.phase {
+            Phase::Draining(drain) | Phase::Exiting { drain, .. } => {
+                Some((drain.deadline + NATIVE_GRACE).saturating_duration_since(now))
+            }
+            Phase::Running => None,
+        }
+    }
+}
+
+/// Ends the process from the calling thread without running JS, atexit handlers or
+/// destructors that could race with a stuck JS thread.
+pub fn exit_process(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_reason_wins_and_deadline_applies() {
+        let mut state = RecycleState::new(Duration::from_secs(1));
+        let now = Instant::now();
+        assert!(state.begin(Reason::Rss, Map::new(), now));
+        assert!(!state.begin(Reason::Manual, Map::new(), now));
+        assert_eq!(state.name(), "draining");
+        assert!(state.overdue(now + Duration::from_millis(1400)).is_none());
+        let overdue = state
+            .overdue(now + Duration::from_millis(1500))
+            .expect("overdue");
+        assert_eq!(overdue.reason, Reason::Rss);
+        assert!(!overdue.acknowledged);
+    }
+
+    #[test]
+    fn acknowledge_then_finish() {
+        let mut state = RecycleState::new(Duration::from_secs(10));
+        let now = Instant::now();
+        assert!(state.acknowledge(now).is_none());
+        state.begin(Reason::Heap, Map::new(), now);
+        let left = state
+            .acknowledge(now + Duration::from_secs(4))
+            .expect("draining");
+        assert_eq!(left, Duration::from_secs(6));
+        let drain = state.finish(true).expect("finishes");
+        assert!(drain.acknowledged);
+        assert_eq!(state.name(), "exiting");
+        assert!(
+            state.overdue(now + Duration::from_secs(11)).is_some(),
+            "exit still guarded"
+        );
+    }
+}
