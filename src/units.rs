@@ -53,7 +53,7 @@ fn split_number(text: &str) -> Option<(f64, String)> {
 }
 
 fn to_u64(value: f64) -> Option<u64> {
-    if value.is_finite() && value >= 0.0 && value < 1.8e19 {
+    if (0.0..1.8e19).contains(&value) {
         Some(value.round() as u64)
     } else {
         None
@@ -218,9 +218,9 @@ pub fn format_size(bytes: u64) -> String {
 }
 
 pub fn format_duration(ms: u64) -> String {
-    if ms >= 3_600_000 && ms % 60_000 == 0 {
+    if ms >= 3_600_000 && ms.is_multiple_of(60_000) {
         format!("{:.1}h", ms as f64 / 3_600_000.0)
-    } else if ms >= 60_000 && ms % 1000 == 0 {
+    } else if ms >= 60_000 && ms.is_multiple_of(1000) {
         format!("{:.1}m", ms as f64 / 60_000.0)
     } else if ms >= 1000 {
         format!("{:.1}s", ms as f64 / 1000.0)

@@ -107,18 +107,21 @@ impl HeapCell {
             .interrupt_pending
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
-            && !v8::request_interrupt(isolate, on_interrupt, self.as_data())
+            // SAFETY: the sampler is joined before the isolate goes away; the cell is 'static.
+            && !unsafe { v8::request_interrupt(isolate, on_interrupt, self.as_data()) }
         {
             self.interrupt_pending.store(false, Ordering::Release);
         }
     }
 
     pub fn install_gc_epilogue(&'static self, isolate: Isolate) -> bool {
-        v8::add_gc_epilogue(isolate, on_gc_epilogue, self.as_data())
+        // SAFETY: called on the JS thread (napi); the cell is 'static.
+        unsafe { v8::add_gc_epilogue(isolate, on_gc_epilogue, self.as_data()) }
     }
 
     pub fn remove_gc_epilogue(&'static self, isolate: Isolate) {
-        v8::remove_gc_epilogue(isolate, on_gc_epilogue, self.as_data())
+        // SAFETY: called on the JS thread (napi stop, env cleanup hook).
+        unsafe { v8::remove_gc_epilogue(isolate, on_gc_epilogue, self.as_data()) }
     }
 
     /// Post-GC point from the JS fallback (a `gc` performance entry).

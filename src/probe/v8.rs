@@ -209,7 +209,14 @@ pub fn validate(isolate: Isolate, js: &JsHeapStatistics) -> Result<(), String> {
 
 /// Asks V8 to run `callback(isolate, data)` on the JS thread at the next interrupt check.
 /// Thread-safe. Not served while the event loop sleeps with no JS running.
-pub fn request_interrupt(isolate: Isolate, callback: InterruptCallback, data: *mut c_void) -> bool {
+///
+/// # Safety
+/// The isolate must be alive for the whole call, and `data` valid whenever V8 runs it.
+pub unsafe fn request_interrupt(
+    isolate: Isolate,
+    callback: InterruptCallback,
+    data: *mut c_void,
+) -> bool {
     match symbols() {
         Ok(symbols) => {
             // SAFETY: RequestInterrupt is documented as callable from any thread; the caller
@@ -221,8 +228,11 @@ pub fn request_interrupt(isolate: Isolate, callback: InterruptCallback, data: *m
     }
 }
 
-/// Registers a GC epilogue callback for every GC type. JS thread only.
-pub fn add_gc_epilogue(isolate: Isolate, callback: GcCallback, data: *mut c_void) -> bool {
+/// Registers a GC epilogue callback for every GC type.
+///
+/// # Safety
+/// JS thread only; `data` must stay valid until removed.
+pub unsafe fn add_gc_epilogue(isolate: Isolate, callback: GcCallback, data: *mut c_void) -> bool {
     match symbols() {
         Ok(symbols) => {
             // SAFETY: JS thread (module contract); `data` outlives the registration.
@@ -233,8 +243,11 @@ pub fn add_gc_epilogue(isolate: Isolate, callback: GcCallback, data: *mut c_void
     }
 }
 
-/// Removes a callback added with `add_gc_epilogue` (same callback and data). JS thread only.
-pub fn remove_gc_epilogue(isolate: Isolate, callback: GcCallback, data: *mut c_void) {
+/// Removes a callback added with `add_gc_epilogue` (same callback and data).
+///
+/// # Safety
+/// JS thread only.
+pub unsafe fn remove_gc_epilogue(isolate: Isolate, callback: GcCallback, data: *mut c_void) {
     if let Ok(symbols) = symbols() {
         // SAFETY: JS thread (module contract).
         unsafe { (symbols.remove_gc_epilogue)(isolate.0, callback, data) };
@@ -245,8 +258,11 @@ pub fn near_heap_limit_available() -> bool {
     symbols().is_ok_and(|s| s.add_near_heap_limit.is_some() && s.remove_near_heap_limit.is_some())
 }
 
-/// Installs a near-heap-limit callback. V8 keeps only the latest one. JS thread only.
-pub fn add_near_heap_limit(
+/// Installs a near-heap-limit callback. V8 keeps only the latest one.
+///
+/// # Safety
+/// JS thread only; `data` must stay valid until removed.
+pub unsafe fn add_near_heap_limit(
     isolate: Isolate,
     callback: NearHeapLimitCallback,
     data: *mut c_void,
@@ -262,7 +278,10 @@ pub fn add_near_heap_limit(
 }
 
 /// Removes it; `heap_limit` is the limit to return to (0 keeps the current one).
-pub fn remove_near_heap_limit(
+///
+/// # Safety
+/// JS thread only.
+pub unsafe fn remove_near_heap_limit(
     isolate: Isolate,
     callback: NearHeapLimitCallback,
     heap_limit: usize,

@@ -1,0 +1,8 @@
+// ESM entry: the same instance as the CommonJS entry (one recycler per process).
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const recycle = require('./index.js')
+
+export const { start, once, guardStats, EVENTS, SelfRecycleConfigError, Recycler } = recycle
+export default recycle
