@@ -6,6 +6,7 @@ const { EventEmitter } = require('node:events')
 const v8 = require('node:v8')
 const { isMainThread } = require('node:worker_threads')
 const binding = require('./binding.js')
+const { once, trackInit, guardStats } = require('./guard.js')
 
 const ENV_PREFIX = 'SELF_RECYCLE_'
 const SINGLETON = Symbol.for('self-recycle.recycler')
@@ -220,7 +221,7 @@ class Recycler extends EventEmitter {
   /** Emits to listeners (`'event'` gets every event) and logs when due. Never throws. */
   _emitEvent (event) {
     const native = this[kNative]
-    if (native && this._shouldLog(event.event)) native.writeLog(JSON.stringify(event))
+    if (this._shouldLog(event.event)) binding.logEvent(JSON.stringify(event), this[kState].config?.log ?? 'auto')
     for (const name of [event.event, 'event']) {
       try {
         this.emit(name, event)
@@ -384,6 +385,9 @@ function start (options) {
 
 module.exports = {
   start,
+  once,
+  trackInit,
+  guardStats,
   EVENTS,
   SelfRecycleConfigError,
   Recycler

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod event;
+pub mod guard;
 pub mod monitor;
 pub mod policy;
 pub mod probe;
@@ -11,7 +12,9 @@ pub mod recycle;
 pub mod sampler;
 pub mod units;
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
@@ -21,10 +24,12 @@ use napi_derive::napi;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
-use crate::config::RawSettings;
+use crate::config::{LogMode, RawSettings};
+use crate::guard::{InitCost, REGISTRY};
 use crate::monitor::{EventSink, Monitor, MonitorSetup, Probes};
 use crate::policy::Reason;
 use crate::probe::heap_cell::HeapCell;
+use crate::probe::procfs::StatmReader;
 use crate::probe::v8::{self, HeapFigures, Isolate, JsHeapStatistics};
 use crate::sampler::{SampleSource, Ticker};
 
@@ -302,14 +307,6 @@ impl NativeRecycler {
         Ok(Value::Object(self.monitor.event(&name, &msg, extra)).to_string())
     }
 
-    /// Writes one event to stderr in the configured log format.
-    #[napi(catch_unwind)]
-    pub fn write_log(&self, event_json: String) {
-        if let Ok(Value::Object(event)) = serde_json::from_str::<Value>(&event_json) {
-            event::write_stderr(&event, self.monitor.native_log_mode());
-        }
-    }
-
     #[napi(catch_unwind)]
     pub fn stats(&self) -> String {
         self.monitor.stats().to_string()
@@ -345,5 +342,127 @@ impl NativeRecycler {
 impl Drop for NativeRecycler {
     fn drop(&mut self) {
         self.running.lock().shut_down();
+    }
+}
+
+static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's id in the guard registry (one per isolate thread).
+    static THREAD_ID: u64 = NEXT_THREAD_ID.fetch_add(1, Ordering::Relaxed);
+    /// This thread's JS value store for `once()`: (napi_env, napi_ref) of the first load.
+    /// Kept per thread, not per napi_env, so a re-loaded addon (new env) finds it again.
+    static GUARD_STORE: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+}
+
+fn thread_id() -> u64 {
+    THREAD_ID.with(|id| *id)
+}
+
+/// Returns this thread's value store, adopting `fresh` the first time.
+#[napi(catch_unwind)]
+pub fn guard_store<'env>(env: &'env Env, fresh: Object<'env>) -> Result<Object<'env>> {
+    if let Some((store_env, reference)) = GUARD_STORE.with(Cell::get) {
+        let mut value = std::ptr::null_mut();
+        // SAFETY: the env and reference were created on this thread and live as long as
+        // its isolate (the cleanup hook below clears them at teardown).
+        let status = unsafe {
+            napi::sys::napi_get_reference_value(store_env as napi::sys::napi_env, reference as napi::sys::napi_ref, &mut value)
+        };
+        if status == napi::sys::Status::napi_ok && !value.is_null() {
+            // SAFETY: `value` is a live object handle in the current scope.
+            return unsafe { Object::from_napi_value(env.raw(), value) };
+        }
+    }
+    let mut reference = std::ptr::null_mut();
+    // SAFETY: `fresh` is a live object of this env; the reference is strong (count 1).
+    let status = unsafe { napi::sys::napi_create_reference(env.raw(), fresh.raw(), 1, &mut reference) };
+    if status != napi::sys::Status::napi_ok {
+        return Err(Error::new(Status::GenericFailure, "cannot keep the guard store"));
+    }
+    GUARD_STORE.with(|store| store.set(Some((env.raw() as usize, reference as usize))));
+    let thread = thread_id();
+    env.add_env_cleanup_hook((), move |()| {
+        GUARD_STORE.with(|store| store.set(None));
+        REGISTRY.forget_thread(thread);
+    })?;
+    Ok(fresh)
+}
+
+/// Starts an initialization; `false` when a `scope: 'process'` key belongs to another thread.
+#[napi(catch_unwind)]
+pub fn guard_begin(key: String, process_scope: bool) -> bool {
+    REGISTRY.begin(&key, thread_id(), process_scope).is_ok()
+}
+
+#[napi(catch_unwind)]
+pub fn guard_end(key: String, succeeded: bool, duration_ms: f64, heap_delta: f64, rss_delta: f64) {
+    let cost = InitCost { duration_ms, heap_delta: heap_delta as i64, rss_delta: rss_delta as i64 };
+    REGISTRY.end(&key, thread_id(), succeeded, cost);
+}
+
+#[napi(catch_unwind)]
+pub fn guard_hit(key: String) {
+    REGISTRY.hit(&key);
+}
+
+#[napi(object)]
+pub struct ReinitCount {
+    pub attempts: f64,
+    pub first_from_site: bool,
+}
+
+#[napi(catch_unwind)]
+pub fn guard_reinit(key: String, call_site: String) -> ReinitCount {
+    let reinit = REGISTRY.reinit(&key, &call_site);
+    ReinitCount { attempts: reinit.attempts as f64, first_from_site: reinit.first_from_site }
+}
+
+/// Records an unguarded initialization; returns how many there have been.
+#[napi(catch_unwind)]
+pub fn guard_track_init(key: String, duration_ms: f64, heap_delta: f64, rss_delta: f64) -> f64 {
+    let cost = InitCost { duration_ms, heap_delta: heap_delta as i64, rss_delta: rss_delta as i64 };
+    REGISTRY.track_init(&key, thread_id(), cost) as f64
+}
+
+#[napi(catch_unwind)]
+pub fn guard_stats() -> String {
+    REGISTRY.stats().to_string()
+}
+
+static STATM: once_cell::sync::Lazy<Option<StatmReader>> = once_cell::sync::Lazy::new(StatmReader::open);
+
+/// Current RSS in bytes (0 where there is no procfs).
+#[napi(catch_unwind)]
+pub fn resident_bytes() -> f64 {
+    STATM.as_ref().and_then(StatmReader::read).map_or(0.0, |r| r.rss as f64)
+}
+
+/// Builds an event outside a running recycler (the guard's `reinit`).
+#[napi(catch_unwind)]
+pub fn build_event(name: String, msg: String, extra_json: String, uptime_ms: f64, heap_used: f64, heap_limit: f64) -> Result<String> {
+    let extra = match serde_json::from_str::<Value>(&extra_json) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(invalid("event fields must be a JSON object")),
+    };
+    let envelope = event::Envelope {
+        uptime_ms: to_bytes(uptime_ms),
+        rss: resident_bytes() as u64,
+        heap_used: to_bytes(heap_used),
+        heap_limit: to_bytes(heap_limit),
+    };
+    Ok(Value::Object(event::build(&name, &envelope, &msg, extra)).to_string())
+}
+
+/// Writes an event line to stderr: `mode` is json, pretty or off (auto = json).
+#[napi(catch_unwind)]
+pub fn log_event(event_json: String, mode: String) {
+    let mode = match mode.as_str() {
+        "pretty" => LogMode::Pretty,
+        "off" => LogMode::Off,
+        _ => LogMode::Json,
+    };
+    if let Ok(Value::Object(event)) = serde_json::from_str::<Value>(&event_json) {
+        event::write_stderr(&event, mode);
     }
 }

@@ -1,0 +1,164 @@
+'use strict'
+// once(): initialize a heavy singleton once per process (value per thread), share a
+// pending async init, never cache failures, and report re-initialization attempts.
+
+const v8 = require('node:v8')
+const binding = require('./binding.js')
+
+const MAX_KEY_BYTES = 1024
+const GUARD_FILE = __filename
+
+/** Per-thread store kept by the native side, so module reloads find the same values. */
+function store () {
+  return binding.guardStore(new Map())
+}
+
+function checkKey (name, key) {
+  if (typeof key !== 'string' || key.length === 0) {
+    throw new TypeError(`${name}(key, factory): key must be a non-empty string, got ${key === '' ? 'an empty string' : typeof key}`)
+  }
+  if (Buffer.byteLength(key) > MAX_KEY_BYTES) {
+    throw new TypeError(`${name}(key, factory): key must be at most ${MAX_KEY_BYTES} bytes, got ${Buffer.byteLength(key)}`)
+  }
+}
+
+function checkFactory (name, factory) {
+  if (typeof factory !== 'function') {
+    throw new TypeError(`${name}(key, factory): factory must be a function, got ${factory === null ? 'null' : typeof factory}`)
+  }
+}
+
+function isThenable (value) {
+  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function'
+}
+
+/** The caller's stack, without our own frames; its first line is the call site. */
+function callerStack () {
+  const holder = {}
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 20
+  Error.captureStackTrace(holder)
+  Error.stackTraceLimit = limit
+  const frames = String(holder.stack).split('\n').slice(1)
+    .filter((line) => !line.includes(GUARD_FILE))
+    .map((line) => line.trim())
+  return frames
+}
+
+/** Emits through the running recycler, or logs on stderr when none is started. */
+function emitGuardEvent (name, msg, fields) {
+  const recycler = globalThis[Symbol.for('self-recycle.recycler')]
+  const heap = v8.getHeapStatistics()
+  const event = JSON.parse(binding.buildEvent(name, msg, JSON.stringify(fields), process.uptime() * 1000, heap.used_heap_size, heap.heap_size_limit))
+  if (recycler && typeof recycler._emitEvent === 'function' && recycler.config && !recycler.config.disabled) {
+    recycler._emitEvent(event)
+  } else {
+    const mode = process.env.SELF_RECYCLE_LOG || 'auto'
+    if (mode !== 'off') binding.logEvent(JSON.stringify(event), mode)
+  }
+}
+
+function measureStart () {
+  return { started: performance.now(), heap: v8.getHeapStatistics().used_heap_size, rss: binding.residentBytes() }
+}
+
+function measureEnd (before) {
+  return [
+    performance.now() - before.started,
+    v8.getHeapStatistics().used_heap_size - before.heap,
+    binding.residentBytes() - before.rss
+  ]
+}
+
+function reportReinit (key, stack) {
+  const site = stack[0] || 'unknown'
+  const { attempts, firstFromSite } = binding.guardReinit(key, site)
+  if (firstFromSite) {
+    emitGuardEvent('reinit', `'${key}' is already initialized but was asked to initialize again (attempt ${attempts}) ${site}; the existing value was returned`, {
+      key,
+      attempts,
+      callSite: site,
+      stack: stack.join('\n')
+    })
+  }
+}
+
+/**
+ * Runs `factory` at most once per process per key (each worker thread gets its own value)
+ * and returns its value to every caller. A pending async init is shared; a factory that
+ * throws or rejects is not cached. A call with another factory for an initialized key is
+ * a re-initialization attempt: the cached value is returned and `reinit` is reported.
+ */
+function once (key, factory, options = {}) {
+  checkKey('once', key)
+  checkFactory('once', factory)
+  if (options === null || typeof options !== 'object') throw new TypeError(`once(key, factory, options): options must be an object, got ${typeof options}`)
+  const scope = options.scope ?? 'thread'
+  if (scope !== 'thread' && scope !== 'process') {
+    throw new TypeError(`once(key, factory, options): scope must be 'thread' or 'process', got ${String(scope)}`)
+  }
+  const values = store()
+  const entry = values.get(key)
+  if (entry) {
+    binding.guardHit(key)
+    if (!entry.factories.has(factory)) {
+      entry.factories.add(factory)
+      reportReinit(key, callerStack())
+    }
+    return entry.value
+  }
+  if (!binding.guardBegin(key, scope === 'process')) {
+    const error = new Error(`once('${key}'): this key has scope 'process' and another thread already initialized it; JS values cannot cross threads`)
+    error.code = 'ERR_SELF_RECYCLE_GUARD_SCOPE'
+    throw error
+  }
+  const before = measureStart()
+  let value
+  try {
+    value = factory()
+  } catch (error) {
+    binding.guardEnd(key, false, ...measureEnd(before))
+    throw error
+  }
+  if (!isThenable(value)) {
+    binding.guardEnd(key, true, ...measureEnd(before))
+    values.set(key, { value, factories: new WeakSet([factory]) })
+    return value
+  }
+  const pending = Promise.resolve(value).then((resolved) => {
+    binding.guardEnd(key, true, ...measureEnd(before))
+    return resolved
+  }, (error) => {
+    binding.guardEnd(key, false, ...measureEnd(before))
+    if (values.get(key)?.value === pending) values.delete(key)
+    throw error
+  })
+  values.set(key, { value: pending, factories: new WeakSet([factory]) })
+  return pending
+}
+
+/**
+ * Runs `factory` every time (no caching) but counts each run for `key`: from the second
+ * one on, `reinit` is reported with the caller's stack. For code you cannot guard yet.
+ */
+function trackInit (key, factory) {
+  checkKey('trackInit', key)
+  checkFactory('trackInit', factory)
+  const before = measureStart()
+  const stack = callerStack()
+  const finish = () => {
+    const inits = binding.guardTrackInit(key, ...measureEnd(before))
+    if (inits > 1) reportReinit(key, stack)
+  }
+  const value = factory()
+  if (isThenable(value)) return Promise.resolve(value).then((resolved) => { finish(); return resolved })
+  finish()
+  return value
+}
+
+/** Per key: inits, hits, reinit attempts, failures, init ms, heap and RSS delta, threads. */
+function guardStats () {
+  return JSON.parse(binding.guardStats())
+}
+
+module.exports = { once, trackInit, guardStats }

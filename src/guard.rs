@@ -1,0 +1,196 @@
+//! The once-only initialization registry, process-wide and in native memory: it outlives
+//! `require.cache` resets, module re-evaluation and second copies of the JS wrapper. JS
+//! values stay per thread (they cannot cross isolates); counts and ownership live here.
+
+use std::collections::{HashMap, HashSet};
+
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+pub const MAX_KEY_BYTES: usize = 1024;
+
+#[derive(Debug, Default, Clone)]
+struct KeyRecord {
+    inits: u64,
+    hits: u64,
+    reinit_attempts: u64,
+    failures: u64,
+    init_ms: f64,
+    heap_delta: i64,
+    rss_delta: i64,
+    process_scope: bool,
+    /// Threads (isolates) holding a value or initializing one.
+    threads: HashSet<u64>,
+    /// Call sites already reported in a `reinit` event.
+    reported_sites: HashSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeginError {
+    /// A `scope: 'process'` key another thread already owns.
+    OwnedByAnotherThread,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    keys: Mutex<HashMap<String, KeyRecord>>,
+}
+
+/// The figures measured around one initialization.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InitCost {
+    pub duration_ms: f64,
+    pub heap_delta: i64,
+    pub rss_delta: i64,
+}
+
+/// What `reinit` reporting needs: the new count and whether this call site is new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reinit {
+    pub attempts: u64,
+    pub first_from_site: bool,
+}
+
+impl Registry {
+    /// A thread is about to run the factory for `key`.
+    pub fn begin(&self, key: &str, thread: u64, process_scope: bool) -> Result<(), BeginError> {
+        let mut keys = self.keys.lock();
+        let record = keys.entry(key.to_string()).or_default();
+        let others = record.threads.iter().any(|t| *t != thread);
+        if (process_scope || record.process_scope) && others {
+            return Err(BeginError::OwnedByAnotherThread);
+        }
+        record.process_scope |= process_scope;
+        record.threads.insert(thread);
+        Ok(())
+    }
+
+    /// The factory finished: success is counted with its cost; a failure frees the key.
+    pub fn end(&self, key: &str, thread: u64, succeeded: bool, cost: InitCost) {
+        let mut keys = self.keys.lock();
+        let Some(record) = keys.get_mut(key) else { return };
+        if succeeded {
+            record.inits += 1;
+            record.init_ms += cost.duration_ms;
+            record.heap_delta = record.heap_delta.saturating_add(cost.heap_delta);
+            record.rss_delta = record.rss_delta.saturating_add(cost.rss_delta);
+        } else {
+            record.failures += 1;
+            record.threads.remove(&thread);
+        }
+    }
+
+    pub fn hit(&self, key: &str) {
+        if let Some(record) = self.keys.lock().get_mut(key) {
+            record.hits += 1;
+        }
+    }
+
+    /// An initialized key was asked to initialize again (a new factory).
+    pub fn reinit(&self, key: &str, call_site: &str) -> Reinit {
+        let mut keys = self.keys.lock();
+        let record = keys.entry(key.to_string()).or_default();
+        record.reinit_attempts += 1;
+        Reinit {
+            attempts: record.reinit_attempts,
+            first_from_site: record.reported_sites.insert(call_site.to_string()),
+        }
+    }
+
+    /// An unguarded initialization (`trackInit`): counted like an init; from the second
+    /// one on it is also a reinit.
+    pub fn track_init(&self, key: &str, thread: u64, cost: InitCost) -> u64 {
+        let mut keys = self.keys.lock();
+        let record = keys.entry(key.to_string()).or_default();
+        record.inits += 1;
+        record.init_ms += cost.duration_ms;
+        record.heap_delta = record.heap_delta.saturating_add(cost.heap_delta);
+        record.rss_delta = record.rss_delta.saturating_add(cost.rss_delta);
+        record.threads.insert(thread);
+        record.inits
+    }
+
+    /// A thread's isolate is gone: it no longer holds values.
+    pub fn forget_thread(&self, thread: u64) {
+        for record in self.keys.lock().values_mut() {
+            record.threads.remove(&thread);
+        }
+    }
+
+    pub fn stats(&self) -> Value {
+        let keys = self.keys.lock();
+        let mut names: Vec<&String> = keys.keys().collect();
+        names.sort();
+        Value::Array(
+            names
+                .into_iter()
+                .map(|name| {
+                    let r = &keys[name];
+                    json!({
+                        "key": name,
+                        "inits": r.inits,
+                        "hits": r.hits,
+                        "reinitAttempts": r.reinit_attempts,
+                        "failures": r.failures,
+                        "initMs": (r.init_ms * 1000.0).round() / 1000.0,
+                        "heapDelta": r.heap_delta,
+                        "rssDelta": r.rss_delta,
+                        "threads": r.threads.len(),
+                        "scope": if r.process_scope { "process" } else { "thread" },
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The one registry of this process.
+pub static REGISTRY: Lazy<Registry> = Lazy::new(Registry::default);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_inits_hits_and_failures() {
+        let registry = Registry::default();
+        registry.begin("db", 1, false).expect("free");
+        registry.end("db", 1, false, InitCost::default());
+        registry.begin("db", 1, false).expect("retry after failure");
+        registry.end(
+            "db",
+            1,
+            true,
+            InitCost { duration_ms: 2.5, heap_delta: 1000, rss_delta: 4096 },
+        );
+        registry.hit("db");
+        registry.hit("db");
+        let stats = registry.stats();
+        assert_eq!(stats[0]["inits"], 1);
+        assert_eq!(stats[0]["failures"], 1);
+        assert_eq!(stats[0]["hits"], 2);
+        assert_eq!(stats[0]["heapDelta"], 1000);
+        assert_eq!(stats[0]["initMs"], 2.5);
+    }
+
+    #[test]
+    fn process_scope_refuses_a_second_thread() {
+        let registry = Registry::default();
+        registry.begin("pool", 1, true).expect("first thread");
+        assert_eq!(registry.begin("pool", 2, true), Err(BeginError::OwnedByAnotherThread));
+        assert_eq!(registry.begin("pool", 2, false), Err(BeginError::OwnedByAnotherThread));
+        registry.begin("cache", 1, false).expect("thread scope");
+        registry.begin("cache", 2, false).expect("each thread its own value");
+        registry.forget_thread(1);
+        registry.begin("pool", 2, true).expect("the owner is gone");
+    }
+
+    #[test]
+    fn reinit_is_reported_once_per_call_site() {
+        let registry = Registry::default();
+        assert_eq!(registry.reinit("k", "a.js:1"), Reinit { attempts: 1, first_from_site: true });
+        assert_eq!(registry.reinit("k", "a.js:1"), Reinit { attempts: 2, first_from_site: false });
+        assert_eq!(registry.reinit("k", "b.js:9"), Reinit { attempts: 3, first_from_site: true });
+    }
+}
