@@ -167,7 +167,9 @@ class Recycler extends EventEmitter {
         uptimeMs: process.uptime() * 1000,
         heap: heapInput(),
         mainThread: isMainThread,
-        forceJsHeapProbe: process.env.SELF_RECYCLE_TEST_FORCE_JS_HEAP_PROBE === '1'
+        forceJsHeapProbe: process.env.SELF_RECYCLE_TEST_FORCE_JS_HEAP_PROBE === '1',
+        nodeOwnsNearHeapLimit: [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]
+          .some((arg) => arg.startsWith('--heapsnapshot-near-heap-limit'))
       },
       (json) => this._receive(json)
     )

@@ -69,7 +69,9 @@ impl Registry {
     /// The factory finished: success is counted with its cost; a failure frees the key.
     pub fn end(&self, key: &str, thread: u64, succeeded: bool, cost: InitCost) {
         let mut keys = self.keys.lock();
-        let Some(record) = keys.get_mut(key) else { return };
+        let Some(record) = keys.get_mut(key) else {
+            return;
+        };
         if succeeded {
             record.inits += 1;
             record.init_ms += cost.duration_ms;
@@ -162,7 +164,11 @@ mod tests {
             "db",
             1,
             true,
-            InitCost { duration_ms: 2.5, heap_delta: 1000, rss_delta: 4096 },
+            InitCost {
+                duration_ms: 2.5,
+                heap_delta: 1000,
+                rss_delta: 4096,
+            },
         );
         registry.hit("db");
         registry.hit("db");
@@ -178,10 +184,18 @@ mod tests {
     fn process_scope_refuses_a_second_thread() {
         let registry = Registry::default();
         registry.begin("pool", 1, true).expect("first thread");
-        assert_eq!(registry.begin("pool", 2, true), Err(BeginError::OwnedByAnotherThread));
-        assert_eq!(registry.begin("pool", 2, false), Err(BeginError::OwnedByAnotherThread));
+        assert_eq!(
+            registry.begin("pool", 2, true),
+            Err(BeginError::OwnedByAnotherThread)
+        );
+        assert_eq!(
+            registry.begin("pool", 2, false),
+            Err(BeginError::OwnedByAnotherThread)
+        );
         registry.begin("cache", 1, false).expect("thread scope");
-        registry.begin("cache", 2, false).expect("each thread its own value");
+        registry
+            .begin("cache", 2, false)
+            .expect("each thread its own value");
         registry.forget_thread(1);
         registry.begin("pool", 2, true).expect("the owner is gone");
     }
@@ -189,8 +203,26 @@ mod tests {
     #[test]
     fn reinit_is_reported_once_per_call_site() {
         let registry = Registry::default();
-        assert_eq!(registry.reinit("k", "a.js:1"), Reinit { attempts: 1, first_from_site: true });
-        assert_eq!(registry.reinit("k", "a.js:1"), Reinit { attempts: 2, first_from_site: false });
-        assert_eq!(registry.reinit("k", "b.js:9"), Reinit { attempts: 3, first_from_site: true });
+        assert_eq!(
+            registry.reinit("k", "a.js:1"),
+            Reinit {
+                attempts: 1,
+                first_from_site: true
+            }
+        );
+        assert_eq!(
+            registry.reinit("k", "a.js:1"),
+            Reinit {
+                attempts: 2,
+                first_from_site: false
+            }
+        );
+        assert_eq!(
+            registry.reinit("k", "b.js:9"),
+            Reinit {
+                attempts: 3,
+                first_from_site: true
+            }
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod event;
 pub mod guard;
 pub mod monitor;
+pub mod near_heap;
 pub mod policy;
 pub mod probe;
 pub mod recycle;
@@ -93,6 +94,8 @@ pub struct StartInput {
     pub main_thread: bool,
     /// Skip the native V8 probe (tests of the fallback, odd runtimes).
     pub force_js_heap_probe: bool,
+    /// Node runs with `--heapsnapshot-near-heap-limit`: its callback must stay in place.
+    pub node_owns_near_heap_limit: bool,
 }
 
 type EventCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
@@ -157,9 +160,39 @@ fn choose_heap_probe(
     }
 }
 
+/// Installs the near-heap-limit callback when allowed; records why not otherwise.
+fn install_near_heap_limit(input: &StartInput, monitor: &Arc<Monitor>) -> Option<Arc<Monitor>> {
+    let refusal = if !monitor.config().near_heap_limit {
+        Some("off (SELF_RECYCLE_NEAR_HEAP_LIMIT=off)".to_string())
+    } else if !input.main_thread {
+        Some("off in worker threads (it would replace Node's own handler)".to_string())
+    } else if input.node_owns_near_heap_limit {
+        Some("off: --heapsnapshot-near-heap-limit owns V8's callback".to_string())
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        monitor.set_near_heap_status(reason);
+        return None;
+    }
+    let installed =
+        v8::current_isolate().and_then(|isolate| near_heap::install(isolate, Arc::clone(monitor)));
+    match installed {
+        Ok(()) => {
+            monitor.set_near_heap_status("on".to_string());
+            Some(Arc::clone(monitor))
+        }
+        Err(reason) => {
+            monitor.set_near_heap_status(format!("off: {reason}"));
+            None
+        }
+    }
+}
+
 /// Stops the ticker and unhooks from V8; shared with the env cleanup hook.
 struct Running {
     ticker: Option<Ticker>,
+    near_heap: Option<Arc<Monitor>>,
     gc_isolate: Option<Isolate>,
     heap: &'static HeapCell,
 }
@@ -171,6 +204,9 @@ impl Running {
         }
         if let Some(isolate) = self.gc_isolate.take() {
             self.heap.remove_gc_epilogue(isolate);
+        }
+        if let Some(monitor) = self.near_heap.take() {
+            near_heap::uninstall(&monitor);
         }
     }
 }
@@ -223,6 +259,7 @@ impl NativeRecycler {
             can_exit_process: input.main_thread,
             sink: Box::new(JsSink { callback }),
         }));
+        let near_heap = install_near_heap_limit(&input, &monitor);
         let ticking = Arc::clone(&monitor);
         let ticker = Ticker::spawn("self-recycle", move || ticking.tick()).map_err(|e| {
             Error::new(
@@ -232,6 +269,7 @@ impl NativeRecycler {
         })?;
         let running = Arc::new(Mutex::new(Running {
             ticker: Some(ticker),
+            near_heap,
             gc_isolate,
             heap,
         }));
@@ -367,7 +405,11 @@ pub fn guard_store<'env>(env: &'env Env, fresh: Object<'env>) -> Result<Object<'
         // SAFETY: the env and reference were created on this thread and live as long as
         // its isolate (the cleanup hook below clears them at teardown).
         let status = unsafe {
-            napi::sys::napi_get_reference_value(store_env as napi::sys::napi_env, reference as napi::sys::napi_ref, &mut value)
+            napi::sys::napi_get_reference_value(
+                store_env as napi::sys::napi_env,
+                reference as napi::sys::napi_ref,
+                &mut value,
+            )
         };
         if status == napi::sys::Status::napi_ok && !value.is_null() {
             // SAFETY: `value` is a live object handle in the current scope.
@@ -376,9 +418,13 @@ pub fn guard_store<'env>(env: &'env Env, fresh: Object<'env>) -> Result<Object<'
     }
     let mut reference = std::ptr::null_mut();
     // SAFETY: `fresh` is a live object of this env; the reference is strong (count 1).
-    let status = unsafe { napi::sys::napi_create_reference(env.raw(), fresh.raw(), 1, &mut reference) };
+    let status =
+        unsafe { napi::sys::napi_create_reference(env.raw(), fresh.raw(), 1, &mut reference) };
     if status != napi::sys::Status::napi_ok {
-        return Err(Error::new(Status::GenericFailure, "cannot keep the guard store"));
+        return Err(Error::new(
+            Status::GenericFailure,
+            "cannot keep the guard store",
+        ));
     }
     GUARD_STORE.with(|store| store.set(Some((env.raw() as usize, reference as usize))));
     let thread = thread_id();
@@ -397,7 +443,11 @@ pub fn guard_begin(key: String, process_scope: bool) -> bool {
 
 #[napi(catch_unwind)]
 pub fn guard_end(key: String, succeeded: bool, duration_ms: f64, heap_delta: f64, rss_delta: f64) {
-    let cost = InitCost { duration_ms, heap_delta: heap_delta as i64, rss_delta: rss_delta as i64 };
+    let cost = InitCost {
+        duration_ms,
+        heap_delta: heap_delta as i64,
+        rss_delta: rss_delta as i64,
+    };
     REGISTRY.end(&key, thread_id(), succeeded, cost);
 }
 
@@ -415,13 +465,20 @@ pub struct ReinitCount {
 #[napi(catch_unwind)]
 pub fn guard_reinit(key: String, call_site: String) -> ReinitCount {
     let reinit = REGISTRY.reinit(&key, &call_site);
-    ReinitCount { attempts: reinit.attempts as f64, first_from_site: reinit.first_from_site }
+    ReinitCount {
+        attempts: reinit.attempts as f64,
+        first_from_site: reinit.first_from_site,
+    }
 }
 
 /// Records an unguarded initialization; returns how many there have been.
 #[napi(catch_unwind)]
 pub fn guard_track_init(key: String, duration_ms: f64, heap_delta: f64, rss_delta: f64) -> f64 {
-    let cost = InitCost { duration_ms, heap_delta: heap_delta as i64, rss_delta: rss_delta as i64 };
+    let cost = InitCost {
+        duration_ms,
+        heap_delta: heap_delta as i64,
+        rss_delta: rss_delta as i64,
+    };
     REGISTRY.track_init(&key, thread_id(), cost) as f64
 }
 
@@ -430,17 +487,28 @@ pub fn guard_stats() -> String {
     REGISTRY.stats().to_string()
 }
 
-static STATM: once_cell::sync::Lazy<Option<StatmReader>> = once_cell::sync::Lazy::new(StatmReader::open);
+static STATM: once_cell::sync::Lazy<Option<StatmReader>> =
+    once_cell::sync::Lazy::new(StatmReader::open);
 
 /// Current RSS in bytes (0 where there is no procfs).
 #[napi(catch_unwind)]
 pub fn resident_bytes() -> f64 {
-    STATM.as_ref().and_then(StatmReader::read).map_or(0.0, |r| r.rss as f64)
+    STATM
+        .as_ref()
+        .and_then(StatmReader::read)
+        .map_or(0.0, |r| r.rss as f64)
 }
 
 /// Builds an event outside a running recycler (the guard's `reinit`).
 #[napi(catch_unwind)]
-pub fn build_event(name: String, msg: String, extra_json: String, uptime_ms: f64, heap_used: f64, heap_limit: f64) -> Result<String> {
+pub fn build_event(
+    name: String,
+    msg: String,
+    extra_json: String,
+    uptime_ms: f64,
+    heap_used: f64,
+    heap_limit: f64,
+) -> Result<String> {
     let extra = match serde_json::from_str::<Value>(&extra_json) {
         Ok(Value::Object(map)) => map,
         _ => return Err(invalid("event fields must be a JSON object")),

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{Config, LogMode, RssLimitSetting, RssMetric};
 use crate::event::{self, Envelope};
+use crate::near_heap;
 use crate::policy::{apply_jitter, Limits, Policy, Reason, Sample, Verdict};
 use crate::probe::cgroup::{LimitSource, MemoryLimit};
 use crate::recycle::{exit_process, Drain, RecycleState};
@@ -59,6 +60,8 @@ pub struct Monitor {
     probes: Probes,
     can_exit_process: bool,
     sink: Box<dyn EventSink>,
+    /// `on`, or why the near-heap-limit callback is not installed.
+    near_heap_status: Mutex<String>,
     policy: Mutex<Policy>,
     ring: Mutex<SampleRing>,
     recycle: Mutex<RecycleState>,
@@ -127,6 +130,7 @@ impl Monitor {
             probes: setup.probes,
             can_exit_process: setup.can_exit_process,
             sink: setup.sink,
+            near_heap_status: Mutex::new("off".to_string()),
             policy: Mutex::new(Policy::new(limits)),
             ring: Mutex::new(ring),
             counters: Mutex::new(Counters::default()),
@@ -134,6 +138,10 @@ impl Monitor {
             sample_events: AtomicBool::new(false),
             sample_in_flight: AtomicBool::new(false),
         }
+    }
+
+    pub fn set_near_heap_status(&self, status: String) {
+        *self.near_heap_status.lock() = status;
     }
 
     pub fn config(&self) -> &Config {
@@ -148,13 +156,16 @@ impl Monitor {
         self.ring.lock().latest().copied().unwrap_or_default()
     }
 
+    /// Figures for an event's envelope: RSS read now (about 1 us), heap from the latest
+    /// JS-thread reading (a GC epilogue, an interrupt or a napi call).
     pub fn envelope(&self) -> Envelope {
         let sample = self.latest();
+        let heap = self.source.heap().figures().unwrap_or_default();
         Envelope {
             uptime_ms: self.source.uptime_ms(),
-            rss: sample.rss,
-            heap_used: sample.heap_used,
-            heap_limit: sample.heap_limit,
+            rss: self.source.resident().map_or(sample.rss, |r| r.rss),
+            heap_used: heap.used,
+            heap_limit: heap.limit,
         }
     }
 
@@ -376,12 +387,70 @@ impl Monitor {
 
     /// The JS thread did not finish in time: write what it could not, then exit.
     fn exit_from_native_thread(&self, drain: &Drain) -> ! {
+        let msg = format!(
+            "drain did not finish within {} (JS unresponsive or a hook hung); exiting with code {} from the native thread",
+            format_duration(self.config.drain_timeout_ms),
+            self.config.exit_code
+        );
+        self.exit_natively(drain, &msg)
+    }
+
+    /// Writes the `recycle` event if JS never took it, then an `exit` event, then exits.
+    fn exit_natively(&self, drain: &Drain, msg: &str) -> ! {
         let mode = self.native_log_mode();
         if !drain.acknowledged {
             event::write_stderr(&drain.recycle_event, mode);
         }
-        event::write_stderr(&self.exit_event(drain, false, true), mode);
+        let mut exit = self.exit_event(drain, false, true);
+        exit.insert("msg".into(), json!(msg));
+        event::write_stderr(&exit, mode);
         exit_process(self.config.exit_code)
+    }
+
+    /// V8 is about to run out of heap (JS thread, inside a GC). Returns the new limit.
+    pub fn on_near_heap_limit(&self, hits: u32, current: u64, initial: u64) -> u64 {
+        let cgroup = self
+            .memory_limit
+            .filter(|m| m.source != LimitSource::Physical)
+            .map(|m| m.bytes);
+        let rss = self.source.resident().map_or(0, |r| r.rss);
+        let grant = if hits == 1 {
+            near_heap::headroom(current, rss, cgroup)
+        } else {
+            None
+        };
+        if let Some(headroom) = grant {
+            let why = format!(
+                "V8 heap reached its limit of {} (initially {}); granted {} of headroom to drain",
+                format_size(current),
+                format_size(initial),
+                format_size(headroom)
+            );
+            self.trigger(Reason::NearHeapLimit, &why, current, current, 0, None);
+            return current + headroom;
+        }
+        if self.config.dry_run || !self.can_exit_process {
+            return current;
+        }
+        let why = if hits == 1 {
+            "V8 heap reached its limit and the cgroup leaves no room for headroom"
+        } else {
+            "V8 heap reached its limit again before the drain finished"
+        };
+        let mut extra = reason_fields(Reason::NearHeapLimit, current, current);
+        extra.insert("strikes".into(), json!(0));
+        extra.insert("dryRun".into(), json!(false));
+        let fresh_event = self.event("recycle", &format!("{why}; exiting"), extra);
+        let drain = self.recycle.lock().begin_or_current(
+            Reason::NearHeapLimit,
+            fresh_event,
+            Instant::now(),
+        );
+        let msg = format!(
+            "{why}; exiting with code {} before V8 aborts",
+            self.config.exit_code
+        );
+        self.exit_natively(&drain, &msg)
     }
 
     pub fn state_name(&self) -> &'static str {
@@ -434,6 +503,7 @@ impl Monitor {
             "v8": if self.probes.v8_native { "native" } else { "js" },
             "v8Fallback": self.probes.v8_fallback_reason,
             "gcEpilogue": self.probes.gc_epilogue,
+            "nearHeapLimit": *self.near_heap_status.lock(),
         })
     }
 

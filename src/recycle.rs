@@ -71,17 +71,30 @@ impl RecycleState {
         recycle_event: Map<String, Value>,
         now: Instant,
     ) -> bool {
-        if !self.is_running() {
-            return false;
+        let was_running = self.is_running();
+        self.begin_or_current(reason, recycle_event, now);
+        was_running
+    }
+
+    /// The drain under way, or a new one started with this reason.
+    pub fn begin_or_current(
+        &mut self,
+        reason: Reason,
+        recycle_event: Map<String, Value>,
+        now: Instant,
+    ) -> Drain {
+        if let Phase::Draining(drain) | Phase::Exiting { drain, .. } = &self.phase {
+            return drain.clone();
         }
-        self.phase = Phase::Draining(Drain {
+        let drain = Drain {
             reason,
             started: now,
             deadline: now + self.timeout,
             recycle_event,
             acknowledged: false,
-        });
-        true
+        };
+        self.phase = Phase::Draining(drain.clone());
+        drain
     }
 
     /// JS took the `recycle` event; returns the time left to drain.

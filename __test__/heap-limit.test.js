@@ -1,0 +1,76 @@
+'use strict'
+// Near-heap-limit: a worker loaded with self-recycle never dies of a V8 heap OOM.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { runFixture, eventsNamed, describe } = require('./helpers')
+
+const RUNS = Number(process.env.SELF_RECYCLE_TEST_OOM_RUNS || 20)
+
+async function runMany (variant) {
+  const results = []
+  for (let batch = 0; batch < RUNS; batch += 2) {
+    results.push(...await Promise.all([0, 1].slice(0, RUNS - batch).map(() =>
+      runFixture('oom.js', { args: [variant], nodeArgs: ['--max-old-space-size=64'], timeoutMs: 30000 }))))
+  }
+  return results
+}
+
+for (const variant of ['timer', 'sync']) {
+  test(`${RUNS} fast leaks under --max-old-space-size=64 (${variant}): exit 75, never FATAL ERROR`, async () => {
+    const results = await runMany(variant)
+    for (const result of results) {
+      assert.doesNotMatch(result.stderr, /FATAL ERROR|JavaScript heap out of memory/, describe(result))
+      assert.equal(result.signal, null, describe(result))
+      assert.equal(result.code, 75, describe(result))
+      const [recycle] = eventsNamed(result, 'recycle')
+      assert.equal(recycle.reason, 'near-heap-limit', describe(result))
+      const [exit] = eventsNamed(result, 'exit')
+      assert.equal(exit.code, 75)
+      if (variant === 'timer') {
+        assert.ok(result.lines.includes('drain-hook-ran'), describe(result))
+      } else {
+        assert.equal(exit.forced, true)
+        assert.match(exit.msg, /before V8 aborts/)
+      }
+    }
+  })
+}
+
+test('without self-recycle the same leak dies of SIGABRT (the control)', async () => {
+  const result = await runFixture('oom.js', {
+    args: ['timer'],
+    nodeArgs: ['--max-old-space-size=64'],
+    env: { SELF_RECYCLE_DISABLE: '1' },
+    timeoutMs: 30000
+  })
+  assert.equal(result.signal, 'SIGABRT', describe(result))
+  assert.match(result.stderr, /FATAL ERROR/)
+})
+
+test('NEAR_HEAP_LIMIT=off leaves V8 alone', async () => {
+  const result = await runFixture('oom.js', {
+    args: ['sync'],
+    nodeArgs: ['--max-old-space-size=64'],
+    env: { SELF_RECYCLE_NEAR_HEAP_LIMIT: 'off' },
+    timeoutMs: 30000
+  })
+  assert.equal(result.signal, 'SIGABRT', describe(result))
+  assert.equal(eventsNamed(result, 'start')[0].probes.nearHeapLimit, 'off (SELF_RECYCLE_NEAR_HEAP_LIMIT=off)')
+})
+
+test('--heapsnapshot-near-heap-limit keeps Node in charge, and the start event says so', async () => {
+  const result = await runFixture('worker.js', {
+    nodeArgs: ['--heapsnapshot-near-heap-limit=1'],
+    env: { FIXTURE_MODE: 'idle', FIXTURE_IDLE_EXIT_MS: '100' }
+  })
+  assert.equal(result.code, 0, describe(result))
+  assert.match(eventsNamed(result, 'start')[0].probes.nearHeapLimit, /--heapsnapshot-near-heap-limit owns/)
+})
+
+test('in a worker thread the callback is not installed: Node reports ERR_WORKER_OUT_OF_MEMORY', async () => {
+  const result = await runFixture('worker-oom.js', { timeoutMs: 30000 })
+  assert.equal(result.code, 0, describe(result))
+  assert.ok(result.lines.includes('worker-near-heap:off in worker threads (it would replace Node\'s own handler)'), describe(result))
+  assert.ok(result.lines.includes('worker-error:ERR_WORKER_OUT_OF_MEMORY'), describe(result))
+})
