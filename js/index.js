@@ -194,6 +194,17 @@ class Recycler extends EventEmitter {
     }
     this[kState].heapTimer = setInterval(report, intervalMs)
     this[kState].heapTimer.unref()
+    // Post-GC points for the leak slope: major GCs seen through perf_hooks.
+    const { PerformanceObserver, constants } = require('node:perf_hooks')
+    const observer = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        if ((entry.detail?.kind ?? entry.kind) === constants.NODE_PERFORMANCE_GC_MAJOR) {
+          this[kNative]?.reportPostGc(v8.getHeapStatistics().used_heap_size)
+        }
+      }
+    })
+    observer.observe({ entryTypes: ['gc'] })
+    this[kState].gcObserver = observer
   }
 
   _receive (json) {
@@ -365,6 +376,7 @@ class Recycler extends EventEmitter {
     if (!native) return true
     if (!native.stop()) return false
     clearInterval(state.heapTimer)
+    state.gcObserver?.disconnect()
     process.removeListener('exit', state.onExit)
     this[kNative] = null
     return true

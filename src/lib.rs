@@ -316,6 +316,12 @@ impl NativeRecycler {
         });
     }
 
+    /// A post-GC heap figure from the JS fallback (a major `gc` performance entry).
+    #[napi(catch_unwind)]
+    pub fn report_post_gc(&self, used: f64) {
+        self.running.lock().heap.record_post_gc(to_bytes(used));
+    }
+
     /// JS took the `recycle` event; returns the milliseconds left to drain.
     #[napi(catch_unwind)]
     pub fn acknowledge(&self) -> Option<f64> {

@@ -69,6 +69,8 @@ pub struct Monitor {
     jobs_done: AtomicU64,
     sample_events: AtomicBool,
     sample_in_flight: AtomicBool,
+    /// Major-GC count when the leak slope was last fitted (refit only on new points).
+    leak_checked_at_gc: AtomicU64,
 }
 
 fn random_unit() -> f64 {
@@ -116,6 +118,8 @@ impl Monitor {
             strikes: config.strikes,
             warmup_ms: config.warmup_ms,
             min_uptime_ms: config.min_uptime_ms,
+            leak_slope_per_min: config.leak_slope_bytes_per_min,
+            leak_window_ms: config.leak_window_ms,
         };
         let first = setup.source.take(0, &Sample::default());
         let mut ring = SampleRing::new(RING_CAPACITY);
@@ -137,6 +141,7 @@ impl Monitor {
             jobs_done: AtomicU64::new(0),
             sample_events: AtomicBool::new(false),
             sample_in_flight: AtomicBool::new(false),
+            leak_checked_at_gc: AtomicU64::new(0),
         }
     }
 
@@ -220,7 +225,17 @@ impl Monitor {
             self.deliver(self.sample_event(&sample));
         }
         if self.recycle.lock().is_running() {
-            let verdicts = self.policy.lock().observe(&sample);
+            let mut verdicts = self.policy.lock().observe(&sample);
+            let heap = self.source.heap();
+            let major_gcs = heap.major_gcs();
+            if self.leak_checked_at_gc.swap(major_gcs, Ordering::AcqRel) != major_gcs {
+                let series = heap.post_gc_series();
+                verdicts.extend(self.policy.lock().observe_leak(
+                    &series,
+                    heap.elapsed_ms(),
+                    sample.uptime_ms,
+                ));
+            }
             for verdict in verdicts {
                 self.act_on(verdict);
             }
@@ -286,6 +301,28 @@ impl Monitor {
                 ));
             }
             Verdict::Baseline { .. } => {}
+            Verdict::Leak {
+                slope_per_min,
+                threshold_per_min,
+                window_ms,
+                points,
+            } => {
+                let msg = format!(
+                    "post-GC heap grows {}/min over the last {} ({points} major GCs), above {}/min",
+                    format_size(slope_per_min as u64),
+                    format_duration(window_ms),
+                    format_size(threshold_per_min as u64)
+                );
+                let mut extra = Map::new();
+                extra.insert("slopeBytesPerMin".into(), json!(slope_per_min.round()));
+                extra.insert(
+                    "thresholdBytesPerMin".into(),
+                    json!(threshold_per_min.round()),
+                );
+                extra.insert("windowMs".into(), json!(window_ms));
+                extra.insert("points".into(), json!(points));
+                self.deliver(self.event("leak", &msg, extra));
+            }
             Verdict::Recycle {
                 reason,
                 value,
@@ -294,6 +331,11 @@ impl Monitor {
             } => {
                 let over = match reason {
                     Reason::Jobs => format!("{value} jobs done, limit {limit}"),
+                    Reason::Leak => format!(
+                        "post-GC heap grows {}/min, over {}/min",
+                        format_size(value),
+                        format_size(limit)
+                    ),
                     Reason::Age => format!(
                         "uptime {} reached limit {}",
                         format_duration(value),

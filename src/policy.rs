@@ -84,6 +84,9 @@ pub struct Limits {
     pub strikes: u32,
     pub warmup_ms: u64,
     pub min_uptime_ms: u64,
+    /// Recycle when the post-GC heap grows faster than this (bytes per minute).
+    pub leak_slope_per_min: Option<f64>,
+    pub leak_window_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,6 +110,13 @@ pub enum Verdict {
         value: u64,
         limit: u64,
         strikes: u32,
+    },
+    /// The post-GC heap grows faster than the threshold over the window.
+    Leak {
+        slope_per_min: f64,
+        threshold_per_min: f64,
+        window_ms: u64,
+        points: usize,
     },
 }
 
@@ -142,6 +152,7 @@ pub struct Policy {
     age_fired: bool,
     baseline: Option<Baseline>,
     first_seen: bool,
+    leak_reported: bool,
 }
 
 fn scaled(limit: u64, fraction: f64) -> u64 {
@@ -159,6 +170,7 @@ impl Policy {
             age_fired: false,
             baseline: None,
             first_seen: false,
+            leak_reported: false,
         }
     }
 
@@ -303,6 +315,94 @@ impl Policy {
         }
         verdicts
     }
+}
+
+/// Fewest post-GC points, and shortest share of the window they must span, for a slope.
+const LEAK_MIN_POINTS: usize = 6;
+const LEAK_MIN_SPAN: f64 = 0.5;
+/// Theil-Sen is quadratic: fit the most recent points only.
+const LEAK_MAX_POINTS: usize = 240;
+
+impl Policy {
+    /// Checks the post-GC series (`(ms, used heap)`, oldest first, `now_ms` on the same
+    /// clock). A sustained slope over the threshold gives `Leak` then `Recycle`; a
+    /// sawtooth or a freed spike has a median slope near zero and gives nothing.
+    pub fn observe_leak(
+        &mut self,
+        post_gc: &[(u64, u64)],
+        now_ms: u64,
+        uptime_ms: u64,
+    ) -> Vec<Verdict> {
+        let Some(threshold) = self.limits.leak_slope_per_min else {
+            return Vec::new();
+        };
+        if uptime_ms < self.limits.warmup_ms {
+            return Vec::new();
+        }
+        let window = self.limits.leak_window_ms;
+        let recent: Vec<(u64, u64)> = post_gc
+            .iter()
+            .copied()
+            .filter(|(t, _)| now_ms.saturating_sub(*t) <= window)
+            .collect();
+        let recent = &recent[recent.len().saturating_sub(LEAK_MAX_POINTS)..];
+        let spans_window = match (recent.first(), recent.last()) {
+            (Some(first), Some(last)) => (last.0 - first.0) as f64 >= window as f64 * LEAK_MIN_SPAN,
+            _ => false,
+        };
+        let slope_per_min = if recent.len() >= LEAK_MIN_POINTS && spans_window {
+            theil_sen_slope(recent).map(|per_ms| per_ms * 60_000.0)
+        } else {
+            None
+        };
+        let Some(slope_per_min) = slope_per_min.filter(|s| *s > threshold) else {
+            if slope_per_min.is_some_and(|s| s < threshold * PRESSURE_REARM) {
+                self.leak_reported = false;
+            }
+            return Vec::new();
+        };
+        if self.leak_reported {
+            return Vec::new();
+        }
+        self.leak_reported = true;
+        let mut verdicts = vec![Verdict::Leak {
+            slope_per_min,
+            threshold_per_min: threshold,
+            window_ms: window,
+            points: recent.len(),
+        }];
+        if uptime_ms >= self.limits.min_uptime_ms {
+            verdicts.push(Verdict::Recycle {
+                reason: Reason::Leak,
+                value: slope_per_min as u64,
+                limit: threshold as u64,
+                strikes: 0,
+            });
+        }
+        verdicts
+    }
+}
+
+/// Median of pairwise slopes (Theil-Sen): robust to a few outliers such as one spike.
+pub fn theil_sen_slope(points: &[(u64, u64)]) -> Option<f64> {
+    let mut slopes = Vec::with_capacity(points.len() * points.len() / 2);
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            if b.0 != a.0 {
+                slopes.push((b.1 as f64 - a.1 as f64) / (b.0 as f64 - a.0 as f64));
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return None;
+    }
+    slopes.sort_by(f64::total_cmp);
+    let middle = slopes.len() / 2;
+    Some(if slopes.len() % 2 == 0 {
+        (slopes[middle - 1] + slopes[middle]) / 2.0
+    } else {
+        slopes[middle]
+    })
 }
 
 /// Spreads a count or duration down by up to `jitter` (0.1 = 10%), with `unit` in [0, 1):
@@ -518,6 +618,84 @@ mod tests {
             recycles(&policy.observe(&sample(2, 250 * MIB, MIB))),
             vec![Reason::Rss]
         );
+    }
+
+    fn leak_policy() -> Policy {
+        Policy::new(Limits {
+            leak_slope_per_min: Some(10.0 * MIB as f64),
+            leak_window_ms: 60_000,
+            ..Limits::default()
+        })
+    }
+
+    #[test]
+    fn a_sustained_post_gc_slope_is_a_leak() {
+        let mut policy = leak_policy();
+        // 20 MiB/min: one point every 5 s, +1.67 MiB each.
+        let points: Vec<(u64, u64)> = (0..13)
+            .map(|i| (i * 5000, 50 * MIB + i * 5 * MIB / 3))
+            .collect();
+        let verdicts = policy.observe_leak(&points, 60_000, 60_000);
+        assert!(
+            matches!(verdicts[0], Verdict::Leak { slope_per_min, .. } if (slope_per_min / MIB as f64 - 20.0).abs() < 0.5)
+        );
+        assert_eq!(recycles(&verdicts), vec![Reason::Leak]);
+        assert!(
+            policy.observe_leak(&points, 60_000, 61_000).is_empty(),
+            "once per crossing"
+        );
+    }
+
+    #[test]
+    fn sawtooth_and_spike_are_not_leaks() {
+        let mut policy = leak_policy();
+        let sawtooth: Vec<(u64, u64)> = (0..30)
+            .map(|i| (i * 2000, 50 * MIB + (i % 3) * 30 * MIB))
+            .collect();
+        assert!(policy.observe_leak(&sawtooth, 60_000, 60_000).is_empty());
+        let mut spike: Vec<(u64, u64)> = (0..30).map(|i| (i * 2000, 50 * MIB)).collect();
+        spike[20].1 = 400 * MIB;
+        spike[21].1 = 400 * MIB;
+        assert!(policy.observe_leak(&spike, 60_000, 60_000).is_empty());
+    }
+
+    #[test]
+    fn too_few_points_or_too_short_a_span_decide_nothing() {
+        let mut policy = leak_policy();
+        let few: Vec<(u64, u64)> = (0..4).map(|i| (i * 15_000, i * 100 * MIB)).collect();
+        assert!(policy.observe_leak(&few, 60_000, 60_000).is_empty());
+        let short: Vec<(u64, u64)> = (0..20).map(|i| (50_000 + i * 100, i * 100 * MIB)).collect();
+        assert!(policy.observe_leak(&short, 60_000, 60_000).is_empty());
+    }
+
+    #[test]
+    fn leak_waits_for_warmup_and_min_uptime() {
+        let mut policy = Policy::new(Limits {
+            leak_slope_per_min: Some(1.0),
+            leak_window_ms: 10_000,
+            warmup_ms: 5_000,
+            min_uptime_ms: 20_000,
+            ..Limits::default()
+        });
+        let points: Vec<(u64, u64)> = (0..10).map(|i| (i * 1000, i * MIB)).collect();
+        assert!(
+            policy.observe_leak(&points, 10_000, 1_000).is_empty(),
+            "warm-up"
+        );
+        let verdicts = policy.observe_leak(&points, 10_000, 10_000);
+        assert_eq!(
+            verdicts.len(),
+            1,
+            "leak reported, recycle held by MIN_UPTIME"
+        );
+    }
+
+    #[test]
+    fn theil_sen_ignores_an_outlier() {
+        let mut points: Vec<(u64, u64)> = (0..11).map(|i| (i, i * 10)).collect();
+        points[5].1 = 10_000;
+        assert_eq!(theil_sen_slope(&points), Some(10.0));
+        assert_eq!(theil_sen_slope(&[(1, 1)]), None);
     }
 
     #[test]

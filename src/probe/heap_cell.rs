@@ -48,7 +48,8 @@ impl HeapCell {
         }))
     }
 
-    fn elapsed_ms(&self) -> u64 {
+    /// Milliseconds since the cell was created: the clock of the post-GC series.
+    pub fn elapsed_ms(&self) -> u64 {
         (self.origin.elapsed().as_millis() as u64).max(1)
     }
 
@@ -87,7 +88,7 @@ impl HeapCell {
         self.major_gcs.load(Ordering::Relaxed)
     }
 
-    /// The post-GC series as (ms ago, used heap), oldest first.
+    /// The post-GC series as (`elapsed_ms` clock, used heap), oldest first.
     pub fn post_gc_series(&self) -> Vec<(u64, u64)> {
         self.post_gc.lock().iter().copied().collect()
     }
