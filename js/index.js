@@ -7,6 +7,7 @@ const v8 = require('node:v8')
 const { isMainThread } = require('node:worker_threads')
 const binding = require('./binding.js')
 const { once, trackInit, guardStats } = require('./guard.js')
+const { writeHeapSnapshot } = require('./snapshot.js')
 
 const ENV_PREFIX = 'SELF_RECYCLE_'
 const SINGLETON = Symbol.for('self-recycle.recycler')
@@ -168,6 +169,8 @@ class Recycler extends EventEmitter {
         heap: heapInput(),
         mainThread: isMainThread,
         forceJsHeapProbe: process.env.SELF_RECYCLE_TEST_FORCE_JS_HEAP_PROBE === '1',
+        versionsJson: JSON.stringify({ node: process.version, v8: process.versions.v8, platform: process.platform, arch: process.arch }),
+        startedEpochMs: Date.now(),
         nodeOwnsNearHeapLimit: [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]
           .some((arg) => arg.startsWith('--heapsnapshot-near-heap-limit'))
       },
@@ -302,17 +305,16 @@ class Recycler extends EventEmitter {
       drained,
       errors
     }))
-    const exitJson = native.finish(drained)
+    const snapshot = state.config.heapSnapshot ? writeHeapSnapshot(state.config.reportDir) : undefined
+    const exitJson = native.finish(drained, JSON.stringify(snapshot ? { heapSnapshot: snapshot } : {}))
     const exitEvent = exitJson ? JSON.parse(exitJson) : null
     const code = exitEvent?.code ?? state.config.exitCode
     await disconnectFromPrimary(Math.min(2000, Math.max(0, deadline - Date.now())))
-    if (exitEvent) this._emitEvent(this._event(EVENTS.EXIT, exitEvent.msg, {
-      code,
-      drained,
-      durationMs: Date.now() - started,
-      reason: recycleEvent.reason,
-      forced: false
-    }))
+    if (exitEvent) {
+      // Re-stamped: the envelope and duration as of the moment we leave.
+      const { event, schema, time, pid, uptimeMs, rss, heapUsed, heapLimit, msg, ...fields } = exitEvent
+      this._emitEvent(this._event(EVENTS.EXIT, msg, { ...fields, durationMs: Date.now() - started }))
+    }
     native.shutDown()
     process.exitCode = code
     process.exit(code)
@@ -366,6 +368,7 @@ class Recycler extends EventEmitter {
     const stats = JSON.parse(this[kNative].stats())
     stats.inFlight = state.inFlight.size
     stats.drainHooks = state.hooks.size
+    stats.reportPath = this[kNative].reportPath() ?? null
     return stats
   }
 

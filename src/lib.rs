@@ -10,6 +10,7 @@ pub mod near_heap;
 pub mod policy;
 pub mod probe;
 pub mod recycle;
+pub mod report;
 pub mod sampler;
 pub mod units;
 
@@ -96,6 +97,10 @@ pub struct StartInput {
     pub force_js_heap_probe: bool,
     /// Node runs with `--heapsnapshot-near-heap-limit`: its callback must stay in place.
     pub node_owns_near_heap_limit: bool,
+    /// `{ node, v8, platform, arch }` as JSON, for the recycle report.
+    pub versions_json: String,
+    /// `Date.now()` at start.
+    pub started_epoch_ms: f64,
 }
 
 type EventCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
@@ -258,6 +263,8 @@ impl NativeRecycler {
             },
             can_exit_process: input.main_thread,
             sink: Box::new(JsSink { callback }),
+            versions: serde_json::from_str(&input.versions_json).unwrap_or(Value::Null),
+            started_epoch_ms: to_bytes(input.started_epoch_ms),
         }));
         let near_heap = install_near_heap_limit(&input, &monitor);
         let ticking = Arc::clone(&monitor);
@@ -330,11 +337,16 @@ impl NativeRecycler {
             .map(|left| left.as_millis() as f64)
     }
 
-    /// JS finished draining; returns the `exit` event as JSON.
+    /// JS finished draining; returns the `exit` event as JSON. `extra_json` fields (such
+    /// as the heap snapshot's path) go into the event and the report.
     #[napi(catch_unwind)]
-    pub fn finish(&self, drained: bool) -> Option<String> {
+    pub fn finish(&self, drained: bool, extra_json: Option<String>) -> Option<String> {
+        let extra = match extra_json.map(|text| serde_json::from_str::<Value>(&text)) {
+            Some(Ok(Value::Object(map))) => map,
+            _ => Map::new(),
+        };
         self.monitor
-            .finish(drained)
+            .finish(drained, extra)
             .map(|event| Value::Object(event).to_string())
     }
 
@@ -349,6 +361,12 @@ impl NativeRecycler {
             None => Map::new(),
         };
         Ok(Value::Object(self.monitor.event(&name, &msg, extra)).to_string())
+    }
+
+    /// Where the recycle report will be written, if `REPORT_DIR` is set.
+    #[napi(catch_unwind)]
+    pub fn report_path(&self) -> Option<String> {
+        self.monitor.report_path().map(|p| p.display().to_string())
     }
 
     #[napi(catch_unwind)]
@@ -495,6 +513,12 @@ pub fn guard_stats() -> String {
 
 static STATM: once_cell::sync::Lazy<Option<StatmReader>> =
     once_cell::sync::Lazy::new(StatmReader::open);
+
+/// Memory still available (cgroup limit minus usage, or MemAvailable), if known.
+#[napi(catch_unwind)]
+pub fn available_memory() -> Option<f64> {
+    probe::cgroup::available_memory().map(|b| b as f64)
+}
 
 /// Current RSS in bytes (0 where there is no procfs).
 #[napi(catch_unwind)]

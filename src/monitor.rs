@@ -16,6 +16,7 @@ use crate::near_heap;
 use crate::policy::{apply_jitter, Limits, Policy, Reason, Sample, Verdict};
 use crate::probe::cgroup::{LimitSource, MemoryLimit};
 use crate::recycle::{exit_process, Drain, RecycleState};
+use crate::report;
 use crate::sampler::{SampleRing, SampleSource};
 use crate::units::{format_duration, format_size, Growth};
 
@@ -43,6 +44,10 @@ pub struct MonitorSetup {
     /// Only the main thread may end the process; a worker thread's recycler cannot.
     pub can_exit_process: bool,
     pub sink: Box<dyn EventSink>,
+    /// Node, V8 and platform versions, for the recycle report.
+    pub versions: Value,
+    /// Wall-clock start, naming the report file.
+    pub started_epoch_ms: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -60,6 +65,8 @@ pub struct Monitor {
     probes: Probes,
     can_exit_process: bool,
     sink: Box<dyn EventSink>,
+    versions: Value,
+    started_epoch_ms: u64,
     /// `on`, or why the near-heap-limit callback is not installed.
     near_heap_status: Mutex<String>,
     policy: Mutex<Policy>,
@@ -134,6 +141,8 @@ impl Monitor {
             probes: setup.probes,
             can_exit_process: setup.can_exit_process,
             sink: setup.sink,
+            versions: setup.versions,
+            started_epoch_ms: setup.started_epoch_ms,
             near_heap_status: Mutex::new("off".to_string()),
             policy: Mutex::new(Policy::new(limits)),
             ring: Mutex::new(ring),
@@ -397,15 +406,20 @@ impl Monitor {
     }
 
     /// JS finished draining; returns the `exit` event for it to emit.
-    pub fn finish(&self, drained: bool) -> Option<Map<String, Value>> {
+    pub fn finish(&self, drained: bool, extra: Map<String, Value>) -> Option<Map<String, Value>> {
         let drain = self.recycle.lock().finish(drained)?;
-        Some(self.exit_event(&drain, drained, false))
+        Some(self.exit_event(&drain, drained, false, extra))
     }
 
-    fn exit_event(&self, drain: &Drain, drained: bool, forced: bool) -> Map<String, Value> {
+    fn exit_event(
+        &self,
+        drain: &Drain,
+        drained: bool,
+        forced: bool,
+        mut extra: Map<String, Value>,
+    ) -> Map<String, Value> {
         let code = self.config.exit_code;
         let duration_ms = drain.started.elapsed().as_millis() as u64;
-        let mut extra = Map::new();
         extra.insert("code".into(), json!(code));
         extra.insert("drained".into(), json!(drained));
         extra.insert("durationMs".into(), json!(duration_ms));
@@ -424,7 +438,50 @@ impl Monitor {
                 format_duration(self.config.drain_timeout_ms)
             )
         };
-        self.event("exit", &msg, extra)
+        let mut exit = self.event("exit", &msg, extra);
+        if let Some(report) = self.write_report(drain, &exit) {
+            exit.insert("report".into(), report);
+        }
+        exit
+    }
+
+    /// Where the recycle report goes, when `REPORT_DIR` is set.
+    pub fn report_path(&self) -> Option<std::path::PathBuf> {
+        let dir = self.config.report_dir.as_deref()?;
+        Some(report::report_path(dir, self.started_epoch_ms))
+    }
+
+    /// Writes the report; returns `{ path }` or `{ error }` for the `exit` event.
+    fn write_report(&self, drain: &Drain, exit: &Map<String, Value>) -> Option<Value> {
+        let path = self.report_path()?;
+        let samples: Vec<Value> = self.recent_samples().iter().map(sample_json).collect();
+        let heap = self.source.heap();
+        let now = heap.elapsed_ms();
+        let post_gc: Vec<Value> = heap
+            .post_gc_series()
+            .into_iter()
+            .map(|(at, used)| json!({ "msAgo": now.saturating_sub(at), "heapUsed": used }))
+            .collect();
+        let report = json!({
+            "schema": event::SCHEMA,
+            "reason": drain.reason.as_str(),
+            "time": event::iso8601_now(),
+            "pid": std::process::id(),
+            "recycle": Value::Object(drain.recycle_event.clone()),
+            "exit": Value::Object(exit.clone()),
+            "config": self.config_json(),
+            "limits": self.limits_json(),
+            "probes": self.probes_json(),
+            "memoryLimit": self.memory_limit_json(),
+            "samples": samples,
+            "postGc": post_gc,
+            "guard": crate::guard::REGISTRY.stats(),
+            "versions": self.versions.clone(),
+        });
+        Some(match report::write_atomically(&path, &report) {
+            Ok(()) => json!({ "path": path.display().to_string() }),
+            Err(error) => json!({ "error": error }),
+        })
     }
 
     /// The JS thread did not finish in time: write what it could not, then exit.
@@ -443,7 +500,7 @@ impl Monitor {
         if !drain.acknowledged {
             event::write_stderr(&drain.recycle_event, mode);
         }
-        let mut exit = self.exit_event(drain, false, true);
+        let mut exit = self.exit_event(drain, false, true, Map::new());
         exit.insert("msg".into(), json!(msg));
         event::write_stderr(&exit, mode);
         exit_process(self.config.exit_code)
@@ -536,6 +593,11 @@ impl Monitor {
             "exitCode": c.exit_code,
             "log": c.log.as_str(),
             "dryRun": c.dry_run,
+            "reportDir": c.report_dir,
+            "heapSnapshot": c.heap_snapshot,
+            "leakSlopeBytesPerMin": c.leak_slope_bytes_per_min,
+            "leakWindowMs": c.leak_window_ms,
+            "nearHeapLimit": c.near_heap_limit,
         })
     }
 

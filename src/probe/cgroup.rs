@@ -206,6 +206,46 @@ pub fn cgroup_limit() -> Option<MemoryLimit> {
     None
 }
 
+/// Memory still available before the tightest limit: the cgroup's (limit minus usage) and
+/// the host's `MemAvailable`, whichever is smaller.
+pub fn available_memory() -> Option<u64> {
+    let host = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| parse_meminfo_available(&text));
+    let cgroup = cgroup_limit().and_then(|limit| {
+        let usage = cgroup_usage(limit.source)?;
+        Some(limit.bytes.saturating_sub(usage))
+    });
+    match (host, cgroup) {
+        (Some(h), Some(c)) => Some(h.min(c)),
+        (h, c) => h.or(c),
+    }
+}
+
+fn cgroup_usage(source: LimitSource) -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (v2_path, v1_path) = parse_proc_cgroup(&cgroups);
+    let (v2_mount, v1_mount) = parse_mountinfo(&mountinfo);
+    let (dir, file) = match source {
+        LimitSource::CgroupV1 => (cgroup_dir(&v1_mount?, &v1_path?), "memory.usage_in_bytes"),
+        LimitSource::CgroupV2 => (cgroup_dir(&v2_mount?, &v2_path?), "memory.current"),
+        LimitSource::Physical => return None,
+    };
+    std::fs::read_to_string(dir.join(file))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `MemAvailable:  123456 kB` -> bytes.
+pub fn parse_meminfo_available(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 /// The limit percentages refer to: the cgroup's, else physical RAM.
 pub fn detect() -> Option<MemoryLimit> {
     cgroup_limit().or_else(|| {
@@ -285,6 +325,14 @@ mod tests {
         assert_eq!(parse_v1_limit("9223372036854771712\n"), None);
         assert_eq!(parse_v1_limit("1073741824\n"), Some(1 << 30));
         assert_eq!(parse_v1_limit("junk"), None);
+    }
+
+    #[test]
+    fn meminfo() {
+        let text = "MemTotal:       24000000 kB\nMemAvailable:    1000 kB\n";
+        assert_eq!(parse_meminfo_available(text), Some(1_024_000));
+        assert_eq!(parse_meminfo_available("junk"), None);
+        assert!(available_memory().is_some_and(|b| b > 0));
     }
 
     #[test]

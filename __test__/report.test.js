@@ -1,0 +1,101 @@
+'use strict'
+// REPORT_DIR: one JSON report per recycle, 0600, atomic, never written through a symlink.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { runFixture, eventsNamed, describe } = require('./helpers')
+const { snapshotDecision } = require('../js/snapshot.js')
+
+function scratch () {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-report-'))
+}
+
+test('a recycle writes a 0600 JSON report with reason, samples, guard stats and versions', async () => {
+  const dir = scratch()
+  try {
+    const result = await runFixture('report.js', { env: { SELF_RECYCLE_REPORT_DIR: dir, SELF_RECYCLE_INTERVAL: '20ms' } })
+    assert.equal(result.code, 75, describe(result))
+    const planned = result.lines[0].slice('planned:'.length)
+    const [exit] = eventsNamed(result, 'exit')
+    assert.equal(exit.report.path, planned)
+    const stat = fs.statSync(planned)
+    assert.equal(stat.mode & 0o777, 0o600)
+    const report = JSON.parse(fs.readFileSync(planned, 'utf8'))
+    assert.equal(report.schema, 1)
+    assert.equal(report.reason, 'manual')
+    assert.equal(report.recycle.detail, 'report-test')
+    assert.equal(report.exit.code, 75)
+    assert.ok(report.samples.length >= 3, `samples ${report.samples.length}`)
+    assert.ok(report.samples.every((s) => s.rss > 0 && s.heapLimit > 0))
+    assert.ok(Array.isArray(report.postGc))
+    assert.equal(report.guard.find((g) => g.key === 'heavy-config').inits, 1)
+    assert.equal(report.versions.node, process.version)
+    assert.equal(report.versions.v8, process.versions.v8)
+    assert.equal(report.config.exitCode, 75)
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.tmp')), [], 'no temp file left')
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a symlink planted at the report path is replaced, its target untouched', async () => {
+  const dir = scratch()
+  const victim = path.join(dir, 'victim.txt')
+  fs.writeFileSync(victim, 'precious')
+  try {
+    const result = await runFixture('report.js', { env: { SELF_RECYCLE_REPORT_DIR: dir, FIXTURE_PLANT_SYMLINK: victim } })
+    assert.equal(result.code, 75, describe(result))
+    const planned = result.lines[0].slice('planned:'.length)
+    assert.equal(fs.readFileSync(victim, 'utf8'), 'precious')
+    assert.equal(fs.lstatSync(planned).isSymbolicLink(), false)
+    assert.equal(JSON.parse(fs.readFileSync(planned, 'utf8')).reason, 'manual')
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('the native thread writes the report too when JS is stuck', async () => {
+  const dir = scratch()
+  try {
+    const result = await runFixture('worker.js', {
+      env: { FIXTURE_MODE: 'busy', SELF_RECYCLE_REPORT_DIR: dir, SELF_RECYCLE_DRAIN_TIMEOUT: '300ms' }
+    })
+    assert.equal(result.code, 75, describe(result))
+    const [exit] = eventsNamed(result, 'exit')
+    assert.equal(exit.forced, true)
+    const report = JSON.parse(fs.readFileSync(exit.report.path, 'utf8'))
+    assert.equal(report.exit.forced, true)
+    assert.equal(report.recycle.detail, 'stuck-test')
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('HEAP_SNAPSHOT=on writes a 0600 snapshot when memory allows and names it in the exit event', async () => {
+  const dir = scratch()
+  try {
+    const result = await runFixture('report.js', {
+      env: { SELF_RECYCLE_REPORT_DIR: dir, SELF_RECYCLE_HEAP_SNAPSHOT: 'on' },
+      timeoutMs: 60000
+    })
+    assert.equal(result.code, 75, describe(result))
+    const [exit] = eventsNamed(result, 'exit')
+    assert.ok(exit.heapSnapshot.path, JSON.stringify(exit.heapSnapshot))
+    assert.equal(fs.statSync(exit.heapSnapshot.path).mode & 0o777, 0o600)
+    const head = fs.readFileSync(exit.heapSnapshot.path, 'utf8').slice(0, 200)
+    assert.match(head, /"snapshot"/)
+    const report = JSON.parse(fs.readFileSync(exit.report.path, 'utf8'))
+    assert.equal(report.exit.heapSnapshot.path, exit.heapSnapshot.path)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('the snapshot is skipped, with the reason, when free memory is under twice the heap', () => {
+  assert.deepEqual(snapshotDecision(100 << 20, 150 << 20), { write: false, reason: 'needs about 200 MiB free, 150 MiB available' })
+  assert.deepEqual(snapshotDecision(100 << 20, 250 << 20), { write: true })
+  assert.equal(snapshotDecision(1, null).write, false)
+})

@@ -1,0 +1,111 @@
+//! The recycle report: one JSON file written before exit, atomically (temp + rename),
+//! mode 0600, created with O_EXCL|O_NOFOLLOW so a planted symlink is never followed.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// `self-recycle-<pid>-<start ms>.json` inside `dir`: unique per process lifetime.
+pub fn report_path(dir: &str, started_epoch_ms: u64) -> PathBuf {
+    Path::new(dir).join(format!(
+        "self-recycle-{}-{started_epoch_ms}.json",
+        std::process::id()
+    ))
+}
+
+/// Writes `report` to `path`. A symlink already at `path` is replaced, never followed.
+#[cfg(not(unix))]
+pub fn write_atomically(path: &Path, _report: &Value) -> Result<(), String> {
+    Err(format!(
+        "reports are not supported on this platform ({})",
+        path.display()
+    ))
+}
+
+/// Writes `report` to `path`. A symlink already at `path` is replaced, never followed.
+#[cfg(unix)]
+pub fn write_atomically(path: &Path, report: &Value) -> Result<(), String> {
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+    let dir = path
+        .parent()
+        .ok_or_else(|| format!("{} has no parent directory", path.display()))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{} has no file name", path.display()))?;
+    let temporary = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let body = serde_json::to_vec_pretty(report).map_err(|e| e.to_string())?;
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(&body)?;
+            file.write_all(b"\n")?;
+            file.sync_all()
+        });
+    if let Err(error) = written {
+        let _ = fs::remove_file(&temporary);
+        return Err(format!("cannot write {}: {error}", temporary.display()));
+    }
+    // rename() replaces whatever is at `path`, a symlink included, without following it.
+    fs::rename(&temporary, path).map_err(|e| {
+        let _ = fs::remove_file(&temporary);
+        format!("cannot rename into {}: {e}", path.display())
+    })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("self-recycle-report-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn writes_0600_json() {
+        let dir = scratch("mode");
+        let path = report_path(dir.to_str().expect("utf8"), 1);
+        write_atomically(&path, &json!({ "reason": "rss" })).expect("written");
+        let text = fs::read_to_string(&path).expect("readable");
+        let parsed: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(parsed["reason"], "rss");
+        let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_planted_symlink_is_replaced_not_followed() {
+        let dir = scratch("symlink");
+        fs::create_dir_all(&dir).expect("dir");
+        let victim = dir.join("victim");
+        fs::write(&victim, "untouched").expect("victim");
+        let path = report_path(dir.to_str().expect("utf8"), 2);
+        symlink(&victim, &path).expect("symlink");
+        write_atomically(&path, &json!({ "ok": true })).expect("written");
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "untouched");
+        assert!(!fs::symlink_metadata(&path)
+            .expect("stat")
+            .file_type()
+            .is_symlink());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
