@@ -1,0 +1,33 @@
+'use strict'
+// `npm run demo`, shortened: a real node:cluster primary restarts self-recycling workers.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { cleanEnv } = require('./helpers')
+
+test('the demo: workers recycle (exit 75), the primary forks fresh ones, no job lost', async () => {
+  const child = spawn(process.execPath, [path.join(__dirname, '..', 'examples', 'demo', 'primary.js')], {
+    env: cleanEnv({ DEMO_SECONDS: '12' }),
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk) => { stdout += chunk })
+  child.stderr.on('data', (chunk) => { stderr += chunk })
+  const code = await new Promise((resolve) => child.on('close', resolve))
+  assert.equal(code, 0, `${stdout}\n${stderr}`)
+  assert.doesNotMatch(stderr, /FATAL ERROR|Error/)
+  const exits75 = stdout.match(/exit {6}code 75; forking a fresh worker/g) || []
+  assert.ok(exits75.length >= 2, stdout)
+  const recycles = stdout.match(/recycle {3}reason=rss/g) || []
+  assert.equal(recycles.length, exits75.length, 'each exit 75 followed a recycle event')
+  const summary = stdout.slice(stdout.indexOf('summary'))
+  for (const line of summary.split('\n').filter((l) => l.includes('jobs started'))) {
+    const [, started, completed, lost] = line.match(/(\d+) jobs started, (\d+) completed, (\d+) lost/)
+    assert.equal(Number(started), Number(completed), line)
+    assert.equal(Number(lost), 0, line)
+    assert.ok(Number(completed) > 50, line)
+  }
+})
