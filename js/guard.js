@@ -8,9 +8,28 @@ const binding = require('./binding.js')
 const MAX_KEY_BYTES = 1024
 const GUARD_FILE = __filename
 
+// Hits are counted in JS and flushed to the native registry in batches: the hot path
+// (an initialized key) stays a Map lookup plus a WeakSet check, with no native call.
+const HIT_FLUSH_EVERY = 1024
+let values = null
+
 /** Per-thread store kept by the native side, so module reloads find the same values. */
 function store () {
-  return binding.guardStore(new Map())
+  if (values === null) values = binding.guardStore(new Map())
+  return values
+}
+
+function flushHits (key, entry) {
+  if (entry.pendingHits > 0) {
+    binding.guardHit(key, entry.pendingHits)
+    entry.pendingHits = 0
+  }
+}
+
+/** Sends this thread's pending hit counts to the process-wide registry. */
+function flushAllHits () {
+  if (values === null) return
+  for (const [key, entry] of values) flushHits(key, entry)
 }
 
 function checkKey (name, key) {
@@ -89,23 +108,29 @@ function reportReinit (key, stack) {
  * throws or rejects is not cached. A call with another factory for an initialized key is
  * a re-initialization attempt: the cached value is returned and `reinit` is reported.
  */
-function once (key, factory, options = {}) {
-  checkKey('once', key)
-  checkFactory('once', factory)
-  if (options === null || typeof options !== 'object') throw new TypeError(`once(key, factory, options): options must be an object, got ${typeof options}`)
-  const scope = options.scope ?? 'thread'
-  if (scope !== 'thread' && scope !== 'process') {
-    throw new TypeError(`once(key, factory, options): scope must be 'thread' or 'process', got ${String(scope)}`)
-  }
+function once (key, factory, options) {
+  // Hot path first: only validated keys are ever stored, so a hit proves the key valid.
   const values = store()
-  const entry = values.get(key)
-  if (entry) {
-    binding.guardHit(key)
-    if (!entry.factories.has(factory)) {
-      entry.factories.add(factory)
-      reportReinit(key, callerStack())
+  const entry = typeof factory === 'function' ? values.get(key) : undefined
+  if (entry !== undefined) {
+    if (++entry.pendingHits >= HIT_FLUSH_EVERY) flushHits(key, entry)
+    if (entry.lastFactory !== factory) {
+      if (!entry.factories.has(factory)) {
+        entry.factories.add(factory)
+        reportReinit(key, callerStack())
+      }
+      entry.lastFactory = factory
     }
     return entry.value
+  }
+  checkKey('once', key)
+  checkFactory('once', factory)
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw new TypeError(`once(key, factory, options): options must be an object, got ${options === null ? 'null' : typeof options}`)
+  }
+  const scope = options?.scope ?? 'thread'
+  if (scope !== 'thread' && scope !== 'process') {
+    throw new TypeError(`once(key, factory, options): scope must be 'thread' or 'process', got ${String(scope)}`)
   }
   if (!binding.guardBegin(key, scope === 'process')) {
     const error = new Error(`once('${key}'): this key has scope 'process' and another thread already initialized it; JS values cannot cross threads`)
@@ -122,7 +147,7 @@ function once (key, factory, options = {}) {
   }
   if (!isThenable(value)) {
     binding.guardEnd(key, true, ...measureEnd(before))
-    values.set(key, { value, factories: new WeakSet([factory]) })
+    values.set(key, { value, factories: new WeakSet([factory]), lastFactory: factory, pendingHits: 0 })
     return value
   }
   const pending = Promise.resolve(value).then((resolved) => {
@@ -130,10 +155,14 @@ function once (key, factory, options = {}) {
     return resolved
   }, (error) => {
     binding.guardEnd(key, false, ...measureEnd(before))
-    if (values.get(key)?.value === pending) values.delete(key)
+    const current = values.get(key)
+    if (current?.value === pending) {
+      flushHits(key, current)
+      values.delete(key)
+    }
     throw error
   })
-  values.set(key, { value: pending, factories: new WeakSet([factory]) })
+  values.set(key, { value: pending, factories: new WeakSet([factory]), lastFactory: factory, pendingHits: 0 })
   return pending
 }
 
@@ -158,7 +187,8 @@ function trackInit (key, factory) {
 
 /** Per key: inits, hits, reinit attempts, failures, init ms, heap and RSS delta, threads. */
 function guardStats () {
+  flushAllHits()
   return JSON.parse(binding.guardStats())
 }
 
-module.exports = { once, trackInit, guardStats }
+module.exports = { once, trackInit, guardStats, flushAllHits }

@@ -4,9 +4,8 @@
 
 const { EventEmitter } = require('node:events')
 const v8 = require('node:v8')
-const { isMainThread } = require('node:worker_threads')
 const binding = require('./binding.js')
-const { once, trackInit, guardStats } = require('./guard.js')
+const { once, trackInit, guardStats, flushAllHits } = require('./guard.js')
 const { writeHeapSnapshot } = require('./snapshot.js')
 
 const ENV_PREFIX = 'SELF_RECYCLE_'
@@ -167,7 +166,7 @@ class Recycler extends EventEmitter {
         options: normalized,
         uptimeMs: process.uptime() * 1000,
         heap: heapInput(),
-        mainThread: isMainThread,
+        mainThread: require('node:worker_threads').isMainThread,
         forceJsHeapProbe: process.env.SELF_RECYCLE_TEST_FORCE_JS_HEAP_PROBE === '1',
         versionsJson: JSON.stringify({ node: process.version, v8: process.versions.v8, platform: process.platform, arch: process.arch }),
         startedEpochMs: Date.now(),
@@ -305,6 +304,7 @@ class Recycler extends EventEmitter {
       drained,
       errors
     }))
+    flushAllHits()
     const snapshot = state.config.heapSnapshot ? writeHeapSnapshot(state.config.reportDir) : undefined
     const exitJson = native.finish(drained, JSON.stringify(snapshot ? { heapSnapshot: snapshot } : {}))
     const exitEvent = exitJson ? JSON.parse(exitJson) : null

@@ -1,9 +1,6 @@
 'use strict'
 // HEAP_SNAPSHOT: a heap snapshot written during the drain, only when memory allows.
 
-const fs = require('node:fs')
-const path = require('node:path')
-const crypto = require('node:crypto')
 const v8 = require('node:v8')
 const binding = require('./binding.js')
 
@@ -25,6 +22,10 @@ function writeHeapSnapshot (dir) {
   if (!dir) return { skipped: 'HEAP_SNAPSHOT needs REPORT_DIR' }
   const decision = snapshotDecision(v8.getHeapStatistics().used_heap_size, binding.availableMemory())
   if (!decision.write) return { skipped: decision.reason }
+  // Loaded here, not at require(): only a recycle with HEAP_SNAPSHOT=on needs them.
+  const fs = require('node:fs')
+  const path = require('node:path')
+  const crypto = require('node:crypto')
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
     const file = path.join(dir, `self-recycle-${process.pid}-${Date.now()}-${crypto.randomBytes(6).toString('hex')}.heapsnapshot`)

@@ -40,7 +40,7 @@ for (const major of majors) {
   const node = nodeBinary(major)
   const probe = spawnSync(node, ['-e', PROBE], { encoding: 'utf8' })
   const info = JSON.parse(probe.stdout.trim().split('\n').pop())
-  const tests = spawnSync(node, ['--test', ...TESTS], {
+  const tests = spawnSync(node, ['--test', '--test-reporter=tap', ...TESTS], {
     cwd: root,
     encoding: 'utf8',
     env: { ...process.env, SELF_RECYCLE_TEST_OOM_RUNS: process.env.SELF_RECYCLE_TEST_OOM_RUNS || '5' },

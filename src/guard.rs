@@ -83,9 +83,9 @@ impl Registry {
         }
     }
 
-    pub fn hit(&self, key: &str) {
+    pub fn hit(&self, key: &str, count: u64) {
         if let Some(record) = self.keys.lock().get_mut(key) {
-            record.hits += 1;
+            record.hits += count;
         }
     }
 
@@ -170,8 +170,8 @@ mod tests {
                 rss_delta: 4096,
             },
         );
-        registry.hit("db");
-        registry.hit("db");
+        registry.hit("db", 1);
+        registry.hit("db", 1);
         let stats = registry.stats();
         assert_eq!(stats[0]["inits"], 1);
         assert_eq!(stats[0]["failures"], 1);

@@ -475,9 +475,10 @@ pub fn guard_end(key: String, succeeded: bool, duration_ms: f64, heap_delta: f64
     REGISTRY.end(&key, thread_id(), succeeded, cost);
 }
 
+/// Adds `count` hits (the JS side batches them).
 #[napi(catch_unwind)]
-pub fn guard_hit(key: String) {
-    REGISTRY.hit(&key);
+pub fn guard_hit(key: String, count: u32) {
+    REGISTRY.hit(&key, u64::from(count));
 }
 
 #[napi(object)]
@@ -513,6 +514,34 @@ pub fn guard_stats() -> String {
 
 static STATM: once_cell::sync::Lazy<Option<StatmReader>> =
     once_cell::sync::Lazy::new(StatmReader::open);
+
+#[napi(object)]
+pub struct ProbeCost {
+    /// Nanoseconds per `/proc/self/statm` read (kept fd, pread).
+    pub rss_ns: f64,
+    /// Nanoseconds per native V8 heap read; `None` when the native probe is unavailable.
+    pub heap_ns: Option<f64>,
+}
+
+/// Diagnostics for `bench/`: the native cost of one RSS and one heap sample.
+#[napi(catch_unwind)]
+pub fn probe_cost(iterations: u32) -> ProbeCost {
+    let iterations = iterations.max(1);
+    let reader = StatmReader::open();
+    let started = std::time::Instant::now();
+    for _ in 0..iterations {
+        std::hint::black_box(reader.as_ref().and_then(StatmReader::read));
+    }
+    let rss_ns = started.elapsed().as_nanos() as f64 / f64::from(iterations);
+    let heap_ns = v8::current_isolate().ok().filter(|i| v8::read_heap(*i).is_some()).map(|isolate| {
+        let started = std::time::Instant::now();
+        for _ in 0..iterations {
+            std::hint::black_box(v8::read_heap(isolate));
+        }
+        started.elapsed().as_nanos() as f64 / f64::from(iterations)
+    });
+    ProbeCost { rss_ns, heap_ns }
+}
 
 /// Memory still available (cgroup limit minus usage, or MemAvailable), if known.
 #[napi(catch_unwind)]

@@ -1,0 +1,71 @@
+'use strict'
+// Benchmarks (not tests): run with `npm run bench`. Every comparison runs both sides
+// interleaved in one run (A B A B ...) in fresh processes, and reports medians.
+
+const { execFileSync } = require('node:child_process')
+const fs = require('node:fs')
+const path = require('node:path')
+
+const root = path.join(__dirname, '..')
+const binding = require(path.join(root, 'js', 'binding.js'))
+const ROUNDS = Number(process.env.BENCH_ROUNDS || 7)
+
+function run (env, nodeArgs = []) {
+  const out = execFileSync(process.execPath, [...nodeArgs, path.join(__dirname, 'workload.js')], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8'
+  })
+  return JSON.parse(out.trim().split('\n').pop())
+}
+
+const median = (values) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+function interleaved (mode, pick, nodeArgs) {
+  const without = []
+  const withAddon = []
+  for (let i = 0; i < ROUNDS; i++) {
+    without.push(pick(run({ BENCH_MODE: mode, BENCH_ADDON: '0' }, nodeArgs)))
+    withAddon.push(pick(run({ BENCH_MODE: mode, BENCH_ADDON: '1' }, nodeArgs)))
+  }
+  return { without: median(without), with: median(withAddon), samplesWithout: without, samplesWith: withAddon }
+}
+
+const lines = []
+const say = (line) => { lines.push(line); console.log(line) }
+
+say(`# self-recycle benchmarks`)
+say(`node ${process.version}, ${require('node:os').cpus().length} cores, ${ROUNDS} rounds each, medians; command: npm run bench`)
+say('')
+
+const cost = binding.probeCost(200000)
+say(`- native cost of one RSS sample (statm, kept fd, pread): ${(cost.rssNs / 1000).toFixed(2)} us`)
+say(`- native cost of one heap sample (v8::Isolate::GetHeapStatistics on the JS thread): ${cost.heapNs === null ? 'n/a (JS fallback)' : `${(cost.heapNs / 1000).toFixed(2)} us`}`)
+
+const throughput = interleaved('throughput', (r) => r.tasksPerSecond)
+const ratio = throughput.with / throughput.without
+say(`- CPU-bound event-loop throughput, INTERVAL=100ms: ${Math.round(throughput.with)} tasks/s with the addon vs ${Math.round(throughput.without)} without: ratio ${ratio.toFixed(4)} (${((ratio - 1) * 100).toFixed(2)}%)`)
+
+const startups = []
+for (let i = 0; i < ROUNDS; i++) startups.push(run({ BENCH_MODE: 'startup' }))
+const requireMs = median(startups.map((s) => s.requireMs))
+const startMs = median(startups.map((s) => s.startMs))
+say(`- require('self-recycle'): ${requireMs.toFixed(2)} ms; start(): ${startMs.toFixed(2)} ms; together ${(requireMs + startMs).toFixed(2)} ms`)
+
+const rss = interleaved('rss', (r) => r.rss, ['--expose-gc'])
+say(`- RSS added by the addon (loaded, started, sampling at 100 ms, 1.5 s settled): ${((rss.with - rss.without) / 1048576).toFixed(2)} MiB (${(rss.with / 1048576).toFixed(1)} vs ${(rss.without / 1048576).toFixed(1)} MiB)`)
+
+const node = fs.readdirSync(path.join(root, 'js')).find((f) => f.endsWith('.node'))
+say(`- ${node}: ${(fs.statSync(path.join(root, 'js', node)).size / 1024).toFixed(0)} KiB`)
+
+const onceRuns = []
+for (let i = 0; i < ROUNDS; i++) onceRuns.push(run({ BENCH_MODE: 'once' }))
+const mapNs = median(onceRuns.map((r) => r.mapNs))
+const getterNs = median(onceRuns.map((r) => r.getterNs))
+const onceNs = median(onceRuns.map((r) => r.onceNs))
+say(`- once() on the hot path (already initialized): ${onceNs.toFixed(1)} ns per call vs ${getterNs.toFixed(1)} ns for a Map-backed lazy getter and ${mapNs.toFixed(1)} ns for a bare Map.get (which the JIT can hoist)`)
+
+fs.writeFileSync(path.join(__dirname, 'results.md'), `${lines.join('\n')}\n`)

@@ -1,0 +1,65 @@
+'use strict'
+// One bench measurement in a fresh process; prints a JSON line. BENCH_MODE picks it.
+const mode = process.env.BENCH_MODE
+const withAddon = process.env.BENCH_ADDON === '1'
+const path = require('node:path')
+const root = path.join(__dirname, '..')
+
+if (mode === 'startup') {
+  const t0 = process.hrtime.bigint()
+  const recycle = require(root)
+  const t1 = process.hrtime.bigint()
+  recycle.start({ log: 'off' })
+  const t2 = process.hrtime.bigint()
+  console.log(JSON.stringify({ requireMs: Number(t1 - t0) / 1e6, startMs: Number(t2 - t1) / 1e6 }))
+  process.exit(0)
+}
+
+if (mode === 'rss') {
+  // RSS after settling, with and without the addon loaded and started.
+  if (withAddon) require(root).start({ log: 'off', interval: '100ms' })
+  setTimeout(() => {
+    global.gc?.()
+    setTimeout(() => console.log(JSON.stringify({ rss: process.memoryUsage.rss() })) || process.exit(0), 200)
+  }, 1500)
+}
+
+if (mode === 'throughput') {
+  // CPU-bound event-loop work: small synchronous tasks scheduled through setImmediate.
+  if (withAddon) require(root).start({ log: 'off', interval: '100ms' })
+  const seconds = Number(process.env.BENCH_SECONDS || 3)
+  let tasks = 0
+  let sink = 0
+  const until = Date.now() + seconds * 1000
+  const task = () => {
+    for (let i = 0; i < 2000; i++) sink += Math.sqrt(i * tasks) % 7
+    tasks++
+    if (Date.now() < until) setImmediate(task)
+    else console.log(JSON.stringify({ tasksPerSecond: tasks / seconds, sink: sink > 0 }))
+  }
+  setImmediate(task)
+}
+
+if (mode === 'once') {
+  const { once } = require(root)
+  const factory = () => ({ pool: true })
+  const map = new Map([['db', { pool: true }]])
+  once('db', factory)
+  const N = Number(process.env.BENCH_ITERATIONS || 2e6)
+  const time = (fn) => {
+    for (let i = 0; i < 1e5; i++) fn()
+    const t0 = process.hrtime.bigint()
+    for (let i = 0; i < N; i++) fn()
+    return Number(process.hrtime.bigint() - t0) / N
+  }
+  // What an app writes without the guard: a Map-backed lazy getter.
+  const getter = (key, make) => {
+    let value = map.get(key)
+    if (value === undefined) map.set(key, (value = make()))
+    return value
+  }
+  const mapNs = time(() => map.get('db'))
+  const getterNs = time(() => getter('db', factory))
+  const onceNs = time(() => once('db', factory))
+  console.log(JSON.stringify({ mapNs, getterNs, onceNs }))
+}
