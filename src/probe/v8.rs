@@ -19,7 +19,6 @@ pub type NearHeapLimitCallback = unsafe extern "C" fn(*mut c_void, usize, usize)
 
 /// `v8::GCType::kGCTypeMarkSweepCompact`
 pub const GC_TYPE_MARK_SWEEP_COMPACT: c_int = 1 << 2;
-const GC_TYPE_ALL: c_int = 0x1f;
 
 struct Symbols {
     get_current: unsafe extern "C" fn() -> *mut c_void,
@@ -228,7 +227,8 @@ pub unsafe fn request_interrupt(
     }
 }
 
-/// Registers a GC epilogue callback for every GC type.
+/// Registers a GC epilogue callback for mark-compact GCs only (scavenges are frequent and
+/// the post-GC series only needs full collections).
 ///
 /// # Safety
 /// JS thread only; `data` must stay valid until removed.
@@ -236,7 +236,7 @@ pub unsafe fn add_gc_epilogue(isolate: Isolate, callback: GcCallback, data: *mut
     match symbols() {
         Ok(symbols) => {
             // SAFETY: JS thread (module contract); `data` outlives the registration.
-            unsafe { (symbols.add_gc_epilogue)(isolate.0, callback, data, GC_TYPE_ALL) };
+            unsafe { (symbols.add_gc_epilogue)(isolate.0, callback, data, GC_TYPE_MARK_SWEEP_COMPACT) };
             true
         }
         Err(_) => false,
