@@ -183,9 +183,29 @@ class Recycler extends EventEmitter {
     // Cleanup hooks do not run on process.exit(): join the sampler thread here instead.
     state.onExit = () => native.shutDown()
     process.on('exit', state.onExit)
+    if (startEvent.config.signals) this._installSignalHandlers()
     // Deferred so listeners attached right after start() see it.
     process.nextTick(() => this._emitEvent(startEvent))
     return this
+  }
+
+  /**
+   * SIGTERM/SIGINT drain through the same path (reason `signal`); a second signal while
+   * draining exits at once with 128 + the signal number, as a shell would report it.
+   */
+  _installSignalHandlers () {
+    const state = this[kState]
+    const numbers = require('node:os').constants.signals
+    state.signalHandlers = ['SIGTERM', 'SIGINT'].map((name) => {
+      const handler = () => {
+        if (state.draining || !this[kNative]?.trigger('signal', name)) {
+          this[kNative]?.shutDown()
+          process.exit(128 + numbers[name])
+        }
+      }
+      process.on(name, handler)
+      return [name, handler]
+    })
   }
 
   /** JS fallback heap probe: an unref'd timer; it cannot sample a blocked loop. */
@@ -210,6 +230,7 @@ class Recycler extends EventEmitter {
   }
 
   _receive (json) {
+    if (json === '') return // a liveness ping, already answered natively
     let event
     try {
       event = JSON.parse(json)
@@ -380,6 +401,8 @@ class Recycler extends EventEmitter {
     if (!native.stop()) return false
     clearInterval(state.heapTimer)
     state.gcObserver?.disconnect()
+    for (const [name, handler] of state.signalHandlers ?? []) process.removeListener(name, handler)
+    state.signalHandlers = null
     process.removeListener('exit', state.onExit)
     this[kNative] = null
     return true

@@ -5,13 +5,16 @@
 pub mod config;
 pub mod event;
 pub mod guard;
+pub mod liveness;
 pub mod monitor;
 pub mod near_heap;
+pub mod notify;
 pub mod policy;
 pub mod probe;
 pub mod recycle;
 pub mod report;
 pub mod sampler;
+pub mod stagger;
 pub mod units;
 
 use std::cell::Cell;
@@ -28,7 +31,9 @@ use serde_json::{Map, Value};
 
 use crate::config::{LogMode, RawSettings};
 use crate::guard::{InitCost, REGISTRY};
-use crate::monitor::{EventSink, Monitor, MonitorSetup, Probes};
+use crate::liveness::Liveness;
+use crate::monitor::{EventSink, Monitor, MonitorSetup, Probes, RecycleRequest};
+use crate::notify::Notifier;
 use crate::policy::Reason;
 use crate::probe::heap_cell::HeapCell;
 use crate::probe::procfs::StatmReader;
@@ -103,7 +108,14 @@ pub struct StartInput {
     pub started_epoch_ms: f64,
 }
 
-type EventCallback = ThreadsafeFunction<String, (), String, Status, false, true>;
+/// What the sampler thread sends to the JS thread.
+enum ToJs {
+    Event(String),
+    /// A liveness ping: answered (recorded) on the JS thread; JS receives an empty string.
+    Ping,
+}
+
+type EventCallback = ThreadsafeFunction<ToJs, (), String, Status, false, true>;
 
 /// Delivers events to JS through a weak threadsafe function (it never keeps the loop alive).
 struct JsSink {
@@ -115,11 +127,17 @@ impl EventSink for JsSink {
         match serde_json::to_string(event) {
             Ok(json) => {
                 self.callback
-                    .call(json, ThreadsafeFunctionCallMode::NonBlocking)
+                    .call(ToJs::Event(json), ThreadsafeFunctionCallMode::NonBlocking)
                     == Status::Ok
             }
             Err(_) => false,
         }
+    }
+
+    fn ping(&self) -> bool {
+        self.callback
+            .call(ToJs::Ping, ThreadsafeFunctionCallMode::NonBlocking)
+            == Status::Ok
     }
 }
 
@@ -246,11 +264,19 @@ impl NativeRecycler {
             });
         }
         let gc_isolate = isolate.filter(|i| heap.install_gc_epilogue(*i));
+        let liveness = Arc::new(Liveness::default());
+        let answering = Arc::clone(&liveness);
         let callback: EventCallback = on_event
-            .build_threadsafe_function()
+            .build_threadsafe_function::<ToJs>()
             .weak::<true>()
             .callee_handled::<false>()
-            .build()?;
+            .build_callback(move |context| match context.value {
+                ToJs::Event(json) => Ok(json),
+                ToJs::Ping => {
+                    answering.pong();
+                    Ok(String::new())
+                }
+            })?;
         let source = SampleSource::new(heap, isolate, to_bytes(input.uptime_ms));
         let monitor = Arc::new(Monitor::new(MonitorSetup {
             config,
@@ -265,7 +291,10 @@ impl NativeRecycler {
             sink: Box::new(JsSink { callback }),
             versions: serde_json::from_str(&input.versions_json).unwrap_or(Value::Null),
             started_epoch_ms: to_bytes(input.started_epoch_ms),
+            liveness,
+            notifier: input.main_thread.then(Notifier::from_env).flatten(),
         }));
+        monitor.notify_ready();
         let near_heap = install_near_heap_limit(&input, &monitor);
         let ticking = Arc::clone(&monitor);
         let ticker = Ticker::spawn("self-recycle", move || ticking.tick()).map_err(|e| {
@@ -303,8 +332,11 @@ impl NativeRecycler {
             Some(text) => format!("{} recycle requested ({text})", reason.as_str()),
             None => format!("{} recycle requested", reason.as_str()),
         };
-        self.monitor
-            .trigger(reason, &why, 0, 0, 0, detail.as_deref())
+        let mut request = RecycleRequest::new(reason, why, 0, 0, 0);
+        if let Some(detail) = detail {
+            request.extra.insert("detail".into(), Value::String(detail));
+        }
+        self.monitor.trigger(request)
     }
 
     #[napi(catch_unwind)]
@@ -533,13 +565,16 @@ pub fn probe_cost(iterations: u32) -> ProbeCost {
         std::hint::black_box(reader.as_ref().and_then(StatmReader::read));
     }
     let rss_ns = started.elapsed().as_nanos() as f64 / f64::from(iterations);
-    let heap_ns = v8::current_isolate().ok().filter(|i| v8::read_heap(*i).is_some()).map(|isolate| {
-        let started = std::time::Instant::now();
-        for _ in 0..iterations {
-            std::hint::black_box(v8::read_heap(isolate));
-        }
-        started.elapsed().as_nanos() as f64 / f64::from(iterations)
-    });
+    let heap_ns = v8::current_isolate()
+        .ok()
+        .filter(|i| v8::read_heap(*i).is_some())
+        .map(|isolate| {
+            let started = std::time::Instant::now();
+            for _ in 0..iterations {
+                std::hint::black_box(v8::read_heap(isolate));
+            }
+            started.elapsed().as_nanos() as f64 / f64::from(iterations)
+        });
     ProbeCost { rss_ns, heap_ns }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -12,12 +13,15 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{Config, LogMode, RssLimitSetting, RssMetric};
 use crate::event::{self, Envelope};
+use crate::liveness::Liveness;
 use crate::near_heap;
+use crate::notify::{self, Notifier};
 use crate::policy::{apply_jitter, Limits, Policy, Reason, Sample, Verdict};
 use crate::probe::cgroup::{LimitSource, MemoryLimit};
 use crate::recycle::{exit_process, Drain, RecycleState};
 use crate::report;
 use crate::sampler::{SampleRing, SampleSource};
+use crate::stagger::{Admission, Stagger};
 use crate::units::{format_duration, format_size, Growth};
 
 /// Samples kept for `stats()` and reports.
@@ -26,6 +30,8 @@ const RING_CAPACITY: usize = 120;
 pub trait EventSink: Send + Sync {
     /// Hands an event to JS; `false` when JS can no longer receive.
     fn deliver(&self, event: &Map<String, Value>) -> bool;
+    /// Queues a liveness ping the event loop answers when it runs; `false` if JS is gone.
+    fn ping(&self) -> bool;
 }
 
 /// Which probes are in use, for the `start` event.
@@ -48,6 +54,9 @@ pub struct MonitorSetup {
     pub versions: Value,
     /// Wall-clock start, naming the report file.
     pub started_epoch_ms: u64,
+    pub liveness: Arc<Liveness>,
+    /// sd_notify target, main thread only.
+    pub notifier: Option<Notifier>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -67,6 +76,12 @@ pub struct Monitor {
     sink: Box<dyn EventSink>,
     versions: Value,
     started_epoch_ms: u64,
+    liveness: Arc<Liveness>,
+    notifier: Option<Notifier>,
+    last_watchdog: Mutex<Option<Instant>>,
+    stagger: Option<Stagger>,
+    /// An automatic recycle waiting for its turn among siblings, since when.
+    pending: Mutex<Option<(RecycleRequest, Instant)>>,
     /// `on`, or why the near-heap-limit callback is not installed.
     near_heap_status: Mutex<String>,
     policy: Mutex<Policy>,
@@ -127,7 +142,12 @@ impl Monitor {
             min_uptime_ms: config.min_uptime_ms,
             leak_slope_per_min: config.leak_slope_bytes_per_min,
             leak_window_ms: config.leak_window_ms,
+            stall_ms: config.stall_timeout_ms,
         };
+        let stagger = config
+            .stagger_dir
+            .as_deref()
+            .map(|dir| Stagger::new(dir, config.stagger_gap_ms));
         let first = setup.source.take(0, &Sample::default());
         let mut ring = SampleRing::new(RING_CAPACITY);
         ring.push(first);
@@ -143,6 +163,11 @@ impl Monitor {
             sink: setup.sink,
             versions: setup.versions,
             started_epoch_ms: setup.started_epoch_ms,
+            liveness: setup.liveness,
+            notifier: setup.notifier,
+            last_watchdog: Mutex::new(None),
+            stagger,
+            pending: Mutex::new(None),
             near_heap_status: Mutex::new("off".to_string()),
             policy: Mutex::new(Policy::new(limits)),
             ring: Mutex::new(ring),
@@ -233,8 +258,18 @@ impl Monitor {
         {
             self.deliver(self.sample_event(&sample));
         }
+        if self.liveness.ping_due() && !self.sink.ping() {
+            self.liveness.ping_failed();
+        }
+        let unanswered_ms = self.liveness.unanswered_for().map(|d| d.as_millis() as u64);
+        self.feed_watchdog();
         if self.recycle.lock().is_running() {
             let mut verdicts = self.policy.lock().observe(&sample);
+            verdicts.extend(
+                self.policy
+                    .lock()
+                    .observe_stall(unanswered_ms, sample.uptime_ms),
+            );
             let heap = self.source.heap();
             let major_gcs = heap.major_gcs();
             if self.leak_checked_at_gc.swap(major_gcs, Ordering::AcqRel) != major_gcs {
@@ -248,11 +283,40 @@ impl Monitor {
             for verdict in verdicts {
                 self.act_on(verdict);
             }
+            self.admit_pending(Some(&sample));
         }
-        let sleep = self.interval();
+        let mut sleep = self.interval();
+        if let Some(every) = self.notifier.as_ref().and_then(Notifier::watchdog_every) {
+            sleep = sleep.min(every / 2);
+        }
         match self.recycle.lock().time_to_deadline(Instant::now()) {
             Some(left) => sleep.min(left.max(Duration::from_millis(1))),
             None => sleep,
+        }
+    }
+
+    /// `WATCHDOG=1` every half `WATCHDOG_USEC`, only while the loop answers pings: a hung
+    /// worker stops feeding it and systemd kills it.
+    fn feed_watchdog(&self) {
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        let Some(every) = notifier.watchdog_every() else {
+            return;
+        };
+        let mut last = self.last_watchdog.lock();
+        let due = last.is_none_or(|at| at.elapsed() >= every);
+        if due && self.liveness.answered_within(every) {
+            let _ = notifier.send("WATCHDOG=1");
+            *last = Some(Instant::now());
+        }
+    }
+
+    /// `READY=1` at start (systemd `Type=notify`).
+    pub fn notify_ready(&self) {
+        if let Some(notifier) = &self.notifier {
+            let status = notify::status_line("self-recycle sampling; worker ready");
+            let _ = notifier.send(&format!("READY=1\n{status}"));
         }
     }
 
@@ -350,6 +414,11 @@ impl Monitor {
                         format_duration(value),
                         format_duration(limit)
                     ),
+                    Reason::Stall => format!(
+                        "event loop unresponsive for {} (limit {})",
+                        format_duration(value),
+                        format_duration(limit)
+                    ),
                     _ => format!(
                         "{} {} over limit {} for {strikes} samples",
                         reason.as_str(),
@@ -357,30 +426,85 @@ impl Monitor {
                         format_size(limit)
                     ),
                 };
-                self.trigger(reason, &over, value, limit, strikes, None);
+                self.request_recycle(RecycleRequest::new(reason, over, value, limit, strikes));
             }
         }
     }
 
+    /// Automatic recycles queue behind siblings when `STAGGER_DIR` is set; a value far over
+    /// its limit (the ceiling) skips the queue, so no worker waits its way into an OOM.
+    fn request_recycle(&self, request: RecycleRequest) {
+        if self.stagger.is_none() {
+            self.trigger(request);
+            return;
+        }
+        let mut pending = self.pending.lock();
+        if pending.is_none() {
+            *pending = Some((request, Instant::now()));
+        }
+        drop(pending);
+        self.admit_pending(None);
+    }
+
+    /// Tries the queued recycle again (each tick), with the latest value of its gauge.
+    fn admit_pending(&self, sample: Option<&Sample>) {
+        let Some(stagger) = &self.stagger else { return };
+        let mut pending = self.pending.lock();
+        let Some((request, _)) = pending.as_mut() else {
+            return;
+        };
+        if let Some(sample) = sample {
+            request.value = match request.reason {
+                Reason::Rss | Reason::Growth => self.policy.lock().rss_value(sample),
+                Reason::Heap => sample.heap_used,
+                Reason::Jobs => sample.jobs_done,
+                Reason::Age => sample.uptime_ms,
+                _ => request.value,
+            };
+        }
+        let over_ceiling = request.reason.is_bytes()
+            && request.value as f64 >= request.limit as f64 * STAGGER_CEILING;
+        let admission = if over_ceiling {
+            "bypass: over the ceiling".to_string()
+        } else {
+            match stagger.try_admit() {
+                Admission::Granted => "granted".to_string(),
+                Admission::Wait(reason) => {
+                    request.extra.insert("staggerWaiting".into(), json!(reason));
+                    return;
+                }
+            }
+        };
+        let Some((mut request, since)) = pending.take() else {
+            return;
+        };
+        request.extra.remove("staggerWaiting");
+        request.extra.insert("stagger".into(), json!(admission));
+        request
+            .extra
+            .insert("staggerWaitMs".into(), json!(since_ms(since)));
+        drop(pending);
+        self.trigger(request);
+    }
+
     /// Decides a recycle (automatic or manual). Returns `false` when one is already under
     /// way. In a dry run the event is emitted and nothing else happens.
-    pub fn trigger(
-        &self,
-        reason: Reason,
-        why: &str,
-        value: u64,
-        limit: u64,
-        strikes: u32,
-        detail: Option<&str>,
-    ) -> bool {
+    pub fn trigger(&self, request: RecycleRequest) -> bool {
+        let RecycleRequest {
+            reason,
+            why,
+            value,
+            limit,
+            strikes,
+            extra: request_extra,
+        } = request;
+        let why = why.as_str();
         let dry_run = self.config.dry_run;
         let mut extra = reason_fields(reason, value, limit);
         extra.insert("strikes".into(), json!(strikes));
         extra.insert("dryRun".into(), json!(dry_run));
         extra.insert("drainTimeoutMs".into(), json!(self.config.drain_timeout_ms));
-        if let Some(detail) = detail {
-            extra.insert("detail".into(), json!(detail));
-        }
+        extra.extend(request_extra);
         let action = if dry_run {
             "dry run, not draining"
         } else {
@@ -396,6 +520,10 @@ impl Monitor {
             return false;
         }
         self.counters.lock().recycles += 1;
+        if let (Some(notifier), false) = (&self.notifier, dry_run) {
+            let status = notify::status_line(&format!("recycling ({}): {why}", reason.as_str()));
+            let _ = notifier.send(&format!("STOPPING=1\n{status}"));
+        }
         self.deliver(event);
         true
     }
@@ -525,7 +653,13 @@ impl Monitor {
                 format_size(initial),
                 format_size(headroom)
             );
-            self.trigger(Reason::NearHeapLimit, &why, current, current, 0, None);
+            self.trigger(RecycleRequest::new(
+                Reason::NearHeapLimit,
+                why,
+                current,
+                current,
+                0,
+            ));
             return current + headroom;
         }
         if self.config.dry_run || !self.can_exit_process {
@@ -593,6 +727,10 @@ impl Monitor {
             "exitCode": c.exit_code,
             "log": c.log.as_str(),
             "dryRun": c.dry_run,
+            "signals": c.signals,
+            "stallTimeoutMs": c.stall_timeout_ms,
+            "staggerDir": c.stagger_dir,
+            "staggerGapMs": c.stagger_gap_ms,
             "reportDir": c.report_dir,
             "heapSnapshot": c.heap_snapshot,
             "leakSlopeBytesPerMin": c.leak_slope_bytes_per_min,
@@ -607,6 +745,10 @@ impl Monitor {
             "v8": if self.probes.v8_native { "native" } else { "js" },
             "v8Fallback": self.probes.v8_fallback_reason,
             "gcEpilogue": self.probes.gc_epilogue,
+            "notify": self.notifier.as_ref().map(|n| json!({
+                "socket": n.socket(),
+                "watchdogMs": n.watchdog_every().map(|d| d.as_millis() as u64 * 2),
+            })),
             "nearHeapLimit": *self.near_heap_status.lock(),
         })
     }
@@ -670,6 +812,11 @@ impl Monitor {
             },
             "probes": self.probes_json(),
             "memoryLimit": self.memory_limit_json(),
+            "staggerPending": self.pending.lock().as_ref().map(|(request, since)| json!({
+                "reason": request.reason.as_str(),
+                "waitingMs": since_ms(*since),
+                "why": request.extra.get("staggerWaiting"),
+            })),
             "heap": {
                 "majorGcs": self.source.heap().major_gcs(),
                 "ageMs": self.source.heap().age_ms(),
@@ -680,6 +827,38 @@ impl Monitor {
     pub fn recent_samples(&self) -> Vec<Sample> {
         self.ring.lock().to_vec()
     }
+}
+
+/// A recycle to decide: what crossed which limit, and fields for the `recycle` event.
+#[derive(Debug, Clone)]
+pub struct RecycleRequest {
+    pub reason: Reason,
+    /// The first half of the event's `msg` ("rss 774 MiB over limit 768 MiB ...").
+    pub why: String,
+    pub value: u64,
+    pub limit: u64,
+    pub strikes: u32,
+    pub extra: Map<String, Value>,
+}
+
+impl RecycleRequest {
+    pub fn new(reason: Reason, why: String, value: u64, limit: u64, strikes: u32) -> Self {
+        RecycleRequest {
+            reason,
+            why,
+            value,
+            limit,
+            strikes,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// A queued recycle skips the stagger queue once its value reaches limit x this.
+const STAGGER_CEILING: f64 = 1.25;
+
+fn since_ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
 }
 
 pub fn sample_json(sample: &Sample) -> Value {

@@ -87,6 +87,8 @@ pub struct Limits {
     /// Recycle when the post-GC heap grows faster than this (bytes per minute).
     pub leak_slope_per_min: Option<f64>,
     pub leak_window_ms: u64,
+    /// Recycle when the event loop has not answered for this long.
+    pub stall_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -153,6 +155,7 @@ pub struct Policy {
     baseline: Option<Baseline>,
     first_seen: bool,
     leak_reported: bool,
+    stall_fired: bool,
 }
 
 fn scaled(limit: u64, fraction: f64) -> u64 {
@@ -171,6 +174,7 @@ impl Policy {
             baseline: None,
             first_seen: false,
             leak_reported: false,
+            stall_fired: false,
         }
     }
 
@@ -380,6 +384,31 @@ impl Policy {
             });
         }
         verdicts
+    }
+}
+
+impl Policy {
+    /// The event loop has left a ping unanswered for `unanswered_ms` (None: it answered).
+    pub fn observe_stall(&mut self, unanswered_ms: Option<u64>, uptime_ms: u64) -> Option<Verdict> {
+        let limit = self.limits.stall_ms?;
+        match unanswered_ms {
+            Some(waited) if waited >= limit => {
+                if self.stall_fired || uptime_ms < self.limits.min_uptime_ms {
+                    return None;
+                }
+                self.stall_fired = true;
+                Some(Verdict::Recycle {
+                    reason: Reason::Stall,
+                    value: waited,
+                    limit,
+                    strikes: 0,
+                })
+            }
+            _ => {
+                self.stall_fired = false;
+                None
+            }
+        }
     }
 }
 
@@ -687,6 +716,41 @@ mod tests {
             verdicts.len(),
             1,
             "leak reported, recycle held by MIN_UPTIME"
+        );
+    }
+
+    #[test]
+    fn stall_fires_once_per_stall_after_min_uptime() {
+        let mut policy = Policy::new(Limits {
+            stall_ms: Some(1000),
+            min_uptime_ms: 5000,
+            ..Limits::default()
+        });
+        assert_eq!(policy.observe_stall(Some(2000), 1000), None, "min uptime");
+        assert_eq!(policy.observe_stall(Some(999), 6000), None);
+        assert_eq!(
+            policy.observe_stall(Some(1000), 6000),
+            Some(Verdict::Recycle {
+                reason: Reason::Stall,
+                value: 1000,
+                limit: 1000,
+                strikes: 0
+            })
+        );
+        assert_eq!(
+            policy.observe_stall(Some(3000), 7000),
+            None,
+            "once per stall"
+        );
+        assert_eq!(policy.observe_stall(None, 8000), None);
+        assert!(
+            policy.observe_stall(Some(1500), 9000).is_some(),
+            "a new stall"
+        );
+        assert_eq!(
+            Policy::new(Limits::default()).observe_stall(Some(99_999), 99_999),
+            None,
+            "off"
         );
     }
 

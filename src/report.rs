@@ -13,18 +13,25 @@ pub fn report_path(dir: &str, started_epoch_ms: u64) -> PathBuf {
     ))
 }
 
-/// Writes `report` to `path`. A symlink already at `path` is replaced, never followed.
+/// Writes `report` as pretty JSON to `path` (see `write_bytes_atomically`).
+pub fn write_atomically(path: &Path, report: &Value) -> Result<(), String> {
+    let mut body = serde_json::to_vec_pretty(report).map_err(|e| e.to_string())?;
+    body.push(b'\n');
+    write_bytes_atomically(path, &body)
+}
+
 #[cfg(not(unix))]
-pub fn write_atomically(path: &Path, _report: &Value) -> Result<(), String> {
+pub fn write_bytes_atomically(path: &Path, _body: &[u8]) -> Result<(), String> {
     Err(format!(
-        "reports are not supported on this platform ({})",
+        "0600 atomic files are not supported on this platform ({})",
         path.display()
     ))
 }
 
-/// Writes `report` to `path`. A symlink already at `path` is replaced, never followed.
+/// Writes `body` to `path`, 0600, through a temp file and a rename. A symlink already at
+/// `path` is replaced, never followed.
 #[cfg(unix)]
-pub fn write_atomically(path: &Path, report: &Value) -> Result<(), String> {
+pub fn write_bytes_atomically(path: &Path, body: &[u8]) -> Result<(), String> {
     use std::fs::{self, OpenOptions};
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -42,7 +49,6 @@ pub fn write_atomically(path: &Path, report: &Value) -> Result<(), String> {
         .and_then(|n| n.to_str())
         .ok_or_else(|| format!("{} has no file name", path.display()))?;
     let temporary = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let body = serde_json::to_vec_pretty(report).map_err(|e| e.to_string())?;
     let written = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -50,8 +56,7 @@ pub fn write_atomically(path: &Path, report: &Value) -> Result<(), String> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&temporary)
         .and_then(|mut file| {
-            file.write_all(&body)?;
-            file.write_all(b"\n")?;
+            file.write_all(body)?;
             file.sync_all()
         });
     if let Err(error) = written {

@@ -236,7 +236,9 @@ pub unsafe fn add_gc_epilogue(isolate: Isolate, callback: GcCallback, data: *mut
     match symbols() {
         Ok(symbols) => {
             // SAFETY: JS thread (module contract); `data` outlives the registration.
-            unsafe { (symbols.add_gc_epilogue)(isolate.0, callback, data, GC_TYPE_MARK_SWEEP_COMPACT) };
+            unsafe {
+                (symbols.add_gc_epilogue)(isolate.0, callback, data, GC_TYPE_MARK_SWEEP_COMPACT)
+            };
             true
         }
         Err(_) => false,

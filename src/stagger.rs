@@ -1,0 +1,175 @@
+//! Staggered recycling for sibling workers that share no master: a flock()ed lock file in
+//! `STAGGER_DIR` admits one recycle at a time, and a timestamp file keeps admissions at
+//! least `STAGGER_GAP` apart. The kernel drops a flock when its holder dies, so a killed
+//! sibling can never block the fleet. Files are 0600 and never opened through a symlink.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use crate::report::write_bytes_atomically;
+
+const LOCK_FILE: &str = "recycle.lock";
+const LAST_FILE: &str = "last-recycle";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// This worker may recycle now; it holds the lock until it exits.
+    Granted,
+    /// Not yet: another sibling is recycling, or the last one was too recent.
+    Wait(String),
+}
+
+pub struct Stagger {
+    dir: PathBuf,
+    gap: Duration,
+    /// The locked file, kept open (and so locked) until the process exits.
+    held: Mutex<Option<File>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+impl Stagger {
+    pub fn new(dir: &str, gap_ms: u64) -> Stagger {
+        Stagger {
+            dir: PathBuf::from(dir),
+            gap: Duration::from_millis(gap_ms),
+            held: Mutex::new(None),
+        }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    pub fn try_admit(&self) -> Admission {
+        let mut held = self.held.lock();
+        if held.is_some() {
+            return Admission::Granted;
+        }
+        match self.admit() {
+            Ok(file) => {
+                *held = Some(file);
+                Admission::Granted
+            }
+            Err(wait) => Admission::Wait(wait),
+        }
+    }
+
+    #[cfg(unix)]
+    fn admit(&self) -> Result<File, String> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(self.dir.join(LOCK_FILE))
+            .map_err(|e| format!("cannot open the stagger lock: {e}"))?;
+        // SAFETY: a valid open descriptor; flock has no other preconditions.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err("a sibling is recycling".to_string());
+        }
+        let last = self.last_recycle_ms();
+        let now = now_ms();
+        if let Some(last) = last.filter(|l| now.saturating_sub(*l) < self.gap.as_millis() as u64) {
+            // Dropping `lock` closes it and releases the flock.
+            return Err(format!(
+                "a sibling recycled {} ms ago, the gap is {} ms",
+                now.saturating_sub(last),
+                self.gap.as_millis()
+            ));
+        }
+        write_bytes_atomically(&self.dir.join(LAST_FILE), now.to_string().as_bytes())?;
+        Ok(lock)
+    }
+
+    #[cfg(not(unix))]
+    fn admit(&self) -> Result<File, String> {
+        Err("staggering needs flock (unix only)".to_string())
+    }
+
+    fn last_recycle_ms(&self) -> Option<u64> {
+        #[cfg(unix)]
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(self.dir.join(LAST_FILE))
+        };
+        #[cfg(not(unix))]
+        let file = File::open(self.dir.join(LAST_FILE));
+        let mut text = String::new();
+        file.ok()?.take(64).read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> String {
+        let dir = std::env::temp_dir().join(format!(
+            "self-recycle-stagger-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.display().to_string()
+    }
+
+    #[test]
+    fn one_at_a_time_then_the_gap() {
+        let dir = scratch("serial");
+        let first = Stagger::new(&dir, 60_000);
+        let second = Stagger::new(&dir, 60_000);
+        assert_eq!(first.try_admit(), Admission::Granted);
+        assert_eq!(first.try_admit(), Admission::Granted, "still held");
+        assert!(matches!(second.try_admit(), Admission::Wait(w) if w.contains("recycling")));
+        drop(first); // the holder exits
+        assert!(matches!(second.try_admit(), Admission::Wait(w) if w.contains("gap")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_gap_admits_the_next_once_the_holder_is_gone() {
+        let dir = scratch("nogap");
+        let first = Stagger::new(&dir, 0);
+        assert_eq!(first.try_admit(), Admission::Granted);
+        drop(first);
+        assert_eq!(Stagger::new(&dir, 0).try_admit(), Admission::Granted);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_symlinked_lock_file_is_refused() {
+        use std::os::unix::fs::symlink;
+        let dir = scratch("symlink");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let victim = PathBuf::from(&dir).join("victim");
+        std::fs::write(&victim, "keep").expect("victim");
+        symlink(&victim, PathBuf::from(&dir).join(LOCK_FILE)).expect("symlink");
+        assert!(
+            matches!(Stagger::new(&dir, 0).try_admit(), Admission::Wait(w) if w.contains("cannot open"))
+        );
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
