@@ -1,0 +1,119 @@
+'use strict'
+// Sibling workers sharing STAGGER_DIR recycle one at a time, STAGGER_GAP apart.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { cleanEnv, parseEvents, FIXTURES } = require('./helpers')
+
+function sibling (env, onLine) {
+  const child = spawn(process.execPath, [path.join(FIXTURES, 'worker.js')], {
+    env: cleanEnv({
+      FIXTURE_MODE: env.FIXTURE_MODE || 'idle',
+      FIXTURE_IDLE_EXIT_MS: '60000',
+      SELF_RECYCLE_INTERVAL: '50ms',
+      SELF_RECYCLE_MIN_UPTIME: '0',
+      SELF_RECYCLE_WARMUP: '0',
+      SELF_RECYCLE_JITTER: '0%',
+      ...env
+    }),
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stderr = ''
+  child.stdout.on('data', (chunk) => { for (const line of String(chunk).split('\n')) if (line) onLine?.(line, child) })
+  child.stderr.on('data', (chunk) => { stderr += chunk })
+  const done = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal, events: parseEvents(stderr), stderr })))
+  return { child, done }
+}
+
+const recycleTimes = (results) => results
+  .map((r) => r.events.find((e) => e.event === 'recycle'))
+  .filter(Boolean)
+  .map((e) => Date.parse(e.time))
+  .sort((a, b) => a - b)
+
+test('4 siblings crossing a limit at once recycle one at a time, at least STAGGER_GAP apart', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-stagger-'))
+  try {
+    const env = { SELF_RECYCLE_MAX_AGE: '300ms', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_STAGGER_GAP: '1s' }
+    const results = await Promise.all([0, 1, 2, 3].map(() => sibling(env).done))
+    for (const result of results) assert.equal(result.code, 75, result.stderr)
+    const times = recycleTimes(results)
+    assert.equal(times.length, 4)
+    for (let i = 1; i < times.length; i++) assert.ok(times[i] - times[i - 1] >= 950, `gaps ${times.map((t) => t - times[0])}`)
+    const granted = results.map((r) => r.events.find((e) => e.event === 'recycle'))
+    assert.ok(granted.every((e) => e.stagger === 'granted'))
+    assert.ok(granted.filter((e) => e.staggerWaitMs >= 900).length >= 3, JSON.stringify(granted.map((e) => e.staggerWaitMs)))
+    const lock = fs.statSync(path.join(dir, 'recycle.lock'))
+    assert.equal(lock.mode & 0o777, 0o600)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a sibling killed with SIGKILL while holding the lock does not block the others', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-stagger-'))
+  try {
+    const env = {
+      SELF_RECYCLE_MAX_AGE: '300ms',
+      SELF_RECYCLE_STAGGER_DIR: dir,
+      SELF_RECYCLE_STAGGER_GAP: '500ms',
+      SELF_RECYCLE_DRAIN_TIMEOUT: '60s',
+      FIXTURE_MODE: 'hang-hook-first',
+      FIXTURE_FIRST_MARKER: path.join(dir, 'first')
+    }
+    let killed = null
+    const started = Date.now()
+    const siblings = [0, 1, 2, 3].map(() => sibling(env, (line, child) => {
+      // The first one admitted hangs in its drain hook: kill it there, lock held.
+      if (line === 'hook-hangs' && killed === null) {
+        killed = child.pid
+        child.kill('SIGKILL')
+      }
+    }))
+    const results = await Promise.all(siblings.map((s) => s.done))
+    const victim = results.filter((r) => r.signal === 'SIGKILL')
+    assert.equal(victim.length, 1)
+    const others = results.filter((r) => r.signal !== 'SIGKILL')
+    assert.equal(others.length, 3)
+    // The killed holder's lock vanished with it: every survivor was admitted and exited.
+    for (const result of others) {
+      assert.equal(result.code, 75, result.stderr)
+      const recycle = result.events.find((e) => e.event === 'recycle')
+      assert.equal(recycle.stagger, 'granted')
+    }
+    const times = recycleTimes(others)
+    for (let i = 1; i < times.length; i++) assert.ok(times[i] - times[i - 1] >= 450, `gaps ${times}`)
+    assert.ok(Date.now() - started < 30000)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a worker far over its limit skips the queue (the ceiling)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-stagger-'))
+  try {
+    // A holder that never finishes its drain keeps the lock.
+    const holder = sibling({ SELF_RECYCLE_MAX_AGE: '200ms', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_DRAIN_TIMEOUT: '60s', FIXTURE_MODE: 'hang-hook-on-recycle' })
+    await new Promise((resolve) => setTimeout(resolve, 800))
+    const leaker = await sibling({
+      FIXTURE_MODE: 'leak-rss',
+      SELF_RECYCLE_MAX_RSS: '150MiB',
+      SELF_RECYCLE_MAX_HEAP: 'off',
+      SELF_RECYCLE_STRIKES: '1',
+      SELF_RECYCLE_STAGGER_DIR: dir,
+      SELF_RECYCLE_DRAIN_TIMEOUT: '2s'
+    }).done
+    holder.child.kill('SIGKILL')
+    await holder.done
+    assert.equal(leaker.code, 75, leaker.stderr)
+    const recycle = leaker.events.find((e) => e.event === 'recycle')
+    assert.equal(recycle.stagger, 'bypass: over the ceiling')
+    assert.ok(recycle.value >= 1.25 * 150 * 1048576)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
