@@ -1,0 +1,131 @@
+'use strict'
+// Real process managers bring a self-recycled worker back: Supervisor (Debian), PM2 (npm),
+// a node:cluster primary. Each: >= 3 recycles, exit code 75 seen by the manager, no job lost.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawn, execFileSync } = require('node:child_process')
+const { readLedger, waitFor, workerEnv } = require('./managers')
+const { cleanEnv, FIXTURES } = require('./helpers')
+
+const RECYCLES = 3
+
+function supervisorConfig (dir, ledger, program = {}) {
+  const env = workerEnv(ledger)
+  const environment = Object.entries(env).map(([k, v]) => `${k}="${String(v).replace(/%/g, '%%')}"`).join(',')
+  return `[unix_http_server]
+file=${dir}/supervisor.sock
+chmod=0700
+
+[supervisord]
+logfile=${dir}/supervisord.log
+pidfile=${dir}/supervisord.pid
+childlogdir=${dir}
+user=root
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://${dir}/supervisor.sock
+
+[program:worker]
+command=${process.execPath} ${path.join(FIXTURES, 'managed-worker.js')}
+environment=${environment}
+autorestart=true
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=10
+stdout_logfile=${dir}/worker.out.log
+stderr_logfile=${dir}/worker.err.log
+${Object.entries(program).map(([k, v]) => `${k}=${v}`).join('\n')}
+`
+}
+
+test('Supervisor restarts the worker after each self-recycle (exit status 75), no job lost', { timeout: 120000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-supervisor-'))
+  const ledger = path.join(dir, 'ledger')
+  const conf = path.join(dir, 'supervisord.conf')
+  fs.writeFileSync(conf, supervisorConfig(dir, ledger))
+  const supervisord = spawn('supervisord', ['-n', '-c', conf], { stdio: 'ignore', env: cleanEnv() })
+  try {
+    await waitFor(() => readLedger(ledger).recycles.length >= RECYCLES + 1, 90000, `${RECYCLES + 1} recycles under Supervisor`)
+    execFileSync('supervisorctl', ['-c', conf, 'stop', 'worker'])
+  } finally {
+    try { execFileSync('supervisorctl', ['-c', conf, 'shutdown']) } catch {}
+    await new Promise((resolve) => supervisord.once('close', resolve))
+  }
+  const log = fs.readFileSync(path.join(dir, 'supervisord.log'), 'utf8')
+  const exits75 = log.match(/exited: worker \(exit status 75; not expected\)/g) || []
+  assert.ok(exits75.length >= RECYCLES, log)
+  const restarts = log.match(/spawned: 'worker'/g) || []
+  assert.ok(restarts.length >= RECYCLES + 1, log)
+  const result = readLedger(ledger)
+  assert.deepEqual(result.lost, [])
+  assert.ok(result.done > 50)
+  assert.ok(result.recycles.filter((r) => r.reason === 'rss').length >= RECYCLES)
+  const stderr = fs.readFileSync(path.join(dir, 'worker.err.log'), 'utf8')
+  assert.doesNotMatch(stderr, /FATAL ERROR/)
+  fs.rmSync(dir, { recursive: true, force: true })
+})
+
+test('PM2 restarts the worker after each self-recycle (exit code 75), no job lost', { timeout: 120000 }, async () => {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-pm2-'))
+  const ledger = path.join(home, 'ledger')
+  const pm2 = require.resolve('pm2/bin/pm2')
+  const env = cleanEnv({ PM2_HOME: home })
+  const ecosystem = path.join(home, 'ecosystem.config.js')
+  fs.writeFileSync(ecosystem, `module.exports = { apps: [${JSON.stringify({
+    name: 'recycling-worker',
+    script: path.join(FIXTURES, 'managed-worker.js'),
+    autorestart: true,
+    kill_timeout: 5000,
+    env: workerEnv(ledger),
+    error_file: path.join(home, 'worker.err.log'),
+    out_file: path.join(home, 'worker.out.log')
+  })}] }\n`)
+  const pm2Run = (...args) => execFileSync(process.execPath, [pm2, ...args], { env, encoding: 'utf8' })
+  try {
+    pm2Run('start', ecosystem)
+    await waitFor(() => readLedger(ledger).recycles.length >= RECYCLES + 1, 90000, `${RECYCLES + 1} recycles under PM2`)
+    const [app] = JSON.parse(pm2Run('jlist'))
+    assert.ok(app.pm2_env.restart_time >= RECYCLES, `restart_time ${app.pm2_env.restart_time}`)
+    pm2Run('stop', 'recycling-worker')
+  } finally {
+    try { pm2Run('kill') } catch {}
+  }
+  const log = fs.readFileSync(path.join(home, 'pm2.log'), 'utf8')
+  const exits75 = log.match(/App \[recycling-worker:0\] exited with code \[75\]/g) || []
+  assert.ok(exits75.length >= RECYCLES, log)
+  const result = readLedger(ledger)
+  assert.deepEqual(result.lost, [])
+  assert.ok(result.recycles.filter((r) => r.reason === 'rss').length >= RECYCLES)
+  assert.doesNotMatch(fs.readFileSync(path.join(home, 'worker.err.log'), 'utf8'), /FATAL ERROR/)
+  fs.rmSync(home, { recursive: true, force: true })
+})
+
+test('a node:cluster primary sees disconnect then exit 75, and forks again; no job lost', { timeout: 120000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-cluster-'))
+  const ledger = path.join(dir, 'ledger')
+  const child = spawn(process.execPath, [path.join(FIXTURES, 'cluster-primary.js'), String(RECYCLES)], {
+    env: cleanEnv(workerEnv(ledger)),
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk) => { stdout += chunk })
+  child.stderr.on('data', (chunk) => { stderr += chunk })
+  const code = await new Promise((resolve) => child.on('close', resolve))
+  assert.equal(code, 0, `${stdout}\n${stderr}`)
+  const exits = stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l))
+  const recycled = exits.filter((e) => e.code === 75)
+  assert.ok(recycled.length >= RECYCLES, stdout)
+  assert.ok(recycled.every((e) => e.exitedAfterDisconnect === true && e.disconnectedFirst === true), stdout)
+  const result = readLedger(ledger)
+  assert.deepEqual(result.lost, [])
+  assert.doesNotMatch(stderr, /FATAL ERROR/)
+  fs.rmSync(dir, { recursive: true, force: true })
+})
