@@ -1,0 +1,43 @@
+'use strict'
+// self-recycle/nest in a real NestJS application context (@nestjs/core 12).
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { runFixture, eventsNamed, describe } = require('./helpers')
+
+test('100 Nest contexts: the guarded provider initializes once, the watched one reports reinit', async () => {
+  const result = await runFixture('nest-contexts.js', { timeoutMs: 60000, env: { SELF_RECYCLE_LOG: 'json' } })
+  assert.equal(result.code, 0, describe(result))
+  const report = JSON.parse(result.lines.at(-1))
+  assert.equal(report.guardedInits, 1)
+  assert.equal(report.distinctGuarded, 1)
+  assert.equal(report.guarded.inits, 1)
+  assert.equal(report.guarded.hits, 99)
+  assert.equal(report.guarded.reinitAttempts, 0)
+  assert.equal(report.unguardedInits, 100)
+  assert.equal(report.unguarded.inits, 100)
+  assert.ok(report.unguarded.rssDelta > 0 || report.unguarded.heapDelta > 0)
+  assert.equal(report.eventListeners, 0, 'each closed context removed its listener')
+  const reinits = eventsNamed(result, 'reinit')
+  assert.equal(reinits.length, 1, 'once per call site')
+  assert.equal(reinits[0].key, 'unguarded-client')
+  assert.match(reinits[0].stack, /nest-contexts\.js/)
+})
+
+test('the drain closes the Nest app: lifecycle hooks run, events go to Nest Logger, health goes down', async () => {
+  const result = await runFixture('nest-drain.js', { timeoutMs: 30000, env: { NO_COLOR: '1' } })
+  assert.equal(result.code, 75, describe(result))
+  const health = JSON.parse(result.lines.find((l) => l.startsWith('health:')).slice(7))
+  assert.equal(health['self-recycle'].status, 'up')
+  assert.equal(health['self-recycle'].state, 'running')
+  assert.deepEqual(health['self-recycle'].pressure, [])
+  const draining = JSON.parse(result.lines.find((l) => l.startsWith('health-draining:')).slice(16))
+  assert.equal(draining.worker.status, 'down')
+  assert.equal(draining.worker.state, 'draining')
+  const destroy = result.lines.indexOf('lifecycle:onModuleDestroy')
+  const shutdown = result.lines.findIndex((l) => l.startsWith('lifecycle:onApplicationShutdown'))
+  assert.ok(destroy >= 0 && shutdown > destroy, describe(result))
+  assert.match(result.stdout, /\[SelfRecycle\] recycle: manual recycle requested; draining/)
+  assert.match(result.stdout, /\[SelfRecycle\] draining \(manual\): closing the Nest application/)
+  assert.equal(eventsNamed(result, 'recycle').length, 0, 'the app listens: nothing on stderr')
+})
