@@ -4,20 +4,15 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const path = require('node:path')
-const { spawn } = require('node:child_process')
-const { cleanEnv } = require('./helpers')
+const { runFixture, describe } = require('./helpers')
 
 test('the demo: workers recycle (exit 75), the primary forks fresh ones, no job lost', async () => {
-  const child = spawn(process.execPath, [path.join(__dirname, '..', 'examples', 'demo', 'primary.js')], {
-    env: cleanEnv({ DEMO_SECONDS: '12' }),
-    stdio: ['ignore', 'pipe', 'pipe']
+  const result = await runFixture(path.join(__dirname, '..', 'examples', 'demo', 'primary.js'), {
+    env: { DEMO_SECONDS: '12' },
+    timeoutMs: 60000
   })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk) => { stdout += chunk })
-  child.stderr.on('data', (chunk) => { stderr += chunk })
-  const code = await new Promise((resolve) => child.on('close', resolve))
-  assert.equal(code, 0, `${stdout}\n${stderr}`)
+  const { stdout, stderr } = result
+  assert.equal(result.code, 0, describe(result))
   assert.doesNotMatch(stderr, /FATAL ERROR|Error/)
   const exits75 = stdout.match(/exit {6}code 75; forking a fresh worker/g) || []
   assert.ok(exits75.length >= 2, stdout)

@@ -7,7 +7,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { spawn, execFileSync } = require('node:child_process')
+const { writeSupervisorConf, startSupervisord } = require('../scripts/supervisor')
 const { Queue, QueueEvents } = require('bullmq')
 const IORedis = require('ioredis')
 const { startRedis } = require('./redis')
@@ -22,28 +22,9 @@ test('2,000 jobs through two self-recycling Nest workers under Supervisor: each 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-e2e-'))
   const queueName = `e2e-${process.pid}-${Date.now()}`
   const connection = { host: redis.host, port: redis.port }
-  const conf = path.join(dir, 'supervisord.conf')
-  fs.writeFileSync(conf, `[unix_http_server]
-file=${dir}/supervisor.sock
-chmod=0700
-
-[supervisord]
-logfile=${dir}/supervisord.log
-pidfile=${dir}/supervisord.pid
-childlogdir=${dir}
-user=root
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://${dir}/supervisor.sock
-
-[include]
-files = ${path.join(example, 'supervisor.conf')}
-`)
+  const conf = writeSupervisorConf(dir, [`[include]\nfiles = ${path.join(example, 'supervisor.conf')}`])
   const env = cleanEnv({ REDIS_URL: redis.url, QUEUE_NAME: queueName, SELF_RECYCLE_LOG: 'json', NO_COLOR: '1', PATH: `${path.dirname(process.execPath)}:${process.env.PATH}` })
-  const supervisord = spawn('supervisord', ['-n', '-c', conf], { stdio: 'ignore', env })
+  const supervisord = startSupervisord(conf, env)
   const queue = new Queue(queueName, { connection })
   const events = new QueueEvents(queueName, { connection })
   const stalled = []
@@ -62,7 +43,7 @@ files = ${path.join(example, 'supervisor.conf')}
       const failedJobs = (await queue.getFailed()).map((job) => `${job.id}: ${job.failedReason}`)
       throw new Error(`${error.message}; counts ${JSON.stringify(await queue.getJobCounts())}; failed ${failedJobs.join(', ')}\nsupervisord.log:\n${tail(path.join(dir, 'supervisord.log'))}\nworkers:\n${workerLogs}`)
     }
-    execFileSync('supervisorctl', ['-c', conf, 'stop', 'all'])
+    supervisord.ctl('stop', 'all')
     const counts = await queue.getJobCounts()
     assert.equal(counts.completed, JOBS)
     assert.equal(counts.failed, 0)
@@ -86,8 +67,7 @@ files = ${path.join(example, 'supervisor.conf')}
     const log = fs.readFileSync(path.join(dir, 'supervisord.log'), 'utf8')
     assert.ok((log.match(/exit status 75; not expected/g) || []).length >= 3, log)
   } finally {
-    try { execFileSync('supervisorctl', ['-c', conf, 'shutdown']) } catch {}
-    await new Promise((resolve) => supervisord.once('close', resolve))
+    await supervisord.stop()
     await events.close()
     await queue.obliterate({ force: true }).catch(() => {})
     await queue.close()

@@ -28,13 +28,14 @@ function parseEvents (text) {
 }
 
 /**
- * Runs `node fixtures/<name>` and resolves with its exit code, signal, output, events
+ * Runs `node fixtures/<name>` (or an absolute path) and resolves with its exit code, signal, output, events
  * and wall time. Kills it (and fails the assertion that follows) after `timeoutMs`.
  */
 function runFixture (name, { env = {}, args = [], nodeArgs = [], timeoutMs = 20000, cwd } = {}) {
   return new Promise((resolve, reject) => {
     const started = Date.now()
-    const child = spawn(process.execPath, [...nodeArgs, path.join(FIXTURES, name), ...args], {
+    const script = path.isAbsolute(name) ? name : path.join(FIXTURES, name)
+    const child = spawn(process.execPath, [...nodeArgs, script, ...args], {
       env: cleanEnv(env),
       cwd,
       stdio: ['ignore', 'pipe', 'pipe']

@@ -7,56 +7,35 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { spawn, execFileSync } = require('node:child_process')
+const { execFileSync } = require('node:child_process')
 const { readLedger, waitFor, workerEnv } = require('./managers')
-const { cleanEnv, FIXTURES } = require('./helpers')
+const { writeSupervisorConf, supervisorEnvironment, startSupervisord } = require('../scripts/supervisor')
+const { cleanEnv, runFixture, describe, FIXTURES } = require('./helpers')
 
 const RECYCLES = 3
 
-function supervisorConfig (dir, ledger, program = {}) {
-  const env = workerEnv(ledger)
-  const environment = Object.entries(env).map(([k, v]) => `${k}="${String(v).replace(/%/g, '%%')}"`).join(',')
-  return `[unix_http_server]
-file=${dir}/supervisor.sock
-chmod=0700
-
-[supervisord]
-logfile=${dir}/supervisord.log
-pidfile=${dir}/supervisord.pid
-childlogdir=${dir}
-user=root
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://${dir}/supervisor.sock
-
-[program:worker]
+function workerProgram (ledger) {
+  return `[program:worker]
 command=${process.execPath} ${path.join(FIXTURES, 'managed-worker.js')}
-environment=${environment}
+environment=${supervisorEnvironment(workerEnv(ledger))}
 autorestart=true
 startsecs=1
 stopsignal=TERM
 stopwaitsecs=10
-stdout_logfile=${dir}/worker.out.log
-stderr_logfile=${dir}/worker.err.log
-${Object.entries(program).map(([k, v]) => `${k}=${v}`).join('\n')}
-`
+stdout_logfile=%(here)s/worker.out.log
+stderr_logfile=%(here)s/worker.err.log`
 }
 
 test('Supervisor restarts the worker after each self-recycle (exit status 75), no job lost', { timeout: 120000 }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-supervisor-'))
   const ledger = path.join(dir, 'ledger')
-  const conf = path.join(dir, 'supervisord.conf')
-  fs.writeFileSync(conf, supervisorConfig(dir, ledger))
-  const supervisord = spawn('supervisord', ['-n', '-c', conf], { stdio: 'ignore', env: cleanEnv() })
+  const conf = writeSupervisorConf(dir, [workerProgram(ledger)])
+  const supervisord = startSupervisord(conf, cleanEnv())
   try {
     await waitFor(() => readLedger(ledger).recycles.length >= RECYCLES + 1, 90000, `${RECYCLES + 1} recycles under Supervisor`)
-    execFileSync('supervisorctl', ['-c', conf, 'stop', 'worker'])
+    supervisord.ctl('stop', 'worker')
   } finally {
-    try { execFileSync('supervisorctl', ['-c', conf, 'shutdown']) } catch {}
-    await new Promise((resolve) => supervisord.once('close', resolve))
+    await supervisord.stop()
   }
   const log = fs.readFileSync(path.join(dir, 'supervisord.log'), 'utf8')
   const exits75 = log.match(/exited: worker \(exit status 75; not expected\)/g) || []
@@ -110,16 +89,9 @@ test('PM2 restarts the worker after each self-recycle (exit code 75), no job los
 test('a node:cluster primary sees disconnect then exit 75, and forks again; no job lost', { timeout: 120000 }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-cluster-'))
   const ledger = path.join(dir, 'ledger')
-  const child = spawn(process.execPath, [path.join(FIXTURES, 'cluster-primary.js'), String(RECYCLES)], {
-    env: cleanEnv(workerEnv(ledger)),
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk) => { stdout += chunk })
-  child.stderr.on('data', (chunk) => { stderr += chunk })
-  const code = await new Promise((resolve) => child.on('close', resolve))
-  assert.equal(code, 0, `${stdout}\n${stderr}`)
+  const result = await runFixture('cluster-primary.js', { args: [String(RECYCLES)], env: workerEnv(ledger), timeoutMs: 90000 })
+  const { stdout, stderr } = result
+  assert.equal(result.code, 0, describe(result))
   const exits = stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l))
   const recycled = exits.filter((e) => e.code === 75)
   assert.ok(recycled.length >= RECYCLES, stdout)

@@ -8,7 +8,7 @@ const path = require('node:path')
 
 const root = path.join(__dirname, '..')
 const binding = require(path.join(root, 'js', 'binding.js'))
-const ROUNDS = Number(process.env.BENCH_ROUNDS || 7)
+const ROUNDS = Number(process.env.BENCH_ROUNDS || 10)
 
 function run (env, nodeArgs = []) {
   const out = execFileSync(process.execPath, [...nodeArgs, path.join(__dirname, 'workload.js')], {
@@ -24,14 +24,22 @@ const median = (values) => {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
 }
 
+/** A B, then B A, ... so neither side always runs first; per-pair ratios show the noise. */
 function interleaved (mode, pick, nodeArgs) {
   const without = []
   const withAddon = []
+  const samplerCpuNs = []
   for (let i = 0; i < ROUNDS; i++) {
-    without.push(pick(run({ BENCH_MODE: mode, BENCH_ADDON: '0' }, nodeArgs)))
-    withAddon.push(pick(run({ BENCH_MODE: mode, BENCH_ADDON: '1' }, nodeArgs)))
+    const a = () => without.push(pick(run({ BENCH_MODE: mode, BENCH_ADDON: '0' }, nodeArgs)))
+    const b = () => {
+      const result = run({ BENCH_MODE: mode, BENCH_ADDON: '1' }, nodeArgs)
+      samplerCpuNs.push(result.samplerCpuNs ?? 0)
+      withAddon.push(pick(result))
+    }
+    if (i % 2 === 0) { a(); b() } else { b(); a() }
   }
-  return { without: median(without), with: median(withAddon), samplesWithout: without, samplesWith: withAddon }
+  const ratios = withAddon.map((w, i) => w / without[i]).sort((x, y) => x - y)
+  return { without: median(without), with: median(withAddon), ratio: median(ratios), lowest: ratios[0], highest: ratios.at(-1), samplerCpuNs }
 }
 
 const lines = []
@@ -46,8 +54,9 @@ say(`- native cost of one RSS sample (statm, kept fd, pread): ${(cost.rssNs / 10
 say(`- native cost of one heap sample (v8::Isolate::GetHeapStatistics on the JS thread): ${cost.heapNs === null ? 'n/a (JS fallback)' : `${(cost.heapNs / 1000).toFixed(2)} us`}`)
 
 const throughput = interleaved('throughput', (r) => r.tasksPerSecond)
-const ratio = throughput.with / throughput.without
-say(`- CPU-bound event-loop throughput, INTERVAL=100ms: ${Math.round(throughput.with)} tasks/s with the addon vs ${Math.round(throughput.without)} without: ratio ${ratio.toFixed(4)} (${((ratio - 1) * 100).toFixed(2)}%)`)
+const cpuMs = median(throughput.samplerCpuNs) / 1e6
+say(`- CPU used by the sampler thread during that 3 s run at INTERVAL=100ms: ${cpuMs.toFixed(2)} ms (${(cpuMs / 30).toFixed(3)}% of one core); the deterministic measure of its cost`)
+say(`- CPU-bound event-loop throughput, INTERVAL=100ms: median ${Math.round(throughput.with)} tasks/s with the addon vs ${Math.round(throughput.without)} without; median per-pair ratio ${throughput.ratio.toFixed(3)} (pairs ranged ${throughput.lowest.toFixed(3)}-${throughput.highest.toFixed(3)}: that spread is this machine's noise)`)
 
 const startups = []
 for (let i = 0; i < ROUNDS; i++) startups.push(run({ BENCH_MODE: 'startup' }))

@@ -24,6 +24,19 @@ if (mode === 'rss') {
   }, 1500)
 }
 
+/** CPU time the sampler thread used (schedstat: ns on CPU), 0 without the addon. */
+function samplerCpuNs () {
+  const fs = require('node:fs')
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    try {
+      if (fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'self-recycle') {
+        return Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0])
+      }
+    } catch {}
+  }
+  return 0
+}
+
 if (mode === 'throughput') {
   // CPU-bound event-loop work: small synchronous tasks scheduled through setImmediate.
   if (withAddon) require(root).start({ log: 'off', interval: '100ms' })
@@ -35,7 +48,7 @@ if (mode === 'throughput') {
     for (let i = 0; i < 2000; i++) sink += Math.sqrt(i * tasks) % 7
     tasks++
     if (Date.now() < until) setImmediate(task)
-    else console.log(JSON.stringify({ tasksPerSecond: tasks / seconds, sink: sink > 0 }))
+    else console.log(JSON.stringify({ tasksPerSecond: tasks / seconds, samplerCpuNs: samplerCpuNs(), sink: sink > 0 }))
   }
   setImmediate(task)
 }

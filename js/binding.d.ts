@@ -17,14 +17,19 @@ export declare class NativeRecycler {
   jobDone(count: number): number
   /** Heap figures from the JS fallback probe. */
   reportHeap(used: number, total: number, limit: number, external: number): void
+  /** A post-GC heap figure from the JS fallback (a major `gc` performance entry). */
+  reportPostGc(used: number): void
   /** JS took the `recycle` event; returns the milliseconds left to drain. */
   acknowledge(): number | null
-  /** JS finished draining; returns the `exit` event as JSON. */
-  finish(drained: boolean): string | null
+  /**
+   * JS finished draining; returns the `exit` event as JSON. `extra_json` fields (such
+   * as the heap snapshot's path) go into the event and the report.
+   */
+  finish(drained: boolean, extraJson?: string | undefined | null): string | null
   /** Builds an event with the envelope filled from the latest sample. */
   event(name: string, msg: string, extraJson?: string | undefined | null): string
-  /** Writes one event to stderr in the configured log format. */
-  writeLog(eventJson: string): void
+  /** Where the recycle report will be written, if `REPORT_DIR` is set. */
+  reportPath(): string | null
   stats(): string
   setSampleEvents(enabled: boolean): void
   sampleConsumed(): void
@@ -33,6 +38,12 @@ export declare class NativeRecycler {
   /** Stops everything, whatever the state: the process is exiting (`exit` listener). */
   shutDown(): void
 }
+
+/** Memory still available (cgroup limit minus usage, or MemAvailable), if known. */
+export declare function availableMemory(): number | null
+
+/** Builds an event outside a running recycler (the guard's `reinit`). */
+export declare function buildEvent(name: string, msg: string, extraJson: string, uptimeMs: number, heapUsed: number, heapLimit: number): string
 
 export declare function checkConfig(env: Record<string, string>, options: Record<string, string>): ConfigCheck
 
@@ -49,6 +60,24 @@ export interface ConfigCheck {
   message?: string
 }
 
+/** Starts an initialization; `false` when a `scope: 'process'` key belongs to another thread. */
+export declare function guardBegin(key: string, processScope: boolean): boolean
+
+export declare function guardEnd(key: string, succeeded: boolean, durationMs: number, heapDelta: number, rssDelta: number): void
+
+/** Adds `count` hits (the JS side batches them). */
+export declare function guardHit(key: string, count: number): void
+
+export declare function guardReinit(key: string, callSite: string): ReinitCount
+
+export declare function guardStats(): string
+
+/** Returns this thread's value store, adopting `fresh` the first time. */
+export declare function guardStore(fresh: object): object
+
+/** Records an unguarded initialization; returns how many there have been. */
+export declare function guardTrackInit(key: string, durationMs: number, heapDelta: number, rssDelta: number): number
+
 /** What `v8.getHeapStatistics()` returned just before `start`, in camelCase. */
 export interface HeapStatisticsInput {
   totalHeapSize: number
@@ -58,6 +87,27 @@ export interface HeapStatisticsInput {
   externalMemory: number
   numberOfNativeContexts: number
 }
+
+/** Writes an event line to stderr: `mode` is json, pretty or off (auto = json). */
+export declare function logEvent(eventJson: string, mode: string): void
+
+/** Diagnostics for `bench/`: the native cost of one RSS and one heap sample. */
+export declare function probeCost(iterations: number): ProbeCost
+
+export interface ProbeCost {
+  /** Nanoseconds per `/proc/self/statm` read (kept fd, pread). */
+  rssNs: number
+  /** Nanoseconds per native V8 heap read; `None` when the native probe is unavailable. */
+  heapNs?: number
+}
+
+export interface ReinitCount {
+  attempts: number
+  firstFromSite: boolean
+}
+
+/** Current RSS in bytes (0 where there is no procfs). */
+export declare function residentBytes(): number
 
 export interface StartInput {
   /** `SELF_RECYCLE_*` variables, without the prefix. */
@@ -70,4 +120,10 @@ export interface StartInput {
   mainThread: boolean
   /** Skip the native V8 probe (tests of the fallback, odd runtimes). */
   forceJsHeapProbe: boolean
+  /** Node runs with `--heapsnapshot-near-heap-limit`: its callback must stay in place. */
+  nodeOwnsNearHeapLimit: boolean
+  /** `{ node, v8, platform, arch }` as JSON, for the recycle report. */
+  versionsJson: string
+  /** `Date.now()` at start. */
+  startedEpochMs: number
 }

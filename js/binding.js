@@ -836,4 +836,16 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeRecycler = nativeBinding.NativeRecycler
+module.exports.availableMemory = nativeBinding.availableMemory
+module.exports.buildEvent = nativeBinding.buildEvent
 module.exports.checkConfig = nativeBinding.checkConfig
+module.exports.guardBegin = nativeBinding.guardBegin
+module.exports.guardEnd = nativeBinding.guardEnd
+module.exports.guardHit = nativeBinding.guardHit
+module.exports.guardReinit = nativeBinding.guardReinit
+module.exports.guardStats = nativeBinding.guardStats
+module.exports.guardStore = nativeBinding.guardStore
+module.exports.guardTrackInit = nativeBinding.guardTrackInit
+module.exports.logEvent = nativeBinding.logEvent
+module.exports.probeCost = nativeBinding.probeCost
+module.exports.residentBytes = nativeBinding.residentBytes

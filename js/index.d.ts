@@ -135,7 +135,7 @@ export interface ExitEvent extends BaseEvent {
   /** true when the native thread ended the process (JS did not finish in time). */
   forced: boolean
 }
-export interface ReinitEvent extends BaseEvent { event: 'reinit'; key: string; attempts: number; stack: string }
+export interface ReinitEvent extends BaseEvent { event: 'reinit'; key: string; attempts: number; callSite: string; stack: string }
 
 export interface EventMap {
   start: StartEvent
@@ -201,6 +201,7 @@ export interface OnceOptions {
 export interface GuardKeyStats {
   key: string
   inits: number
+  /** Flushed in batches of 1,024 and on every guardStats() call. */
   hits: number
   reinitAttempts: number
   failures: number
@@ -208,6 +209,7 @@ export interface GuardKeyStats {
   heapDelta: number
   rssDelta: number
   threads: number
+  scope: 'thread' | 'process'
 }
 
 export declare const EVENTS: Readonly<{
@@ -230,12 +232,18 @@ export declare function start(options?: Options): Recycler
  * to every caller; an async factory's pending promise is shared; failures are not cached.
  */
 export declare function once<T>(key: string, factory: () => T, options?: OnceOptions): T
+/**
+ * Runs `factory` every time (no caching) but counts its runs for `key`; from the second run
+ * on a `reinit` event points at the caller. For code you cannot guard yet.
+ */
+export declare function trackInit<T>(key: string, factory: () => T): T
 /** Per key: inits, hits, reinit attempts, init time, heap/RSS delta. */
 export declare function guardStats(): GuardKeyStats[]
 
 declare const recycle: {
   start: typeof start
   once: typeof once
+  trackInit: typeof trackInit
   guardStats: typeof guardStats
   EVENTS: typeof EVENTS
   SelfRecycleConfigError: typeof SelfRecycleConfigError

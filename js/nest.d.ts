@@ -1,6 +1,6 @@
 // Types for self-recycle/nest. Needs @nestjs/common (and @nestjs/terminus for the indicator).
-import type { DynamicModule, INestApplicationContext } from '@nestjs/common'
-import type { HealthIndicatorResult, HealthIndicatorService } from '@nestjs/terminus'
+import type { DynamicModule, INestApplicationContext } from '@nestjs/common' with { 'resolution-mode': 'import' }
+import type { HealthIndicatorResult, HealthIndicatorService } from '@nestjs/terminus' with { 'resolution-mode': 'import' }
 import type { Options, Recycler, Stats } from './index'
 
 /** Injection token of the running recycler. */

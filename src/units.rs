@@ -60,34 +60,29 @@ fn to_u64(value: f64) -> Option<u64> {
     }
 }
 
-/// `768MiB`, `1.5GB`, `536870912` (bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let (value, unit) = split_number(text).ok_or_else(|| SIZE_ACCEPTS.to_string())?;
+/// A number with an optional unit from `units` (no unit: factor 1), as a whole count.
+fn parse_scaled(text: &str, units: &[(&str, f64)], accepts: &str) -> Result<u64, String> {
+    let (value, unit) = split_number(text).ok_or_else(|| accepts.to_string())?;
     let factor = if unit.is_empty() {
         1.0
     } else {
-        SIZE_UNITS
+        units
             .iter()
             .find(|(name, _)| *name == unit)
             .map(|(_, f)| *f)
-            .ok_or_else(|| format!("{SIZE_ACCEPTS}; unknown unit '{unit}'"))?
+            .ok_or_else(|| format!("{accepts}; unknown unit '{unit}'"))?
     };
-    to_u64(value * factor).ok_or_else(|| SIZE_ACCEPTS.to_string())
+    to_u64(value * factor).ok_or_else(|| accepts.to_string())
+}
+
+/// `768MiB`, `1.5GB`, `536870912` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    parse_scaled(text, SIZE_UNITS, SIZE_ACCEPTS)
 }
 
 /// `250ms`, `30s`, `10m`, `6h`, `1d`, `1500` (milliseconds).
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let (value, unit) = split_number(text).ok_or_else(|| DURATION_ACCEPTS.to_string())?;
-    let factor = if unit.is_empty() {
-        1.0
-    } else {
-        DURATION_UNITS
-            .iter()
-            .find(|(name, _)| *name == unit)
-            .map(|(_, f)| *f)
-            .ok_or_else(|| format!("{DURATION_ACCEPTS}; unknown unit '{unit}'"))?
-    };
-    to_u64(value * factor).ok_or_else(|| DURATION_ACCEPTS.to_string())
+    parse_scaled(text, DURATION_UNITS, DURATION_ACCEPTS)
 }
 
 /// `80%` -> 0.8. Accepts `0 < p <= max_percent`.

@@ -1,4 +1,4 @@
-import recycle, { start, once, guardStats, EVENTS, SelfRecycleConfigError, type RecycleEvent, type Options } from 'self-recycle'
+import recycle, { start, once, trackInit, guardStats, EVENTS, SelfRecycleConfigError, type RecycleEvent, type Options } from 'self-recycle'
 
 const options: Options = { maxRss: '768MiB', maxHeap: '85%', drainTimeout: 30_000, interval: '250ms', dryRun: true, log: 'json' }
 const r = start(options)
@@ -16,6 +16,7 @@ const started: boolean = r.recycle('deploy')
 const state: string = r.stats().state
 const config = once('config', () => ({ url: 'postgres://' }))
 const pool: Promise<number> = once('pool', async () => 42, { scope: 'process' })
-for (const key of guardStats()) console.log(key.key, key.inits, key.heapDelta)
+const client: { id: number } = trackInit('client', () => ({ id: 1 }))
+for (const key of guardStats()) console.log(key.key, key.inits, key.heapDelta, key.scope, client.id)
 console.log(EVENTS.RECYCLE, recycle.EVENTS.DRAIN, tracked, total, started, state, config.url, pool)
 try { start({ maxRss: 'banana' }) } catch (error) { if (error instanceof SelfRecycleConfigError) console.log(error.code, error.variable) }
