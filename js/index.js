@@ -38,11 +38,11 @@ class SelfRecycleConfigError extends Error {
   }
 }
 
-/** `SELF_RECYCLE_*` variables, without the prefix. */
+/** `SELF_RECYCLE_*` variables, without the prefix (`SELF_RECYCLE_TEST_*` belong to the tests). */
 function readEnv (env) {
   const found = {}
   for (const [name, value] of Object.entries(env)) {
-    if (name.startsWith(ENV_PREFIX) && typeof value === 'string') {
+    if (name.startsWith(ENV_PREFIX) && !name.startsWith(`${ENV_PREFIX}TEST_`) && typeof value === 'string') {
       found[name.slice(ENV_PREFIX.length)] = value
     }
   }
