@@ -65,7 +65,9 @@ const startMs = median(startups.map((s) => s.startMs))
 say(`- require('self-recycle'): ${requireMs.toFixed(2)} ms; start(): ${startMs.toFixed(2)} ms; together ${(requireMs + startMs).toFixed(2)} ms`)
 
 const rss = interleaved('rss', (r) => r.rss, ['--expose-gc'])
-say(`- RSS added by the addon (loaded, started, sampling at 100 ms, 1.5 s settled): ${((rss.with - rss.without) / 1048576).toFixed(2)} MiB (${(rss.with / 1048576).toFixed(1)} vs ${(rss.without / 1048576).toFixed(1)} MiB)`)
+const anon = interleaved('rss', (r) => r.rssAnon, ['--expose-gc'])
+const mib = (bytes) => (bytes / 1048576).toFixed(2)
+say(`- RSS added by the addon (loaded, started, sampling at 100 ms, 1.5 s settled): ${mib(rss.with - rss.without)} MiB (${mib(rss.with)} vs ${mib(rss.without)} MiB), of which anonymous (RssAnon, private memory): ${mib(anon.with - anon.without)} MiB; the rest is file-backed pages of the mapped .node and Node's own code, shared and reclaimable`)
 
 const node = fs.readdirSync(path.join(root, 'js')).find((f) => f.endsWith('.node'))
 say(`- ${node}: ${(fs.statSync(path.join(root, 'js', node)).size / 1024).toFixed(0)} KiB`)

@@ -20,7 +20,9 @@ if (mode === 'rss') {
   if (withAddon) require(root).start({ log: 'off', interval: '100ms' })
   setTimeout(() => {
     global.gc?.()
-    setTimeout(() => console.log(JSON.stringify({ rss: process.memoryUsage.rss() })) || process.exit(0), 200)
+    const status = require('node:fs').readFileSync('/proc/self/status', 'utf8')
+    const kib = (key) => Number(status.match(new RegExp(`${key}:\\s+(\\d+)`))[1]) * 1024
+    setTimeout(() => console.log(JSON.stringify({ rss: process.memoryUsage.rss(), rssAnon: kib('RssAnon'), rssFile: kib('RssFile') })) || process.exit(0), 200)
   }, 1500)
 }
 

@@ -3,7 +3,7 @@
 // pending async init, never cache failures, and report re-initialization attempts.
 
 const v8 = require('node:v8')
-const binding = require('./binding.js')
+const binding = require('./native.js')
 
 const MAX_KEY_BYTES = 1024
 const GUARD_FILE = __filename

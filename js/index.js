@@ -4,7 +4,7 @@
 
 const { EventEmitter } = require('node:events')
 const v8 = require('node:v8')
-const binding = require('./binding.js')
+const binding = require('./native.js')
 const { once, trackInit, guardStats, flushAllHits } = require('./guard.js')
 const { writeHeapSnapshot } = require('./snapshot.js')
 

@@ -2,7 +2,7 @@
 // HEAP_SNAPSHOT: a heap snapshot written during the drain, only when memory allows.
 
 const v8 = require('node:v8')
-const binding = require('./binding.js')
+const binding = require('./native.js')
 
 /**
  * A heap snapshot needs about twice the used heap in free memory (V8 serializes it while
