@@ -1,15 +1,17 @@
 'use strict'
-// End to end on real parts: Redis, BullMQ, two leaking Nest workers under Supervisor
-// (the example's own supervisor.conf). 2,000 jobs, each completed exactly once.
+// End to end on real parts: Redis, BullMQ and the example's leaking Nest workers, run by the
+// example's own configs: 2,000 jobs under its supervisor.conf, and a shorter run under its
+// PM2 ecosystem file. Every job completes exactly once while the workers recycle.
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { writeSupervisorConf, startSupervisord } = require('../scripts/supervisor')
+const { execFileSync } = require('node:child_process')
 const { Queue, QueueEvents } = require('bullmq')
 const IORedis = require('ioredis')
+const { writeSupervisorConf, startSupervisord } = require('../scripts/supervisor')
 const { startRedis } = require('./redis')
 const { waitFor } = require('./managers')
 const { cleanEnv, parseEvents } = require('./helpers')
@@ -17,14 +19,17 @@ const { cleanEnv, parseEvents } = require('./helpers')
 const JOBS = Number(process.env.SELF_RECYCLE_TEST_E2E_JOBS || 2000)
 const example = path.join(__dirname, '..', 'examples', 'nest-bullmq-worker')
 
-test('2,000 jobs through two self-recycling Nest workers under Supervisor: each exactly once', { timeout: 300000 }, async () => {
+/**
+ * Starts the workers with `launch(env, dir)` (returns `stop()` and `logs()`), pushes `jobs`
+ * jobs, waits for them, stops the workers, and checks BullMQ's and Redis's counts.
+ * Returns the self-recycle events the workers logged.
+ */
+async function runJobs (jobs, launch) {
   const redis = await startRedis()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-e2e-'))
   const queueName = `e2e-${process.pid}-${Date.now()}`
   const connection = { host: redis.host, port: redis.port }
-  const conf = writeSupervisorConf(dir, [`[include]\nfiles = ${path.join(example, 'supervisor.conf')}`])
   const env = cleanEnv({ REDIS_URL: redis.url, QUEUE_NAME: queueName, SELF_RECYCLE_LOG: 'json', NO_COLOR: '1', PATH: `${path.dirname(process.execPath)}:${process.env.PATH}` })
-  const supervisord = startSupervisord(conf, env)
   const queue = new Queue(queueName, { connection })
   const events = new QueueEvents(queueName, { connection })
   const stalled = []
@@ -32,42 +37,32 @@ test('2,000 jobs through two self-recycling Nest workers under Supervisor: each 
   events.on('stalled', ({ jobId }) => stalled.push(jobId))
   events.on('failed', ({ jobId, failedReason }) => failed.push(`${jobId}: ${failedReason}`))
   const redisClient = new IORedis({ ...connection, maxRetriesPerRequest: null })
+  const workers = launch(env, dir)
   try {
     await events.waitUntilReady()
-    await queue.addBulk(Array.from({ length: JOBS }, (_, n) => ({ name: 'work', data: { n }, opts: { jobId: `job-${n}` } })))
+    await queue.addBulk(Array.from({ length: jobs }, (_, n) => ({ name: 'work', data: { n }, opts: { jobId: `job-${n}` } })))
     try {
-      await waitFor(async () => (await queue.getJobCounts('completed')).completed >= JOBS, 240000, `${JOBS} completed jobs`)
+      await waitFor(async () => (await queue.getJobCounts('completed')).completed >= jobs, 240000, `${jobs} completed jobs`)
     } catch (error) {
-      const tail = (file) => fs.existsSync(file) ? fs.readFileSync(file, 'utf8').slice(-3000) : '(none)'
-      const workerLogs = fs.readdirSync(dir).filter((f) => f.includes('stderr')).map((f) => tail(path.join(dir, f))).join('\n')
       const failedJobs = (await queue.getFailed()).map((job) => `${job.id}: ${job.failedReason}`)
-      throw new Error(`${error.message}; counts ${JSON.stringify(await queue.getJobCounts())}; failed ${failedJobs.join(', ')}\nsupervisord.log:\n${tail(path.join(dir, 'supervisord.log'))}\nworkers:\n${workerLogs}`)
+      throw new Error(`${error.message}; counts ${JSON.stringify(await queue.getJobCounts())}; failed ${failedJobs.join(', ')}\nlogs:\n${workers.logs().slice(-6000)}`)
     }
-    supervisord.ctl('stop', 'all')
+    await workers.stop()
     const counts = await queue.getJobCounts()
-    assert.equal(counts.completed, JOBS)
+    assert.equal(counts.completed, jobs)
     assert.equal(counts.failed, 0)
     assert.equal(counts.active + counts.waiting + counts.delayed, 0)
     assert.deepEqual(stalled, [])
     assert.deepEqual(failed, [])
     const effects = await redisClient.hgetall(`${queueName}:effects`)
-    assert.equal(Object.keys(effects).length, JOBS, 'every job left its side effect')
+    assert.equal(Object.keys(effects).length, jobs, 'every job left its side effect')
     const duplicates = Object.entries(effects).filter(([, count]) => count !== '1')
     assert.deepEqual(duplicates, [], 'no side effect recorded twice')
-    // Worker logs: recycles happened, each drained, none died of OOM.
-    const logs = fs.readdirSync(dir).filter((f) => f.startsWith('nest-bullmq-worker') && f.includes('stderr'))
-    const stderr = logs.map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('\n')
-    const recycles = parseEvents(stderr).filter((e) => e.event === 'recycle')
-    // RSS recycles while the jobs ran; `signal` ones when the test stopped Supervisor.
-    assert.ok(recycles.filter((e) => e.reason === 'rss').length >= 3, `recycles: ${recycles.map((e) => e.reason)}`)
-    assert.ok(recycles.every((e) => e.reason === 'rss' || e.reason === 'signal'))
-    const exits = parseEvents(stderr).filter((e) => e.event === 'exit')
-    assert.ok(exits.filter((e) => e.code === 75 && e.drained && e.reason === 'rss').length >= 3)
-    assert.doesNotMatch(stderr, /FATAL ERROR/)
-    const log = fs.readFileSync(path.join(dir, 'supervisord.log'), 'utf8')
-    assert.ok((log.match(/exit status 75; not expected/g) || []).length >= 3, log)
+    const logs = workers.logs()
+    assert.doesNotMatch(logs, /FATAL ERROR/)
+    return { events: parseEvents(logs), dir }
   } finally {
-    await supervisord.stop()
+    await workers.stop()
     await events.close()
     await queue.obliterate({ force: true }).catch(() => {})
     await queue.close()
@@ -76,4 +71,78 @@ test('2,000 jobs through two self-recycling Nest workers under Supervisor: each 
     await redis.stop()
     fs.rmSync(dir, { recursive: true, force: true })
   }
+}
+
+/** Workers under supervisord, with the example's program block included as written. */
+function underSupervisor (env, dir) {
+  const conf = writeSupervisorConf(dir, [`[include]\nfiles = ${path.join(example, 'supervisor.conf')}`])
+  const supervisord = startSupervisord(conf, env)
+  let stopped = false
+  return {
+    stop: async () => {
+      if (stopped) return
+      stopped = true
+      supervisord.ctl('stop', 'all')
+      await supervisord.stop()
+    },
+    logs: () => fs.readdirSync(dir)
+      .filter((f) => f.startsWith('nest-bullmq-worker') || f === 'supervisord.log')
+      .map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('\n')
+  }
+}
+
+/** Workers under PM2 (private PM2_HOME), started from the example's ecosystem file. */
+function underPm2 (env, dir) {
+  const pm2 = require.resolve('pm2/bin/pm2')
+  const pm2Env = { ...env, PM2_HOME: dir }
+  const run = (...args) => execFileSync(process.execPath, [pm2, ...args], { env: pm2Env, encoding: 'utf8' })
+  run('start', path.join(example, 'ecosystem.config.js'))
+  let stopped = false
+  return {
+    stop: async () => {
+      if (stopped) return
+      stopped = true
+      try { run('stop', 'all') } finally { run('kill') }
+    },
+    logs: () => {
+      const logDir = path.join(dir, 'logs')
+      const files = fs.existsSync(logDir) ? fs.readdirSync(logDir).map((f) => path.join(logDir, f)) : []
+      return [path.join(dir, 'pm2.log'), ...files].filter((f) => fs.existsSync(f)).map((f) => fs.readFileSync(f, 'utf8')).join('\n')
+    }
+  }
+}
+
+test('2,000 jobs through two self-recycling Nest workers under Supervisor: each exactly once', { timeout: 300000 }, async () => {
+  let supervisorLog = ''
+  const { events } = await runJobs(JOBS, (env, dir) => {
+    const workers = underSupervisor(env, dir)
+    const stop = workers.stop
+    workers.stop = async () => {
+      await stop()
+      if (fs.existsSync(path.join(dir, 'supervisord.log'))) supervisorLog = fs.readFileSync(path.join(dir, 'supervisord.log'), 'utf8')
+    }
+    return workers
+  })
+  const recycles = events.filter((e) => e.event === 'recycle')
+  // RSS recycles while the jobs ran; `signal` ones when the test stopped Supervisor.
+  assert.ok(recycles.filter((e) => e.reason === 'rss').length >= 3, `recycles: ${recycles.map((e) => e.reason)}`)
+  assert.ok(recycles.every((e) => e.reason === 'rss' || e.reason === 'signal'))
+  const exits = events.filter((e) => e.event === 'exit')
+  assert.ok(exits.filter((e) => e.code === 75 && e.drained && e.reason === 'rss').length >= 3)
+  assert.ok((supervisorLog.match(/exit status 75; not expected/g) || []).length >= 3, supervisorLog)
+})
+
+test('the example\'s PM2 ecosystem file as written: jobs complete exactly once across recycles', { timeout: 300000 }, async () => {
+  let pm2Log = ''
+  const { events } = await runJobs(Math.round(JOBS / 2), (env, dir) => {
+    const workers = underPm2(env, dir)
+    const stop = workers.stop
+    workers.stop = async () => {
+      await stop()
+      if (fs.existsSync(path.join(dir, 'pm2.log'))) pm2Log = fs.readFileSync(path.join(dir, 'pm2.log'), 'utf8')
+    }
+    return workers
+  })
+  assert.ok(events.filter((e) => e.event === 'recycle' && e.reason === 'rss').length >= 2, `events: ${events.map((e) => e.event)}`)
+  assert.ok((pm2Log.match(/App \[nest-bullmq-worker:\d\] exited with code \[75\]/g) || []).length >= 2, pm2Log)
 })
