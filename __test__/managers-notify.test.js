@@ -6,7 +6,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { spawn } = require('node:child_process')
+const { spawn, spawnSync } = require('node:child_process')
 const { runFixture, eventsNamed, describe, FIXTURES } = require('./helpers')
 
 function listen (address, seconds) {
@@ -129,5 +129,17 @@ test('SIGNALS: SIGTERM drains through the same path (reason signal); a second si
       assert.equal(code, 75, `${stdout}\n${stderr}`)
       assert.ok(stdout.includes('hook-finished'))
     }
+  }
+})
+
+test('the example systemd unit passes systemd-analyze verify without a warning', () => {
+  const unit = path.join(__dirname, '..', 'examples', 'nest-bullmq-worker', 'nest-bullmq-worker.service')
+  const result = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' })
+  assert.equal(result.error, undefined, 'systemd-analyze is installed (.ci/run installs systemd)')
+  assert.equal(result.status, 0, result.stderr)
+  assert.equal(result.stderr.trim(), '', result.stderr)
+  const text = fs.readFileSync(unit, 'utf8')
+  for (const line of ['Type=notify', 'Restart=on-failure', 'WatchdogSec=30', 'Environment=SELF_RECYCLE_SIGNALS=on']) {
+    assert.ok(text.includes(line), line)
   }
 })
