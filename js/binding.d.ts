@@ -117,7 +117,8 @@ export interface StartInput {
   /** `process.uptime()` in milliseconds. */
   uptimeMs: number
   heap: HeapStatisticsInput
-  mainThread: boolean
+  /** Whether JS runs on the process's main thread; `None`: ask the OS (`gettid() == pid`). */
+  mainThread?: boolean
   /** Skip the native V8 probe (tests of the fallback, odd runtimes). */
   forceJsHeapProbe: boolean
   /** Node runs with `--heapsnapshot-near-heap-limit`: its callback must stay in place. */

@@ -97,7 +97,8 @@ pub struct StartInput {
     /// `process.uptime()` in milliseconds.
     pub uptime_ms: f64,
     pub heap: HeapStatisticsInput,
-    pub main_thread: bool,
+    /// Whether JS runs on the process's main thread; `None`: ask the OS (`gettid() == pid`).
+    pub main_thread: Option<bool>,
     /// Skip the native V8 probe (tests of the fallback, odd runtimes).
     pub force_js_heap_probe: bool,
     /// Node runs with `--heapsnapshot-near-heap-limit`: its callback must stay in place.
@@ -183,11 +184,28 @@ fn choose_heap_probe(
     }
 }
 
+/// Node's main JS thread is the process's initial thread; worker threads are not. Asking
+/// the OS spares `require('node:worker_threads')` (~0.8 ms) at start.
+fn on_main_thread(input: &StartInput) -> bool {
+    input.main_thread.unwrap_or_else(|| {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+            u32::try_from(tid).is_ok_and(|tid| tid == std::process::id())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            true
+        }
+    })
+}
+
 /// Installs the near-heap-limit callback when allowed; records why not otherwise.
 fn install_near_heap_limit(input: &StartInput, monitor: &Arc<Monitor>) -> Option<Arc<Monitor>> {
     let refusal = if !monitor.config().near_heap_limit {
         Some("off (SELF_RECYCLE_NEAR_HEAP_LIMIT=off)".to_string())
-    } else if !input.main_thread {
+    } else if !on_main_thread(input) {
         Some("off in worker threads (it would replace Node's own handler)".to_string())
     } else if input.node_owns_near_heap_limit {
         Some("off: --heapsnapshot-near-heap-limit owns V8's callback".to_string())
@@ -287,12 +305,12 @@ impl NativeRecycler {
                 v8_fallback_reason: fallback_reason,
                 gc_epilogue: gc_isolate.is_some(),
             },
-            can_exit_process: input.main_thread,
+            can_exit_process: on_main_thread(&input),
             sink: Box::new(JsSink { callback }),
             versions: serde_json::from_str(&input.versions_json).unwrap_or(Value::Null),
             started_epoch_ms: to_bytes(input.started_epoch_ms),
             liveness,
-            notifier: input.main_thread.then(Notifier::from_env).flatten(),
+            notifier: on_main_thread(&input).then(Notifier::from_env).flatten(),
         }));
         monitor.notify_ready();
         let near_heap = install_near_heap_limit(&input, &monitor);
