@@ -20,9 +20,9 @@ const JOBS = Number(process.env.SELF_RECYCLE_TEST_E2E_JOBS || 2000)
 const example = path.join(__dirname, '..', 'examples', 'nest-bullmq-worker')
 
 /**
- * Starts the workers with `launch(env, dir)` (returns `stop()` and `logs()`), pushes `jobs`
- * jobs, waits for them, stops the workers, and checks BullMQ's and Redis's counts.
- * Returns the self-recycle events the workers logged.
+ * Starts the workers with `launch(env, dir)` (returns `stop()`, `logs()` and the path of the
+ * manager's own log), pushes `jobs` jobs, waits for them, stops the workers, and checks
+ * BullMQ's and Redis's counts. Returns the workers' self-recycle events and the manager log.
  */
 async function runJobs (jobs, launch) {
   const redis = await startRedis()
@@ -60,7 +60,8 @@ async function runJobs (jobs, launch) {
     assert.deepEqual(duplicates, [], 'no side effect recorded twice')
     const logs = workers.logs()
     assert.doesNotMatch(logs, /FATAL ERROR/)
-    return { events: parseEvents(logs), dir }
+    const managerLog = fs.existsSync(workers.managerLog) ? fs.readFileSync(workers.managerLog, 'utf8') : ''
+    return { events: parseEvents(logs), managerLog }
   } finally {
     await workers.stop()
     await events.close()
@@ -79,6 +80,7 @@ function underSupervisor (env, dir) {
   const supervisord = startSupervisord(conf, env)
   let stopped = false
   return {
+    managerLog: path.join(dir, 'supervisord.log'),
     stop: async () => {
       if (stopped) return
       stopped = true
@@ -99,6 +101,7 @@ function underPm2 (env, dir) {
   run('start', path.join(example, 'ecosystem.config.js'))
   let stopped = false
   return {
+    managerLog: path.join(dir, 'pm2.log'),
     stop: async () => {
       if (stopped) return
       stopped = true
@@ -113,16 +116,7 @@ function underPm2 (env, dir) {
 }
 
 test('2,000 jobs through two self-recycling Nest workers under Supervisor: each exactly once', { timeout: 300000 }, async () => {
-  let supervisorLog = ''
-  const { events } = await runJobs(JOBS, (env, dir) => {
-    const workers = underSupervisor(env, dir)
-    const stop = workers.stop
-    workers.stop = async () => {
-      await stop()
-      if (fs.existsSync(path.join(dir, 'supervisord.log'))) supervisorLog = fs.readFileSync(path.join(dir, 'supervisord.log'), 'utf8')
-    }
-    return workers
-  })
+  const { events, managerLog: supervisorLog } = await runJobs(JOBS, underSupervisor)
   const recycles = events.filter((e) => e.event === 'recycle')
   // RSS recycles while the jobs ran; `signal` ones when the test stopped Supervisor.
   assert.ok(recycles.filter((e) => e.reason === 'rss').length >= 3, `recycles: ${recycles.map((e) => e.reason)}`)
@@ -133,16 +127,7 @@ test('2,000 jobs through two self-recycling Nest workers under Supervisor: each 
 })
 
 test('the example\'s PM2 ecosystem file as written: jobs complete exactly once across recycles', { timeout: 300000 }, async () => {
-  let pm2Log = ''
-  const { events } = await runJobs(Math.round(JOBS / 2), (env, dir) => {
-    const workers = underPm2(env, dir)
-    const stop = workers.stop
-    workers.stop = async () => {
-      await stop()
-      if (fs.existsSync(path.join(dir, 'pm2.log'))) pm2Log = fs.readFileSync(path.join(dir, 'pm2.log'), 'utf8')
-    }
-    return workers
-  })
+  const { events, managerLog: pm2Log } = await runJobs(Math.round(JOBS / 2), underPm2)
   assert.ok(events.filter((e) => e.event === 'recycle' && e.reason === 'rss').length >= 2, `events: ${events.map((e) => e.event)}`)
   assert.ok((pm2Log.match(/App \[nest-bullmq-worker:\d\] exited with code \[75\]/g) || []).length >= 2, pm2Log)
 })
