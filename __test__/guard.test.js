@@ -113,12 +113,15 @@ test('re-initialization attempts emit reinit with the caller stack, once per cal
 test('the registry survives require.cache resets and a second copy of the wrapper', async () => {
   const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-copy-'))
   try {
+    // A second installed copy of the package: its own js/ and package.json, the same .node.
     const js = path.join(__dirname, '..', 'js')
+    fs.mkdirSync(path.join(copy, 'js'))
+    fs.copyFileSync(path.join(__dirname, '..', 'package.json'), path.join(copy, 'package.json'))
     for (const file of fs.readdirSync(js)) {
-      if (file.endsWith('.js')) fs.copyFileSync(path.join(js, file), path.join(copy, file))
-      if (file.endsWith('.node')) fs.symlinkSync(path.join(js, file), path.join(copy, file))
+      if (file.endsWith('.js')) fs.copyFileSync(path.join(js, file), path.join(copy, 'js', file))
+      if (file.endsWith('.node')) fs.symlinkSync(path.join(js, file), path.join(copy, 'js', file))
     }
-    const result = await runFixture('guard-reload.js', { env: { GUARD_COPY_DIR: copy } })
+    const result = await runFixture('guard-reload.js', { env: { GUARD_COPY_DIR: path.join(copy, 'js') } })
     assert.equal(result.code, 0, describe(result))
     assert.deepEqual(result.lines.slice(0, 3), ['after-cache-reset:same', 'second-copy:same', 'factory-runs:1'])
     assert.equal(JSON.parse(result.lines[3]).inits, 1)

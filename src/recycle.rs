@@ -150,8 +150,13 @@ impl RecycleState {
 pub fn exit_process(code: i32) -> ! {
     use std::io::Write;
     let _ = std::io::stderr().flush();
+    #[cfg(unix)]
     // SAFETY: _exit has no preconditions and does not return.
-    unsafe { libc::_exit(code) }
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
 }
 
 #[cfg(test)]

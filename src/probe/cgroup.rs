@@ -162,6 +162,12 @@ fn smallest_limit_upwards(
     smallest
 }
 
+#[cfg(not(unix))]
+fn physical_memory() -> Option<u64> {
+    None
+}
+
+#[cfg(unix)]
 fn physical_memory() -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let (pages, page_size) = unsafe {

@@ -1,0 +1,28 @@
+'use strict'
+// Which prebuilt binary fits this process: the napi-rs platform suffix
+// (`linux-x64-gnu`, `linux-arm64-musl`, `darwin-arm64`, `win32-x64-msvc`).
+
+const fs = require('node:fs')
+
+const MUSL_ARCH = { x64: 'x86_64', arm64: 'aarch64', arm: 'armhf', ia32: 'i386', ppc64: 'powerpc64le', s390x: 's390x' }
+
+/** `gnu` or `musl`: the C library Node itself runs on (Linux only). */
+function linuxLibc (arch = process.arch) {
+  // No musl loader on the machine: glibc (a stat, ~20 us; this is nearly every host).
+  if (!fs.existsSync(`/lib/ld-musl-${MUSL_ARCH[arch] ?? arch}.so.1`)) return 'gnu'
+  // Both may be installed (Debian's musl package): this process's maps name the one in use.
+  try {
+    const maps = fs.readFileSync('/proc/self/maps', 'latin1')
+    if (/\/(ld-musl-|libc\.musl-)[^/\s]*\.so/.test(maps)) return 'musl'
+    if (/\/libc[.-][^/\s]*so/.test(maps)) return 'gnu'
+  } catch {}
+  return process.report?.getReport?.().header?.glibcVersionRuntime ? 'gnu' : 'musl'
+}
+
+function platformSuffix (platform = process.platform, arch = process.arch) {
+  if (platform === 'linux') return `linux-${arch}-${linuxLibc(arch)}`
+  if (platform === 'win32') return `win32-${arch}-msvc`
+  return `${platform}-${arch}`
+}
+
+module.exports = { linuxLibc, platformSuffix }
