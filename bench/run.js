@@ -7,7 +7,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 
 const root = path.join(__dirname, '..')
-const binding = require(path.join(root, 'js', 'binding.js'))
+const binding = require(path.join(root, 'js', 'native.js'))
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 10)
 
 function run (env, nodeArgs = []) {
