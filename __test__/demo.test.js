@@ -4,7 +4,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const path = require('node:path')
-const { runFixture, describe } = require('./helpers')
+const { runFixture, describe } = require('./processes')
 
 test('the demo: workers recycle (exit 75), the primary forks fresh ones, no job lost', async () => {
   const result = await runFixture(path.join(__dirname, '..', 'examples', 'demo', 'primary.js'), {

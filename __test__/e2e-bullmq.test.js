@@ -14,7 +14,7 @@ const IORedis = require('ioredis')
 const { writeSupervisorConf, startSupervisord } = require('../scripts/supervisor')
 const { startRedis } = require('./redis')
 const { waitFor } = require('./managers')
-const { cleanEnv, parseEvents } = require('./helpers')
+const { cleanEnv, parseEvents } = require('./processes')
 
 const JOBS = Number(process.env.SELF_RECYCLE_TEST_E2E_JOBS || 2000)
 const example = path.join(__dirname, '..', 'examples', 'nest-bullmq-worker')

@@ -3,7 +3,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { runFixture, eventsNamed, describe } = require('./helpers')
+const { runFixture, eventsNamed, describe } = require('./processes')
 
 const RUNS = Number(process.env.SELF_RECYCLE_TEST_OOM_RUNS || 20)
 

@@ -9,7 +9,7 @@ const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { cleanEnv, parseEvents } = require('./helpers')
+const { cleanEnv, parseEvents } = require('./processes')
 
 const root = path.join(__dirname, '..')
 const { version } = require('../package.json')

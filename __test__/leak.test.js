@@ -3,7 +3,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { runFixture, eventsNamed, describe } = require('./helpers')
+const { runFixture, eventsNamed, describe } = require('./processes')
 
 const ENV = {
   SELF_RECYCLE_LEAK_SLOPE: '60MiB/min',

@@ -3,7 +3,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { runFixture, eventsNamed, describe } = require('./helpers')
+const { runFixture, eventsNamed, describe } = require('./processes')
 
 const FAST = {
   SELF_RECYCLE_INTERVAL: '25ms',
@@ -58,7 +58,7 @@ test('heap over the limit: recycle (heap)', async () => {
   assert.ok(result.lines.includes('hook:heap:number:true'))
 })
 
-test('heap limit as a percentage of heap_size_limit', async () => {
+test('heap limit as a percentage of the old-space limit (--max-old-space-size), not of heap_size_limit', async () => {
   const result = await runFixture('worker.js', {
     nodeArgs: ['--max-old-space-size=256'],
     env: { ...FAST, FIXTURE_MODE: 'leak-heap', SELF_RECYCLE_MAX_HEAP: '30%' }
@@ -67,7 +67,35 @@ test('heap limit as a percentage of heap_size_limit', async () => {
   const [start] = eventsNamed(result, 'start')
   const [recycle] = eventsNamed(result, 'recycle')
   assert.equal(recycle.reason, 'heap')
-  assert.equal(recycle.limit, Math.floor(start.heapLimit * 0.3))
+  assert.equal(recycle.limit, Math.floor(256 * 1024 * 1024 * 0.3))
+  assert.equal(start.config.maxHeap, recycle.limit)
+  assert.ok(start.heapLimit > 256 * 1024 * 1024, 'heap_size_limit also counts the young generation')
+})
+
+test('MAX_HEAP defaults to 85% of the old space, so it engages before the near-heap-limit rescue', async () => {
+  const result = await runFixture('worker.js', {
+    nodeArgs: ['--max-old-space-size=160'],
+    env: { ...FAST, FIXTURE_MODE: 'leak-heap' },
+    timeoutMs: 30000
+  })
+  assert.equal(result.code, 75, describe(result))
+  const [start] = eventsNamed(result, 'start')
+  assert.equal(start.config.maxHeap, Math.floor(160 * 1024 * 1024 * 0.85))
+  assert.deepEqual(start.warnings, [])
+  const [recycle] = eventsNamed(result, 'recycle')
+  assert.equal(recycle.reason, 'heap', describe(result))
+})
+
+test('a MAX_HEAP the old space can never reach is a start warning', async () => {
+  const result = await runFixture('worker.js', {
+    nodeArgs: ['--max-old-space-size=160'],
+    env: { ...FAST, FIXTURE_MODE: 'idle', FIXTURE_IDLE_EXIT_MS: '50', SELF_RECYCLE_MAX_HEAP: '200MiB' }
+  })
+  assert.equal(result.code, 0, describe(result))
+  const [start] = eventsNamed(result, 'start')
+  assert.equal(start.warnings.length, 1, describe(result))
+  assert.match(start.warnings[0], /MAX_HEAP 200 MiB can never be reached: V8's old space holds at most 160 MiB/)
+  assert.match(start.msg, /can never be reached/)
 })
 
 test('growth over the baseline taken after warm-up', async () => {

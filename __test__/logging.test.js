@@ -3,7 +3,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { runFixture, eventsNamed, describe } = require('./helpers')
+const { runFixture, eventsNamed, describe } = require('./processes')
 
 const FAST = { SELF_RECYCLE_INTERVAL: '25ms', FIXTURE_MODE: 'manual' }
 

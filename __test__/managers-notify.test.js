@@ -7,7 +7,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
-const { runFixture, eventsNamed, describe, FIXTURES } = require('./helpers')
+const { runFixture, eventsNamed, describe, FIXTURES } = require('./processes')
 
 function listen (address, seconds) {
   const child = spawn('python3', [path.join(FIXTURES, 'notify_listener.py'), address, String(seconds)], { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -101,35 +101,6 @@ test('STALL_TIMEOUT: a busy but responsive loop is not a stall', async () => {
   })
   assert.equal(result.code, 0, describe(result))
   assert.equal(eventsNamed(result, 'recycle').length, 0)
-})
-
-test('SIGNALS: SIGTERM drains through the same path (reason signal); a second signal exits at once', async () => {
-  for (const twice of [false, true]) {
-    const child = spawn(process.execPath, [path.join(FIXTURES, 'signals.js')], {
-      env: { ...process.env, SELF_RECYCLE_SIGNALS: 'on', SELF_RECYCLE_LOG: 'json', FIXTURE_TWICE: twice ? '1' : '' },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk
-      if (String(chunk).includes('ready')) child.kill('SIGTERM')
-      if (twice && String(chunk).includes('hook-started')) child.kill('SIGINT')
-    })
-    child.stderr.on('data', (chunk) => { stderr += chunk })
-    const [code] = await new Promise((resolve) => child.on('close', (...args) => resolve(args)))
-    const events = stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
-    const recycle = events.find((e) => e.event === 'recycle')
-    assert.equal(recycle.reason, 'signal', stderr)
-    assert.equal(recycle.detail, 'SIGTERM')
-    if (twice) {
-      assert.equal(code, 130, `${stdout}\n${stderr}`)
-      assert.ok(!stdout.includes('hook-finished'))
-    } else {
-      assert.equal(code, 75, `${stdout}\n${stderr}`)
-      assert.ok(stdout.includes('hook-finished'))
-    }
-  }
 })
 
 test('the example systemd unit passes systemd-analyze verify without a warning', () => {

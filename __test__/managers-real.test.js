@@ -10,7 +10,7 @@ const path = require('node:path')
 const { execFileSync } = require('node:child_process')
 const { readLedger, waitFor, workerEnv } = require('./managers')
 const { writeSupervisorConf, supervisorEnvironment, startSupervisord } = require('../scripts/supervisor')
-const { cleanEnv, runFixture, describe, FIXTURES } = require('./helpers')
+const { cleanEnv, runFixture, describe, FIXTURES } = require('./processes')
 
 const RECYCLES = 3
 

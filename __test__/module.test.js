@@ -5,7 +5,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const path = require('node:path')
 const { execFileSync } = require('node:child_process')
-const { runFixture, describe } = require('./helpers')
+const { runFixture, describe } = require('./processes')
 
 test('ESM import (by path and by package name) gives the CommonJS API', async () => {
   const result = await runFixture('esm.mjs')

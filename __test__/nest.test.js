@@ -3,7 +3,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { runFixture, eventsNamed, describe } = require('./helpers')
+const { runFixture, eventsNamed, describe } = require('./processes')
 
 test('100 Nest contexts: the guarded provider initializes once, the watched one reports reinit', async () => {
   const result = await runFixture('nest-contexts.js', { timeoutMs: 60000, env: { SELF_RECYCLE_LOG: 'json' } })

@@ -9,7 +9,7 @@ const { execFileSync, spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { cleanEnv } = require('./helpers')
+const { cleanEnv } = require('./processes')
 
 const root = path.join(__dirname, '..')
 const manifest = require('../package.json')

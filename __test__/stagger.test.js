@@ -7,7 +7,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
-const { cleanEnv, parseEvents, FIXTURES } = require('./helpers')
+const { cleanEnv, parseEvents, FIXTURES } = require('./processes')
 
 function sibling (env, onLine) {
   const child = spawn(process.execPath, [path.join(FIXTURES, 'worker.js')], {

@@ -3,7 +3,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { runFixture, eventsNamed, describe } = require('./helpers')
+const { runFixture, eventsNamed, describe } = require('./processes')
 
 test('stop() joins the sampler thread; start() again works and recycles', async () => {
   const result = await runFixture('stop-start.js')

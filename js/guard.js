@@ -4,6 +4,7 @@
 
 const v8 = require('node:v8')
 const binding = require('./native.js')
+const { shouldLog, envLogMode, writeLine } = require('./log.js')
 
 const MAX_KEY_BYTES = 1024
 const GUARD_FILE = __filename
@@ -64,17 +65,17 @@ function callerStack () {
   return frames
 }
 
-/** Emits through the running recycler, or logs on stderr when none is started. */
-function emitGuardEvent (name, msg, fields) {
-  const recycler = globalThis[Symbol.for('self-recycle.recycler')]
+/** Emits through the recycler (its listeners and LOG mode), or logs when none exists. */
+function emitReinit (key, attempts, callSite, stack) {
   const heap = v8.getHeapStatistics()
-  const event = JSON.parse(binding.buildEvent(name, msg, JSON.stringify(fields), process.uptime() * 1000, heap.used_heap_size, heap.heap_size_limit))
-  if (recycler && typeof recycler._emitEvent === 'function' && recycler.config && !recycler.config.disabled) {
+  const event = binding.reinitEvent(key, attempts, callSite, stack, process.uptime() * 1000, heap.used_heap_size, heap.heap_size_limit)
+  const recycler = globalThis[Symbol.for('self-recycle.recycler')]
+  if (recycler && typeof recycler._emitEvent === 'function' && recycler.config) {
     recycler._emitEvent(event)
-  } else {
-    const mode = process.env.SELF_RECYCLE_LOG || 'auto'
-    if (mode !== 'off') binding.logEvent(JSON.stringify(event), mode)
+    return
   }
+  const mode = envLogMode()
+  if (shouldLog(mode, 0)) writeLine(event, mode)
 }
 
 function measureStart () {
@@ -92,14 +93,7 @@ function measureEnd (before) {
 function reportReinit (key, stack) {
   const site = stack[0] || 'unknown'
   const { attempts, firstFromSite } = binding.guardReinit(key, site)
-  if (firstFromSite) {
-    emitGuardEvent('reinit', `'${key}' is already initialized but was asked to initialize again (attempt ${attempts}) ${site}; the existing value was returned`, {
-      key,
-      attempts,
-      callSite: site,
-      stack: stack.join('\n')
-    })
-  }
+  if (firstFromSite) emitReinit(key, attempts, site, stack.join('\n'))
 }
 
 /**
@@ -188,7 +182,7 @@ function trackInit (key, factory) {
 /** Per key: inits, hits, reinit attempts, failures, init ms, heap and RSS delta, threads. */
 function guardStats () {
   flushAllHits()
-  return JSON.parse(binding.guardStats())
+  return binding.guardStats()
 }
 
 module.exports = { once, trackInit, guardStats, flushAllHits }

@@ -1,12 +1,14 @@
 'use strict'
 // The JS facade over the native addon: an EventEmitter per process, the drain path
-// (onDrain hooks, tracked work, the exit), logging, and option validation.
+// (onDrain hooks, tracked work, the exit), stop signals, and option validation. Every
+// event is built natively (js/native.js); JS only adds what only JS knows (listeners,
+// hooks, tracked promises) and writes log lines through process.stderr.
 
 const { EventEmitter } = require('node:events')
 const v8 = require('node:v8')
 const binding = require('./native.js')
 const { once, trackInit, guardStats, flushAllHits } = require('./guard.js')
-const { writeHeapSnapshot } = require('./snapshot.js')
+const { shouldLog, writeLine } = require('./log.js')
 
 const ENV_PREFIX = 'SELF_RECYCLE_'
 const SINGLETON = Symbol.for('self-recycle.recycler')
@@ -21,6 +23,7 @@ const EVENTS = Object.freeze({
   LEAK: 'leak',
   MISCONFIGURED: 'misconfigured',
   RECYCLE: 'recycle',
+  STOP: 'stop',
   DRAIN: 'drain',
   EXIT: 'exit',
   REINIT: 'reinit'
@@ -38,6 +41,49 @@ class SelfRecycleConfigError extends Error {
   }
 }
 
+/** The longest delay setTimeout honours (about 24.8 days); longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** setTimeout for any delay: long ones are chained. Returns a cancel function. */
+function setLongTimeout (callback, delayMs) {
+  let timer
+  const arm = (left) => {
+    timer = setTimeout(() => (left > MAX_TIMER_MS ? arm(left - MAX_TIMER_MS) : callback()), Math.min(left, MAX_TIMER_MS))
+  }
+  arm(Math.max(0, delayMs))
+  return () => clearTimeout(timer)
+}
+
+/** A thrown value as text, whatever it is (`Object.create(null)` has no string form). */
+function describeError (error) {
+  try {
+    if (error instanceof Error) return error.message || error.name
+    if (typeof error === 'string') return error
+    const text = JSON.stringify(error)
+    if (text !== undefined) return text
+  } catch {}
+  try {
+    return String(error)
+  } catch {
+    return Object.prototype.toString.call(error)
+  }
+}
+
+/** systemd's notify variables, read once: removed from the environment so that child
+ *  processes (child_process.fork, spawn) cannot send READY/STOPPING for this service. */
+let notifyEnv = null
+function takeNotifyEnv () {
+  if (notifyEnv === null) {
+    notifyEnv = {
+      notifySocket: process.env.NOTIFY_SOCKET || undefined,
+      watchdogUsec: process.env.WATCHDOG_USEC || undefined,
+      watchdogPid: process.env.WATCHDOG_PID || undefined
+    }
+    for (const name of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete process.env[name]
+  }
+  return notifyEnv
+}
+
 /** `SELF_RECYCLE_*` variables, without the prefix (`SELF_RECYCLE_TEST_*` belong to the tests). */
 function readEnv (env) {
   const found = {}
@@ -49,45 +95,61 @@ function readEnv (env) {
   return found
 }
 
+function optionError (message, variable, value, accepts) {
+  return new SelfRecycleConfigError({ message, variable, value, accepts })
+}
+
 /** Options as strings for the native parser: numbers are bytes or ms, booleans on/off. */
 function normalizeOptions (options) {
   if (options === undefined || options === null) return {}
-  if (typeof options !== 'object' || Array.isArray(options)) {
-    throw new SelfRecycleConfigError({
-      message: `options must be an object, got ${Array.isArray(options) ? 'an array' : typeof options}`,
-      variable: 'options',
-      value: String(options),
-      accepts: 'an object of options'
-    })
+  const kind = Array.isArray(options) ? 'an array' : options instanceof Map ? 'a Map' : typeof options
+  if (typeof options !== 'object' || Array.isArray(options) || options instanceof Map) {
+    throw optionError(`options must be a plain object, got ${kind}`, 'options', String(options), 'an object of options')
+  }
+  const symbols = Object.getOwnPropertySymbols(options)
+  if (symbols.length > 0) {
+    throw optionError(`options must not have symbol keys, got ${String(symbols[0])}`, 'options', String(symbols[0]), 'string keys such as maxRss')
   }
   const normalized = {}
-  for (const [name, value] of Object.entries(options)) {
+  for (const name of Object.keys(options)) {
+    const value = options[name]
+    if (name === '__proto__') {
+      throw optionError('option __proto__ is not an option', 'option __proto__', String(value), 'a known option')
+    }
     if (value === undefined) continue
     if (typeof value === 'string') normalized[name] = value
     else if (typeof value === 'number') normalized[name] = String(value)
     else if (typeof value === 'boolean') normalized[name] = value ? 'on' : 'off'
     else if (value === null) normalized[name] = 'off'
     else {
-      throw new SelfRecycleConfigError({
-        message: `option ${name}=${typeof value} is not valid: expected a string, a number or a boolean`,
-        variable: `option ${name}`,
-        value: String(value),
-        accepts: 'a string, a number or a boolean'
-      })
+      throw optionError(`option ${name}=${typeof value} is not valid: expected a string, a number or a boolean`, `option ${name}`, describeError(value), 'a string, a number or a boolean')
     }
   }
   return normalized
 }
 
+/** `--max-semi-space-size` from the command line or NODE_OPTIONS, in MiB (V8's default: 16). */
+function semiSpaceMiB () {
+  for (const arg of [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]) {
+    const match = /^--max[-_]semi[-_]space[-_]size=(\d+)$/.exec(arg)
+    if (match) return Number(match[1])
+  }
+  return 16
+}
+
 function heapInput () {
   const stats = v8.getHeapStatistics()
+  // heap_size_limit counts the young generation (three semi-spaces); the used heap dies
+  // near the old-space limit, so limits are taken against that.
+  const oldSpaceLimit = stats.heap_size_limit - 3 * semiSpaceMiB() * 1024 * 1024
   return {
     totalHeapSize: stats.total_heap_size,
     totalPhysicalSize: stats.total_physical_size,
     usedHeapSize: stats.used_heap_size,
     heapSizeLimit: stats.heap_size_limit,
     externalMemory: stats.external_memory ?? 0,
-    numberOfNativeContexts: stats.number_of_native_contexts
+    numberOfNativeContexts: stats.number_of_native_contexts,
+    oldSpaceLimit: oldSpaceLimit > 0 ? oldSpaceLimit : stats.heap_size_limit
   }
 }
 
@@ -116,6 +178,8 @@ function disconnectFromPrimary (timeoutMs) {
   })
 }
 
+const SIGNAL_NUMBERS = { SIGTERM: 15, SIGINT: 2 }
+
 class Recycler extends EventEmitter {
   constructor () {
     super()
@@ -124,10 +188,15 @@ class Recycler extends EventEmitter {
       hooks: new Set(),
       inFlight: new Set(),
       config: null,
+      options: undefined,
       disabled: false,
       draining: false,
       heapTimer: null,
-      onExit: null
+      onExit: null,
+      signalHandlers: null,
+      // Signals a library is about to re-raise for its own shutdown (Nest's
+      // enableShutdownHooks): they belong to the stop under way.
+      expectedSignals: new Set()
     }
     this.on('newListener', (name) => {
       if (name === EVENTS.SAMPLE) this[kNative]?.setSampleEvents(true)
@@ -150,34 +219,39 @@ class Recycler extends EventEmitter {
 
   _start (options) {
     const state = this[kState]
-    const env = readEnv(process.env)
     const normalized = normalizeOptions(options)
-    const check = binding.checkConfig(env, normalized)
-    if (!check.ok) throw new SelfRecycleConfigError(check)
-    if (check.disabled) {
+    let native
+    try {
+      native = new binding.NativeRecycler(
+        {
+          env: readEnv(process.env),
+          options: normalized,
+          uptimeMs: process.uptime() * 1000,
+          heap: heapInput(),
+          // Linux: the addon asks the OS; elsewhere worker_threads says (it costs ~0.8 ms).
+          mainThread: process.platform === 'linux' ? undefined : require('node:worker_threads').isMainThread,
+          forceJsHeapProbe: process.env.SELF_RECYCLE_TEST_FORCE_JS_HEAP_PROBE === '1',
+          versions: { node: process.version, v8: process.versions.v8, platform: process.platform, arch: process.arch },
+          startedEpochMs: Date.now(),
+          nodeOwnsNearHeapLimit: [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]
+            .some((arg) => arg.startsWith('--heapsnapshot-near-heap-limit')),
+          ...takeNotifyEnv()
+        },
+        (event) => this._receive(event)
+      )
+    } catch (error) {
+      if (error?.code === 'ERR_SELF_RECYCLE_CONFIG') throw new SelfRecycleConfigError(error)
+      throw error
+    }
+    state.options = JSON.stringify(normalized)
+    if (native.disabled) {
       state.disabled = true
       state.config = { disabled: true }
       return this
     }
     state.disabled = false
-    const native = new binding.NativeRecycler(
-      {
-        env,
-        options: normalized,
-        uptimeMs: process.uptime() * 1000,
-        heap: heapInput(),
-        // Linux: the addon asks the OS; elsewhere worker_threads says (it costs ~0.8 ms).
-        mainThread: process.platform === 'linux' ? undefined : require('node:worker_threads').isMainThread,
-        forceJsHeapProbe: process.env.SELF_RECYCLE_TEST_FORCE_JS_HEAP_PROBE === '1',
-        versionsJson: JSON.stringify({ node: process.version, v8: process.versions.v8, platform: process.platform, arch: process.arch }),
-        startedEpochMs: Date.now(),
-        nodeOwnsNearHeapLimit: [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]
-          .some((arg) => arg.startsWith('--heapsnapshot-near-heap-limit'))
-      },
-      (json) => this._receive(json)
-    )
     this[kNative] = native
-    const startEvent = JSON.parse(native.startEvent())
+    const startEvent = native.startEvent()
     state.config = startEvent.config
     if (startEvent.probes.v8 === 'js') this._startJsHeapProbe(startEvent.config.intervalMs)
     if (this.listenerCount(EVENTS.SAMPLE) > 0) native.setSampleEvents(true)
@@ -191,22 +265,42 @@ class Recycler extends EventEmitter {
   }
 
   /**
-   * SIGTERM/SIGINT drain through the same path (reason `signal`); a second signal while
-   * draining exits at once with 128 + the signal number, as a shell would report it.
+   * SIGTERM/SIGINT stop the worker: the same drain as a recycle, then exit 0 (128 + the
+   * signal number if the drain ran out of time). A signal during a recycle drain joins it;
+   * a second signal of the same stop exits at once with 128 + the signal number.
    */
   _installSignalHandlers () {
     const state = this[kState]
-    const numbers = require('node:os').constants.signals
-    state.signalHandlers = ['SIGTERM', 'SIGINT'].map((name) => {
-      const handler = () => {
-        if (state.draining || !this[kNative]?.trigger('signal', name)) {
-          this[kNative]?.shutDown()
-          process.exit(128 + numbers[name])
-        }
-      }
+    state.signalHandlers = Object.keys(SIGNAL_NUMBERS).map((name) => {
+      const handler = () => this._onSignal(name)
       process.on(name, handler)
       return [name, handler]
     })
+  }
+
+  _onSignal (name) {
+    const state = this[kState]
+    const native = this[kNative]
+    if (!native) return
+    if (state.expectedSignals.delete(name)) return // a library's re-raise of this stop
+    const { outcome, event } = native.requestStop(name, SIGNAL_NUMBERS[name])
+    if (outcome === 'again') {
+      const exit = native.interrupt(name, SIGNAL_NUMBERS[name])
+      if (exit) this._emitEvent(exit)
+      native.shutDown()
+      process.exit(exit?.code ?? 128 + SIGNAL_NUMBERS[name])
+    }
+    this._emitEvent(event)
+    if (outcome === 'started') this._drain(event)
+  }
+
+  /**
+   * Says that `signal` will be raised again by a library finishing its own shutdown (Nest's
+   * `enableShutdownHooks()` re-raises the signal after `app.close()`): it then joins the stop
+   * under way instead of counting as a second signal. Used by `self-recycle/nest`.
+   */
+  expectSignal (signal) {
+    if (signal in SIGNAL_NUMBERS) this[kState].expectedSignals.add(signal)
   }
 
   /** JS fallback heap probe: an unref'd timer; it cannot sample a blocked loop. */
@@ -230,35 +324,25 @@ class Recycler extends EventEmitter {
     this[kState].gcObserver = observer
   }
 
-  _receive (json) {
-    if (json === '') return // a liveness ping, already answered natively
-    let event
-    try {
-      event = JSON.parse(json)
-    } catch {
-      return
-    }
+  _receive (event) {
+    if (event === null || typeof event !== 'object') return // a liveness ping, answered natively
     if (event.event === EVENTS.SAMPLE) this[kNative]?.sampleConsumed()
     if (event.event === EVENTS.RECYCLE && !event.dryRun) {
-      this._drain(event).catch((error) => {
-        process.emitWarning(`self-recycle: drain failed: ${error && error.stack}`)
-      })
+      this._emitEvent(event)
+      this._drain(event)
       return
     }
     this._emitEvent(event)
   }
 
-  _shouldLog (name) {
-    const mode = this[kState].config?.log ?? 'auto'
-    if (mode === 'off') return false
-    if (mode === 'auto') return this.listenerCount(name) + this.listenerCount('event') === 0
-    return true
+  _logMode () {
+    return this[kState].config?.log ?? 'auto'
   }
 
   /** Emits to listeners (`'event'` gets every event) and logs when due. Never throws. */
   _emitEvent (event) {
-    const native = this[kNative]
-    if (this._shouldLog(event.event)) binding.logEvent(JSON.stringify(event), this[kState].config?.log ?? 'auto')
+    const mode = this._logMode()
+    if (shouldLog(mode, this.listenerCount(event.event) + this.listenerCount('event'))) writeLine(event, mode)
     for (const name of [event.event, 'event']) {
       try {
         this.emit(name, event)
@@ -268,76 +352,69 @@ class Recycler extends EventEmitter {
     }
   }
 
-  _event (name, msg, extra) {
-    return JSON.parse(this[kNative].event(name, msg, JSON.stringify(extra)))
+  /** Runs the drain; never rejects (a failure still ends in the configured exit). */
+  _drain (decision) {
+    this._drainSteps(decision).catch((error) => {
+      process.emitWarning(`self-recycle: drain failed: ${describeError(error)}`)
+      const native = this[kNative]
+      const exit = native?.finish(false, null)
+      native?.shutDown()
+      process.exit(exit?.code ?? this[kState].config?.exitCode ?? 75)
+    })
   }
 
-  async _drain (recycleEvent) {
+  async _drainSteps (decision) {
     const state = this[kState]
     const native = this[kNative]
     if (state.draining || !native) return
     state.draining = true
     const leftMs = native.acknowledge() ?? 0
-    this._emitEvent(recycleEvent)
-    const started = Date.now()
-    const deadline = started + leftMs
+    const deadline = Date.now() + leftMs
     const controller = new AbortController()
     // A ref'd timer: the loop must not empty (exit 0) while hooks settle.
     let timedOut = false
-    let onTimeout
+    let cancelTimer
     const timeout = new Promise((resolve) => {
-      onTimeout = setTimeout(() => {
+      cancelTimer = setLongTimeout(() => {
         timedOut = true
         controller.abort(new Error('self-recycle drain deadline passed'))
         resolve()
       }, leftMs)
     })
     const hooks = [...state.hooks]
-    this._emitEvent(this._event(EVENTS.DRAIN, `drain started: ${hooks.length} hook(s), ${state.inFlight.size} in-flight task(s), ${leftMs} ms to finish`, {
-      phase: 'start',
-      reason: recycleEvent.reason,
-      inFlight: state.inFlight.size,
-      hooks: hooks.length,
-      durationMs: 0
-    }))
+    const drainStart = native.drainStarted(hooks.length, state.inFlight.size)
+    if (drainStart) this._emitEvent(drainStart)
     const errors = []
     const work = (async () => {
       for (const hook of hooks) {
+        // No hook starts after the deadline: its work could not be waited for.
         if (timedOut) break
         try {
-          await hook({ reason: recycleEvent.reason, signal: controller.signal, deadline })
+          await hook({ reason: decision.reason ?? 'signal', signal: controller.signal, deadline })
         } catch (error) {
-          errors.push(String((error && error.message) || error))
+          errors.push(describeError(error))
         }
       }
-      await Promise.allSettled([...state.inFlight])
+      // Work tracked during the drain is waited for too, until nothing is in flight.
+      while (state.inFlight.size > 0 && !timedOut) {
+        await Promise.race([Promise.allSettled([...state.inFlight]), timeout])
+      }
     })()
     await Promise.race([work, timeout])
-    clearTimeout(onTimeout)
-    const drained = !timedOut
-    const durationMs = Date.now() - started
+    cancelTimer()
     const remaining = state.inFlight.size
-    const how = drained ? `drain finished in ${durationMs} ms` : `drain deadline passed after ${durationMs} ms with ${remaining} task(s) in flight`
-    this._emitEvent(this._event(EVENTS.DRAIN, errors.length ? `${how}; ${errors.length} hook(s) failed: ${errors.join('; ')}` : how, {
-      phase: 'end',
-      reason: recycleEvent.reason,
-      inFlight: remaining,
-      durationMs,
-      drained,
-      errors
-    }))
+    const drained = !timedOut && remaining === 0
+    const drainEnd = native.drainFinished(remaining, drained, errors)
+    if (drainEnd) this._emitEvent(drainEnd)
     flushAllHits()
-    const snapshot = state.config.heapSnapshot ? writeHeapSnapshot(state.config.reportDir) : undefined
-    const exitJson = native.finish(drained, JSON.stringify(snapshot ? { heapSnapshot: snapshot } : {}))
-    const exitEvent = exitJson ? JSON.parse(exitJson) : null
-    const code = exitEvent?.code ?? state.config.exitCode
+    const snapshot = state.config.heapSnapshot && decision.event === EVENTS.RECYCLE
+      ? require('./snapshot.js').writeHeapSnapshot(state.config.reportDir)
+      : undefined
     await disconnectFromPrimary(Math.min(2000, Math.max(0, deadline - Date.now())))
-    if (exitEvent) {
-      // Re-stamped: the envelope and duration as of the moment we leave.
-      const { event, schema, time, pid, uptimeMs, rss, heapUsed, heapLimit, msg, ...fields } = exitEvent
-      this._emitEvent(this._event(EVENTS.EXIT, msg, { ...fields, durationMs: Date.now() - started }))
-    }
+    const exit = native.finish(drained, snapshot ?? null)
+    if (exit) this._emitEvent(exit)
     native.shutDown()
+    const code = exit?.code ?? state.config.exitCode
     process.exitCode = code
     process.exit(code)
   }
@@ -354,7 +431,10 @@ class Recycler extends EventEmitter {
     return () => hooks.delete(entry)
   }
 
-  /** Counts a promise as in-flight work; a drain waits for it. Returns the promise. */
+  /**
+   * Counts a promise as in-flight work; a drain waits for it, including work tracked
+   * after the drain started. Returns the promise.
+   */
   track (promise) {
     if (!promise || typeof promise.then !== 'function') {
       throw new TypeError(`track(promise): expected a promise or thenable, got ${promise === null ? 'null' : typeof promise}`)
@@ -376,18 +456,25 @@ class Recycler extends EventEmitter {
 
   /** Starts a recycle now, through the same drain path; `false` if one is under way. */
   recycle (reason) {
-    if (!this[kNative]) return false
     if (reason !== undefined && typeof reason !== 'string') {
       throw new TypeError(`recycle(reason): reason must be a string, got ${typeof reason}`)
     }
-    return this[kNative].trigger(reason ?? 'manual', undefined)
+    const native = this[kNative]
+    if (!native) return false
+    const event = native.trigger(reason === undefined || reason === 'manual' ? undefined : reason)
+    if (!event) return false
+    // Drained from here, not through the threadsafe function (which does not keep the
+    // loop alive): with nothing else alive the process would end (exit 0) before the
+    // event arrived. nextTick keeps the events in order after a `start` of this tick.
+    process.nextTick(() => this._receive(event))
+    return true
   }
 
   /** The latest sample, limits in force, counters, baseline and state. */
   stats () {
     const state = this[kState]
     if (!this[kNative]) return { state: state.disabled ? 'disabled' : 'stopped', inFlight: state.inFlight.size }
-    const stats = JSON.parse(this[kNative].stats())
+    const stats = this[kNative].stats()
     stats.inFlight = state.inFlight.size
     stats.drainHooks = state.hooks.size
     stats.reportPath = this[kNative].reportPath() ?? null
@@ -411,12 +498,18 @@ class Recycler extends EventEmitter {
 }
 
 /**
- * Starts the recycler (idempotent per process: later calls return the running one).
- * Options override `SELF_RECYCLE_*` env vars.
+ * Starts the recycler (idempotent per process: later calls return the running one, and
+ * say so when their options differ). Options override `SELF_RECYCLE_*` env vars.
  */
 function start (options) {
   let recycler = globalThis[SINGLETON]
-  if (recycler && (recycler.running || recycler.config?.disabled)) return recycler
+  if (recycler && (recycler.running || recycler.config?.disabled)) {
+    const asked = JSON.stringify(normalizeOptions(options))
+    if (options !== undefined && asked !== recycler[kState].options) {
+      process.emitWarning('self-recycle: start() was called again with other options; the recycler already runs with the options of the first call', { code: 'SELF_RECYCLE_ALREADY_STARTED' })
+    }
+    return recycler
+  }
   if (!recycler) {
     recycler = new Recycler()
     Object.defineProperty(globalThis, SINGLETON, { value: recycler, configurable: true, writable: true })

@@ -26,13 +26,15 @@ function writeHeapSnapshot (dir) {
   const fs = require('node:fs')
   const path = require('node:path')
   const crypto = require('node:crypto')
+  const file = path.join(dir, `self-recycle-${process.pid}-${Date.now()}-${crypto.randomBytes(6).toString('hex')}.heapsnapshot`)
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
-    const file = path.join(dir, `self-recycle-${process.pid}-${Date.now()}-${crypto.randomBytes(6).toString('hex')}.heapsnapshot`)
     v8.writeHeapSnapshot(file)
     fs.chmodSync(file, 0o600)
     return { path: file }
   } catch (error) {
+    // A full disk leaves a truncated snapshot that no tool can open: remove it.
+    try { fs.unlinkSync(file) } catch {}
     return { skipped: `could not write: ${error.message}` }
   }
 }

@@ -1,44 +1,18 @@
-//! Env vars + options -> `Config`. Options override env vars. Every error names the
-//! variable (or option), the value and what is accepted; no I/O happens here.
+//! Env vars + options -> `Config`, through one table: each row of `settings!` declares a
+//! variable's field, type, default, parser and how it shows in the `start` event. Options
+//! override env vars; a blank value means "unset"; every error names the variable (or
+//! option), the value and what is accepted. No I/O happens here.
 
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::units::{self, Growth, Limit};
+use serde_json::{json, Map, Value};
+
+use crate::policy::{apply_jitter, Limits};
+use crate::probe::cgroup::{LimitSource, MemoryLimit};
+use crate::units::{self, format_size, Growth, Limit};
 
 pub const ENV_PREFIX: &str = "SELF_RECYCLE_";
-
-/// Every variable of the contract, in README order. Unknown `SELF_RECYCLE_*` names are
-/// reported against this list so a typo cannot silently disable a limit.
-pub const VARIABLES: &[&str] = &[
-    "MAX_RSS",
-    "RSS_METRIC",
-    "MAX_HEAP",
-    "MAX_GROWTH",
-    "LEAK_SLOPE",
-    "LEAK_WINDOW",
-    "NEAR_HEAP_LIMIT",
-    "MAX_JOBS",
-    "MAX_AGE",
-    "JITTER",
-    "INTERVAL",
-    "STRIKES",
-    "WARMUP",
-    "MIN_UPTIME",
-    "DRAIN_TIMEOUT",
-    "EXIT_CODE",
-    "STALL_TIMEOUT",
-    "STAGGER_DIR",
-    "STAGGER_GAP",
-    "REPORT_DIR",
-    "HEAP_SNAPSHOT",
-    "LOG",
-    "DRY_RUN",
-    "DISABLE",
-    "SIGNALS",
-];
-
-pub const MIN_INTERVAL_MS: u64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RssMetric {
@@ -63,78 +37,209 @@ impl LogMode {
             LogMode::Off => "off",
         }
     }
+
+    /// The format the native side writes in when JS cannot: `auto` means JSON.
+    pub fn native(self) -> LogMode {
+        match self {
+            LogMode::Auto => LogMode::Json,
+            mode => mode,
+        }
+    }
 }
 
-/// `MAX_RSS` is special: its default depends on whether a cgroup limit exists.
+/// `MAX_RSS` and `MAX_HEAP` have defaults that depend on the machine (see `resolve`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RssLimitSetting {
+pub enum LimitSetting {
     Default,
     Off,
     Set(Limit),
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    pub max_rss: RssLimitSetting,
-    pub rss_metric: RssMetric,
-    pub max_heap: Option<Limit>,
-    pub max_growth: Option<Growth>,
-    pub leak_slope_bytes_per_min: Option<f64>,
-    pub leak_window_ms: u64,
-    pub near_heap_limit: bool,
-    pub max_jobs: Option<u64>,
-    pub max_age_ms: Option<u64>,
-    pub jitter: f64,
-    pub interval_ms: u64,
-    pub strikes: u32,
-    pub warmup_ms: u64,
-    pub min_uptime_ms: u64,
-    pub drain_timeout_ms: u64,
-    pub exit_code: i32,
-    pub stall_timeout_ms: Option<u64>,
-    pub stagger_dir: Option<String>,
-    pub stagger_gap_ms: u64,
-    pub report_dir: Option<String>,
-    pub heap_snapshot: bool,
-    pub log: LogMode,
-    pub dry_run: bool,
-    pub disable: bool,
-    pub signals: bool,
-    /// Non-fatal findings (unknown variables), reported in the `start` event.
-    pub warnings: Vec<String>,
+/// How a setting shows in the `start` event's `config`: a key and its value.
+type Shown = (&'static str, fn(&Config, &Limits) -> Value);
+
+/// One row of the table: the variable, how to apply a value, and its `start` view.
+pub struct Setting {
+    /// Without the prefix: `MAX_RSS`.
+    pub variable: &'static str,
+    /// Parses the text into the config; `Err` says what is accepted.
+    pub apply: fn(&mut Config, &str) -> Result<(), String>,
+    /// Key in the `start` event's `config` and its value; `None` for settings not shown.
+    pub show: Option<Shown>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_rss: RssLimitSetting::Default,
-            rss_metric: RssMetric::Rss,
-            max_heap: Some(Limit::Fraction(0.85)),
-            max_growth: None,
-            leak_slope_bytes_per_min: None,
-            leak_window_ms: 600_000,
-            near_heap_limit: true,
-            max_jobs: None,
-            max_age_ms: None,
-            jitter: 0.10,
-            interval_ms: 1000,
-            strikes: 3,
-            warmup_ms: 30_000,
-            min_uptime_ms: 30_000,
-            drain_timeout_ms: 30_000,
-            exit_code: 75,
-            stall_timeout_ms: None,
-            stagger_dir: None,
-            stagger_gap_ms: 30_000,
-            report_dir: None,
-            heap_snapshot: false,
-            log: LogMode::Auto,
-            dry_run: false,
-            disable: false,
-            signals: false,
-            warnings: Vec::new(),
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variable:ident => $field:ident: $ty:ty = $default:expr,
+            parse $parse:expr,
+            show $key:tt $show:expr;
+    )*) => {
+        /// The parsed settings. Built from `SETTINGS`; see each row for its meaning.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $($(#[doc = $doc])* pub $field: $ty,)*
+            /// Non-fatal findings (unknown variables), reported in the `start` event.
+            pub warnings: Vec<String>,
         }
-    }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $($field: $default,)* warnings: Vec::new() }
+            }
+        }
+
+        /// Every setting, in README order.
+        pub const SETTINGS: &[Setting] = &[$(
+            Setting {
+                variable: stringify!($variable),
+                apply: |config, text| {
+                    let parse: fn(&str) -> Result<$ty, String> = $parse;
+                    config.$field = parse(text)?;
+                    Ok(())
+                },
+                show: settings!(@show $key $show),
+            },
+        )*];
+    };
+    (@show hidden $show:expr) => { None };
+    (@show $key:literal $show:expr) => {{
+        let show: fn(&Config, &Limits) -> Value = $show;
+        Some(($key, show))
+    }};
+}
+
+settings! {
+    /// RSS limit: a size or % of the memory limit; default 90% of a cgroup limit, else off.
+    MAX_RSS => max_rss: LimitSetting = LimitSetting::Default,
+        parse |t| limit_setting(t, 100.0),
+        show "maxRss" |_, l| json!(l.rss);
+    /// Which RSS figure the RSS and growth limits apply to.
+    RSS_METRIC => rss_metric: RssMetric = RssMetric::Rss,
+        parse |t| match t.trim() {
+            "rss" => Ok(RssMetric::Rss),
+            "anon" => Ok(RssMetric::Anon),
+            _ => Err("rss or anon".to_string()),
+        },
+        show "rssMetric" |c, _| json!(if c.rss_metric == RssMetric::Anon { "anon" } else { "rss" });
+    /// V8 used-heap limit: a size or % of the old-space limit; default 85% of it.
+    MAX_HEAP => max_heap: LimitSetting = LimitSetting::Default,
+        parse |t| limit_setting(t, 100.0),
+        show "maxHeap" |_, l| json!(l.heap);
+    /// Growth over the RSS baseline taken after warm-up.
+    MAX_GROWTH => max_growth: Option<Growth> = None,
+        parse |t| optional(t, units::parse_growth),
+        show "maxGrowth" |c, _| json!(c.max_growth.map(|g| match g {
+            Growth::Plus(bytes) => format!("+{bytes}"),
+            Growth::Factor(f) => format!("{f}x"),
+        }));
+    /// Recycle when the post-GC heap grows faster than this (bytes per minute).
+    LEAK_SLOPE => leak_slope_bytes_per_min: Option<f64> = None,
+        parse |t| optional(t, units::parse_rate_per_min),
+        show "leakSlopeBytesPerMin" |c, _| json!(c.leak_slope_bytes_per_min);
+    /// Window of the leak slope.
+    LEAK_WINDOW => leak_window_ms: u64 = 600_000,
+        parse |t| duration_at_least(t, 1000, "1s"),
+        show "leakWindowMs" |c, _| json!(c.leak_window_ms);
+    /// Grant headroom and recycle when V8 is about to run out of heap.
+    NEAR_HEAP_LIMIT => near_heap_limit: bool = true,
+        parse units::parse_bool,
+        show "nearHeapLimit" |c, _| json!(c.near_heap_limit);
+    /// Recycle after this many `jobDone()`.
+    MAX_JOBS => max_jobs: Option<u64> = None,
+        parse |t| optional(t, |t| whole(t, 1, 1 << 53, "jobs")),
+        show "maxJobs" |_, l| json!(l.jobs);
+    /// Recycle after this uptime.
+    MAX_AGE => max_age_ms: Option<u64> = None,
+        parse |t| optional(t, positive_duration),
+        show "maxAgeMs" |_, l| json!(l.age_ms);
+    /// Downward random spread of `MAX_JOBS` and `MAX_AGE` (0.1 = 10%).
+    JITTER => jitter: f64 = 0.10,
+        parse |t| {
+            let accepts = "a percentage from 0% to 50% such as 10%".to_string();
+            let number = t.trim().strip_suffix('%').ok_or_else(|| accepts.clone())?;
+            match number.trim().parse::<f64>() {
+                Ok(p) if (0.0..=50.0).contains(&p) => Ok(p / 100.0),
+                _ => Err(accepts),
+            }
+        },
+        show "jitter" |c, _| json!(c.jitter);
+    /// Sampling period.
+    INTERVAL => interval_ms: u64 = 1000,
+        parse |t| duration_at_least(t, MIN_INTERVAL_MS, "10ms"),
+        show "intervalMs" |c, _| json!(c.interval_ms);
+    /// Consecutive samples over a limit before recycling.
+    STRIKES => strikes: u32 = 3,
+        parse |t| whole(t, 1, 1000, "samples").map(|n| n as u32),
+        show "strikes" |c, _| json!(c.strikes);
+    /// No growth or leak decisions before this; the baseline is taken at its end.
+    WARMUP => warmup_ms: u64 = 30_000,
+        parse duration,
+        show "warmupMs" |c, _| json!(c.warmup_ms);
+    /// No automatic recycle before this (the near-heap-limit path and the ceiling excepted).
+    MIN_UPTIME => min_uptime_ms: u64 = 30_000,
+        parse duration,
+        show "minUptimeMs" |c, _| json!(c.min_uptime_ms);
+    /// Drain hooks and tracked work get this long; then the native thread exits.
+    DRAIN_TIMEOUT => drain_timeout_ms: u64 = 30_000,
+        parse positive_duration,
+        show "drainTimeoutMs" |c, _| json!(c.drain_timeout_ms);
+    /// Exit code after a recycle.
+    EXIT_CODE => exit_code: i32 = 75,
+        parse |t| match t.trim().parse::<i32>() {
+            Ok(code) if (0..=255).contains(&code) => Ok(code),
+            _ => Err("an exit code from 0 to 255 (75 = EX_TEMPFAIL)".to_string()),
+        },
+        show "exitCode" |c, _| json!(c.exit_code);
+    /// Event loop unresponsive this long: recycle.
+    STALL_TIMEOUT => stall_timeout_ms: Option<u64> = None,
+        parse |t| optional(t, |t| duration_at_least(t, 100, "100ms")),
+        show "stallTimeoutMs" |c, _| json!(c.stall_timeout_ms);
+    /// Sibling workers sharing this directory recycle one at a time.
+    STAGGER_DIR => stagger_dir: Option<String> = None,
+        parse directory,
+        show "staggerDir" |c, _| json!(c.stagger_dir);
+    /// Minimum gap between sibling recycles.
+    STAGGER_GAP => stagger_gap_ms: u64 = 30_000,
+        parse duration,
+        show "staggerGapMs" |c, _| json!(c.stagger_gap_ms);
+    /// Write a JSON recycle report here before exit.
+    REPORT_DIR => report_dir: Option<String> = None,
+        parse directory,
+        show "reportDir" |c, _| json!(c.report_dir);
+    /// Write a heap snapshot into `REPORT_DIR` on recycle, when free memory allows.
+    HEAP_SNAPSHOT => heap_snapshot: bool = false,
+        parse units::parse_bool,
+        show "heapSnapshot" |c, _| json!(c.heap_snapshot);
+    /// Log format of events on stderr.
+    LOG => log: LogMode = LogMode::Auto,
+        parse |t| match t.trim() {
+            "auto" => Ok(LogMode::Auto),
+            "json" => Ok(LogMode::Json),
+            "pretty" => Ok(LogMode::Pretty),
+            "off" => Ok(LogMode::Off),
+            _ => Err("one of auto, json, pretty, off".to_string()),
+        },
+        show "log" |c, _| json!(c.log.as_str());
+    /// Decide and emit, never drain or exit.
+    DRY_RUN => dry_run: bool = false,
+        parse units::parse_bool,
+        show "dryRun" |c, _| json!(c.dry_run);
+    /// `start()` returns an inert recycler.
+    DISABLE => disable: bool = false,
+        parse units::parse_bool,
+        show hidden |_, _| Value::Null;
+    /// SIGTERM/SIGINT stop the worker through a drain.
+    SIGNALS => signals: bool = false,
+        parse units::parse_bool,
+        show "signals" |c, _| json!(c.signals);
+}
+
+pub const MIN_INTERVAL_MS: u64 = 10;
+
+/// The variables of the table, for the unknown-variable hint.
+pub fn variables() -> impl Iterator<Item = &'static str> {
+    SETTINGS.iter().map(|s| s.variable)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -192,9 +297,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn closest_variable(name: &str) -> Option<&'static str> {
-    VARIABLES
-        .iter()
-        .map(|v| (edit_distance(name, v), *v))
+    variables()
+        .map(|v| (edit_distance(name, v), v))
         .filter(|(d, _)| *d <= 3)
         .min()
         .map(|(_, v)| v)
@@ -208,31 +312,72 @@ pub struct RawSettings<'a> {
 }
 
 impl RawSettings<'_> {
-    fn lookup(&self, variable: &str) -> Option<(String, String)> {
+    /// The value in force for `variable` and how to name it in an error. A blank value is
+    /// no value: `SELF_RECYCLE_NEAR_HEAP_LIMIT=` must not turn a protection off.
+    fn lookup(&self, variable: &str) -> Option<(String, &str)> {
         let option = option_name(variable);
-        if let Some(value) = self.options.get(&option) {
-            return Some((format!("option {option}"), value.clone()));
+        if let Some(value) = self.options.get(&option).filter(|v| !v.trim().is_empty()) {
+            return Some((format!("option {option}"), value));
         }
         self.env
             .get(variable)
-            .map(|value| (format!("{ENV_PREFIX}{variable}"), value.clone()))
+            .filter(|v| !v.trim().is_empty())
+            .map(|value| (format!("{ENV_PREFIX}{variable}"), value.as_str()))
     }
+}
 
-    /// Parses one setting if present; `Ok(None)` when absent.
-    fn parse<T>(
-        &self,
-        variable: &str,
-        parser: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, ConfigError> {
-        match self.lookup(variable) {
-            None => Ok(None),
-            Some((shown, value)) => parser(&value).map(Some).map_err(|accepts| ConfigError {
-                variable: shown,
-                value,
-                accepts,
-            }),
+pub fn parse(raw: &RawSettings<'_>) -> Result<Config, ConfigError> {
+    let mut config = Config::default();
+    let mut unknown_env: Vec<&String> = raw
+        .env
+        .keys()
+        .filter(|name| !variables().any(|v| v == name.as_str()))
+        .collect();
+    unknown_env.sort();
+    for name in unknown_env {
+        let hint = closest_variable(name)
+            .map(|v| format!(" (did you mean {ENV_PREFIX}{v}?)"))
+            .unwrap_or_default();
+        config
+            .warnings
+            .push(format!("unknown variable {ENV_PREFIX}{name} ignored{hint}"));
+    }
+    let mut options: Vec<&String> = raw.options.keys().collect();
+    options.sort();
+    for name in options {
+        if !variables().any(|v| option_name(v) == *name) {
+            let hint = closest_variable(&name.to_ascii_uppercase())
+                .or_else(|| variables().find(|v| edit_distance(&option_name(v), name) <= 3))
+                .map(|v| format!(" (did you mean {}?)", option_name(v)))
+                .unwrap_or_default();
+            return Err(ConfigError {
+                variable: format!("option {name}"),
+                value: raw.options.get(name).cloned().unwrap_or_default(),
+                accepts: format!("a known option{hint}"),
+            });
         }
     }
+    for setting in SETTINGS {
+        if let Some((shown, value)) = raw.lookup(setting.variable) {
+            (setting.apply)(&mut config, value).map_err(|accepts| ConfigError {
+                variable: shown,
+                value: value.to_string(),
+                accepts,
+            })?;
+        }
+    }
+    Ok(config)
+}
+
+/// The effective settings for the `start` event, `stats()` and the report.
+pub fn effective_json(config: &Config, limits: &Limits) -> Value {
+    let mut view = Map::new();
+    for setting in SETTINGS {
+        if let Some((key, show)) = setting.show {
+            view.insert(key.to_string(), show(config, limits));
+        }
+    }
+    Value::Object(view)
 }
 
 fn is_off(text: &str) -> bool {
@@ -244,192 +389,58 @@ fn is_off(text: &str) -> bool {
 
 /// A setting that can be a value or `off`.
 fn optional<T>(
+    text: &str,
     parser: impl Fn(&str) -> Result<T, String>,
-) -> impl Fn(&str) -> Result<Option<T>, String> {
-    move |text| {
-        if is_off(text) {
-            Ok(None)
-        } else {
-            parser(text)
-                .map(Some)
-                .map_err(|accepts| format!("{accepts}, or off"))
-        }
+) -> Result<Option<T>, String> {
+    if is_off(text) {
+        Ok(None)
+    } else {
+        parser(text)
+            .map(Some)
+            .map_err(|accepts| format!("{accepts}, or off"))
     }
 }
 
-fn count(text: &str, what: &str) -> Result<u64, String> {
+fn limit_setting(text: &str, max_percent: f64) -> Result<LimitSetting, String> {
+    if is_off(text) {
+        return Ok(LimitSetting::Off);
+    }
+    units::parse_limit(text, max_percent)
+        .map(LimitSetting::Set)
+        .map_err(|accepts| format!("{accepts}, or off"))
+}
+
+/// A whole number from `min` to `max`.
+fn whole(text: &str, min: u64, max: u64, what: &str) -> Result<u64, String> {
     text.trim()
         .parse::<u64>()
         .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("a whole number of {what} above 0"))
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("a whole number of {what} from {min} to {max}"))
 }
 
-pub fn parse(raw: &RawSettings<'_>) -> Result<Config, ConfigError> {
-    let mut config = Config::default();
+fn duration(text: &str) -> Result<u64, String> {
+    units::parse_duration_ms(text)
+}
 
-    for name in raw.env.keys() {
-        if !VARIABLES.contains(&name.as_str()) {
-            let hint = closest_variable(name)
-                .map(|v| format!(" (did you mean {ENV_PREFIX}{v}?)"))
-                .unwrap_or_default();
-            config
-                .warnings
-                .push(format!("unknown variable {ENV_PREFIX}{name} ignored{hint}"));
-        }
-    }
-    for name in raw.options.keys() {
-        if !VARIABLES.iter().any(|v| option_name(v) == *name) {
-            let hint = closest_variable(&name.to_ascii_uppercase())
-                .or_else(|| {
-                    VARIABLES
-                        .iter()
-                        .find(|v| edit_distance(&option_name(v), name) <= 3)
-                        .copied()
-                })
-                .map(|v| format!(" (did you mean {}?)", option_name(v)))
-                .unwrap_or_default();
-            return Err(ConfigError {
-                variable: format!("option {name}"),
-                value: raw.options.get(name).cloned().unwrap_or_default(),
-                accepts: format!("a known option{hint}"),
-            });
-        }
-    }
-
-    if let Some(value) = raw.parse("MAX_RSS", |t| {
-        if is_off(t) {
-            Ok(RssLimitSetting::Off)
-        } else {
-            units::parse_limit(t, 100.0)
-                .map(RssLimitSetting::Set)
-                .map_err(|a| format!("{a}, or off"))
-        }
-    })? {
-        config.max_rss = value;
-    }
-    if let Some(value) = raw.parse("RSS_METRIC", |t| match t.trim() {
-        "rss" => Ok(RssMetric::Rss),
-        "anon" => Ok(RssMetric::Anon),
-        _ => Err("rss or anon".to_string()),
-    })? {
-        config.rss_metric = value;
-    }
-    if let Some(value) = raw.parse("MAX_HEAP", optional(|t| units::parse_limit(t, 100.0)))? {
-        config.max_heap = value;
-    }
-    if let Some(value) = raw.parse("MAX_GROWTH", optional(units::parse_growth))? {
-        config.max_growth = value;
-    }
-    if let Some(value) = raw.parse("LEAK_SLOPE", optional(units::parse_rate_per_min))? {
-        config.leak_slope_bytes_per_min = value;
-    }
-    if let Some(value) = raw.parse("LEAK_WINDOW", |t| match units::parse_duration_ms(t) {
-        Ok(ms) if ms >= 1000 => Ok(ms),
-        _ => Err(format!("{}, at least 1s", units::DURATION_ACCEPTS)),
-    })? {
-        config.leak_window_ms = value;
-    }
-    if let Some(value) = raw.parse("NEAR_HEAP_LIMIT", units::parse_bool)? {
-        config.near_heap_limit = value;
-    }
-    if let Some(value) = raw.parse("MAX_JOBS", optional(|t| count(t, "jobs")))? {
-        config.max_jobs = value;
-    }
-    if let Some(value) = raw.parse(
-        "MAX_AGE",
-        optional(|t| match units::parse_duration_ms(t) {
-            Ok(ms) if ms > 0 => Ok(ms),
-            _ => Err(format!("{} above 0", units::DURATION_ACCEPTS)),
-        }),
-    )? {
-        config.max_age_ms = value;
-    }
-    if let Some(value) = raw.parse("JITTER", |t| {
-        let accepts = "a percentage from 0% to 50% such as 10%".to_string();
-        let number = t.trim().strip_suffix('%').ok_or_else(|| accepts.clone())?;
-        match number.trim().parse::<f64>() {
-            Ok(p) if (0.0..=50.0).contains(&p) => Ok(p / 100.0),
-            _ => Err(accepts),
-        }
-    })? {
-        config.jitter = value;
-    }
-    if let Some(value) = raw.parse("INTERVAL", |t| match units::parse_duration_ms(t) {
-        Ok(ms) if ms >= MIN_INTERVAL_MS => Ok(ms),
-        _ => Err(format!("{}, at least 10ms", units::DURATION_ACCEPTS)),
-    })? {
-        config.interval_ms = value;
-    }
-    if let Some(value) = raw.parse("STRIKES", |t| {
-        count(t, "samples").and_then(|n| u32::try_from(n).map_err(|e| e.to_string()))
-    })? {
-        config.strikes = value;
-    }
-    if let Some(value) = raw.parse("WARMUP", units::parse_duration_ms)? {
-        config.warmup_ms = value;
-    }
-    if let Some(value) = raw.parse("MIN_UPTIME", units::parse_duration_ms)? {
-        config.min_uptime_ms = value;
-    }
-    if let Some(value) = raw.parse("DRAIN_TIMEOUT", |t| match units::parse_duration_ms(t) {
+fn positive_duration(text: &str) -> Result<u64, String> {
+    match units::parse_duration_ms(text) {
         Ok(ms) if ms > 0 => Ok(ms),
         _ => Err(format!("{} above 0", units::DURATION_ACCEPTS)),
-    })? {
-        config.drain_timeout_ms = value;
     }
-    if let Some(value) = raw.parse("EXIT_CODE", |t| match t.trim().parse::<i32>() {
-        Ok(code) if (0..=255).contains(&code) => Ok(code),
-        _ => Err("an exit code from 0 to 255 (75 = EX_TEMPFAIL)".to_string()),
-    })? {
-        config.exit_code = value;
-    }
-    if let Some(value) = raw.parse(
-        "STALL_TIMEOUT",
-        optional(|t| match units::parse_duration_ms(t) {
-            Ok(ms) if ms >= 100 => Ok(ms),
-            _ => Err(format!("{}, at least 100ms", units::DURATION_ACCEPTS)),
-        }),
-    )? {
-        config.stall_timeout_ms = value;
-    }
-    if let Some(value) = raw.parse("STAGGER_DIR", directory)? {
-        config.stagger_dir = value;
-    }
-    if let Some(value) = raw.parse("STAGGER_GAP", units::parse_duration_ms)? {
-        config.stagger_gap_ms = value;
-    }
-    if let Some(value) = raw.parse("REPORT_DIR", directory)? {
-        config.report_dir = value;
-    }
-    if let Some(value) = raw.parse("HEAP_SNAPSHOT", units::parse_bool)? {
-        config.heap_snapshot = value;
-    }
-    if let Some(value) = raw.parse("LOG", |t| match t.trim() {
-        "auto" => Ok(LogMode::Auto),
-        "json" => Ok(LogMode::Json),
-        "pretty" => Ok(LogMode::Pretty),
-        "off" => Ok(LogMode::Off),
-        _ => Err("one of auto, json, pretty, off".to_string()),
-    })? {
-        config.log = value;
-    }
-    if let Some(value) = raw.parse("DRY_RUN", units::parse_bool)? {
-        config.dry_run = value;
-    }
-    if let Some(value) = raw.parse("DISABLE", units::parse_bool)? {
-        config.disable = value;
-    }
-    if let Some(value) = raw.parse("SIGNALS", units::parse_bool)? {
-        config.signals = value;
-    }
-    Ok(config)
 }
 
-/// A directory path, or `off`/empty for none.
+fn duration_at_least(text: &str, min_ms: u64, shown: &str) -> Result<u64, String> {
+    match units::parse_duration_ms(text) {
+        Ok(ms) if ms >= min_ms => Ok(ms),
+        _ => Err(format!("{}, at least {shown}", units::DURATION_ACCEPTS)),
+    }
+}
+
+/// A directory path, or `off` for none.
 fn directory(text: &str) -> Result<Option<String>, String> {
     let trimmed = text.trim();
-    if trimmed.is_empty() || is_off(trimmed) {
+    if is_off(trimmed) {
         Ok(None)
     } else if trimmed.contains('\0') {
         Err("a directory path without NUL bytes".to_string())
@@ -438,10 +449,101 @@ fn directory(text: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// What the machine and the runtime say, for the defaults that depend on them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Machine {
+    /// The cgroup limit, or physical memory when there is none.
+    pub memory_limit: Option<MemoryLimit>,
+    /// V8's `heap_size_limit` (old space plus the young generation).
+    pub heap_size_limit: Option<u64>,
+    /// What the old space may grow to: the used heap dies near this, not near
+    /// `heap_size_limit` (with `--max-old-space-size=160` that is 208 MiB).
+    pub old_space_limit: Option<u64>,
+}
+
+/// The default RSS limit as a share of a cgroup limit.
+pub const DEFAULT_RSS_SHARE: f64 = 0.90;
+/// The default heap limit as a share of the old-space limit.
+pub const DEFAULT_HEAP_SHARE: f64 = 0.85;
+/// The hard ceiling as a share of a cgroup limit: past it the kernel's OOM killer is near,
+/// so it recycles whatever else holds recycles back (see `Limits::ceiling`).
+pub const CEILING_SHARE: f64 = 0.95;
+
+/// Turns settings into limits in bytes, counts and milliseconds: percentages against the
+/// machine, machine-dependent defaults, and the jitter (`unit` is a random number in
+/// [0, 1) drawn once per process).
+pub fn resolve(config: &Config, machine: &Machine, unit: f64) -> Limits {
+    let cgroup = machine
+        .memory_limit
+        .filter(|m| m.source != LimitSource::Physical)
+        .map(|m| m.bytes);
+    let rss = match config.max_rss {
+        LimitSetting::Off => None,
+        LimitSetting::Default => cgroup.map(|bytes| scaled(bytes, DEFAULT_RSS_SHARE)),
+        LimitSetting::Set(limit) => limit.resolve(machine.memory_limit.map(|m| m.bytes)),
+    };
+    let heap_reference = machine.old_space_limit.or(machine.heap_size_limit);
+    let heap = match config.max_heap {
+        LimitSetting::Off => None,
+        LimitSetting::Default => heap_reference.map(|bytes| scaled(bytes, DEFAULT_HEAP_SHARE)),
+        LimitSetting::Set(limit) => limit.resolve(heap_reference),
+    };
+    Limits {
+        rss,
+        rss_anon: config.rss_metric == RssMetric::Anon,
+        ceiling: cgroup.map(|bytes| scaled(bytes, CEILING_SHARE)),
+        heap,
+        growth: config.max_growth,
+        jobs: config
+            .max_jobs
+            .map(|n| apply_jitter(n, config.jitter, unit)),
+        age_ms: config
+            .max_age_ms
+            .map(|ms| apply_jitter(ms, config.jitter, unit)),
+        strikes: config.strikes,
+        warmup_ms: config.warmup_ms,
+        min_uptime_ms: config.min_uptime_ms,
+        leak_slope_per_min: config.leak_slope_bytes_per_min,
+        leak_window_ms: config.leak_window_ms,
+        stall_ms: config.stall_timeout_ms,
+    }
+}
+
+/// Limits that can never act, as `start` warnings: a heap limit above what the old space
+/// can hold, an RSS limit above the cgroup limit.
+pub fn unreachable_limits(limits: &Limits, machine: &Machine) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let (Some(heap), Some(old_space)) = (limits.heap, machine.old_space_limit) {
+        if heap >= old_space {
+            warnings.push(format!(
+                "MAX_HEAP {} can never be reached: V8's old space holds at most {} (--max-old-space-size); the near-heap-limit rescue acts first, without staggering. Set MAX_HEAP below it (the default is 85% of it)",
+                format_size(heap),
+                format_size(old_space)
+            ));
+        }
+    }
+    if let (Some(rss), Some(ceiling)) = (limits.rss, limits.ceiling) {
+        if rss >= ceiling {
+            warnings.push(format!(
+                "MAX_RSS {} is at or above 95% of the cgroup memory limit: the hard ceiling {} recycles first",
+                format_size(rss),
+                format_size(ceiling)
+            ));
+        }
+    }
+    warnings
+}
+
+fn scaled(bytes: u64, share: f64) -> u64 {
+    (bytes as f64 * share) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const MIB: u64 = 1 << 20;
 
     fn parse_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let env = pairs
@@ -460,7 +562,8 @@ mod tests {
         let config = parse_env(&[]).expect("defaults parse");
         assert_eq!(config, Config::default());
         assert_eq!(config.exit_code, 75);
-        assert_eq!(config.max_heap, Some(Limit::Fraction(0.85)));
+        assert_eq!(config.max_heap, LimitSetting::Default);
+        assert_eq!(config.jitter, 0.10);
     }
 
     #[test]
@@ -474,19 +577,20 @@ mod tests {
             ("LOG", "pretty"),
             ("DRY_RUN", "1"),
             ("MAX_JOBS", "1000"),
+            ("JITTER", "25%"),
+            ("MAX_AGE", "6h"),
         ])
         .expect("valid");
-        assert_eq!(
-            config.max_rss,
-            RssLimitSetting::Set(Limit::Bytes(768 << 20))
-        );
-        assert_eq!(config.max_heap, None);
+        assert_eq!(config.max_rss, LimitSetting::Set(Limit::Bytes(768 << 20)));
+        assert_eq!(config.max_heap, LimitSetting::Off);
         assert_eq!(config.max_growth, Some(Growth::Factor(2.0)));
         assert_eq!(config.interval_ms, 250);
         assert_eq!(config.strikes, 2);
         assert_eq!(config.log, LogMode::Pretty);
         assert!(config.dry_run);
         assert_eq!(config.max_jobs, Some(1000));
+        assert_eq!(config.jitter, 0.25);
+        assert_eq!(config.max_age_ms, Some(6 * 3_600_000));
     }
 
     #[test]
@@ -502,6 +606,31 @@ mod tests {
     }
 
     #[test]
+    fn blank_is_unset_never_off() {
+        let config = parse_env(&[
+            ("NEAR_HEAP_LIMIT", ""),
+            ("MAX_HEAP", "  "),
+            ("STRIKES", ""),
+            ("SIGNALS", " "),
+        ])
+        .expect("blank values are defaults");
+        assert!(config.near_heap_limit);
+        assert_eq!(config.max_heap, LimitSetting::Default);
+        assert_eq!(config.strikes, 3);
+        let env = HashMap::from([("INTERVAL".to_string(), "250ms".to_string())]);
+        let options = HashMap::from([("interval".to_string(), String::new())]);
+        let config = parse(&RawSettings {
+            env: &env,
+            options: &options,
+        })
+        .expect("valid");
+        assert_eq!(
+            config.interval_ms, 250,
+            "a blank option falls back to the env"
+        );
+    }
+
+    #[test]
     fn errors_name_variable_value_and_accepted() {
         for (name, value) in [
             ("MAX_RSS", "banana"),
@@ -509,6 +638,7 @@ mod tests {
             ("INTERVAL", "5ms"),
             ("MAX_HEAP", "150%"),
             ("STRIKES", "0"),
+            ("STRIKES", "4294967296"),
             ("EXIT_CODE", "256"),
             ("LOG", "loud"),
             ("JITTER", "80%"),
@@ -524,6 +654,8 @@ mod tests {
             assert!(message.contains(value), "{message}");
             assert!(message.contains("expected"), "{message}");
         }
+        let strikes = parse_env(&[("STRIKES", "4294967296")]).expect_err("range");
+        assert!(strikes.accepts.contains("from 1 to 1000"), "{strikes}");
     }
 
     #[test]
@@ -553,10 +685,101 @@ mod tests {
         assert_eq!(option_name("LOG"), "log");
     }
 
+    #[test]
+    fn every_setting_applies_and_shows() {
+        let mut shown = 0;
+        for setting in SETTINGS {
+            assert!(
+                setting
+                    .variable
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_'),
+                "{}",
+                setting.variable
+            );
+            if setting.show.is_some() {
+                shown += 1;
+            }
+        }
+        let config = Config::default();
+        let limits = resolve(&config, &Machine::default(), 0.0);
+        let view = effective_json(&config, &limits);
+        assert_eq!(view.as_object().map(Map::len), Some(shown));
+        assert_eq!(view["intervalMs"], json!(1000));
+        assert_eq!(view["jitter"], json!(0.1));
+    }
+
+    fn machine(cgroup: Option<u64>, old_space: Option<u64>) -> Machine {
+        Machine {
+            memory_limit: cgroup.map(|bytes| MemoryLimit {
+                bytes,
+                source: LimitSource::CgroupV2,
+            }),
+            heap_size_limit: old_space.map(|o| o + 48 * MIB),
+            old_space_limit: old_space,
+        }
+    }
+
+    #[test]
+    fn machine_defaults_resolve_in_one_place() {
+        let config = Config::default();
+        let limits = resolve(&config, &machine(Some(1000 * MIB), Some(160 * MIB)), 0.0);
+        assert_eq!(limits.rss, Some(900 * MIB));
+        assert_eq!(limits.ceiling, Some(950 * MIB));
+        assert_eq!(
+            limits.heap,
+            Some(136 * MIB),
+            "85% of the old space, not of heap_size_limit"
+        );
+        let physical = Machine {
+            memory_limit: Some(MemoryLimit {
+                bytes: 1000 * MIB,
+                source: LimitSource::Physical,
+            }),
+            ..Machine::default()
+        };
+        let limits = resolve(&config, &physical, 0.0);
+        assert_eq!(limits.rss, None, "no default RSS limit without a cgroup");
+        assert_eq!(limits.ceiling, None);
+    }
+
+    #[test]
+    fn jitter_applies_to_jobs_and_age() {
+        let config = parse_env(&[("MAX_JOBS", "1000"), ("MAX_AGE", "100s"), ("JITTER", "10%")])
+            .expect("valid");
+        let lowest = resolve(&config, &Machine::default(), 0.999_999);
+        assert_eq!(lowest.jobs, Some(901));
+        assert_eq!(lowest.age_ms, Some(90_001));
+        let middle = resolve(&config, &Machine::default(), 0.5);
+        assert_eq!(middle.jobs, Some(950));
+        assert_eq!(middle.age_ms, Some(95_000));
+        let highest = resolve(&config, &Machine::default(), 0.0);
+        assert_eq!(highest.jobs, Some(1000));
+        assert_eq!(highest.age_ms, Some(100_000));
+    }
+
+    #[test]
+    fn unreachable_limits_are_named() {
+        let config = parse_env(&[("MAX_HEAP", "200MiB")]).expect("valid");
+        let machine = machine(Some(300 * MIB), Some(160 * MIB));
+        let warnings = unreachable_limits(&resolve(&config, &machine, 0.0), &machine);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("MAX_HEAP 200 MiB can never be reached"));
+        let config = parse_env(&[("MAX_RSS", "1GiB")]).expect("valid");
+        let warnings = unreachable_limits(&resolve(&config, &machine, 0.0), &machine);
+        assert!(
+            warnings.iter().any(|w| w.contains("MAX_RSS 1.0 GiB")),
+            "{warnings:?}"
+        );
+        assert!(
+            unreachable_limits(&resolve(&Config::default(), &machine, 0.0), &machine).is_empty()
+        );
+    }
+
     proptest! {
         #[test]
-        fn no_value_panics(index in 0..VARIABLES.len(), value in ".{0,30}") {
-            let _ = parse_env(&[(VARIABLES[index], value.as_str())]);
+        fn no_value_panics(index in 0..SETTINGS.len(), value in ".{0,30}") {
+            let _ = parse_env(&[(SETTINGS[index].variable, value.as_str())]);
         }
     }
 }

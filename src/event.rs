@@ -1,5 +1,6 @@
-//! Events: the JSON envelope every event carries, its log line (json or pretty) and the
-//! write to stderr used when JS cannot log (a stuck loop, a passed deadline).
+//! Events: one typed value per event, built where it is decided, owning its message. It
+//! becomes a JSON object once, at the boundary (to JS, to the log, to the report), with the
+//! envelope every event carries.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,6 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::config::LogMode;
+use crate::policy::{NearHeapExit, Reason, Sample};
+use crate::units::{format_duration, format_size};
 
 pub const SCHEMA: u64 = 1;
 
@@ -19,28 +22,547 @@ pub struct Envelope {
     pub heap_limit: u64,
 }
 
-/// Builds `{ event, schema, time, pid, uptimeMs, rss, heapUsed, heapLimit, msg, ...extra }`.
-pub fn build(
-    name: &str,
-    envelope: &Envelope,
-    msg: &str,
-    extra: Map<String, Value>,
-) -> Map<String, Value> {
-    let mut event = Map::new();
-    event.insert("event".into(), json!(name));
-    event.insert("schema".into(), json!(SCHEMA));
-    event.insert("time".into(), json!(iso8601_now()));
-    event.insert("pid".into(), json!(std::process::id()));
-    event.insert("uptimeMs".into(), json!(envelope.uptime_ms));
-    event.insert("rss".into(), json!(envelope.rss));
-    event.insert("heapUsed".into(), json!(envelope.heap_used));
-    event.insert("heapLimit".into(), json!(envelope.heap_limit));
-    event.insert("msg".into(), json!(msg));
-    for (key, value) in extra {
-        // The envelope is the contract: extra fields never overwrite it.
-        event.entry(key).or_insert(value);
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Start(Box<Start>),
+    Sample(Sample),
+    Pressure {
+        reason: Reason,
+        value: u64,
+        limit: u64,
+    },
+    Misconfigured {
+        reason: Reason,
+        value: u64,
+        limit: u64,
+    },
+    Leak {
+        slope_per_min: f64,
+        threshold_per_min: f64,
+        window_ms: u64,
+        points: usize,
+    },
+    Recycle(Box<Recycle>),
+    /// A stop signal (SIGTERM, SIGINT) with `SIGNALS=on`: not a recycle.
+    Stop {
+        signal: String,
+        joined: bool,
+        drain_timeout_ms: u64,
+    },
+    Drain(Drain),
+    Exit(Box<Exit>),
+    Reinit {
+        key: String,
+        attempts: u64,
+        call_site: String,
+        stack: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Start {
+    pub config: Value,
+    pub probes: Value,
+    pub memory_limit: Value,
+    pub warnings: Vec<String>,
+    pub can_exit_process: bool,
+    pub interval_ms: u64,
+    pub rss_limit: Option<u64>,
+    pub heap_limit: Option<u64>,
+    pub v8_native: bool,
+    pub has_rss: bool,
+    pub exit_code: i32,
+}
+
+/// A decided recycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recycle {
+    pub reason: Reason,
+    pub value: u64,
+    pub limit: u64,
+    pub strikes: u32,
+    pub dry_run: bool,
+    pub drain_timeout_ms: u64,
+    /// Crossed the hard ceiling (95% of the cgroup limit).
+    pub ceiling: bool,
+    /// Free text given to `recycle(reason)` or the signal name.
+    pub detail: Option<String>,
+    /// How the sibling queue admitted it (`granted`, `bypass: ...`), and after how long.
+    pub stagger: Option<(String, u64)>,
+    /// Headroom granted by the near-heap-limit rescue.
+    pub headroom: Option<u64>,
+    /// The heap limit V8 started with, for near-heap-limit recycles.
+    pub initial_limit: Option<u64>,
+    /// No drain: the process exits at once (why, for the message).
+    pub exiting: Option<&'static str>,
+}
+
+impl Recycle {
+    pub fn new(reason: Reason, value: u64, limit: u64, strikes: u32) -> Recycle {
+        Recycle {
+            reason,
+            value,
+            limit,
+            strikes,
+            dry_run: false,
+            drain_timeout_ms: 0,
+            ceiling: false,
+            detail: None,
+            stagger: None,
+            headroom: None,
+            initial_limit: None,
+            exiting: None,
+        }
     }
-    event
+
+    /// What crossed which limit: the first half of the message.
+    pub fn why(&self) -> String {
+        let (value, limit, strikes) = (self.value, self.limit, self.strikes);
+        match self.reason {
+            Reason::Jobs => format!("{value} jobs done, limit {limit}"),
+            Reason::Leak => format!(
+                "post-GC heap grows {}/min, over {}/min",
+                format_size(value),
+                format_size(limit)
+            ),
+            Reason::Age => format!(
+                "uptime {} reached limit {}",
+                format_duration(value),
+                format_duration(limit)
+            ),
+            Reason::Stall => format!(
+                "event loop unresponsive for {} (limit {})",
+                format_duration(value),
+                format_duration(limit)
+            ),
+            Reason::NearHeapLimit => match self.headroom {
+                _ if self.exiting.is_some() => self.exiting.unwrap_or_default().to_string(),
+                Some(headroom) => format!(
+                    "V8 heap reached its limit of {} (initially {}); granted {} of headroom to drain",
+                    format_size(limit),
+                    format_size(self.initial_limit.unwrap_or(limit)),
+                    format_size(headroom)
+                ),
+                None => format!("V8 heap reached its limit of {}", format_size(limit)),
+            },
+            Reason::Manual | Reason::Signal => match &self.detail {
+                Some(text) => format!("{} recycle requested ({text})", self.reason.as_str()),
+                None => format!("{} recycle requested", self.reason.as_str()),
+            },
+            Reason::Rss if self.ceiling => format!(
+                "rss {} over the hard ceiling {} (95% of the cgroup memory limit) for {strikes} samples",
+                format_size(value),
+                format_size(limit)
+            ),
+            _ => format!(
+                "{} {} over limit {} for {strikes} samples",
+                self.reason.as_str(),
+                format_size(value),
+                format_size(limit)
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DrainPhase {
+    Start {
+        hooks: u32,
+        in_flight: u32,
+        left_ms: u64,
+    },
+    End {
+        in_flight: u32,
+        drained: bool,
+        errors: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drain {
+    pub reason: Reason,
+    pub phase: DrainPhase,
+    /// Since the recycle was decided: the same clock as the `exit` event's.
+    pub duration_ms: u64,
+}
+
+/// Why the process is leaving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCause {
+    /// JS finished the drain in time.
+    Drained,
+    /// JS gave up at the deadline, work still in flight.
+    TimedOut,
+    /// The native thread ended it: JS did not finish within the deadline plus the grace.
+    NativeDeadline,
+    /// The near-heap-limit callback ended it before V8 could abort.
+    NearHeapLimit(NearHeapExit),
+    /// A second stop signal: leave at once.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exit {
+    pub code: i32,
+    pub reason: Reason,
+    pub cause: ExitCause,
+    pub duration_ms: u64,
+    pub drain_timeout_ms: u64,
+    /// `{ path }` or `{ error }` of the recycle report.
+    pub report: Option<Value>,
+    /// `{ path }` or `{ skipped }` of the heap snapshot.
+    pub heap_snapshot: Option<Value>,
+    /// The stop signal, when the process stops rather than recycles.
+    pub signal: Option<String>,
+}
+
+impl Exit {
+    pub fn drained(&self) -> bool {
+        self.cause == ExitCause::Drained
+    }
+
+    /// Written by the native thread, not by JS.
+    pub fn forced(&self) -> bool {
+        matches!(
+            self.cause,
+            ExitCause::NativeDeadline | ExitCause::NearHeapLimit(_)
+        )
+    }
+
+    fn msg(&self) -> String {
+        let code = self.code;
+        let how = self.how(code);
+        match &self.signal {
+            Some(signal) => format!("stopping on {signal}: {how}"),
+            None => how,
+        }
+    }
+
+    fn how(&self, code: i32) -> String {
+        match self.cause {
+            ExitCause::Drained => {
+                format!("drained in {} ms; exiting with code {code}", self.duration_ms)
+            }
+            ExitCause::TimedOut => format!(
+                "drain timed out after {}; exiting with code {code}",
+                format_duration(self.drain_timeout_ms)
+            ),
+            ExitCause::NativeDeadline => format!(
+                "drain did not finish within {} (JS unresponsive or a hook hung); exiting with code {code} from the native thread",
+                format_duration(self.drain_timeout_ms)
+            ),
+            ExitCause::NearHeapLimit(why) => {
+                format!("{}; exiting with code {code} before V8 aborts", why.why())
+            }
+            ExitCause::Interrupted => {
+                format!("a second signal; exiting at once with code {code}")
+            }
+        }
+    }
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Start(_) => "start",
+            Event::Sample(_) => "sample",
+            Event::Pressure { .. } => "pressure",
+            Event::Misconfigured { .. } => "misconfigured",
+            Event::Leak { .. } => "leak",
+            Event::Recycle(_) => "recycle",
+            Event::Stop { .. } => "stop",
+            Event::Drain(_) => "drain",
+            Event::Exit(_) => "exit",
+            Event::Reinit { .. } => "reinit",
+        }
+    }
+
+    /// The one human sentence of the event.
+    pub fn msg(&self) -> String {
+        match self {
+            Event::Start(start) => {
+                let show = |limit: Option<u64>| limit.map_or("off".to_string(), format_size);
+                let mut msg = format!(
+                    "sampling every {} (rss limit {}, heap limit {}, heap probe {}); exit code {} after a recycle",
+                    format_duration(start.interval_ms),
+                    show(start.rss_limit),
+                    show(start.heap_limit),
+                    if start.v8_native { "native" } else { "js" },
+                    start.exit_code
+                );
+                if !start.has_rss {
+                    msg.push_str(
+                        "; RSS is not available on this platform, RSS limits are inactive",
+                    );
+                }
+                for warning in &start.warnings {
+                    msg.push_str("; ");
+                    msg.push_str(warning);
+                }
+                msg
+            }
+            Event::Sample(sample) => format!(
+                "rss {}, heap {} of {}",
+                format_size(sample.rss),
+                format_size(sample.heap_used),
+                format_size(sample.heap_limit)
+            ),
+            Event::Pressure {
+                reason,
+                value,
+                limit,
+            } => format!(
+                "{} {} passed 80% of limit {}",
+                reason.as_str(),
+                describe(*reason, *value),
+                describe(*reason, *limit)
+            ),
+            Event::Misconfigured {
+                reason,
+                value,
+                limit,
+            } => {
+                let variable = match reason {
+                    Reason::Heap => "MAX_HEAP",
+                    _ => "MAX_RSS",
+                };
+                format!(
+                    "{} {} is already over limit {} at start; not recycling on it (a restart would not help: raise SELF_RECYCLE_{variable} or the memory limit)",
+                    reason.as_str(),
+                    describe(*reason, *value),
+                    describe(*reason, *limit)
+                )
+            }
+            Event::Leak {
+                slope_per_min,
+                threshold_per_min,
+                window_ms,
+                points,
+            } => format!(
+                "post-GC heap grows {}/min over the last {} ({points} major GCs), above {}/min",
+                format_size(*slope_per_min as u64),
+                format_duration(*window_ms),
+                format_size(*threshold_per_min as u64)
+            ),
+            Event::Recycle(recycle) => {
+                let action = if recycle.exiting.is_some() {
+                    "exiting"
+                } else if recycle.dry_run {
+                    "dry run, not draining"
+                } else {
+                    "draining"
+                };
+                format!("{}; {action}", recycle.why())
+            }
+            Event::Stop {
+                signal,
+                joined,
+                drain_timeout_ms,
+            } => {
+                if *joined {
+                    format!("{signal} received during a recycle drain; the drain goes on, then the worker stops")
+                } else {
+                    format!(
+                        "{signal} received; stopping: draining (up to {})",
+                        format_duration(*drain_timeout_ms)
+                    )
+                }
+            }
+            Event::Drain(drain) => match &drain.phase {
+                DrainPhase::Start {
+                    hooks,
+                    in_flight,
+                    left_ms,
+                } => format!(
+                    "drain started: {hooks} hook(s), {in_flight} in-flight task(s), {left_ms} ms to finish"
+                ),
+                DrainPhase::End {
+                    in_flight,
+                    drained,
+                    errors,
+                } => {
+                    let how = if *drained {
+                        format!("drain finished in {} ms", drain.duration_ms)
+                    } else {
+                        format!(
+                            "drain deadline passed after {} ms with {in_flight} task(s) in flight",
+                            drain.duration_ms
+                        )
+                    };
+                    if errors.is_empty() {
+                        how
+                    } else {
+                        format!("{how}; {} hook(s) failed: {}", errors.len(), errors.join("; "))
+                    }
+                }
+            },
+            Event::Exit(exit) => exit.msg(),
+            Event::Reinit {
+                key,
+                attempts,
+                call_site,
+                ..
+            } => format!(
+                "'{key}' is already initialized but was asked to initialize again (attempt {attempts}) {call_site}; the existing value was returned"
+            ),
+        }
+    }
+
+    /// The event's own fields, after the envelope.
+    fn fields(&self) -> Map<String, Value> {
+        let mut fields = Map::new();
+        let mut put = |key: &str, value: Value| {
+            fields.insert(key.to_string(), value);
+        };
+        match self {
+            Event::Start(start) => {
+                put("config", start.config.clone());
+                put("probes", start.probes.clone());
+                put("memoryLimit", start.memory_limit.clone());
+                put("warnings", json!(start.warnings));
+                put("canExitProcess", json!(start.can_exit_process));
+            }
+            Event::Sample(sample) => {
+                put("rssAnon", json!(sample.rss_anon));
+                put("heapTotal", json!(sample.heap_total));
+                put("external", json!(sample.external));
+                put("jobsDone", json!(sample.jobs_done));
+            }
+            Event::Pressure {
+                reason,
+                value,
+                limit,
+            }
+            | Event::Misconfigured {
+                reason,
+                value,
+                limit,
+            } => {
+                put("reason", json!(reason.as_str()));
+                put("value", json!(value));
+                put("limit", json!(limit));
+            }
+            Event::Leak {
+                slope_per_min,
+                threshold_per_min,
+                window_ms,
+                points,
+            } => {
+                put("slopeBytesPerMin", json!(slope_per_min.round()));
+                put("thresholdBytesPerMin", json!(threshold_per_min.round()));
+                put("windowMs", json!(window_ms));
+                put("points", json!(points));
+            }
+            Event::Recycle(recycle) => {
+                put("reason", json!(recycle.reason.as_str()));
+                put("value", json!(recycle.value));
+                put("limit", json!(recycle.limit));
+                put("strikes", json!(recycle.strikes));
+                put("dryRun", json!(recycle.dry_run));
+                put("drainTimeoutMs", json!(recycle.drain_timeout_ms));
+                if recycle.ceiling {
+                    put("ceiling", json!(true));
+                }
+                if let Some(detail) = &recycle.detail {
+                    put("detail", json!(detail));
+                }
+                if let Some((admission, waited_ms)) = &recycle.stagger {
+                    put("stagger", json!(admission));
+                    put("staggerWaitMs", json!(waited_ms));
+                }
+                if let Some(headroom) = recycle.headroom {
+                    put("headroom", json!(headroom));
+                }
+            }
+            Event::Stop {
+                signal,
+                joined,
+                drain_timeout_ms,
+            } => {
+                put("signal", json!(signal));
+                put("joined", json!(joined));
+                put("drainTimeoutMs", json!(drain_timeout_ms));
+            }
+            Event::Drain(drain) => {
+                put("reason", json!(drain.reason.as_str()));
+                put("durationMs", json!(drain.duration_ms));
+                match &drain.phase {
+                    DrainPhase::Start {
+                        hooks, in_flight, ..
+                    } => {
+                        put("phase", json!("start"));
+                        put("inFlight", json!(in_flight));
+                        put("hooks", json!(hooks));
+                    }
+                    DrainPhase::End {
+                        in_flight,
+                        drained,
+                        errors,
+                    } => {
+                        put("phase", json!("end"));
+                        put("inFlight", json!(in_flight));
+                        put("drained", json!(drained));
+                        put("errors", json!(errors));
+                    }
+                }
+            }
+            Event::Exit(exit) => {
+                put("code", json!(exit.code));
+                put("drained", json!(exit.drained()));
+                put("durationMs", json!(exit.duration_ms));
+                put("reason", json!(exit.reason.as_str()));
+                put("forced", json!(exit.forced()));
+                if let Some(signal) = &exit.signal {
+                    put("signal", json!(signal));
+                }
+                if let Some(report) = &exit.report {
+                    put("report", report.clone());
+                }
+                if let Some(snapshot) = &exit.heap_snapshot {
+                    put("heapSnapshot", snapshot.clone());
+                }
+            }
+            Event::Reinit {
+                key,
+                attempts,
+                call_site,
+                stack,
+            } => {
+                put("key", json!(key));
+                put("attempts", json!(attempts));
+                put("callSite", json!(call_site));
+                put("stack", json!(stack));
+            }
+        }
+        fields
+    }
+
+    /// `{ event, schema, time, pid, uptimeMs, rss, heapUsed, heapLimit, msg, ...fields }`.
+    pub fn to_json(&self, envelope: &Envelope) -> Map<String, Value> {
+        let mut object = Map::new();
+        object.insert("event".into(), json!(self.name()));
+        object.insert("schema".into(), json!(SCHEMA));
+        object.insert("time".into(), json!(iso8601_now()));
+        object.insert("pid".into(), json!(std::process::id()));
+        object.insert("uptimeMs".into(), json!(envelope.uptime_ms));
+        object.insert("rss".into(), json!(envelope.rss));
+        object.insert("heapUsed".into(), json!(envelope.heap_used));
+        object.insert("heapLimit".into(), json!(envelope.heap_limit));
+        object.insert("msg".into(), json!(self.msg()));
+        for (key, value) in self.fields() {
+            // The envelope is the contract: fields never overwrite it.
+            object.entry(key).or_insert(value);
+        }
+        object
+    }
+}
+
+fn describe(reason: Reason, value: u64) -> String {
+    match reason {
+        Reason::Jobs => format!("{value} jobs"),
+        Reason::Age | Reason::Stall => format_duration(value),
+        _ => format_size(value),
+    }
 }
 
 /// One log line (without the newline) in the given mode; `None` for `off`.
@@ -61,7 +583,7 @@ pub fn format_line(event: &Map<String, Value>, mode: LogMode) -> Option<String> 
     }
 }
 
-/// Writes one event to stderr, synchronously. Safe from any thread.
+/// Writes one event to fd 2, synchronously. Safe from any thread: for when JS cannot run.
 pub fn write_stderr(event: &Map<String, Value>, mode: LogMode) {
     if let Some(mut line) = format_line(event, mode) {
         line.push('\n');
@@ -105,6 +627,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    const MIB: u64 = 1 << 20;
+
     #[test]
     fn iso_dates() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
@@ -120,11 +644,13 @@ mod tests {
             heap_used: 3,
             heap_limit: 100,
         };
-        let mut extra = Map::new();
-        extra.insert("reason".into(), json!("rss"));
-        extra.insert("pid".into(), json!(-1));
-        let event = build("recycle", &envelope, "hello", extra);
-        let keys: Vec<&str> = event.keys().map(String::as_str).collect();
+        let event = Event::Pressure {
+            reason: Reason::Rss,
+            value: 90 * MIB,
+            limit: 100 * MIB,
+        };
+        let object = event.to_json(&envelope);
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             [
@@ -137,16 +663,85 @@ mod tests {
                 "heapUsed",
                 "heapLimit",
                 "msg",
-                "reason"
+                "reason",
+                "value",
+                "limit"
             ]
         );
-        assert_eq!(event["pid"], json!(std::process::id()));
-        let line = format_line(&event, LogMode::Pretty).expect("pretty");
-        assert!(line.ends_with("recycle: hello"), "{line}");
-        assert!(format_line(&event, LogMode::Off).is_none());
+        assert_eq!(object["pid"], json!(std::process::id()));
+        assert_eq!(
+            object["msg"],
+            json!("rss 90 MiB passed 80% of limit 100 MiB")
+        );
+        let line = format_line(&object, LogMode::Pretty).expect("pretty");
+        assert!(
+            line.ends_with("pressure: rss 90 MiB passed 80% of limit 100 MiB"),
+            "{line}"
+        );
+        assert!(format_line(&object, LogMode::Off).is_none());
         let parsed: Value =
-            serde_json::from_str(&format_line(&event, LogMode::Json).expect("json"))
+            serde_json::from_str(&format_line(&object, LogMode::Json).expect("json"))
                 .expect("valid");
         assert_eq!(parsed["reason"], json!("rss"));
+    }
+
+    #[test]
+    fn exit_message_and_duration_agree() {
+        let exit = Exit {
+            code: 42,
+            reason: Reason::Rss,
+            cause: ExitCause::Drained,
+            duration_ms: 45,
+            drain_timeout_ms: 30_000,
+            report: None,
+            heap_snapshot: None,
+            signal: None,
+        };
+        let object = Event::Exit(Box::new(exit)).to_json(&Envelope::default());
+        assert_eq!(
+            object["msg"],
+            json!("drained in 45 ms; exiting with code 42")
+        );
+        assert_eq!(object["durationMs"], json!(45));
+        assert_eq!(object["drained"], json!(true));
+        assert_eq!(object["forced"], json!(false));
+    }
+
+    #[test]
+    fn a_near_heap_exit_says_so() {
+        let exit = Exit {
+            code: 75,
+            reason: Reason::NearHeapLimit,
+            cause: ExitCause::NearHeapLimit(NearHeapExit::Again),
+            duration_ms: 3,
+            drain_timeout_ms: 30_000,
+            report: None,
+            heap_snapshot: None,
+            signal: None,
+        };
+        let object = Event::Exit(Box::new(exit)).to_json(&Envelope::default());
+        let msg = object["msg"].as_str().unwrap_or_default();
+        assert!(msg.starts_with("V8 heap reached its limit again"), "{msg}");
+        assert!(!msg.contains("drain did not finish"), "{msg}");
+        assert_eq!(object["forced"], json!(true));
+        assert_eq!(object["drained"], json!(false));
+    }
+
+    #[test]
+    fn recycle_messages() {
+        let mut recycle = Recycle::new(Reason::Rss, 774 * MIB, 768 * MIB, 3);
+        assert_eq!(
+            Event::Recycle(Box::new(recycle.clone())).msg(),
+            "rss 774 MiB over limit 768 MiB for 3 samples; draining"
+        );
+        recycle.ceiling = true;
+        assert!(recycle.why().contains("hard ceiling"));
+        let mut manual = Recycle::new(Reason::Manual, 0, 0, 0);
+        manual.detail = Some("deploy".into());
+        manual.dry_run = true;
+        assert_eq!(
+            Event::Recycle(Box::new(manual)).msg(),
+            "manual recycle requested (deploy); dry run, not draining"
+        );
     }
 }

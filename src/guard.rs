@@ -8,8 +8,6 @@ use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-pub const MAX_KEY_BYTES: usize = 1024;
-
 #[derive(Debug, Default, Clone)]
 struct KeyRecord {
     inits: u64,

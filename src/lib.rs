@@ -1,21 +1,22 @@
 #![deny(clippy::all)]
 //! The napi surface only: thin wrappers over the modules below, and error mapping.
 //! Every export uses `catch_unwind` so a panic becomes a JS error, never an abort.
+//! Events cross to JS as objects (napi's serde-json), built once in `event.rs`.
 
-pub mod config;
-pub mod event;
-pub mod guard;
-pub mod liveness;
-pub mod monitor;
-pub mod near_heap;
-pub mod notify;
-pub mod policy;
-pub mod probe;
-pub mod recycle;
-pub mod report;
-pub mod sampler;
-pub mod stagger;
-pub mod units;
+mod config;
+mod event;
+mod guard;
+mod liveness;
+mod monitor;
+mod near_heap;
+mod notify;
+mod policy;
+mod probe;
+mod recycle;
+mod report;
+mod sampler;
+mod stagger;
+mod units;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -29,53 +30,19 @@ use napi_derive::napi;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
-use crate::config::{LogMode, RawSettings};
+use crate::config::{ConfigError, Machine, RawSettings};
+use crate::event::{DrainPhase, Envelope, Event, Recycle};
 use crate::guard::{InitCost, REGISTRY};
 use crate::liveness::Liveness;
-use crate::monitor::{EventSink, Monitor, MonitorSetup, Probes, RecycleRequest};
+use crate::monitor::{EventSink, Monitor, MonitorSetup, Probes};
+use crate::near_heap::NearHeapHandler;
 use crate::notify::Notifier;
 use crate::policy::Reason;
 use crate::probe::heap_cell::HeapCell;
-use crate::probe::procfs::StatmReader;
+use crate::probe::procfs;
 use crate::probe::v8::{self, HeapFigures, Isolate, JsHeapStatistics};
+use crate::recycle::StopOutcome;
 use crate::sampler::{SampleSource, Ticker};
-
-/// The result of validating settings: `ok`, or the failing variable, its value and what
-/// is accepted (the JS layer turns this into an `ERR_SELF_RECYCLE_CONFIG` error).
-#[napi(object)]
-pub struct ConfigCheck {
-    pub ok: bool,
-    pub disabled: bool,
-    pub variable: Option<String>,
-    pub value: Option<String>,
-    pub accepts: Option<String>,
-    pub message: Option<String>,
-}
-
-#[napi(catch_unwind)]
-pub fn check_config(env: HashMap<String, String>, options: HashMap<String, String>) -> ConfigCheck {
-    match config::parse(&RawSettings {
-        env: &env,
-        options: &options,
-    }) {
-        Ok(config) => ConfigCheck {
-            ok: true,
-            disabled: config.disable,
-            variable: None,
-            value: None,
-            accepts: None,
-            message: None,
-        },
-        Err(error) => ConfigCheck {
-            ok: false,
-            disabled: false,
-            message: Some(error.to_string()),
-            variable: Some(error.variable),
-            value: Some(error.value),
-            accepts: Some(error.accepts),
-        },
-    }
-}
 
 /// What `v8.getHeapStatistics()` returned just before `start`, in camelCase.
 #[napi(object)]
@@ -86,6 +53,8 @@ pub struct HeapStatisticsInput {
     pub heap_size_limit: f64,
     pub external_memory: f64,
     pub number_of_native_contexts: f64,
+    /// What the old space may grow to (heap_size_limit minus the young generation).
+    pub old_space_limit: f64,
 }
 
 #[napi(object)]
@@ -103,42 +72,54 @@ pub struct StartInput {
     pub force_js_heap_probe: bool,
     /// Node runs with `--heapsnapshot-near-heap-limit`: its callback must stay in place.
     pub node_owns_near_heap_limit: bool,
-    /// `{ node, v8, platform, arch }` as JSON, for the recycle report.
-    pub versions_json: String,
+    /// `{ node, v8, platform, arch }`, for the recycle report.
+    pub versions: Value,
     /// `Date.now()` at start.
     pub started_epoch_ms: f64,
+    /// systemd's `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` as the process
+    /// received them (JS removes them from its environment so children cannot notify).
+    pub notify_socket: Option<String>,
+    pub watchdog_usec: Option<String>,
+    pub watchdog_pid: Option<String>,
 }
 
 /// What the sampler thread sends to the JS thread.
 enum ToJs {
-    Event(String),
-    /// A liveness ping: answered (recorded) on the JS thread; JS receives an empty string.
+    Event(Map<String, Value>),
+    /// A liveness ping: answered (recorded) on the JS thread; JS receives `null`.
     Ping,
 }
 
-type EventCallback = ThreadsafeFunction<ToJs, (), String, Status, false, true>;
+type EventCallback = ThreadsafeFunction<ToJs, (), Value, Status, false, true>;
 
-/// Delivers events to JS through a weak threadsafe function (it never keeps the loop alive).
+/// Delivers events to JS through a weak threadsafe function (it never keeps the loop
+/// alive). Released on `stop()`, so a stopped recycler holds no JS function.
 struct JsSink {
-    callback: EventCallback,
+    callback: Mutex<Option<EventCallback>>,
+}
+
+impl JsSink {
+    fn call(&self, value: ToJs) -> bool {
+        match self.callback.lock().as_ref() {
+            Some(callback) => {
+                callback.call(value, ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
+            }
+            None => false,
+        }
+    }
 }
 
 impl EventSink for JsSink {
-    fn deliver(&self, event: &Map<String, Value>) -> bool {
-        match serde_json::to_string(event) {
-            Ok(json) => {
-                self.callback
-                    .call(ToJs::Event(json), ThreadsafeFunctionCallMode::NonBlocking)
-                    == Status::Ok
-            }
-            Err(_) => false,
-        }
+    fn deliver(&self, event: Map<String, Value>) -> bool {
+        self.call(ToJs::Event(event))
     }
 
     fn ping(&self) -> bool {
-        self.callback
-            .call(ToJs::Ping, ThreadsafeFunctionCallMode::NonBlocking)
-            == Status::Ok
+        self.call(ToJs::Ping)
+    }
+
+    fn release(&self) {
+        self.callback.lock().take();
     }
 }
 
@@ -150,12 +131,27 @@ fn to_bytes(value: f64) -> u64 {
     }
 }
 
+/// `ERR_SELF_RECYCLE_CONFIG` with the variable, the value and what is accepted as
+/// properties, thrown from the constructor itself.
+fn config_error(env: &Env, error: &ConfigError) -> Error {
+    let thrown = (|| -> Result<()> {
+        let mut object = env.create_error(Error::new(Status::InvalidArg, error.to_string()))?;
+        object.set_named_property("name", "SelfRecycleConfigError")?;
+        object.set_named_property("code", "ERR_SELF_RECYCLE_CONFIG")?;
+        object.set_named_property("variable", error.variable.as_str())?;
+        object.set_named_property("value", error.value.as_str())?;
+        object.set_named_property("accepts", error.accepts.as_str())?;
+        env.throw(object)
+    })();
+    match thrown {
+        Ok(()) => Error::new(Status::PendingException, error.to_string()),
+        Err(_) => Error::new(Status::InvalidArg, error.to_string()),
+    }
+}
+
 /// Chooses the heap probe: native when every symbol resolves and the layout matches what
 /// JS just read; otherwise the JS fallback, with the reason.
-fn choose_heap_probe(
-    input: &StartInput,
-    heap: &'static HeapCell,
-) -> (Option<Isolate>, Option<String>) {
+fn choose_heap_probe(input: &StartInput, heap: &HeapCell) -> (Option<Isolate>, Option<String>) {
     if input.force_js_heap_probe {
         return (
             None,
@@ -170,10 +166,12 @@ fn choose_heap_probe(
         external_memory: input.heap.external_memory,
         number_of_native_contexts: input.heap.number_of_native_contexts,
     };
-    let checked =
-        v8::current_isolate().and_then(|isolate| v8::validate(isolate, &js).map(|()| isolate));
+    // SAFETY: a napi constructor runs on the JS thread of this isolate.
+    let checked = v8::current_isolate()
+        .and_then(|isolate| unsafe { v8::validate(isolate, &js) }.map(|()| isolate));
     match checked {
-        Ok(isolate) => match v8::read_heap(isolate) {
+        // SAFETY: as above, on the JS thread.
+        Ok(isolate) => match unsafe { v8::read_heap(isolate) } {
             Some(figures) => {
                 heap.record(figures);
                 (Some(isolate), None)
@@ -202,7 +200,10 @@ fn on_main_thread(input: &StartInput) -> bool {
 }
 
 /// Installs the near-heap-limit callback when allowed; records why not otherwise.
-fn install_near_heap_limit(input: &StartInput, monitor: &Arc<Monitor>) -> Option<Arc<Monitor>> {
+fn install_near_heap_limit(
+    input: &StartInput,
+    monitor: &Arc<Monitor>,
+) -> Option<Arc<dyn NearHeapHandler>> {
     let refusal = if !monitor.config().near_heap_limit {
         Some("off (SELF_RECYCLE_NEAR_HEAP_LIMIT=off)".to_string())
     } else if !on_main_thread(input) {
@@ -216,12 +217,13 @@ fn install_near_heap_limit(input: &StartInput, monitor: &Arc<Monitor>) -> Option
         monitor.set_near_heap_status(reason);
         return None;
     }
+    let handler: Arc<dyn NearHeapHandler> = Arc::clone(monitor) as Arc<dyn NearHeapHandler>;
     let installed =
-        v8::current_isolate().and_then(|isolate| near_heap::install(isolate, Arc::clone(monitor)));
+        v8::current_isolate().and_then(|isolate| near_heap::install(isolate, Arc::clone(&handler)));
     match installed {
         Ok(()) => {
             monitor.set_near_heap_status("on".to_string());
-            Some(Arc::clone(monitor))
+            Some(handler)
         }
         Err(reason) => {
             monitor.set_near_heap_status(format!("off: {reason}"));
@@ -230,32 +232,55 @@ fn install_near_heap_limit(input: &StartInput, monitor: &Arc<Monitor>) -> Option
     }
 }
 
-/// Stops the ticker and unhooks from V8; shared with the env cleanup hook.
-struct Running {
+/// What one started recycler attached to the runtime: the sampler thread and V8 hooks.
+/// Detached on `stop()`, in the env cleanup hook and at process exit.
+struct Attachments {
     ticker: Option<Ticker>,
-    near_heap: Option<Arc<Monitor>>,
+    near_heap: Option<Arc<dyn NearHeapHandler>>,
     gc_isolate: Option<Isolate>,
-    heap: &'static HeapCell,
+    heap: Option<&'static HeapCell>,
 }
 
-impl Running {
-    fn shut_down(&mut self) {
+impl Attachments {
+    fn detach(&mut self) {
         if let Some(mut ticker) = self.ticker.take() {
             ticker.stop();
         }
-        if let Some(isolate) = self.gc_isolate.take() {
-            self.heap.remove_gc_epilogue(isolate);
+        if let (Some(isolate), Some(heap)) = (self.gc_isolate.take(), self.heap) {
+            // SAFETY: detach runs on the JS thread (napi call or env cleanup hook).
+            unsafe { heap.remove_gc_epilogue(isolate) };
         }
-        if let Some(monitor) = self.near_heap.take() {
-            near_heap::uninstall(&monitor);
+        if let Some(handler) = self.near_heap.take() {
+            near_heap::uninstall(&handler);
+        }
+        if let Some(heap) = self.heap.take() {
+            heap.release();
         }
     }
 }
 
 #[napi]
 pub struct NativeRecycler {
-    monitor: Arc<Monitor>,
-    running: Arc<Mutex<Running>>,
+    /// `None`: `SELF_RECYCLE_DISABLE` — an inert recycler.
+    monitor: Option<Arc<Monitor>>,
+    sink: Option<Arc<JsSink>>,
+    attachments: Arc<Mutex<Attachments>>,
+}
+
+struct SharedSink(Arc<JsSink>);
+
+impl EventSink for SharedSink {
+    fn deliver(&self, event: Map<String, Value>) -> bool {
+        self.0.deliver(event)
+    }
+
+    fn ping(&self) -> bool {
+        self.0.ping()
+    }
+
+    fn release(&self) {
+        self.0.release();
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -264,14 +289,27 @@ fn invalid(message: impl Into<String>) -> Error {
 
 #[napi]
 impl NativeRecycler {
+    /// Parses the settings (throwing `ERR_SELF_RECYCLE_CONFIG`), then starts sampling.
     #[napi(constructor, catch_unwind)]
-    pub fn new(env: Env, input: StartInput, on_event: Function<String, ()>) -> Result<Self> {
+    pub fn new(env: Env, input: StartInput, on_event: Function<Value, ()>) -> Result<Self> {
         let config = config::parse(&RawSettings {
             env: &input.env,
             options: &input.options,
         })
-        .map_err(|e| invalid(e.to_string()))?;
-        let heap = HeapCell::leak();
+        .map_err(|error| config_error(&env, &error))?;
+        if config.disable {
+            return Ok(NativeRecycler {
+                monitor: None,
+                sink: None,
+                attachments: Arc::new(Mutex::new(Attachments {
+                    ticker: None,
+                    near_heap: None,
+                    gc_isolate: None,
+                    heap: None,
+                })),
+            });
+        }
+        let heap = HeapCell::acquire();
         let (isolate, fallback_reason) = choose_heap_probe(&input, heap);
         if isolate.is_none() {
             heap.record(HeapFigures {
@@ -281,7 +319,8 @@ impl NativeRecycler {
                 external: to_bytes(input.heap.external_memory),
             });
         }
-        let gc_isolate = isolate.filter(|i| heap.install_gc_epilogue(*i));
+        // SAFETY: the constructor runs on the JS thread; the cell outlives the hook.
+        let gc_isolate = isolate.filter(|i| unsafe { heap.install_gc_epilogue(*i) });
         let liveness = Arc::new(Liveness::default());
         let answering = Arc::clone(&liveness);
         let callback: EventCallback = on_event
@@ -289,28 +328,50 @@ impl NativeRecycler {
             .weak::<true>()
             .callee_handled::<false>()
             .build_callback(move |context| match context.value {
-                ToJs::Event(json) => Ok(json),
+                ToJs::Event(event) => Ok(Value::Object(event)),
                 ToJs::Ping => {
                     answering.pong();
-                    Ok(String::new())
+                    Ok(Value::Null)
                 }
             })?;
+        let sink = Arc::new(JsSink {
+            callback: Mutex::new(Some(callback)),
+        });
         let source = SampleSource::new(heap, isolate, to_bytes(input.uptime_ms));
+        let main_thread = on_main_thread(&input);
+        let notifier = main_thread
+            .then(|| {
+                input.notify_socket.clone().map(|socket| {
+                    Notifier::new(
+                        socket,
+                        input.watchdog_usec.as_deref(),
+                        input.watchdog_pid.as_deref(),
+                        std::process::id(),
+                    )
+                })
+            })
+            .flatten();
+        let machine = Machine {
+            memory_limit: probe::cgroup::detect(),
+            heap_size_limit: Some(to_bytes(input.heap.heap_size_limit)).filter(|b| *b > 0),
+            old_space_limit: Some(to_bytes(input.heap.old_space_limit)).filter(|b| *b > 0),
+        };
         let monitor = Arc::new(Monitor::new(MonitorSetup {
             config,
-            memory_limit: probe::cgroup::detect(),
+            machine,
             source,
             probes: Probes {
                 v8_native: isolate.is_some(),
                 v8_fallback_reason: fallback_reason,
                 gc_epilogue: gc_isolate.is_some(),
             },
-            can_exit_process: on_main_thread(&input),
-            sink: Box::new(JsSink { callback }),
-            versions: serde_json::from_str(&input.versions_json).unwrap_or(Value::Null),
+            can_exit_process: main_thread,
+            sink: Box::new(SharedSink(Arc::clone(&sink))),
+            versions: input.versions.clone(),
             started_epoch_ms: to_bytes(input.started_epoch_ms),
             liveness,
-            notifier: on_main_thread(&input).then(Notifier::from_env).flatten(),
+            notifier,
+            jitter_unit: random_unit(),
         }));
         monitor.notify_ready();
         let near_heap = install_near_heap_limit(&input, &monitor);
@@ -321,140 +382,199 @@ impl NativeRecycler {
                 format!("cannot start the sampler thread: {e}"),
             )
         })?;
-        let running = Arc::new(Mutex::new(Running {
+        monitor.set_waker(ticker.waker());
+        let attachments = Arc::new(Mutex::new(Attachments {
             ticker: Some(ticker),
             near_heap,
             gc_isolate,
-            heap,
+            heap: Some(heap),
         }));
         // Runs when the isolate's environment is torn down (worker.terminate(), normal
         // exit): the thread must be joined before the isolate goes away.
-        let for_cleanup = Arc::clone(&running);
-        env.add_env_cleanup_hook((), move |()| for_cleanup.lock().shut_down())?;
-        Ok(NativeRecycler { monitor, running })
+        let for_cleanup = Arc::clone(&attachments);
+        env.add_env_cleanup_hook((), move |()| for_cleanup.lock().detach())?;
+        Ok(NativeRecycler {
+            monitor: Some(monitor),
+            sink: Some(sink),
+            attachments,
+        })
+    }
+
+    fn monitor(&self) -> Result<&Arc<Monitor>> {
+        self.monitor
+            .as_ref()
+            .ok_or_else(|| invalid("self-recycle is disabled (SELF_RECYCLE_DISABLE)"))
+    }
+
+    /// `true` when `SELF_RECYCLE_DISABLE` made this recycler inert.
+    #[napi(getter, catch_unwind)]
+    pub fn disabled(&self) -> bool {
+        self.monitor.is_none()
     }
 
     #[napi(catch_unwind)]
-    pub fn start_event(&self) -> String {
-        Value::Object(self.monitor.start_event()).to_string()
+    pub fn start_event(&self) -> Result<Map<String, Value>> {
+        Ok(self.monitor()?.start_event())
     }
 
-    /// Manual or signal-driven recycle; `false` if one is already under way.
+    /// A manual recycle: returns its `recycle` event for JS to drain on at once, or
+    /// `null` if a recycle or a stop is already under way.
     #[napi(catch_unwind)]
-    pub fn trigger(&self, reason: String, detail: Option<String>) -> bool {
-        let (reason, detail) = match Reason::parse(&reason) {
-            Some(known) => (known, detail),
-            None => (Reason::Manual, Some(reason)),
+    pub fn trigger(&self, detail: Option<String>) -> Result<Option<Map<String, Value>>> {
+        let mut recycle = Recycle::new(Reason::Manual, 0, 0, 0);
+        recycle.detail = detail;
+        Ok(self.monitor()?.trigger(recycle, false))
+    }
+
+    /// A stop signal: `{ outcome: 'started' | 'joined' | 'again', event }`.
+    #[napi(catch_unwind)]
+    pub fn request_stop(&self, signal: String, number: i32) -> Result<Value> {
+        let (outcome, event) = self.monitor()?.request_stop(&signal, number);
+        let outcome = match outcome {
+            StopOutcome::Started => "started",
+            StopOutcome::Joined => "joined",
+            StopOutcome::Again => "again",
         };
-        let why = match &detail {
-            Some(text) => format!("{} recycle requested ({text})", reason.as_str()),
-            None => format!("{} recycle requested", reason.as_str()),
-        };
-        let mut request = RecycleRequest::new(reason, why, 0, 0, 0);
-        if let Some(detail) = detail {
-            request.extra.insert("detail".into(), Value::String(detail));
-        }
-        self.monitor.trigger(request)
+        Ok(serde_json::json!({ "outcome": outcome, "event": event }))
+    }
+
+    /// The second signal of a stop: the `exit` event for leaving at once.
+    #[napi(catch_unwind)]
+    pub fn interrupt(&self, signal: String, number: i32) -> Result<Option<Map<String, Value>>> {
+        Ok(self.monitor()?.interrupt(&signal, number))
     }
 
     #[napi(catch_unwind)]
-    pub fn job_done(&self, count: u32) -> f64 {
-        self.monitor.job_done(u64::from(count)) as f64
+    pub fn job_done(&self, count: u32) -> Result<f64> {
+        Ok(self.monitor()?.job_done(u64::from(count)) as f64)
     }
 
     /// Heap figures from the JS fallback probe.
     #[napi(catch_unwind)]
-    pub fn report_heap(&self, used: f64, total: f64, limit: f64, external: f64) {
-        self.running.lock().heap.record(HeapFigures {
+    pub fn report_heap(&self, used: f64, total: f64, limit: f64, external: f64) -> Result<()> {
+        self.monitor()?.record_heap(HeapFigures {
             used: to_bytes(used),
             total: to_bytes(total),
             limit: to_bytes(limit),
             external: to_bytes(external),
         });
+        Ok(())
     }
 
     /// A post-GC heap figure from the JS fallback (a major `gc` performance entry).
     #[napi(catch_unwind)]
-    pub fn report_post_gc(&self, used: f64) {
-        self.running.lock().heap.record_post_gc(to_bytes(used));
+    pub fn report_post_gc(&self, used: f64) -> Result<()> {
+        self.monitor()?.record_post_gc(to_bytes(used));
+        Ok(())
     }
 
     /// JS took the `recycle` event; returns the milliseconds left to drain.
     #[napi(catch_unwind)]
-    pub fn acknowledge(&self) -> Option<f64> {
-        self.monitor
+    pub fn acknowledge(&self) -> Result<Option<f64>> {
+        Ok(self
+            .monitor()?
             .acknowledge()
-            .map(|left| left.as_millis() as f64)
+            .map(|left| left.as_millis() as f64))
     }
 
-    /// JS finished draining; returns the `exit` event as JSON. `extra_json` fields (such
-    /// as the heap snapshot's path) go into the event and the report.
+    /// The `drain` start event, on the drain's own clock.
     #[napi(catch_unwind)]
-    pub fn finish(&self, drained: bool, extra_json: Option<String>) -> Option<String> {
-        let extra = match extra_json.map(|text| serde_json::from_str::<Value>(&text)) {
-            Some(Ok(Value::Object(map))) => map,
-            _ => Map::new(),
-        };
-        self.monitor
-            .finish(drained, extra)
-            .map(|event| Value::Object(event).to_string())
+    pub fn drain_started(&self, hooks: u32, in_flight: u32) -> Result<Option<Map<String, Value>>> {
+        Ok(self.monitor()?.drain_event(DrainPhase::Start {
+            hooks,
+            in_flight,
+            left_ms: 0,
+        }))
     }
 
-    /// Builds an event with the envelope filled from the latest sample.
+    /// The `drain` end event.
     #[napi(catch_unwind)]
-    pub fn event(&self, name: String, msg: String, extra_json: Option<String>) -> Result<String> {
-        let extra = match extra_json {
-            Some(text) => match serde_json::from_str::<Value>(&text) {
-                Ok(Value::Object(map)) => map,
-                _ => return Err(invalid("event fields must be a JSON object")),
-            },
-            None => Map::new(),
-        };
-        Ok(Value::Object(self.monitor.event(&name, &msg, extra)).to_string())
+    pub fn drain_finished(
+        &self,
+        in_flight: u32,
+        drained: bool,
+        errors: Vec<String>,
+    ) -> Result<Option<Map<String, Value>>> {
+        Ok(self.monitor()?.drain_event(DrainPhase::End {
+            in_flight,
+            drained,
+            errors,
+        }))
+    }
+
+    /// JS finished draining and leaves now: returns the `exit` event (the recycle report,
+    /// if any, holds the same event).
+    #[napi(catch_unwind)]
+    pub fn finish(
+        &self,
+        drained: bool,
+        heap_snapshot: Option<Value>,
+    ) -> Result<Option<Map<String, Value>>> {
+        Ok(self.monitor()?.finish(drained, heap_snapshot))
     }
 
     /// Where the recycle report will be written, if `REPORT_DIR` is set.
     #[napi(catch_unwind)]
-    pub fn report_path(&self) -> Option<String> {
-        self.monitor.report_path().map(|p| p.display().to_string())
+    pub fn report_path(&self) -> Result<Option<String>> {
+        Ok(self
+            .monitor()?
+            .report_path()
+            .map(|p| p.display().to_string()))
     }
 
     #[napi(catch_unwind)]
-    pub fn stats(&self) -> String {
-        self.monitor.stats().to_string()
+    pub fn stats(&self) -> Result<Value> {
+        Ok(self.monitor()?.stats())
     }
 
     #[napi(catch_unwind)]
-    pub fn set_sample_events(&self, enabled: bool) {
-        self.monitor.set_sample_events(enabled);
+    pub fn set_sample_events(&self, enabled: bool) -> Result<()> {
+        self.monitor()?.set_sample_events(enabled);
+        Ok(())
     }
 
     #[napi(catch_unwind)]
-    pub fn sample_consumed(&self) {
-        self.monitor.sample_consumed();
+    pub fn sample_consumed(&self) -> Result<()> {
+        self.monitor()?.sample_consumed();
+        Ok(())
     }
 
-    /// Stops sampling. Refused (`false`) while a recycle is under way: the deadline stays.
+    /// Stops sampling and lets go of the JS callback. Refused (`false`) while a recycle is
+    /// under way: the deadline stays.
     #[napi(catch_unwind)]
     pub fn stop(&self) -> bool {
-        if self.monitor.state_name() != "running" {
-            return false;
+        if let Some(monitor) = &self.monitor {
+            if monitor.state_name() != "running" {
+                return false;
+            }
         }
-        self.running.lock().shut_down();
+        self.shut_down();
         true
     }
 
     /// Stops everything, whatever the state: the process is exiting (`exit` listener).
     #[napi(catch_unwind)]
     pub fn shut_down(&self) {
-        self.running.lock().shut_down();
+        self.attachments.lock().detach();
+        if let Some(sink) = &self.sink {
+            sink.release();
+        }
     }
 }
 
 impl Drop for NativeRecycler {
     fn drop(&mut self) {
-        self.running.lock().shut_down();
+        self.attachments.lock().detach();
     }
+}
+
+/// A number in [0, 1), different in each process (the jitter of its limits).
+fn random_unit() -> f64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);
@@ -558,12 +678,9 @@ pub fn guard_track_init(key: String, duration_ms: f64, heap_delta: f64, rss_delt
 }
 
 #[napi(catch_unwind)]
-pub fn guard_stats() -> String {
-    REGISTRY.stats().to_string()
+pub fn guard_stats() -> Value {
+    REGISTRY.stats()
 }
-
-static STATM: once_cell::sync::Lazy<Option<StatmReader>> =
-    once_cell::sync::Lazy::new(StatmReader::open);
 
 #[napi(object)]
 pub struct ProbeCost {
@@ -577,22 +694,21 @@ pub struct ProbeCost {
 #[napi(catch_unwind)]
 pub fn probe_cost(iterations: u32) -> ProbeCost {
     let iterations = iterations.max(1);
-    let reader = StatmReader::open();
     let started = std::time::Instant::now();
     for _ in 0..iterations {
-        std::hint::black_box(reader.as_ref().and_then(StatmReader::read));
+        std::hint::black_box(procfs::resident());
     }
     let rss_ns = started.elapsed().as_nanos() as f64 / f64::from(iterations);
-    let heap_ns = v8::current_isolate()
-        .ok()
-        .filter(|i| v8::read_heap(*i).is_some())
-        .map(|isolate| {
-            let started = std::time::Instant::now();
-            for _ in 0..iterations {
-                std::hint::black_box(v8::read_heap(isolate));
-            }
-            started.elapsed().as_nanos() as f64 / f64::from(iterations)
-        });
+    // SAFETY: a napi call runs on the JS thread of the current isolate.
+    let readable = |isolate: &Isolate| unsafe { v8::read_heap(*isolate) }.is_some();
+    let heap_ns = v8::current_isolate().ok().filter(readable).map(|isolate| {
+        let started = std::time::Instant::now();
+        for _ in 0..iterations {
+            // SAFETY: as above.
+            std::hint::black_box(unsafe { v8::read_heap(isolate) });
+        }
+        started.elapsed().as_nanos() as f64 / f64::from(iterations)
+    });
     ProbeCost { rss_ns, heap_ns }
 }
 
@@ -605,44 +721,31 @@ pub fn available_memory() -> Option<f64> {
 /// Current RSS in bytes (0 where there is no procfs).
 #[napi(catch_unwind)]
 pub fn resident_bytes() -> f64 {
-    STATM
-        .as_ref()
-        .and_then(StatmReader::read)
-        .map_or(0.0, |r| r.rss as f64)
+    procfs::resident().map_or(0.0, |r| r.rss as f64)
 }
 
-/// Builds an event outside a running recycler (the guard's `reinit`).
+/// The guard's `reinit` event (it can happen with no recycler started).
 #[napi(catch_unwind)]
-pub fn build_event(
-    name: String,
-    msg: String,
-    extra_json: String,
+pub fn reinit_event(
+    key: String,
+    attempts: f64,
+    call_site: String,
+    stack: String,
     uptime_ms: f64,
     heap_used: f64,
     heap_limit: f64,
-) -> Result<String> {
-    let extra = match serde_json::from_str::<Value>(&extra_json) {
-        Ok(Value::Object(map)) => map,
-        _ => return Err(invalid("event fields must be a JSON object")),
-    };
-    let envelope = event::Envelope {
+) -> Map<String, Value> {
+    let envelope = Envelope {
         uptime_ms: to_bytes(uptime_ms),
-        rss: resident_bytes() as u64,
+        rss: procfs::resident().map_or(0, |r| r.rss),
         heap_used: to_bytes(heap_used),
         heap_limit: to_bytes(heap_limit),
     };
-    Ok(Value::Object(event::build(&name, &envelope, &msg, extra)).to_string())
-}
-
-/// Writes an event line to stderr: `mode` is json, pretty or off (auto = json).
-#[napi(catch_unwind)]
-pub fn log_event(event_json: String, mode: String) {
-    let mode = match mode.as_str() {
-        "pretty" => LogMode::Pretty,
-        "off" => LogMode::Off,
-        _ => LogMode::Json,
-    };
-    if let Ok(Value::Object(event)) = serde_json::from_str::<Value>(&event_json) {
-        event::write_stderr(&event, mode);
+    Event::Reinit {
+        key,
+        attempts: to_bytes(attempts),
+        call_site,
+        stack,
     }
+    .to_json(&envelope)
 }

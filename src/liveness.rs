@@ -12,7 +12,6 @@ pub struct Liveness {
     outstanding_since: AtomicU64,
     /// ms since `origin` (+1) of the last pong; 0 = never.
     last_pong: AtomicU64,
-    pongs: AtomicU64,
 }
 
 impl Default for Liveness {
@@ -21,7 +20,6 @@ impl Default for Liveness {
             origin: Instant::now(),
             outstanding_since: AtomicU64::new(0),
             last_pong: AtomicU64::new(0),
-            pongs: AtomicU64::new(0),
         }
     }
 }
@@ -47,7 +45,6 @@ impl Liveness {
     pub fn pong(&self) {
         self.last_pong.store(self.now(), Ordering::Release);
         self.outstanding_since.store(0, Ordering::Release);
-        self.pongs.fetch_add(1, Ordering::AcqRel);
     }
 
     /// How long the outstanding ping has waited, if one is outstanding.
@@ -64,10 +61,6 @@ impl Liveness {
             0 => false,
             at => self.now().saturating_sub(at) <= window.as_millis() as u64,
         }
-    }
-
-    pub fn pongs(&self) -> u64 {
-        self.pongs.load(Ordering::Acquire)
     }
 }
 
@@ -88,7 +81,6 @@ mod tests {
         assert!(liveness.ping_due());
         liveness.ping_failed();
         assert!(liveness.unanswered_for().is_none());
-        assert_eq!(liveness.pongs(), 1);
     }
 
     #[test]

@@ -11,11 +11,16 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::monitor::Monitor;
 use crate::probe::v8::{self, Isolate};
 
+/// Decides what happens at a near-heap-limit hit (the monitor implements it).
+pub trait NearHeapHandler: Send + Sync {
+    /// `hits` counts from 1; returns the new heap limit (`current` keeps it).
+    fn on_near_heap_limit(&self, hits: u32, current: u64, initial: u64) -> u64;
+}
+
 struct Installed {
-    monitor: Arc<Monitor>,
+    handler: Arc<dyn NearHeapHandler>,
     isolate: Isolate,
     hits: u32,
 }
@@ -24,7 +29,7 @@ struct Installed {
 static INSTALLED: Mutex<Option<Installed>> = Mutex::new(None);
 
 /// Installs the callback; `Err` says why it is not in use.
-pub fn install(isolate: Isolate, monitor: Arc<Monitor>) -> Result<(), String> {
+pub fn install(isolate: Isolate, handler: Arc<dyn NearHeapHandler>) -> Result<(), String> {
     if !v8::near_heap_limit_available() {
         return Err("V8 near-heap-limit hooks are not exported by this runtime".to_string());
     }
@@ -38,38 +43,26 @@ pub fn install(isolate: Isolate, monitor: Arc<Monitor>) -> Result<(), String> {
         return Err("AddNearHeapLimitCallback is unavailable".to_string());
     }
     *installed = Some(Installed {
-        monitor,
+        handler,
         isolate,
         hits: 0,
     });
     Ok(())
 }
 
-/// Removes the callback if `monitor` installed it. The heap limit keeps any headroom
+/// Removes the callback if `handler` installed it. The heap limit keeps any headroom
 /// already granted (0 = keep the current limit).
-pub fn uninstall(monitor: &Arc<Monitor>) {
+pub fn uninstall(handler: &Arc<dyn NearHeapHandler>) {
     let mut installed = INSTALLED.lock();
     if installed
         .as_ref()
-        .is_some_and(|i| Arc::ptr_eq(&i.monitor, monitor))
+        .is_some_and(|i| Arc::ptr_eq(&i.handler, handler))
     {
         if let Some(previous) = installed.take() {
             // SAFETY: JS thread (napi stop or env cleanup hook).
             unsafe { v8::remove_near_heap_limit(previous.isolate, on_near_heap_limit, 0) };
         }
     }
-}
-
-/// Headroom to grant: a quarter of the current limit, 32 MiB to 256 MiB, and never more
-/// than half of what the cgroup still allows. `None` when there is no room at all.
-pub fn headroom(current_limit: u64, rss: u64, cgroup_limit: Option<u64>) -> Option<u64> {
-    const MIB: u64 = 1 << 20;
-    let wanted = (current_limit / 4).clamp(32 * MIB, 256 * MIB);
-    let allowed = match cgroup_limit {
-        Some(limit) => wanted.min(limit.saturating_sub(rss) / 2),
-        None => wanted,
-    };
-    (allowed >= 4 * MIB).then_some(allowed)
 }
 
 /// # Safety
@@ -80,35 +73,15 @@ unsafe extern "C" fn on_near_heap_limit(
     initial: usize,
 ) -> usize {
     std::panic::catch_unwind(|| {
-        let monitor = {
+        let (handler, hits) = {
             let mut installed = INSTALLED.lock();
             let Some(entry) = installed.as_mut() else {
                 return current;
             };
             entry.hits += 1;
-            (Arc::clone(&entry.monitor), entry.hits)
+            (Arc::clone(&entry.handler), entry.hits)
         };
-        let (monitor, hits) = monitor;
-        monitor.on_near_heap_limit(hits, current as u64, initial as u64) as usize
+        handler.on_near_heap_limit(hits, current as u64, initial as u64) as usize
     })
     .unwrap_or(current)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIB: u64 = 1 << 20;
-
-    #[test]
-    fn headroom_is_bounded() {
-        assert_eq!(headroom(64 * MIB, 100 * MIB, None), Some(32 * MIB));
-        assert_eq!(headroom(400 * MIB, 100 * MIB, None), Some(100 * MIB));
-        assert_eq!(headroom(4096 * MIB, 100 * MIB, None), Some(256 * MIB));
-        assert_eq!(
-            headroom(400 * MIB, 900 * MIB, Some(1000 * MIB)),
-            Some(50 * MIB)
-        );
-        assert_eq!(headroom(400 * MIB, 999 * MIB, Some(1000 * MIB)), None);
-    }
 }

@@ -12,21 +12,6 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// From the environment systemd sets; `None` without `NOTIFY_SOCKET`.
-    pub fn from_env() -> Option<Notifier> {
-        let socket = std::env::var("NOTIFY_SOCKET")
-            .ok()
-            .filter(|s| !s.is_empty())?;
-        let usec = std::env::var("WATCHDOG_USEC").ok();
-        let pid = std::env::var("WATCHDOG_PID").ok();
-        Some(Notifier::new(
-            socket,
-            usec.as_deref(),
-            pid.as_deref(),
-            std::process::id(),
-        ))
-    }
-
     pub fn new(
         socket: String,
         watchdog_usec: Option<&str>,
@@ -52,9 +37,10 @@ impl Notifier {
         &self.socket
     }
 
-    /// Sends one datagram; errors are returned, never fatal.
-    pub fn send(&self, message: &str) -> std::io::Result<()> {
-        send_datagram(&self.socket, message.as_bytes())
+    /// Sends one datagram without ever blocking: a receiver that stops reading (a full
+    /// socket buffer) loses the message instead of freezing `start()` or the sampler.
+    pub fn send(&self, message: &str) {
+        let _ = send_datagram(&self.socket, message.as_bytes());
     }
 }
 
@@ -68,6 +54,7 @@ fn send_datagram(socket: &str, message: &[u8]) -> std::io::Result<()> {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram};
     let sender = UnixDatagram::unbound()?;
+    sender.set_nonblocking(true)?;
     if let Some(name) = socket.strip_prefix('@') {
         let address = SocketAddr::from_abstract_name(name.as_bytes())?;
         sender.send_to_addr(message, &address)?;
@@ -79,9 +66,9 @@ fn send_datagram(socket: &str, message: &[u8]) -> std::io::Result<()> {
 
 #[cfg(all(unix, not(target_os = "linux")))]
 fn send_datagram(socket: &str, message: &[u8]) -> std::io::Result<()> {
-    std::os::unix::net::UnixDatagram::unbound()?
-        .send_to(message, socket)
-        .map(|_| ())
+    let sender = std::os::unix::net::UnixDatagram::unbound()?;
+    sender.set_nonblocking(true)?;
+    sender.send_to(message, socket).map(|_| ())
 }
 
 #[cfg(not(unix))]
@@ -123,7 +110,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let receiver = UnixDatagram::bind(&path).expect("bind");
         let notifier = Notifier::new(path.display().to_string(), None, None, 1);
-        notifier.send("STOPPING=1\nSTATUS=recycling").expect("send");
+        notifier.send("STOPPING=1\nSTATUS=recycling");
         let mut buffer = [0u8; 256];
         let length = receiver.recv(&mut buffer).expect("recv");
         assert_eq!(&buffer[..length], b"STOPPING=1\nSTATUS=recycling");
@@ -135,12 +122,28 @@ mod tests {
         let name = format!("self-recycle-test-{}", std::process::id());
         let address = SocketAddr::from_abstract_name(name.as_bytes()).expect("address");
         let receiver = UnixDatagram::bind_addr(&address).expect("bind");
-        Notifier::new(format!("@{name}"), None, None, 1)
-            .send("WATCHDOG=1")
-            .expect("send");
+        Notifier::new(format!("@{name}"), None, None, 1).send("WATCHDOG=1");
         let mut buffer = [0u8; 64];
         let length = receiver.recv(&mut buffer).expect("recv");
         assert_eq!(&buffer[..length], b"WATCHDOG=1");
+    }
+
+    #[test]
+    fn a_receiver_that_never_reads_never_blocks_the_sender() {
+        let path = std::env::temp_dir().join(format!(
+            "self-recycle-notify-full-{}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let _receiver = UnixDatagram::bind(&path).expect("bind");
+        let notifier = Notifier::new(path.display().to_string(), None, None, 1);
+        let started = std::time::Instant::now();
+        // Far more than a socket buffer holds: a blocking send would hang here.
+        for _ in 0..20_000 {
+            notifier.send("WATCHDOG=1");
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -33,23 +33,6 @@ impl Reason {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Reason> {
-        [
-            Reason::Rss,
-            Reason::Heap,
-            Reason::Growth,
-            Reason::Leak,
-            Reason::NearHeapLimit,
-            Reason::Jobs,
-            Reason::Age,
-            Reason::Stall,
-            Reason::Manual,
-            Reason::Signal,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == text)
-    }
-
     /// Whether the value is a byte count (for messages).
     pub fn is_bytes(self) -> bool {
         matches!(
@@ -77,6 +60,10 @@ pub struct Limits {
     pub rss: Option<u64>,
     /// Use RssAnon instead of RSS for the `rss` and `growth` limits.
     pub rss_anon: bool,
+    /// The hard ceiling (95% of a cgroup limit): past it the OOM killer is near, so it
+    /// recycles before `MIN_UPTIME` and even when `MAX_RSS` is suspended as misconfigured.
+    /// Only a process already over it at start is spared (a restart would not help).
+    pub ceiling: Option<u64>,
     pub heap: Option<u64>,
     pub growth: Option<Growth>,
     pub jobs: Option<u64>,
@@ -112,6 +99,8 @@ pub enum Verdict {
         value: u64,
         limit: u64,
         strikes: u32,
+        /// Crossed the hard ceiling: no queueing behind siblings.
+        ceiling: bool,
     },
     /// The post-GC heap grows faster than the threshold over the window.
     Leak {
@@ -148,6 +137,7 @@ pub struct Baseline {
 pub struct Policy {
     limits: Limits,
     rss: Gauge,
+    ceiling: Gauge,
     heap: Gauge,
     growth: Gauge,
     jobs_fired: bool,
@@ -167,6 +157,7 @@ impl Policy {
         Policy {
             limits,
             rss: Gauge::default(),
+            ceiling: Gauge::default(),
             heap: Gauge::default(),
             growth: Gauge::default(),
             jobs_fired: false,
@@ -200,19 +191,12 @@ impl Policy {
         }
     }
 
-    pub fn is_suspended(&self, reason: Reason) -> bool {
-        match reason {
-            Reason::Rss => self.rss.suspended,
-            Reason::Heap => self.heap.suspended,
-            Reason::Growth => self.growth.suspended,
-            _ => false,
-        }
-    }
-
     pub fn observe(&mut self, sample: &Sample) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         let rss = self.rss_value(sample);
-        let check_misconfigured = !self.first_seen;
+        // Only a limit exceeded at the very first sample is misconfigured: one crossed
+        // during warm-up was reached by growth, and a restart would help.
+        let at_start = !self.first_seen;
         self.first_seen = true;
 
         if self.baseline.is_none() && sample.uptime_ms >= self.limits.warmup_ms {
@@ -226,32 +210,30 @@ impl Policy {
                 heap_used: sample.heap_used,
             });
         }
-        let at_baseline = self
-            .baseline
-            .is_some_and(|b| b.uptime_ms == sample.uptime_ms);
-        let check_misconfigured = check_misconfigured || at_baseline;
         let may_recycle = sample.uptime_ms >= self.limits.min_uptime_ms;
         let strikes_needed = self.limits.strikes.max(1);
 
         let gauges = [
-            (Reason::Rss, self.limits.rss, rss),
+            (Reason::Rss, self.limits.rss, rss, false),
             (
                 Reason::Heap,
                 self.limits.heap.filter(|_| sample.heap_limit > 0),
                 sample.heap_used,
+                false,
             ),
-            (Reason::Growth, self.growth_limit(), rss),
+            (Reason::Growth, self.growth_limit(), rss, false),
+            (Reason::Rss, self.limits.ceiling, rss, true),
         ];
-        for (reason, limit, value) in gauges {
+        for (reason, limit, value, is_ceiling) in gauges {
             let Some(limit) = limit else { continue };
-            let gauge = match reason {
-                Reason::Rss => &mut self.rss,
-                Reason::Heap => &mut self.heap,
+            let gauge = match (reason, is_ceiling) {
+                (_, true) => &mut self.ceiling,
+                (Reason::Rss, _) => &mut self.rss,
+                (Reason::Heap, _) => &mut self.heap,
                 _ => &mut self.growth,
             };
             // A growth limit starts at the baseline, so it can never be misconfigured.
-            if check_misconfigured && reason != Reason::Growth && value >= limit && !gauge.suspended
-            {
+            if at_start && reason != Reason::Growth && value >= limit {
                 gauge.suspended = true;
                 verdicts.push(Verdict::Misconfigured {
                     reason,
@@ -266,27 +248,30 @@ impl Policy {
                     continue;
                 }
             }
-            if value >= scaled(limit, PRESSURE) {
-                if !gauge.pressure_reported {
-                    gauge.pressure_reported = true;
-                    verdicts.push(Verdict::Pressure {
-                        reason,
-                        value,
-                        limit,
-                    });
+            if !is_ceiling {
+                if value >= scaled(limit, PRESSURE) {
+                    if !gauge.pressure_reported {
+                        gauge.pressure_reported = true;
+                        verdicts.push(Verdict::Pressure {
+                            reason,
+                            value,
+                            limit,
+                        });
+                    }
+                } else if value < scaled(limit, PRESSURE_REARM) {
+                    gauge.pressure_reported = false;
                 }
-            } else if value < scaled(limit, PRESSURE_REARM) {
-                gauge.pressure_reported = false;
             }
             if value >= limit {
                 gauge.strikes = gauge.strikes.saturating_add(1);
-                if gauge.strikes >= strikes_needed && may_recycle && !gauge.fired {
+                if gauge.strikes >= strikes_needed && (may_recycle || is_ceiling) && !gauge.fired {
                     gauge.fired = true;
                     verdicts.push(Verdict::Recycle {
                         reason,
                         value,
                         limit,
                         strikes: gauge.strikes,
+                        ceiling: is_ceiling,
                     });
                 }
             } else {
@@ -303,6 +288,7 @@ impl Policy {
                     value: sample.jobs_done,
                     limit,
                     strikes: 0,
+                    ceiling: false,
                 });
             }
         }
@@ -314,6 +300,7 @@ impl Policy {
                     value: sample.uptime_ms,
                     limit,
                     strikes: 0,
+                    ceiling: false,
                 });
             }
         }
@@ -381,6 +368,7 @@ impl Policy {
                 value: slope_per_min as u64,
                 limit: threshold as u64,
                 strikes: 0,
+                ceiling: false,
             });
         }
         verdicts
@@ -402,6 +390,7 @@ impl Policy {
                     value: waited,
                     limit,
                     strikes: 0,
+                    ceiling: false,
                 })
             }
             _ => {
@@ -432,6 +421,71 @@ pub fn theil_sen_slope(points: &[(u64, u64)]) -> Option<f64> {
     } else {
         slopes[middle]
     })
+}
+
+/// What to do when V8 reports the heap is about to run out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NearHeapAction {
+    /// First hit: raise the limit by `headroom` bytes and recycle at once.
+    Grant { headroom: u64 },
+    /// Exit now with the configured code, before V8 aborts.
+    Exit(NearHeapExit),
+    /// Leave V8 to its own handling (a dry run, or a thread that may not end the process).
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NearHeapExit {
+    /// The cgroup leaves no room for any headroom.
+    NoRoom,
+    /// The heap filled again before the drain finished.
+    Again,
+}
+
+impl NearHeapExit {
+    pub fn why(self) -> &'static str {
+        match self {
+            NearHeapExit::NoRoom => {
+                "V8 heap reached its limit and the cgroup leaves no room for headroom"
+            }
+            NearHeapExit::Again => "V8 heap reached its limit again before the drain finished",
+        }
+    }
+}
+
+/// The near-heap-limit decision: headroom is granted once, on the first hit only.
+pub fn near_heap_action(
+    hits: u32,
+    current_limit: u64,
+    rss: u64,
+    cgroup_limit: Option<u64>,
+    may_exit: bool,
+) -> NearHeapAction {
+    if hits == 1 {
+        if let Some(headroom) = headroom(current_limit, rss, cgroup_limit) {
+            return NearHeapAction::Grant { headroom };
+        }
+    }
+    if !may_exit {
+        return NearHeapAction::Keep;
+    }
+    NearHeapAction::Exit(if hits == 1 {
+        NearHeapExit::NoRoom
+    } else {
+        NearHeapExit::Again
+    })
+}
+
+/// Headroom to grant: a quarter of the current limit, 32 MiB to 256 MiB, and never more
+/// than half of what the cgroup still allows. `None` when there is no room at all.
+pub fn headroom(current_limit: u64, rss: u64, cgroup_limit: Option<u64>) -> Option<u64> {
+    const MIB: u64 = 1 << 20;
+    let wanted = (current_limit / 4).clamp(32 * MIB, 256 * MIB);
+    let allowed = match cgroup_limit {
+        Some(limit) => wanted.min(limit.saturating_sub(rss) / 2),
+        None => wanted,
+    };
+    (allowed >= 4 * MIB).then_some(allowed)
 }
 
 /// Spreads a count or duration down by up to `jitter` (0.1 = 10%), with `unit` in [0, 1):
@@ -581,16 +635,137 @@ mod tests {
         for t in 1..20 {
             assert!(recycles(&policy.observe(&sample(t * 1000, 150 * MIB, MIB))).is_empty());
         }
-        assert!(policy.is_suspended(Reason::Rss));
+        // Back under 90% of the limit re-arms it.
         policy.observe(&sample(30_000, 80 * MIB, MIB));
-        assert!(
-            !policy.is_suspended(Reason::Rss),
-            "re-armed once under the limit"
-        );
         assert_eq!(
             recycles(&policy.observe(&sample(31_000, 150 * MIB, MIB))),
             vec![Reason::Rss]
         );
+    }
+
+    #[test]
+    fn a_crossing_during_warmup_is_not_misconfigured() {
+        // 300 MiB cgroup: MAX_RSS 270 MiB. The worker starts at 245 MiB and grows 1 MiB/s,
+        // crossing the limit at 25 s, before the end of warm-up and MIN_UPTIME (30 s).
+        let mut policy = Policy::new(Limits {
+            rss: Some(270 * MIB),
+            ceiling: Some(285 * MIB),
+            strikes: 3,
+            warmup_ms: 30_000,
+            min_uptime_ms: 30_000,
+            ..Limits::default()
+        });
+        let mut decided = None;
+        for second in 0..60u64 {
+            let verdicts = policy.observe(&sample(second * 1000, (245 + second) * MIB, MIB));
+            assert!(
+                !verdicts
+                    .iter()
+                    .any(|v| matches!(v, Verdict::Misconfigured { .. })),
+                "misconfigured at {second}s"
+            );
+            if !recycles(&verdicts).is_empty() {
+                decided = Some(second);
+                break;
+            }
+        }
+        assert_eq!(decided, Some(30), "recycles as soon as MIN_UPTIME allows");
+    }
+
+    #[test]
+    fn the_ceiling_does_not_wait_for_min_uptime_or_a_suspended_limit() {
+        let limits = Limits {
+            rss: Some(270 * MIB),
+            ceiling: Some(285 * MIB),
+            strikes: 2,
+            min_uptime_ms: 30_000,
+            ..Limits::default()
+        };
+        // A 10 MiB/s leak from 200 MiB: the ceiling fires at 9 s, long before MIN_UPTIME.
+        let mut policy = Policy::new(limits.clone());
+        let fired = (0..30u64).find_map(|second| {
+            let verdicts = policy.observe(&sample(second * 1000, (200 + 10 * second) * MIB, MIB));
+            verdicts.into_iter().find_map(|v| match v {
+                Verdict::Recycle {
+                    ceiling: true,
+                    value,
+                    limit,
+                    ..
+                } => Some((second, value, limit)),
+                _ => None,
+            })
+        });
+        assert_eq!(fired, Some((10, 300 * MIB, 285 * MIB)));
+        // MAX_RSS over at start is suspended, the ceiling still acts on further growth.
+        let mut policy = Policy::new(limits.clone());
+        let first = policy.observe(&sample(0, 275 * MIB, MIB));
+        assert_eq!(
+            first
+                .iter()
+                .filter(|v| matches!(v, Verdict::Misconfigured { .. }))
+                .count(),
+            1,
+            "{first:?}"
+        );
+        assert!(recycles(&policy.observe(&sample(1000, 280 * MIB, MIB))).is_empty());
+        assert!(recycles(&policy.observe(&sample(2000, 286 * MIB, MIB))).is_empty());
+        assert_eq!(
+            recycles(&policy.observe(&sample(3000, 287 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+        // Over the ceiling at start: misconfigured, no restart loop.
+        let mut policy = Policy::new(limits);
+        let first = policy.observe(&sample(0, 290 * MIB, MIB));
+        assert_eq!(
+            first
+                .iter()
+                .filter(|v| matches!(v, Verdict::Misconfigured { .. }))
+                .count(),
+            2
+        );
+        for t in 1..40 {
+            assert!(recycles(&policy.observe(&sample(t * 1000, 290 * MIB, MIB))).is_empty());
+        }
+    }
+
+    #[test]
+    fn near_heap_headroom_is_granted_once() {
+        let limit = 400 * MIB;
+        assert_eq!(
+            near_heap_action(1, limit, 100 * MIB, None, true),
+            NearHeapAction::Grant {
+                headroom: 100 * MIB
+            }
+        );
+        assert_eq!(
+            near_heap_action(2, limit, 100 * MIB, None, true),
+            NearHeapAction::Exit(NearHeapExit::Again)
+        );
+        assert_eq!(
+            near_heap_action(3, limit, 100 * MIB, None, true),
+            NearHeapAction::Exit(NearHeapExit::Again)
+        );
+        assert_eq!(
+            near_heap_action(1, limit, 999 * MIB, Some(1000 * MIB), true),
+            NearHeapAction::Exit(NearHeapExit::NoRoom)
+        );
+        assert_eq!(
+            near_heap_action(2, limit, 100 * MIB, None, false),
+            NearHeapAction::Keep
+        );
+        assert!(NearHeapExit::Again.why().contains("again"));
+    }
+
+    #[test]
+    fn headroom_is_bounded() {
+        assert_eq!(headroom(64 * MIB, 100 * MIB, None), Some(32 * MIB));
+        assert_eq!(headroom(400 * MIB, 100 * MIB, None), Some(100 * MIB));
+        assert_eq!(headroom(4096 * MIB, 100 * MIB, None), Some(256 * MIB));
+        assert_eq!(
+            headroom(400 * MIB, 900 * MIB, Some(1000 * MIB)),
+            Some(50 * MIB)
+        );
+        assert_eq!(headroom(400 * MIB, 999 * MIB, Some(1000 * MIB)), None);
     }
 
     #[test]
@@ -734,7 +909,8 @@ mod tests {
                 reason: Reason::Stall,
                 value: 1000,
                 limit: 1000,
-                strikes: 0
+                strikes: 0,
+                ceiling: false,
             })
         );
         assert_eq!(

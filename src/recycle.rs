@@ -21,17 +21,35 @@ pub struct Drain {
     pub recycle_event: Map<String, Value>,
     /// JS received the `recycle` event (and so logged or emitted it).
     pub acknowledged: bool,
+    /// A stop signal asked for this drain, or joined it: the process then stops instead of
+    /// asking to be restarted.
+    pub stop: Option<StopSignal>,
+}
+
+/// SIGTERM or SIGINT, with its number for `128 + n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopSignal {
+    pub name: String,
+    pub number: i32,
+}
+
+/// What a stop signal did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// Nothing was draining: a stop drain started.
+    Started,
+    /// A recycle was draining: the stop joined it.
+    Joined,
+    /// A stop was already under way: this is the second signal of the same stop.
+    Again,
 }
 
 #[derive(Debug, Clone)]
 pub enum Phase {
     Running,
     Draining(Drain),
-    /// JS finished draining (`drained` says whether in time) and is exiting.
-    Exiting {
-        drain: Drain,
-        drained: bool,
-    },
+    /// JS finished draining and is exiting.
+    Exiting(Drain),
 }
 
 #[derive(Debug)]
@@ -48,15 +66,11 @@ impl RecycleState {
         }
     }
 
-    pub fn phase(&self) -> &Phase {
-        &self.phase
-    }
-
     pub fn name(&self) -> &'static str {
         match self.phase {
             Phase::Running => "running",
             Phase::Draining(_) => "draining",
-            Phase::Exiting { .. } => "exiting",
+            Phase::Exiting(_) => "exiting",
         }
     }
 
@@ -83,7 +97,7 @@ impl RecycleState {
         recycle_event: Map<String, Value>,
         now: Instant,
     ) -> Drain {
-        if let Phase::Draining(drain) | Phase::Exiting { drain, .. } = &self.phase {
+        if let Phase::Draining(drain) | Phase::Exiting(drain) = &self.phase {
             return drain.clone();
         }
         let drain = Drain {
@@ -92,9 +106,42 @@ impl RecycleState {
             deadline: now + self.timeout,
             recycle_event,
             acknowledged: false,
+            stop: None,
         };
         self.phase = Phase::Draining(drain.clone());
         drain
+    }
+
+    /// A stop signal: starts a stop drain, joins the drain under way, or says it is the
+    /// second signal of a stop. `event` is the `stop` event, kept for the native writer.
+    pub fn request_stop(
+        &mut self,
+        signal: StopSignal,
+        event: Map<String, Value>,
+        now: Instant,
+    ) -> StopOutcome {
+        match &mut self.phase {
+            Phase::Running => {
+                self.begin(Reason::Signal, event, now);
+                if let Phase::Draining(drain) = &mut self.phase {
+                    drain.stop = Some(signal);
+                }
+                StopOutcome::Started
+            }
+            Phase::Draining(drain) if drain.stop.is_none() => {
+                drain.stop = Some(signal);
+                StopOutcome::Joined
+            }
+            _ => StopOutcome::Again,
+        }
+    }
+
+    /// The drain under way (draining or exiting), if any.
+    pub fn current(&self) -> Option<Drain> {
+        match &self.phase {
+            Phase::Draining(drain) | Phase::Exiting(drain) => Some(drain.clone()),
+            Phase::Running => None,
+        }
     }
 
     /// JS took the `recycle` event; returns the time left to drain.
@@ -109,13 +156,10 @@ impl RecycleState {
     }
 
     /// JS finished draining; returns the drain for the `exit` event.
-    pub fn finish(&mut self, drained: bool) -> Option<Drain> {
+    pub fn finish(&mut self) -> Option<Drain> {
         match std::mem::replace(&mut self.phase, Phase::Running) {
-            Phase::Draining(drain) | Phase::Exiting { drain, .. } => {
-                self.phase = Phase::Exiting {
-                    drain: drain.clone(),
-                    drained,
-                };
+            Phase::Draining(drain) | Phase::Exiting(drain) => {
+                self.phase = Phase::Exiting(drain.clone());
                 Some(drain)
             }
             Phase::Running => None,
@@ -125,7 +169,7 @@ impl RecycleState {
     /// The drain, once past its deadline plus the native grace.
     pub fn overdue(&self, now: Instant) -> Option<&Drain> {
         match &self.phase {
-            Phase::Draining(drain) | Phase::Exiting { drain, .. }
+            Phase::Draining(drain) | Phase::Exiting(drain)
                 if now >= drain.deadline + NATIVE_GRACE =>
             {
                 Some(drain)
@@ -137,7 +181,7 @@ impl RecycleState {
     /// How long the ticker may sleep without missing the native deadline.
     pub fn time_to_deadline(&self, now: Instant) -> Option<Duration> {
         match &self.phase {
-            Phase::Draining(drain) | Phase::Exiting { drain, .. } => {
+            Phase::Draining(drain) | Phase::Exiting(drain) => {
                 Some((drain.deadline + NATIVE_GRACE).saturating_duration_since(now))
             }
             Phase::Running => None,
@@ -188,7 +232,7 @@ mod tests {
             .acknowledge(now + Duration::from_secs(4))
             .expect("draining");
         assert_eq!(left, Duration::from_secs(6));
-        let drain = state.finish(true).expect("finishes");
+        let drain = state.finish().expect("finishes");
         assert!(drain.acknowledged);
         assert_eq!(state.name(), "exiting");
         assert!(

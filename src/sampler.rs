@@ -11,13 +11,12 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::policy::Sample;
 use crate::probe::heap_cell::HeapCell;
-use crate::probe::procfs::{Resident, StatmReader};
+use crate::probe::procfs::{self, Resident};
 use crate::probe::v8::Isolate;
 
 /// Where samples come from. `isolate` is set when the native V8 probe validated: the
 /// sampler then asks the JS thread for fresh heap figures through an interrupt.
 pub struct SampleSource {
-    statm: Option<StatmReader>,
     heap: &'static HeapCell,
     isolate: Option<Isolate>,
     origin: Instant,
@@ -32,7 +31,6 @@ impl SampleSource {
         uptime_at_origin_ms: u64,
     ) -> Self {
         SampleSource {
-            statm: StatmReader::open(),
             heap,
             isolate,
             origin: Instant::now(),
@@ -41,7 +39,7 @@ impl SampleSource {
     }
 
     pub fn has_rss(&self) -> bool {
-        self.statm.is_some()
+        procfs::available()
     }
 
     pub fn uptime_ms(&self) -> u64 {
@@ -53,7 +51,7 @@ impl SampleSource {
     }
 
     pub fn resident(&self) -> Option<Resident> {
-        self.statm.as_ref().and_then(StatmReader::read)
+        procfs::resident()
     }
 
     /// Takes a sample. Heap figures are the latest the JS thread recorded; a refresh is
@@ -119,6 +117,19 @@ struct Shared {
     condvar: Condvar,
 }
 
+/// Wakes a `Ticker` from any thread (a new deadline must not wait for the next tick).
+#[derive(Clone)]
+pub struct Waker {
+    shared: Arc<Shared>,
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        self.shared.control.lock().wake = true;
+        self.shared.condvar.notify_all();
+    }
+}
+
 /// A named thread calling `tick` until stopped; `tick` returns how long to sleep next.
 pub struct Ticker {
     shared: Arc<Shared>,
@@ -137,27 +148,36 @@ impl Ticker {
         let thread_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || loop {
-                // A panic in a tick must not kill the host: log it once and keep sampling.
-                let sleep = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut tick))
-                    .unwrap_or_else(|_| Duration::from_secs(1));
-                let deadline = Instant::now() + sleep;
-                let mut control = thread_shared.control.lock();
+            .spawn(move || {
+                let mut panicked = false;
                 loop {
-                    if control.stop {
-                        return;
-                    }
-                    if control.wake {
-                        control.wake = false;
-                        break;
-                    }
-                    // Spurious wake-ups loop back to the flag checks.
-                    if thread_shared
-                        .condvar
-                        .wait_until(&mut control, deadline)
-                        .timed_out()
-                    {
-                        break;
+                    // A panic in a tick must not kill the host: say so once, keep sampling.
+                    let sleep = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut tick))
+                        .unwrap_or_else(|_| {
+                            if !panicked {
+                                panicked = true;
+                                report_panic();
+                            }
+                            Duration::from_secs(1)
+                        });
+                    let deadline = Instant::now() + sleep;
+                    let mut control = thread_shared.control.lock();
+                    loop {
+                        if control.stop {
+                            return;
+                        }
+                        if control.wake {
+                            control.wake = false;
+                            break;
+                        }
+                        // Spurious wake-ups loop back to the flag checks.
+                        if thread_shared
+                            .condvar
+                            .wait_until(&mut control, deadline)
+                            .timed_out()
+                        {
+                            break;
+                        }
                     }
                 }
             })?;
@@ -167,10 +187,11 @@ impl Ticker {
         })
     }
 
-    /// Runs the next tick now instead of at the end of the sleep.
-    pub fn wake(&self) {
-        self.shared.control.lock().wake = true;
-        self.shared.condvar.notify_all();
+    /// A handle that runs the next tick now instead of at the end of the sleep.
+    pub fn waker(&self) -> Waker {
+        Waker {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Stops and joins. Idempotent. Must not be called from the ticker thread itself.
@@ -183,6 +204,15 @@ impl Ticker {
             }
         }
     }
+}
+
+/// One line on stderr the first time a tick panics (the panic hook already printed the
+/// panic itself, unless the app replaced it).
+fn report_panic() {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(
+        b"self-recycle: a sampler tick panicked; sampling goes on (please report this with the panic message)\n",
+    );
 }
 
 impl Drop for Ticker {
@@ -209,7 +239,7 @@ mod tests {
         while count.load(Ordering::SeqCst) < 1 {
             std::thread::yield_now();
         }
-        ticker.wake();
+        ticker.waker().wake();
         while count.load(Ordering::SeqCst) < 2 {
             std::thread::yield_now();
         }
@@ -232,10 +262,10 @@ mod tests {
             Duration::from_millis(1)
         })
         .expect("spawns");
-        ticker.wake();
+        ticker.waker().wake();
         let started = Instant::now();
         while count.load(Ordering::SeqCst) < 3 && started.elapsed() < Duration::from_secs(5) {
-            ticker.wake();
+            ticker.waker().wake();
             std::thread::yield_now();
         }
         ticker.stop();

@@ -46,10 +46,6 @@ impl Stagger {
         }
     }
 
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
-    }
-
     pub fn try_admit(&self) -> Admission {
         let mut held = self.held.lock();
         if held.is_some() {

@@ -22,18 +22,22 @@ pub struct HeapCell {
     /// Milliseconds since `origin` of the last update; 0 = never.
     updated_ms: AtomicU64,
     interrupt_pending: AtomicBool,
-    /// Set by the JS thread each time it serves an interrupt: proof the isolate is alive
-    /// and running code.
-    interrupts_served: AtomicU64,
     major_gcs: AtomicU64,
     /// (ms since origin, used heap) after each mark-compact.
     post_gc: Mutex<VecDeque<(u64, u64)>>,
 }
 
+/// Cells of stopped recyclers, for the next `start()` to reuse.
+static RELEASED: Mutex<Vec<&'static HeapCell>> = Mutex::new(Vec::new());
+
 impl HeapCell {
-    /// Leaked on purpose: V8 may hold its address in a pending interrupt after the owner is
-    /// gone, so it must never be freed. It is a few hundred bytes per `start()`.
-    pub fn leak() -> &'static HeapCell {
+    /// A cell that is never freed: V8 may hold its address in a pending interrupt after
+    /// its recycler is gone. Released cells are reused, so start/stop cycles do not grow.
+    pub fn acquire() -> &'static HeapCell {
+        if let Some(cell) = RELEASED.lock().pop() {
+            cell.reset();
+            return cell;
+        }
         Box::leak(Box::new(HeapCell {
             origin: Instant::now(),
             used: AtomicU64::new(0),
@@ -42,10 +46,28 @@ impl HeapCell {
             external: AtomicU64::new(0),
             updated_ms: AtomicU64::new(0),
             interrupt_pending: AtomicBool::new(false),
-            interrupts_served: AtomicU64::new(0),
             major_gcs: AtomicU64::new(0),
             post_gc: Mutex::new(VecDeque::new()),
         }))
+    }
+
+    /// Hands the cell back for reuse (its recycler stopped and removed its GC hook).
+    pub fn release(&'static self) {
+        RELEASED.lock().push(self);
+    }
+
+    fn reset(&self) {
+        for figure in [
+            &self.used,
+            &self.total,
+            &self.limit,
+            &self.external,
+            &self.updated_ms,
+        ] {
+            figure.store(0, Ordering::Release);
+        }
+        self.major_gcs.store(0, Ordering::Release);
+        self.post_gc.lock().clear();
     }
 
     /// Milliseconds since the cell was created: the clock of the post-GC series.
@@ -80,10 +102,6 @@ impl HeapCell {
         }
     }
 
-    pub fn interrupts_served(&self) -> u64 {
-        self.interrupts_served.load(Ordering::Acquire)
-    }
-
     pub fn major_gcs(&self) -> u64 {
         self.major_gcs.load(Ordering::Relaxed)
     }
@@ -91,10 +109,6 @@ impl HeapCell {
     /// The post-GC series as (`elapsed_ms` clock, used heap), oldest first.
     pub fn post_gc_series(&self) -> Vec<(u64, u64)> {
         self.post_gc.lock().iter().copied().collect()
-    }
-
-    pub fn origin(&self) -> Instant {
-        self.origin
     }
 
     fn as_data(&'static self) -> *mut c_void {
@@ -115,13 +129,17 @@ impl HeapCell {
         }
     }
 
-    pub fn install_gc_epilogue(&'static self, isolate: Isolate) -> bool {
-        // SAFETY: called on the JS thread (napi); the cell is 'static.
+    /// # Safety
+    /// On the isolate's JS thread.
+    pub unsafe fn install_gc_epilogue(&'static self, isolate: Isolate) -> bool {
+        // SAFETY: the caller is on the JS thread; the cell is 'static.
         unsafe { v8::add_gc_epilogue(isolate, on_gc_epilogue, self.as_data()) }
     }
 
-    pub fn remove_gc_epilogue(&'static self, isolate: Isolate) {
-        // SAFETY: called on the JS thread (napi stop, env cleanup hook).
+    /// # Safety
+    /// On the isolate's JS thread.
+    pub unsafe fn remove_gc_epilogue(&'static self, isolate: Isolate) {
+        // SAFETY: the caller is on the JS thread.
         unsafe { v8::remove_gc_epilogue(isolate, on_gc_epilogue, self.as_data()) }
     }
 
@@ -143,10 +161,10 @@ unsafe extern "C" fn on_interrupt(isolate: *mut c_void, data: *mut c_void) {
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: `data` is a `&'static HeapCell` (see `request_refresh`).
         let cell = unsafe { &*(data as *const HeapCell) };
-        if let Some(figures) = v8::read_heap(Isolate::from_raw(isolate)) {
+        // SAFETY: V8 runs interrupts on the isolate's JS thread.
+        if let Some(figures) = unsafe { v8::read_heap(Isolate::from_raw(isolate)) } {
             cell.record(figures);
         }
-        cell.interrupts_served.fetch_add(1, Ordering::AcqRel);
         cell.interrupt_pending.store(false, Ordering::Release);
     });
 }
@@ -162,7 +180,8 @@ unsafe extern "C" fn on_gc_epilogue(
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: as for `on_interrupt`.
         let cell = unsafe { &*(data as *const HeapCell) };
-        if let Some(figures) = v8::read_heap(Isolate::from_raw(isolate)) {
+        // SAFETY: V8 runs GC callbacks on the isolate's JS thread.
+        if let Some(figures) = unsafe { v8::read_heap(Isolate::from_raw(isolate)) } {
             cell.record(figures);
             if gc_type & v8::GC_TYPE_MARK_SWEEP_COMPACT != 0 {
                 cell.record_post_gc(figures.used);

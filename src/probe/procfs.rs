@@ -66,7 +66,22 @@ mod imp {
     }
 }
 
-pub use imp::StatmReader;
+use imp::StatmReader;
+
+/// One descriptor for the whole process: every recycler (and every start/stop cycle)
+/// shares it, so restarting never costs a file descriptor.
+static STATM: once_cell::sync::Lazy<Option<StatmReader>> =
+    once_cell::sync::Lazy::new(StatmReader::open);
+
+/// This process's resident memory now; `None` where there is no procfs.
+pub fn resident() -> Option<Resident> {
+    STATM.as_ref().and_then(StatmReader::read)
+}
+
+/// Whether `resident()` can ever answer.
+pub fn available() -> bool {
+    STATM.is_some()
+}
 
 #[cfg(test)]
 mod tests {
@@ -84,8 +99,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn reads_own_statm() {
-        let reader = StatmReader::open().expect("statm opens");
-        let resident = reader.read().expect("statm reads");
+        let resident = resident().expect("statm reads");
         assert!(resident.rss > 1 << 20);
         assert!(resident.anon <= resident.rss);
     }

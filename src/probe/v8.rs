@@ -106,7 +106,10 @@ const MAX_EXPECTED_WORDS: usize = 32;
 const SENTINEL: u64 = 0xA5A5_5A5A_DEAD_BEEF;
 
 /// Raw statistics words; `None` when the layout is not plausible.
-fn read_words(isolate: Isolate) -> Option<[u64; BUFFER_WORDS]> {
+///
+/// # Safety
+/// On the isolate's JS thread (a napi call, an interrupt or a GC callback).
+unsafe fn read_words(isolate: Isolate) -> Option<[u64; BUFFER_WORDS]> {
     let symbols = symbols().ok()?;
     let mut words = [SENTINEL; BUFFER_WORDS];
     // SAFETY: the buffer is 4x larger than any known HeapStatistics; the caller is on the
@@ -136,9 +139,13 @@ pub fn current_isolate() -> Result<Isolate, String> {
     }
 }
 
-/// Reads heap figures. Must run on the isolate's thread.
-pub fn read_heap(isolate: Isolate) -> Option<HeapFigures> {
-    let words = read_words(isolate)?;
+/// Reads heap figures.
+///
+/// # Safety
+/// On the isolate's JS thread: V8 holds no lock for a reader on another thread.
+pub unsafe fn read_heap(isolate: Isolate) -> Option<HeapFigures> {
+    // SAFETY: the caller is on the JS thread.
+    let words = unsafe { read_words(isolate) }?;
     Some(HeapFigures {
         used: words[USED_HEAP_SIZE],
         total: words[TOTAL_HEAP_SIZE],
@@ -160,9 +167,13 @@ pub struct JsHeapStatistics {
 
 /// Checks the native read against the JS one, field by field. Heap figures may move a
 /// little between the two reads; the limit and the context count may not.
-pub fn validate(isolate: Isolate, js: &JsHeapStatistics) -> Result<(), String> {
+///
+/// # Safety
+/// On the isolate's JS thread.
+pub unsafe fn validate(isolate: Isolate, js: &JsHeapStatistics) -> Result<(), String> {
     const SLACK: f64 = 16.0 * 1024.0 * 1024.0;
-    let words = read_words(isolate)
+    // SAFETY: the caller is on the JS thread.
+    let words = unsafe { read_words(isolate) }
         .ok_or_else(|| "HeapStatistics layout not recognised (unexpected size)".to_string())?;
     let checks = [
         ("heap_size_limit", HEAP_SIZE_LIMIT, js.heap_size_limit, 0.0),
@@ -292,11 +303,6 @@ pub unsafe fn remove_near_heap_limit(
         // SAFETY: JS thread (module contract).
         unsafe { remove(isolate.0, callback, heap_limit) };
     }
-}
-
-/// Why the native probe is unavailable, if it is.
-pub fn unavailable_reason() -> Option<String> {
-    symbols().err()
 }
 
 impl Isolate {

@@ -1,28 +1,29 @@
-//! JSON views of a monitor: the `start` event, `stats()`, and the recycle report.
+//! What a monitor shows about itself: the `start` event, `stats()`, and the recycle report.
 
 use std::sync::atomic::Ordering;
 
 use serde_json::{json, Map, Value};
 
-use super::{since_ms, Monitor};
-use crate::config::RssMetric;
-use crate::event;
+use super::Monitor;
+use crate::config;
+use crate::event::{self, Event, Start};
 use crate::policy::Sample;
 use crate::recycle::Drain;
 use crate::report;
-use crate::units::{format_duration, format_size, Growth};
 
 impl Monitor {
     pub fn state_name(&self) -> &'static str {
         self.recycle.lock().name()
     }
 
-    pub fn limits_json(&self) -> Value {
-        let policy = self.policy.lock();
+    fn limits_json(&self) -> Value {
+        let sampling = self.sampling.lock();
+        let policy = &sampling.policy;
         let limits = policy.limits();
         json!({
             "rss": limits.rss,
             "rssMetric": if limits.rss_anon { "anon" } else { "rss" },
+            "ceiling": limits.ceiling,
             "heap": limits.heap,
             "growth": policy.growth_limit(),
             "jobs": limits.jobs,
@@ -33,40 +34,7 @@ impl Monitor {
         })
     }
 
-    pub(super) fn config_json(&self) -> Value {
-        let c = &self.config;
-        json!({
-            "maxRss": self.limits_json()["rss"],
-            "rssMetric": if c.rss_metric == RssMetric::Anon { "anon" } else { "rss" },
-            "maxHeap": self.limits_json()["heap"],
-            "maxGrowth": c.max_growth.map(|g| match g {
-                Growth::Plus(bytes) => format!("+{bytes}"),
-                Growth::Factor(f) => format!("{f}x"),
-            }),
-            "maxJobs": c.max_jobs,
-            "maxAgeMs": c.max_age_ms,
-            "jitter": c.jitter,
-            "intervalMs": c.interval_ms,
-            "strikes": c.strikes,
-            "warmupMs": c.warmup_ms,
-            "minUptimeMs": c.min_uptime_ms,
-            "drainTimeoutMs": c.drain_timeout_ms,
-            "exitCode": c.exit_code,
-            "log": c.log.as_str(),
-            "dryRun": c.dry_run,
-            "signals": c.signals,
-            "stallTimeoutMs": c.stall_timeout_ms,
-            "staggerDir": c.stagger_dir,
-            "staggerGapMs": c.stagger_gap_ms,
-            "reportDir": c.report_dir,
-            "heapSnapshot": c.heap_snapshot,
-            "leakSlopeBytesPerMin": c.leak_slope_bytes_per_min,
-            "leakWindowMs": c.leak_window_ms,
-            "nearHeapLimit": c.near_heap_limit,
-        })
-    }
-
-    pub(super) fn probes_json(&self) -> Value {
+    fn probes_json(&self) -> Value {
         json!({
             "rss": if self.source.has_rss() { "statm" } else { "none" },
             "v8": if self.probes.v8_native { "native" } else { "js" },
@@ -80,51 +48,51 @@ impl Monitor {
         })
     }
 
-    pub(super) fn memory_limit_json(&self) -> Value {
-        match self.memory_limit {
+    fn memory_limit_json(&self) -> Value {
+        match self.machine.memory_limit {
             Some(limit) => json!({ "bytes": limit.bytes, "source": limit.source.as_str() }),
             None => Value::Null,
         }
     }
 
+    fn config_json(&self) -> Value {
+        config::effective_json(&self.config, &self.limits())
+    }
+
     pub fn start_event(&self) -> Map<String, Value> {
-        let limits = self.limits_json();
-        let show = |key: &str| match limits[key].as_u64() {
-            Some(bytes) => format_size(bytes),
-            None => "off".to_string(),
-        };
-        let mut msg = format!(
-            "sampling every {} (rss limit {}, heap limit {}, heap probe {}); exit code {} after a recycle",
-            format_duration(self.config.interval_ms),
-            show("rss"),
-            show("heap"),
-            if self.probes.v8_native { "native" } else { "js" },
-            self.config.exit_code
-        );
-        if !self.source.has_rss() {
-            msg.push_str("; RSS is not available on this platform, RSS limits are inactive");
-        }
-        for warning in &self.config.warnings {
-            msg.push_str("; ");
-            msg.push_str(warning);
-        }
-        let mut extra = Map::new();
-        extra.insert("config".into(), self.config_json());
-        extra.insert("probes".into(), self.probes_json());
-        extra.insert("memoryLimit".into(), self.memory_limit_json());
-        extra.insert("warnings".into(), json!(self.config.warnings));
-        extra.insert("canExitProcess".into(), json!(self.can_exit_process));
-        self.event("start", &msg, extra)
+        let limits = self.limits();
+        let mut warnings = self.config.warnings.clone();
+        warnings.extend(config::unreachable_limits(&limits, &self.machine));
+        self.render(&Event::Start(Box::new(Start {
+            config: self.config_json(),
+            probes: self.probes_json(),
+            memory_limit: self.memory_limit_json(),
+            warnings,
+            can_exit_process: self.can_exit_process,
+            interval_ms: self.config.interval_ms,
+            rss_limit: limits.rss,
+            heap_limit: limits.heap,
+            v8_native: self.probes.v8_native,
+            has_rss: self.source.has_rss(),
+            exit_code: self.config.exit_code,
+        })))
     }
 
     pub fn stats(&self) -> Value {
         let sample = self.latest();
-        let counters = *self.counters.lock();
-        let policy = self.policy.lock();
-        let baseline = policy
+        let sampling = self.sampling.lock();
+        let counters = sampling.counters;
+        let baseline = sampling
+            .policy
             .baseline()
             .map(|b| json!({ "rss": b.rss, "heapUsed": b.heap_used, "uptimeMs": b.uptime_ms }));
-        drop(policy);
+        let pending = sampling.pending.as_ref().map(|(recycle, since)| {
+            json!({
+                "reason": recycle.reason.as_str(),
+                "waitingMs": since.elapsed().as_millis() as u64,
+            })
+        });
+        drop(sampling);
         json!({
             "state": self.state_name(),
             "sample": sample_json(&sample),
@@ -139,20 +107,12 @@ impl Monitor {
             },
             "probes": self.probes_json(),
             "memoryLimit": self.memory_limit_json(),
-            "staggerPending": self.pending.lock().as_ref().map(|(request, since)| json!({
-                "reason": request.reason.as_str(),
-                "waitingMs": since_ms(*since),
-                "why": request.extra.get("staggerWaiting"),
-            })),
+            "staggerPending": pending,
             "heap": {
                 "majorGcs": self.source.heap().major_gcs(),
                 "ageMs": self.source.heap().age_ms(),
             },
         })
-    }
-
-    pub fn recent_samples(&self) -> Vec<Sample> {
-        self.ring.lock().to_vec()
     }
 
     /// Where the recycle report goes, when `REPORT_DIR` is set.
@@ -164,7 +124,14 @@ impl Monitor {
     /// Writes the report; returns `{ path }` or `{ error }` for the `exit` event.
     pub(super) fn write_report(&self, drain: &Drain, exit: &Map<String, Value>) -> Option<Value> {
         let path = self.report_path()?;
-        let samples: Vec<Value> = self.recent_samples().iter().map(sample_json).collect();
+        let samples: Vec<Value> = self
+            .sampling
+            .lock()
+            .ring
+            .to_vec()
+            .iter()
+            .map(sample_json)
+            .collect();
         let heap = self.source.heap();
         let now = heap.elapsed_ms();
         let post_gc: Vec<Value> = heap
