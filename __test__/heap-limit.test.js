@@ -25,6 +25,7 @@ for (const variant of ['timer', 'sync']) {
       assert.equal(result.code, 75, describe(result))
       const [recycle] = eventsNamed(result, 'recycle')
       assert.equal(recycle.reason, 'near-heap-limit', describe(result))
+      assert.ok(recycle.headroom >= 32 * 1024 * 1024, 'the first hit granted headroom and recycled')
       const [exit] = eventsNamed(result, 'exit')
       assert.equal(exit.code, 75)
       if (variant === 'timer') {
@@ -36,6 +37,41 @@ for (const variant of ['timer', 'sync']) {
     }
   })
 }
+
+test('the native near-heap-limit exit uses EXIT_CODE', async () => {
+  const result = await runFixture('oom.js', { args: ['sync'], nodeArgs: ['--max-old-space-size=64'], env: { SELF_RECYCLE_EXIT_CODE: '42' }, timeoutMs: 30000 })
+  assert.equal(result.code, 42, describe(result))
+  const [exit] = eventsNamed(result, 'exit')
+  assert.deepEqual([exit.code, exit.forced], [42, true])
+  assert.match(exit.msg, /reached its limit again.*exiting with code 42 before V8 aborts/)
+})
+
+for (const variant of ['sync', 'async']) {
+  for (const heap of [128, 256]) {
+    test(`a growing Map whose rehash cannot fit (${variant}, --max-old-space-size=${heap}): a recorded exit, never SIGABRT`, async () => {
+      const result = await runFixture('map-oom.js', { args: [variant], nodeArgs: [`--max-old-space-size=${heap}`], env: { SELF_RECYCLE_LOG: 'json', SELF_RECYCLE_MIN_UPTIME: '0' }, timeoutMs: 60000 })
+      assert.doesNotMatch(result.stderr, /FATAL ERROR/, describe(result))
+      assert.equal(result.signal, null, describe(result))
+      assert.equal(result.code, 75, describe(result))
+      const [recycle] = eventsNamed(result, 'recycle')
+      assert.ok(['oom', 'near-heap-limit', 'heap'].includes(recycle.reason), describe(result))
+      if (recycle.reason === 'oom') {
+        assert.match(recycle.msg, /V8 failed an allocation \(CALL_AND_RETRY_LAST\)/)
+        const [exit] = eventsNamed(result, 'exit')
+        assert.deepEqual([exit.code, exit.reason, exit.forced, exit.drained], [75, 'oom', true, false])
+      }
+    })
+  }
+}
+
+test('--report-on-fatalerror keeps Node\'s OOM handler, and the start event says so', async () => {
+  const result = await runFixture('worker.js', {
+    nodeArgs: ['--report-on-fatalerror'],
+    env: { FIXTURE_MODE: 'idle', FIXTURE_IDLE_EXIT_MS: '100' }
+  })
+  assert.equal(result.code, 0, describe(result))
+  assert.match(eventsNamed(result, 'start')[0].probes.oomHandler, /--report-on-fatalerror owns/)
+})
 
 test('without self-recycle the same leak dies of SIGABRT (the control)', async () => {
   const result = await runFixture('oom.js', {

@@ -102,3 +102,59 @@ test('a node:cluster primary sees disconnect then exit 75, and forks again; no j
   assert.doesNotMatch(stderr, /FATAL ERROR/)
   fs.rmSync(dir, { recursive: true, force: true })
 })
+
+test('Supervisor soak: 2 workers, jobs of 10 ms to 3 s, >= 30 recycles, then a stop during a drain: no job lost', { timeout: 300000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-soak-'))
+  const ledger = path.join(dir, 'ledger')
+  const env = {
+    LEDGER: ledger,
+    SELF_RECYCLE_MAX_RSS: '160MiB',
+    SELF_RECYCLE_MAX_HEAP: 'off',
+    SELF_RECYCLE_INTERVAL: '100ms',
+    SELF_RECYCLE_STRIKES: '2',
+    SELF_RECYCLE_WARMUP: '0',
+    SELF_RECYCLE_MIN_UPTIME: '500ms',
+    SELF_RECYCLE_DRAIN_TIMEOUT: '5s',
+    SELF_RECYCLE_SIGNALS: 'on',
+    SELF_RECYCLE_LOG: 'json'
+  }
+  const conf = writeSupervisorConf(dir, [`[program:worker]
+command=${process.execPath} ${path.join(FIXTURES, 'soak-worker.js')}
+process_name=%(program_name)s_%(process_num)02d
+numprocs=2
+environment=${supervisorEnvironment(env)}
+autorestart=true
+startsecs=0
+stopsignal=TERM
+stopwaitsecs=10
+stdout_logfile=%(here)s/%(program_name)s_%(process_num)02d.out.log
+stderr_logfile=%(here)s/%(program_name)s_%(process_num)02d.err.log`])
+  const supervisord = startSupervisord(conf, cleanEnv())
+  const lines = () => (fs.existsSync(ledger) ? fs.readFileSync(ledger, 'utf8').split('\n') : [])
+  try {
+    await waitFor(() => readLedger(ledger).recycles.length >= 30, 240000, '30 recycles under Supervisor')
+    // Stop while a worker drains: its drain must finish its jobs, then it stops.
+    const drains = lines().filter((l) => l.startsWith('drain-start ')).length
+    await waitFor(() => lines().filter((l) => l.startsWith('drain-start ')).length > drains, 60000, 'a drain to stop during')
+    supervisord.ctl('stop', 'worker:*')
+  } finally {
+    await supervisord.stop()
+  }
+  const log = fs.readFileSync(path.join(dir, 'supervisord.log'), 'utf8')
+  const result = readLedger(ledger)
+  assert.deepEqual(result.lost, [], `lost jobs; supervisord.log:\n${log}`)
+  assert.ok(result.recycles.length >= 30)
+  const exits75 = log.match(/exited: worker_0\d \(exit status 75; not expected\)/g) || []
+  assert.ok(exits75.length >= 29, log)
+  // Every exit is a recycle (75) or the final stop (0): nothing else.
+  const statuses = [...log.matchAll(/(?:exited|stopped): worker_0\d \((?:exit status (\d+)|terminated by (\w+))/g)].map((m) => m[1] ?? m[2])
+  assert.deepEqual([...new Set(statuses)].sort(), ['0', '75'], log)
+  const stops = log.match(/stopped: worker_0\d \(exit status 0\)/g) || []
+  assert.equal(stops.length, 2, log)
+  const stopLines = lines().filter((l) => l.startsWith('stop '))
+  assert.ok(stopLines.some((l) => l.endsWith(':true')), `the stop joined a recycle drain: ${stopLines}`)
+  for (const file of fs.readdirSync(dir).filter((f) => f.endsWith('.err.log'))) {
+    assert.doesNotMatch(fs.readFileSync(path.join(dir, file), 'utf8'), /FATAL ERROR/)
+  }
+  fs.rmSync(dir, { recursive: true, force: true })
+})

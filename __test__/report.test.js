@@ -99,3 +99,19 @@ test('the snapshot is skipped, with the reason, when free memory is under twice 
   assert.deepEqual(snapshotDecision(100 << 20, 250 << 20), { write: true })
   assert.equal(snapshotDecision(1, null).write, false)
 })
+
+test('HEAP_SNAPSHOT on a full disk leaves no partial snapshot behind', { skip: process.getuid?.() !== 0 && 'mounting a small tmpfs needs root' }, async () => {
+  const dir = scratch()
+  const { execFileSync } = require('node:child_process')
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', dir])
+  try {
+    const result = await runFixture('report.js', { env: { SELF_RECYCLE_REPORT_DIR: dir, SELF_RECYCLE_HEAP_SNAPSHOT: 'on' }, timeoutMs: 60000 })
+    assert.equal(result.code, 75, describe(result))
+    const [exit] = eventsNamed(result, 'exit')
+    assert.match(exit.heapSnapshot.skipped ?? '', /could not write|needs about/, JSON.stringify(exit.heapSnapshot))
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')), [])
+  } finally {
+    execFileSync('umount', [dir])
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})

@@ -117,3 +117,83 @@ test('a worker far over its limit skips the queue (the ceiling)', async () => {
     fs.rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test('a lock held forever (a hostile process) delays a recycle by STAGGER_MAX_WAIT at most', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-stagger-'))
+  const holder = spawn('python3', ['-c', `
+import fcntl, os, sys, time
+fd = os.open(os.path.join(sys.argv[1], 'recycle.lock'), os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print('locked', flush=True)
+time.sleep(120)
+`, dir], { stdio: ['ignore', 'pipe', 'inherit'] })
+  try {
+    await new Promise((resolve) => holder.stdout.once('data', resolve))
+    const result = await sibling({ SELF_RECYCLE_MAX_AGE: '200ms', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_STAGGER_MAX_WAIT: '1s', SELF_RECYCLE_LOG: 'json' }).done
+    assert.equal(result.code, 75, result.stderr)
+    const recycle = result.events.find((e) => e.event === 'recycle')
+    assert.match(recycle.stagger, /^timeout: waited \d+ ms \(a sibling is recycling\)$/)
+    assert.ok(recycle.staggerWaitMs >= 1000 && recycle.staggerWaitMs < 5000, String(recycle.staggerWaitMs))
+  } finally {
+    holder.kill('SIGKILL')
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a timestamp from the future in last-recycle is ignored', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-stagger-'))
+  try {
+    fs.writeFileSync(path.join(dir, 'last-recycle'), String(Date.now() + 86400000))
+    const result = await sibling({ SELF_RECYCLE_MAX_AGE: '200ms', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_STAGGER_GAP: '1h', SELF_RECYCLE_LOG: 'json' }).done
+    assert.equal(result.code, 75, result.stderr)
+    const recycle = result.events.find((e) => e.event === 'recycle')
+    assert.equal(recycle.stagger, 'granted')
+    assert.ok(recycle.staggerWaitMs < 2000, String(recycle.staggerWaitMs))
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a STAGGER_DIR that is a symlink, shared, or cannot be created: the recycle goes ahead at once, saying why', async () => {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-stagger-'))
+  try {
+    const target = path.join(base, 'target')
+    fs.mkdirSync(target, { mode: 0o700 })
+    fs.symlinkSync(target, path.join(base, 'link'))
+    const shared = path.join(base, 'shared')
+    fs.mkdirSync(shared)
+    fs.chmodSync(shared, 0o777)
+    fs.writeFileSync(path.join(base, 'file'), '')
+    const cases = [
+      [path.join(base, 'link'), /is a symlink; it is not followed/],
+      [shared, /writable by group or others/],
+      [path.join(base, 'file', 'stagger'), /cannot create/]
+    ]
+    for (const [dir, why] of cases) {
+      const result = await sibling({ SELF_RECYCLE_MAX_AGE: '200ms', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_LOG: 'json' }).done
+      assert.equal(result.code, 75, result.stderr)
+      const recycle = result.events.find((e) => e.event === 'recycle')
+      assert.match(recycle.stagger, /^unavailable: /)
+      assert.match(recycle.stagger, why)
+      assert.ok(recycle.staggerWaitMs < 2000, String(recycle.staggerWaitMs))
+    }
+    assert.deepEqual(fs.readdirSync(target), [], 'nothing was written through the symlink')
+  } finally {
+    fs.rmSync(base, { recursive: true, force: true })
+  }
+})
+
+test('a lock file owned by another user: unavailable at once, not a wait forever', { skip: process.getuid?.() !== 0 && 'needs root to give the lock file to another user' }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-stagger-'))
+  try {
+    const lock = path.join(dir, 'recycle.lock')
+    fs.writeFileSync(lock, '', { mode: 0o600 })
+    fs.chownSync(lock, 65534, 65534)
+    const result = await sibling({ SELF_RECYCLE_MAX_AGE: '200ms', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_LOG: 'json' }).done
+    assert.equal(result.code, 75, result.stderr)
+    const recycle = result.events.find((e) => e.event === 'recycle')
+    assert.match(recycle.stagger, /^unavailable: the stagger lock belongs to uid 65534/)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})

@@ -235,6 +235,7 @@ class Recycler extends EventEmitter {
           startedEpochMs: Date.now(),
           nodeOwnsNearHeapLimit: [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]
             .some((arg) => arg.startsWith('--heapsnapshot-near-heap-limit')),
+          nodeReportsFatalErrors: process.report?.reportOnFatalError === true,
           ...takeNotifyEnv()
         },
         (event) => this._receive(event)

@@ -203,6 +203,10 @@ settings! {
     STAGGER_GAP => stagger_gap_ms: u64 = 30_000,
         parse duration,
         show "staggerGapMs" |c, _| json!(c.stagger_gap_ms);
+    /// The longest a recycle waits for its turn among siblings; then it goes ahead.
+    STAGGER_MAX_WAIT => stagger_max_wait_ms: u64 = 600_000,
+        parse |t| duration_at_least(t, 1000, "1s"),
+        show "staggerMaxWaitMs" |c, _| json!(c.stagger_max_wait_ms);
     /// Write a JSON recycle report here before exit.
     REPORT_DIR => report_dir: Option<String> = None,
         parse directory,

@@ -94,7 +94,7 @@ pub struct Recycle {
     /// The heap limit V8 started with, for near-heap-limit recycles.
     pub initial_limit: Option<u64>,
     /// No drain: the process exits at once (why, for the message).
-    pub exiting: Option<&'static str>,
+    pub exiting: Option<String>,
 }
 
 impl Recycle {
@@ -135,8 +135,8 @@ impl Recycle {
                 format_duration(value),
                 format_duration(limit)
             ),
+            _ if self.exiting.is_some() => self.exiting.clone().unwrap_or_default(),
             Reason::NearHeapLimit => match self.headroom {
-                _ if self.exiting.is_some() => self.exiting.unwrap_or_default().to_string(),
                 Some(headroom) => format!(
                     "V8 heap reached its limit of {} (initially {}); granted {} of headroom to drain",
                     format_size(limit),
@@ -199,6 +199,8 @@ pub enum ExitCause {
     NearHeapLimit(NearHeapExit),
     /// A second stop signal: leave at once.
     Interrupted,
+    /// V8's OOM handler: an allocation failed with no near-heap-limit warning first.
+    Oom,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -225,7 +227,7 @@ impl Exit {
     pub fn forced(&self) -> bool {
         matches!(
             self.cause,
-            ExitCause::NativeDeadline | ExitCause::NearHeapLimit(_)
+            ExitCause::NativeDeadline | ExitCause::NearHeapLimit(_) | ExitCause::Oom
         )
     }
 
@@ -257,6 +259,9 @@ impl Exit {
             ExitCause::Interrupted => {
                 format!("a second signal; exiting at once with code {code}")
             }
+            ExitCause::Oom => format!(
+                "V8 could not allocate and would abort; exiting with code {code} instead (work in flight is lost)"
+            ),
         }
     }
 }

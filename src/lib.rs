@@ -72,6 +72,9 @@ pub struct StartInput {
     pub force_js_heap_probe: bool,
     /// Node runs with `--heapsnapshot-near-heap-limit`: its callback must stay in place.
     pub node_owns_near_heap_limit: bool,
+    /// Node writes a diagnostic report on fatal errors (`--report-on-fatalerror`): its
+    /// OOM handler must stay in place.
+    pub node_reports_fatal_errors: bool,
     /// `{ node, v8, platform, arch }`, for the recycle report.
     pub versions: Value,
     /// `Date.now()` at start.
@@ -223,6 +226,16 @@ fn install_near_heap_limit(
     match installed {
         Ok(()) => {
             monitor.set_near_heap_status("on".to_string());
+            let oom = if input.node_reports_fatal_errors {
+                Err("off: --report-on-fatalerror owns V8's OOM handler".to_string())
+            } else {
+                v8::current_isolate().and_then(near_heap::install_oom_handler)
+            };
+            monitor.set_oom_status(match oom {
+                Ok(()) => "on".to_string(),
+                Err(reason) if reason.starts_with("off") => reason,
+                Err(reason) => format!("off: {reason}"),
+            });
             Some(handler)
         }
         Err(reason) => {

@@ -10,6 +10,8 @@ pub enum Reason {
     Growth,
     Leak,
     NearHeapLimit,
+    /// V8 failed an allocation without a near-heap-limit warning (a large rehash).
+    Oom,
     Jobs,
     Age,
     Stall,
@@ -25,6 +27,7 @@ impl Reason {
             Reason::Growth => "growth",
             Reason::Leak => "leak",
             Reason::NearHeapLimit => "near-heap-limit",
+            Reason::Oom => "oom",
             Reason::Jobs => "jobs",
             Reason::Age => "age",
             Reason::Stall => "stall",
@@ -37,7 +40,7 @@ impl Reason {
     pub fn is_bytes(self) -> bool {
         matches!(
             self,
-            Reason::Rss | Reason::Heap | Reason::Growth | Reason::NearHeapLimit
+            Reason::Rss | Reason::Heap | Reason::Growth | Reason::NearHeapLimit | Reason::Oom
         )
     }
 }

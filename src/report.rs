@@ -28,22 +28,71 @@ pub fn write_bytes_atomically(path: &Path, _body: &[u8]) -> Result<(), String> {
     ))
 }
 
-/// Writes `body` to `path`, 0600, through a temp file and a rename. A symlink already at
-/// `path` is replaced, never followed.
+#[cfg(not(unix))]
+pub fn private_dir(dir: &Path) -> Result<(), String> {
+    Err(format!(
+        "private directories need unix permissions ({})",
+        dir.display()
+    ))
+}
+
+/// Makes sure `dir` is a directory this process may trust: created 0700 if missing; never
+/// a symlink (an attacker's link would send our files elsewhere); owned by this user; not
+/// writable by group or others (anyone else could plant files in it).
+#[cfg(unix)]
+pub fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::fs;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+
+    if fs::symlink_metadata(dir).is_err() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let meta =
+        fs::symlink_metadata(dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
+    if meta.file_type().is_symlink() {
+        return Err(format!(
+            "{} is a symlink; it is not followed",
+            dir.display()
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!(
+            "{} belongs to uid {}, not to this process's uid {me}",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {:o}); use mode 0700",
+            dir.display(),
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `body` to `path`, 0600, through a temp file and a rename, in a private directory
+/// (see `private_dir`). A symlink already at `path` is replaced, never followed.
 #[cfg(unix)]
 pub fn write_bytes_atomically(path: &Path, body: &[u8]) -> Result<(), String> {
     use std::fs::{self, OpenOptions};
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
 
     let dir = path
         .parent()
         .ok_or_else(|| format!("{} has no parent directory", path.display()))?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    private_dir(dir)?;
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -94,6 +143,28 @@ mod tests {
         assert_eq!(parsed["reason"], "rss");
         let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_symlinked_or_shared_directory_is_refused() {
+        let dir = scratch("dirs");
+        fs::create_dir_all(&dir).expect("dir");
+        let elsewhere = dir.join("elsewhere");
+        fs::create_dir_all(&elsewhere).expect("target");
+        let link = dir.join("link");
+        symlink(&elsewhere, &link).expect("symlink");
+        let error = write_atomically(&link.join("r.json"), &json!({})).expect_err("symlink");
+        assert!(error.contains("is a symlink"), "{error}");
+        assert!(
+            fs::read_dir(&elsewhere).expect("list").next().is_none(),
+            "nothing written through it"
+        );
+        let open = dir.join("open");
+        fs::create_dir_all(&open).expect("dir");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let error = write_atomically(&open.join("r.json"), &json!({})).expect_err("shared");
+        assert!(error.contains("writable by group or others"), "{error}");
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -2,6 +2,12 @@
 //! `STAGGER_DIR` admits one recycle at a time, and a timestamp file keeps admissions at
 //! least `STAGGER_GAP` apart. The kernel drops a flock when its holder dies, so a killed
 //! sibling can never block the fleet. Files are 0600 and never opened through a symlink.
+//!
+//! Nothing found in the directory is trusted to hold a recycle back for good: a directory
+//! that is not private, a lock owned by another user or that cannot be opened makes the
+//! queue unavailable (the recycle goes ahead at once, saying why); a timestamp from the
+//! future is ignored; and the monitor bounds the wait for a lock held by anyone
+//! (`STAGGER_MAX_WAIT`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -10,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use crate::report::write_bytes_atomically;
+use crate::report::{private_dir, write_bytes_atomically};
 
 const LOCK_FILE: &str = "recycle.lock";
 const LAST_FILE: &str = "last-recycle";
@@ -21,7 +27,12 @@ pub enum Admission {
     Granted,
     /// Not yet: another sibling is recycling, or the last one was too recent.
     Wait(String),
+    /// The queue cannot be used (see the module docs): go ahead without it.
+    Unavailable(String),
 }
+
+/// Clock skew tolerated on a sibling's timestamp; later ones are planted or broken.
+const FUTURE_SLACK_MS: u64 = 5_000;
 
 pub struct Stagger {
     dir: PathBuf,
@@ -56,19 +67,15 @@ impl Stagger {
                 *held = Some(file);
                 Admission::Granted
             }
-            Err(wait) => Admission::Wait(wait),
+            Err(admission) => admission,
         }
     }
 
     #[cfg(unix)]
-    fn admit(&self) -> Result<File, String> {
+    fn admit(&self) -> Result<File, Admission> {
         use std::os::fd::AsRawFd;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        private_dir(&self.dir).map_err(Admission::Unavailable)?;
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -77,28 +84,42 @@ impl Stagger {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(self.dir.join(LOCK_FILE))
-            .map_err(|e| format!("cannot open the stagger lock: {e}"))?;
+            .map_err(|e| Admission::Unavailable(format!("cannot open the stagger lock: {e}")))?;
+        let owner = lock.metadata().map(|m| m.uid()).unwrap_or(u32::MAX);
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if owner != me {
+            return Err(Admission::Unavailable(format!(
+                "the stagger lock belongs to uid {owner}, not {me}: siblings must run as one user"
+            )));
+        }
         // SAFETY: a valid open descriptor; flock has no other preconditions.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err("a sibling is recycling".to_string());
+            return Err(Admission::Wait("a sibling is recycling".to_string()));
         }
-        let last = self.last_recycle_ms();
         let now = now_ms();
+        // A timestamp from the future is not a sibling's: ignore it (it is overwritten).
+        let last = self
+            .last_recycle_ms()
+            .filter(|last| *last <= now + FUTURE_SLACK_MS);
         if let Some(last) = last.filter(|l| now.saturating_sub(*l) < self.gap.as_millis() as u64) {
             // Dropping `lock` closes it and releases the flock.
-            return Err(format!(
+            return Err(Admission::Wait(format!(
                 "a sibling recycled {} ms ago, the gap is {} ms",
                 now.saturating_sub(last),
                 self.gap.as_millis()
-            ));
+            )));
         }
-        write_bytes_atomically(&self.dir.join(LAST_FILE), now.to_string().as_bytes())?;
+        write_bytes_atomically(&self.dir.join(LAST_FILE), now.to_string().as_bytes())
+            .map_err(Admission::Unavailable)?;
         Ok(lock)
     }
 
     #[cfg(not(unix))]
-    fn admit(&self) -> Result<File, String> {
-        Err("staggering needs flock (unix only)".to_string())
+    fn admit(&self) -> Result<File, Admission> {
+        Err(Admission::Unavailable(
+            "staggering needs flock (unix only)".to_string(),
+        ))
     }
 
     fn last_recycle_ms(&self) -> Option<u64> {
@@ -163,9 +184,45 @@ mod tests {
         std::fs::write(&victim, "keep").expect("victim");
         symlink(&victim, PathBuf::from(&dir).join(LOCK_FILE)).expect("symlink");
         assert!(
-            matches!(Stagger::new(&dir, 0).try_admit(), Admission::Wait(w) if w.contains("cannot open"))
+            matches!(Stagger::new(&dir, 0).try_admit(), Admission::Unavailable(w) if w.contains("cannot open"))
         );
         assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_future_timestamp_is_ignored() {
+        let dir = scratch("future");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            PathBuf::from(&dir).join(LAST_FILE),
+            (now_ms() + 86_400_000).to_string(),
+        )
+        .expect("planted");
+        assert_eq!(Stagger::new(&dir, 60_000).try_admit(), Admission::Granted);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_that_is_not_private_makes_the_queue_unavailable() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = scratch("shared");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert!(
+            matches!(Stagger::new(&dir, 0).try_admit(), Admission::Unavailable(w) if w.contains("writable by group or others"))
+        );
+        let target = scratch("target");
+        std::fs::create_dir_all(&target).expect("target");
+        let link = format!("{dir}-link");
+        let _ = std::fs::remove_file(&link);
+        symlink(&target, &link).expect("symlink");
+        assert!(
+            matches!(Stagger::new(&link, 0).try_admit(), Admission::Unavailable(w) if w.contains("symlink"))
+        );
+        assert!(std::fs::read_dir(&target).expect("list").next().is_none());
+        let _ = std::fs::remove_file(&link);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&target);
     }
 }

@@ -101,6 +101,8 @@ pub struct Monitor {
     stagger: Option<Stagger>,
     /// `on`, or why the near-heap-limit callback is not installed.
     near_heap_status: Mutex<String>,
+    /// `on`, or why V8's OOM handler is not ours.
+    oom_status: Mutex<String>,
     /// Wakes the sampler thread so it sleeps no later than a new drain deadline.
     waker: Mutex<Option<Waker>>,
     sampling: Mutex<Sampling>,
@@ -144,6 +146,7 @@ impl Monitor {
             notifier: setup.notifier,
             stagger,
             near_heap_status: Mutex::new("off".to_string()),
+            oom_status: Mutex::new("off".to_string()),
             waker: Mutex::new(None),
             jobs_done: AtomicU64::new(0),
             sample_events: AtomicBool::new(false),
@@ -153,6 +156,10 @@ impl Monitor {
 
     pub fn set_near_heap_status(&self, status: String) {
         *self.near_heap_status.lock() = status;
+    }
+
+    pub fn set_oom_status(&self, status: String) {
+        *self.oom_status.lock() = status;
     }
 
     pub fn set_waker(&self, waker: Waker) {
@@ -406,15 +413,20 @@ impl Monitor {
         }
         let over_ceiling = recycle.reason.is_bytes()
             && recycle.value as f64 >= recycle.limit as f64 * STAGGER_CEILING;
+        let waited_ms = since.elapsed().as_millis() as u64;
         let admission = if over_ceiling {
             "bypass: over the ceiling".to_string()
         } else {
             match stagger.try_admit() {
                 Admission::Granted => "granted".to_string(),
+                Admission::Unavailable(why) => format!("unavailable: {why}"),
+                // Nobody may hold a recycle back for good, not even a hostile lock holder.
+                Admission::Wait(why) if waited_ms >= self.config.stagger_max_wait_ms => {
+                    format!("timeout: waited {waited_ms} ms ({why})")
+                }
                 Admission::Wait(_) => return,
             }
         };
-        let waited_ms = since.elapsed().as_millis() as u64;
         let Some((mut recycle, _)) = sampling.pending.take() else {
             return;
         };
@@ -609,6 +621,36 @@ impl Monitor {
 }
 
 impl NearHeapHandler for Monitor {
+    /// V8's OOM handler (inside a failed allocation, JS thread): no way back into V8, so
+    /// record the reason and exit with the configured code instead of a SIGABRT.
+    fn on_oom(&self, location: &str, detail: Option<&str>) -> ! {
+        let heap = self.source.heap().figures().unwrap_or_default();
+        let mut recycle = Recycle::new(Reason::Oom, heap.used, heap.limit, 0);
+        recycle.drain_timeout_ms = self.config.drain_timeout_ms;
+        recycle.detail = Some(match detail {
+            Some(detail) => format!("{location}: {detail}"),
+            None => location.to_string(),
+        });
+        recycle.exiting = Some(format!(
+            "V8 failed an allocation ({location}) with {} of {} heap used and no near-heap-limit warning: a single allocation larger than the free heap, such as a growing Map or array rehashing",
+            crate::units::format_size(heap.used),
+            crate::units::format_size(heap.limit)
+        ));
+        let object = self.render(&Event::Recycle(Box::new(recycle)));
+        let current =
+            self.recycle
+                .lock()
+                .begin_or_current(Reason::Oom, object.clone(), Instant::now());
+        // Whatever was draining, this is what ends the process: say so.
+        let drain = Drain {
+            reason: Reason::Oom,
+            recycle_event: object,
+            acknowledged: false,
+            ..current
+        };
+        self.exit_natively(&drain, ExitCause::Oom)
+    }
+
     /// V8 is about to run out of heap (JS thread, inside a GC). Returns the new limit.
     fn on_near_heap_limit(&self, hits: u32, current: u64, initial: u64) -> u64 {
         let rss = self.source.resident().map_or(0, |r| r.rss);
@@ -625,7 +667,7 @@ impl NearHeapHandler for Monitor {
             NearHeapAction::Exit(why) => {
                 let mut recycle = Recycle::new(Reason::NearHeapLimit, current, current, 0);
                 recycle.drain_timeout_ms = self.config.drain_timeout_ms;
-                recycle.exiting = Some(why.why());
+                recycle.exiting = Some(why.why().to_string());
                 let object = self.render(&Event::Recycle(Box::new(recycle)));
                 let drain = self.recycle.lock().begin_or_current(
                     Reason::NearHeapLimit,

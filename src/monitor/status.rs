@@ -45,6 +45,7 @@ impl Monitor {
                 "watchdogMs": n.watchdog_every().map(|d| d.as_millis() as u64 * 2),
             })),
             "nearHeapLimit": *self.near_heap_status.lock(),
+            "oomHandler": *self.oom_status.lock(),
         })
     }
 

@@ -17,6 +17,26 @@ pub type GcCallback = unsafe extern "C" fn(*mut c_void, c_int, c_int, *mut c_voi
 /// `size_t (*)(void* data, size_t current_heap_limit, size_t initial_heap_limit)`
 pub type NearHeapLimitCallback = unsafe extern "C" fn(*mut c_void, usize, usize) -> usize;
 
+/// `void (*)(const char* location, const v8::OOMDetails& details)` (V8 >= 10.4), or
+/// `void (*)(const char* location, bool is_heap_oom)` before: the second word is either.
+pub type OomCallback = unsafe extern "C" fn(*const std::ffi::c_char, usize);
+
+/// `v8::OOMDetails` (V8 >= 10.4): `{ bool is_heap_oom; const char* detail; }`.
+#[repr(C)]
+pub struct OomDetails {
+    pub is_heap_oom: bool,
+    pub detail: *const std::ffi::c_char,
+}
+
+/// Which `SetOOMErrorHandler` this runtime has: how to read the callback's second word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OomSignature {
+    /// A pointer to `OOMDetails`.
+    Details,
+    /// A bool `is_heap_oom`.
+    Flag,
+}
+
 /// `v8::GCType::kGCTypeMarkSweepCompact`
 pub const GC_TYPE_MARK_SWEEP_COMPACT: c_int = 1 << 2;
 
@@ -30,6 +50,7 @@ struct Symbols {
     add_near_heap_limit:
         Option<unsafe extern "C" fn(*mut c_void, NearHeapLimitCallback, *mut c_void)>,
     remove_near_heap_limit: Option<unsafe extern "C" fn(*mut c_void, NearHeapLimitCallback, usize)>,
+    set_oom_handler: Option<(unsafe extern "C" fn(*mut c_void, OomCallback), OomSignature)>,
 }
 
 #[cfg(unix)]
@@ -69,6 +90,9 @@ static SYMBOLS: Lazy<Result<Symbols, String>> = Lazy::new(|| {
             .ok_or_else(|| missing("v8::Isolate::RemoveGCEpilogueCallback"))?,
         add_near_heap_limit: resolve!(c"_ZN2v87Isolate24AddNearHeapLimitCallbackEPFmPvmmES1_"),
         remove_near_heap_limit: resolve!(c"_ZN2v87Isolate27RemoveNearHeapLimitCallbackEPFmPvmmEm"),
+        set_oom_handler: resolve!(c"_ZN2v87Isolate18SetOOMErrorHandlerEPFvPKcRKNS_10OOMDetailsEE")
+            .map(|f| (f, OomSignature::Details))
+            .or_else(|| resolve!(c"_ZN2v87Isolate18SetOOMErrorHandlerEPFvPKcbE").map(|f| (f, OomSignature::Flag))),
     })
 });
 
@@ -303,6 +327,18 @@ pub unsafe fn remove_near_heap_limit(
         // SAFETY: JS thread (module contract).
         unsafe { remove(isolate.0, callback, heap_limit) };
     }
+}
+
+/// Replaces V8's OOM handler (Node's prints `FATAL ERROR` and aborts). Returns how the
+/// callback's second argument must be read, or `None` when the symbol is missing.
+///
+/// # Safety
+/// JS thread only; the callback must never return into V8 (V8 aborts after it).
+pub unsafe fn set_oom_handler(isolate: Isolate, callback: OomCallback) -> Option<OomSignature> {
+    let (set, signature) = symbols().ok()?.set_oom_handler?;
+    // SAFETY: JS thread (caller's contract); the callback has the resolved signature's ABI.
+    unsafe { set(isolate.0, callback) };
+    Some(signature)
 }
 
 impl Isolate {
