@@ -13,7 +13,7 @@ test('ESM import (by path and by package name) gives the CommonJS API', async ()
   assert.deepEqual(JSON.parse(result.lines[0]), { defaultStart: true, sameModule: true, events: 'recycle', error: 'function' })
 })
 
-test('the public API names of DESIGN.md are exported', () => {
+test('the public API names are exported', () => {
   const recycle = require('..')
   for (const name of ['start', 'once', 'guardStats', 'EVENTS', 'SelfRecycleConfigError']) {
     assert.ok(name in recycle, `missing export ${name}`)

@@ -16,7 +16,7 @@ test('100 Nest contexts: the guarded provider initializes once, the watched one 
   assert.equal(report.guarded.reinitAttempts, 0)
   assert.equal(report.unguardedInits, 100)
   assert.equal(report.unguarded.inits, 100)
-  assert.ok(report.unguarded.rssDelta > 0 || report.unguarded.heapDelta > 0)
+  assert.ok(report.unguarded.heapDelta > 0, `heap delta ${report.unguarded.heapDelta}`)
   assert.equal(report.eventListeners, 0, 'each closed context removed its listener')
   const reinits = eventsNamed(result, 'reinit')
   assert.equal(reinits.length, 1, 'once per call site')

@@ -197,3 +197,21 @@ test('a lock file owned by another user: unavailable at once, not a wait forever
     fs.rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test('the lock is held until the holder exits: with no gap, drains still never overlap', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-stagger-'))
+  try {
+    const env = { SELF_RECYCLE_MAX_AGE: '300ms', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_STAGGER_GAP: '0', SELF_RECYCLE_LOG: 'json', FIXTURE_MODE: 'slow-hook', FIXTURE_HOOK_MS: '700' }
+    const results = await Promise.all([0, 1, 2].map(() => sibling(env).done))
+    const spans = results.map((r) => {
+      assert.equal(r.code, 75, r.stderr)
+      const at = (name) => Date.parse(r.events.find((e) => e.event === name).time)
+      return [at('recycle'), at('exit')]
+    }).sort((a, b) => a[0] - b[0])
+    for (let i = 1; i < spans.length; i++) {
+      assert.ok(spans[i][0] >= spans[i - 1][1], `drain ${i} began before drain ${i - 1} ended: ${JSON.stringify(spans)}`)
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
