@@ -24,12 +24,12 @@ const example = path.join(__dirname, '..', 'examples', 'nest-bullmq-worker')
  * manager's own log), pushes `jobs` jobs, waits for them, stops the workers, and checks
  * BullMQ's and Redis's counts. Returns the workers' self-recycle events and the manager log.
  */
-async function runJobs (jobs, launch) {
+async function runJobs (jobs, launch, extraEnv = {}) {
   const redis = await startRedis()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-e2e-'))
   const queueName = `e2e-${process.pid}-${Date.now()}`
   const connection = { host: redis.host, port: redis.port }
-  const env = cleanEnv({ REDIS_URL: redis.url, QUEUE_NAME: queueName, SELF_RECYCLE_LOG: 'json', NO_COLOR: '1', PATH: `${path.dirname(process.execPath)}:${process.env.PATH}` })
+  const env = cleanEnv({ REDIS_URL: redis.url, QUEUE_NAME: queueName, SELF_RECYCLE_LOG: 'json', NO_COLOR: '1', PATH: `${path.dirname(process.execPath)}:${process.env.PATH}`, ...extraEnv })
   const queue = new Queue(queueName, { connection })
   const events = new QueueEvents(queueName, { connection })
   const stalled = []
@@ -74,9 +74,15 @@ async function runJobs (jobs, launch) {
   }
 }
 
-/** Workers under supervisord, with the example's program block included as written. */
-function underSupervisor (env, dir) {
-  const conf = writeSupervisorConf(dir, [`[include]\nfiles = ${path.join(example, 'supervisor.conf')}`])
+/**
+ * Workers under supervisord, with the example's program block included as written, or
+ * with `edit(text)` applied to a copy of it.
+ */
+function underSupervisor (env, dir, edit) {
+  const program = edit
+    ? edit(fs.readFileSync(path.join(example, 'supervisor.conf'), 'utf8').replaceAll('%(here)s', example))
+    : `[include]\nfiles = ${path.join(example, 'supervisor.conf')}`
+  const conf = writeSupervisorConf(dir, [program])
   const supervisord = startSupervisord(conf, env)
   let stopped = false
   return {
@@ -118,11 +124,17 @@ function underPm2 (env, dir) {
 test('2,000 jobs through two self-recycling Nest workers under Supervisor: each exactly once', { timeout: 300000 }, async () => {
   const { events, managerLog: supervisorLog } = await runJobs(JOBS, underSupervisor)
   const recycles = events.filter((e) => e.event === 'recycle')
-  // RSS recycles while the jobs ran; `signal` ones when the test stopped Supervisor.
+  // RSS recycles while the jobs ran; the final supervisorctl stop is a stop, not a recycle.
   assert.ok(recycles.filter((e) => e.reason === 'rss').length >= 3, `recycles: ${recycles.map((e) => e.reason)}`)
-  assert.ok(recycles.every((e) => e.reason === 'rss' || e.reason === 'signal'))
+  assert.ok(recycles.every((e) => e.reason === 'rss'), `recycles: ${recycles.map((e) => e.reason)}`)
   const exits = events.filter((e) => e.event === 'exit')
   assert.ok(exits.filter((e) => e.code === 75 && e.drained && e.reason === 'rss').length >= 3)
+  // The drain counted @nestjs/bullmq's active jobs with no track() in the app.
+  const drainStarts = events.filter((e) => e.event === 'drain' && e.phase === 'start' && e.reason === 'rss')
+  assert.ok(drainStarts.some((e) => e.inFlight > 0), `in flight at drain start: ${drainStarts.map((e) => e.inFlight)}`)
+  const stops = events.filter((e) => e.event === 'stop')
+  assert.equal(stops.length, 2, 'both workers stopped on supervisorctl stop')
+  assert.ok(exits.filter((e) => e.signal).every((e) => e.code === 0))
   assert.ok((supervisorLog.match(/exit status 75; not expected/g) || []).length >= 3, supervisorLog)
 })
 
@@ -131,3 +143,30 @@ test('the example\'s PM2 ecosystem file as written: jobs complete exactly once a
   assert.ok(events.filter((e) => e.event === 'recycle' && e.reason === 'rss').length >= 2, `events: ${events.map((e) => e.event)}`)
   assert.ok((pm2Log.match(/App \[nest-bullmq-worker:\d\] exited with code \[75\]/g) || []).length >= 2, pm2Log)
 })
+
+test('under --max-old-space-size=160 the default MAX_HEAP engages: heap recycles, staggered, each job exactly once', { timeout: 300000 }, async () => {
+  const stagger = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-e2e-stagger-'))
+  // A heap leak of about 12 MiB/s per worker: fast, but slower than the near-heap-limit
+  // rescue is for (which would act past 160 MiB).
+  // The example's block with MAX_RSS off, so that the heap limits alone decide.
+  const heapOnly = (env, dir) => underSupervisor(env, dir, (conf) => conf.replace('SELF_RECYCLE_MAX_RSS="256MiB"', 'SELF_RECYCLE_MAX_RSS="off"'))
+  const { events } = await runJobs(Math.round(JOBS * 2.5), heapOnly, {
+    NODE_OPTIONS: '--max-old-space-size=160',
+    LEAK_ON_HEAP: '1',
+    LEAK_KIB_PER_JOB: '128',
+    SELF_RECYCLE_STAGGER_DIR: stagger,
+    SELF_RECYCLE_STAGGER_GAP: '1s'
+  })
+  fs.rmSync(stagger, { recursive: true, force: true })
+  const recycles = events.filter((e) => e.event === 'recycle')
+  assert.ok(recycles.length >= 3, `recycles: ${recycles.map((e) => e.reason)}; events: ${events.map((e) => `${e.event}:${e.pid}:${e.heapUsed}:${e.config?.maxHeap ?? ''}`).join(' ')}`)
+  assert.deepEqual([...new Set(recycles.map((e) => e.reason))], ['heap'], 'MAX_HEAP acted before V8\'s near-heap-limit')
+  for (const event of events.filter((e) => e.event === 'start')) {
+    assert.equal(event.config.maxHeap, Math.floor(160 * 1024 * 1024 * 0.85))
+    assert.deepEqual(event.warnings, [])
+  }
+  assert.ok(recycles.every((e) => e.stagger === 'granted' || e.stagger === 'bypass: over the ceiling'), JSON.stringify(recycles.map((e) => e.stagger)))
+  const times = recycles.map((e) => Date.parse(e.time)).sort((a, b) => a - b)
+  for (let i = 1; i < times.length; i++) assert.ok(times[i] - times[i - 1] >= 950, `recycles ${times.map((t) => t - times[0])} ms`)
+})
+

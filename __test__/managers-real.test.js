@@ -10,7 +10,7 @@ const path = require('node:path')
 const { execFileSync } = require('node:child_process')
 const { readLedger, waitFor, workerEnv } = require('./managers')
 const { writeSupervisorConf, supervisorEnvironment, startSupervisord } = require('../scripts/supervisor')
-const { cleanEnv, runFixture, describe, FIXTURES } = require('./processes')
+const { cleanEnv, runFixture, describe, parseEvents, FIXTURES } = require('./processes')
 
 const RECYCLES = 3
 
@@ -83,6 +83,47 @@ test('PM2 restarts the worker after each self-recycle (exit code 75), no job los
   assert.deepEqual(result.lost, [])
   assert.ok(result.recycles.filter((r) => r.reason === 'rss').length >= RECYCLES)
   assert.doesNotMatch(fs.readFileSync(path.join(home, 'worker.err.log'), 'utf8'), /FATAL ERROR/)
+  fs.rmSync(home, { recursive: true, force: true })
+})
+
+test('PM2 cluster mode: the event lines land in the app\'s own log file, and pm2 stop is a clean stop', { timeout: 120000 }, async () => {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-pm2c-'))
+  const ledger = path.join(home, 'ledger')
+  const pm2 = require.resolve('pm2/bin/pm2')
+  const env = cleanEnv({ PM2_HOME: home })
+  const ecosystem = path.join(home, 'ecosystem.config.js')
+  fs.writeFileSync(ecosystem, `module.exports = { apps: [${JSON.stringify({
+    name: 'cluster-worker',
+    script: path.join(FIXTURES, 'managed-worker.js'),
+    exec_mode: 'cluster',
+    instances: 2,
+    autorestart: true,
+    kill_timeout: 8000,
+    env: workerEnv(ledger, { SELF_RECYCLE_LOG: 'auto' }),
+    error_file: path.join(home, 'app.err.log'),
+    out_file: path.join(home, 'app.out.log'),
+    merge_logs: true
+  })}] }\n`)
+  const pm2Run = (...args) => execFileSync(process.execPath, [pm2, ...args], { env, encoding: 'utf8' })
+  try {
+    pm2Run('start', ecosystem)
+    await waitFor(() => readLedger(ledger).recycles.length >= 2, 90000, '2 recycles under PM2 cluster mode')
+    pm2Run('stop', 'cluster-worker')
+  } finally {
+    try { pm2Run('kill') } catch {}
+  }
+  // The app listens to recycle/exit only (the fixture): everything else is logged (LOG=auto).
+  const appLog = fs.readFileSync(path.join(home, 'app.err.log'), 'utf8')
+  const events = parseEvents(appLog)
+  assert.ok(events.some((e) => e.event === 'start'), appLog)
+  assert.ok(events.some((e) => e.event === 'drain'), 'drain lines in the app log, not only in the PM2 daemon log')
+  const daemonLog = fs.readFileSync(path.join(home, 'pm2.log'), 'utf8')
+  assert.doesNotMatch(daemonLog, /"event":"drain"/)
+  // pm2 stop sends SIGINT: with SIGNALS=on a stop drains and exits 0.
+  const stops = events.filter((e) => e.event === 'stop')
+  assert.ok(stops.length >= 1, appLog)
+  assert.ok(events.filter((e) => e.event === 'exit' && e.signal).every((e) => e.code === 0), appLog)
+  assert.deepEqual(readLedger(ledger).lost, [])
   fs.rmSync(home, { recursive: true, force: true })
 })
 

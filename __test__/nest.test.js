@@ -16,12 +16,19 @@ test('100 Nest contexts: the guarded provider initializes once, the watched one 
   assert.equal(report.guarded.reinitAttempts, 0)
   assert.equal(report.unguardedInits, 100)
   assert.equal(report.unguarded.inits, 100)
-  assert.ok(report.unguarded.heapDelta > 0, `heap delta ${report.unguarded.heapDelta}`)
+  assert.ok(report.unguarded.heapDelta > 25 * 1024 * 1024, `heap delta ${report.unguarded.heapDelta}`)
+  assert.ok(report.unguarded.rssDelta > 25 * 1024 * 1024, `rss delta ${report.unguarded.rssDelta}`)
   assert.equal(report.eventListeners, 0, 'each closed context removed its listener')
+  // 99 re-initializations from one call site: reported at the 1st and the 10th, with counts.
   const reinits = eventsNamed(result, 'reinit')
-  assert.equal(reinits.length, 1, 'once per call site')
+  assert.deepEqual(reinits.map((e) => e.fromSite), [1, 10])
   assert.equal(reinits[0].key, 'unguarded-client')
-  assert.match(reinits[0].stack, /nest-contexts\.js/)
+  assert.equal(reinits[1].attempts, 10)
+  // The call site is the application's code, not self-recycle's nor Nest's injector.
+  assert.match(reinits[0].callSite, /nest-contexts\.js:\d+:\d+/)
+  assert.doesNotMatch(reinits[0].callSite, /js[\\/]nest\.js|@nestjs/)
+  assert.equal(reinits[0].cached, false)
+  assert.match(reinits[0].msg, /a new value was built each time/)
 })
 
 test('the drain closes the Nest app: lifecycle hooks run, events go to Nest Logger, health goes down', async () => {
@@ -40,4 +47,67 @@ test('the drain closes the Nest app: lifecycle hooks run, events go to Nest Logg
   assert.match(result.stdout, /\[SelfRecycle\] recycle: manual recycle requested; draining/)
   assert.match(result.stdout, /\[SelfRecycle\] draining \(manual\): closing the Nest application/)
   assert.equal(eventsNamed(result, 'recycle').length, 0, 'the app listens: nothing on stderr')
+})
+
+const { spawn } = require('node:child_process')
+const { FIXTURES, cleanEnv, parseEvents } = require('./processes')
+
+/** Runs fixtures/nest-stop.js and sends `signal` once it is ready. */
+function stopNest (env, signal = 'SIGTERM') {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [require('node:path').join(FIXTURES, 'nest-stop.js')], { env: cleanEnv({ NO_COLOR: '1', ...env }), stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30000)
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk
+      if (String(chunk).includes('ready')) child.kill(signal)
+    })
+    child.stderr.on('data', (chunk) => { stderr += chunk })
+    child.on('close', (code, sig) => {
+      clearTimeout(timer)
+      resolve({ code, signal: sig, stdout, stderr, events: parseEvents(stderr), dump: `code=${code} signal=${sig}\n${stdout}\n${stderr}` })
+    })
+  })
+}
+
+test('Nest with enableShutdownHooks() and SIGNALS=on: every SIGTERM/SIGINT stop ends the same way (exit 0, job done)', async () => {
+  for (let run = 0; run < 10; run++) {
+    const signal = run % 2 ? 'SIGINT' : 'SIGTERM'
+    const result = await stopNest({ FIXTURE_SHUTDOWN_HOOKS: '1' }, signal)
+    assert.equal(result.code, 0, result.dump)
+    assert.match(result.stdout, /job-done:ok/)
+    assert.match(result.stdout, /\[SelfRecycle\] stop: SIG(TERM|INT) received; stopping/)
+    assert.match(result.stdout, /\[SelfRecycle\] exit: stopping on SIG(TERM|INT): drained in \d+ ms; exiting with code 0/)
+    assert.doesNotMatch(result.stdout, /WARN \[SelfRecycle\] recycle/, 'a stop is not a recycle')
+  }
+})
+
+test('Nest without enableShutdownHooks: the same stop, exit 0', async () => {
+  for (let run = 0; run < 3; run++) {
+    const result = await stopNest({})
+    assert.equal(result.code, 0, result.dump)
+    assert.match(result.stdout, /job-done:ok/)
+    assert.match(result.stdout, /nest-shutdown:undefined/)
+  }
+})
+
+test('a shared onceProvider value is not destroyed when a per-job context closes', async () => {
+  const result = await stopNest({})
+  assert.match(result.stdout, /pool-after-job-context:ok/)
+  assert.doesNotMatch(result.stdout.split('pool-after-job-context')[0], /pool-destroyed/)
+})
+
+test('a Nest logger silenced by a context created with logger: false does not swallow the events: they go to stderr', async () => {
+  const result = await stopNest({ FIXTURE_SILENT: '1' })
+  assert.equal(result.code, 0, result.dump)
+  assert.deepEqual(result.events.map((e) => e.event).filter((n) => n !== 'start'), ['stop', 'drain', 'drain', 'exit'], result.dump)
+  assert.doesNotMatch(result.stdout.split('ready')[1], /\[SelfRecycle\]/)
+})
+
+test('forRootAsync takes the options from an injected config provider', async () => {
+  const result = await stopNest({ FIXTURE_ASYNC: '1' })
+  assert.equal(result.code, 0, result.dump)
+  assert.match(result.stdout, /\[SelfRecycle\] start: sampling every 50ms/)
+  assert.match(result.stdout, /stop: SIGTERM received/)
 })

@@ -6,8 +6,12 @@ const v8 = require('node:v8')
 const binding = require('./native.js')
 const { shouldLog, envLogMode, writeLine } = require('./log.js')
 
+const path = require('node:path')
+
 const MAX_KEY_BYTES = 1024
-const GUARD_FILE = __filename
+/** Frames of self-recycle itself, Node's internals and the frameworks around the app's code. */
+const OWN_DIR = `${__dirname}${path.sep}`
+const NOT_THE_APP = [OWN_DIR, 'node:internal', `${path.sep}node_modules${path.sep}@nestjs${path.sep}`, '(native)']
 
 // Hits are counted in JS and flushed to the native registry in batches: the hot path
 // (an initialized key) stays a Map lookup plus a WeakSet check, with no native call.
@@ -52,23 +56,27 @@ function isThenable (value) {
   return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function'
 }
 
-/** The caller's stack, without our own frames; its first line is the call site. */
+/**
+ * The caller's stack without self-recycle's frames; the call site is the first frame of
+ * the application's own code (not Node's, not Nest's injector, not ours).
+ */
 function callerStack () {
   const holder = {}
   const limit = Error.stackTraceLimit
-  Error.stackTraceLimit = 20
+  Error.stackTraceLimit = 40
   Error.captureStackTrace(holder)
   Error.stackTraceLimit = limit
   const frames = String(holder.stack).split('\n').slice(1)
-    .filter((line) => !line.includes(GUARD_FILE))
     .map((line) => line.trim())
-  return frames
+    .filter((line) => !line.includes(OWN_DIR))
+  const site = frames.find((line) => /:\d+:\d+\)?$/.test(line) && !NOT_THE_APP.some((part) => line.includes(part))) ?? frames[0]
+  return { site: site ?? 'unknown', frames }
 }
 
 /** Emits through the recycler (its listeners and LOG mode), or logs when none exists. */
-function emitReinit (key, attempts, callSite, stack) {
+function emitReinit (key, count, cached, callSite, stack) {
   const heap = v8.getHeapStatistics()
-  const event = binding.reinitEvent(key, attempts, callSite, stack, process.uptime() * 1000, heap.used_heap_size, heap.heap_size_limit)
+  const event = binding.reinitEvent(key, count.attempts, count.fromSite, cached, callSite, stack, process.uptime() * 1000, heap.used_heap_size, heap.heap_size_limit)
   const recycler = globalThis[Symbol.for('self-recycle.recycler')]
   if (recycler && typeof recycler._emitEvent === 'function' && recycler.config) {
     recycler._emitEvent(event)
@@ -90,10 +98,9 @@ function measureEnd (before) {
   ]
 }
 
-function reportReinit (key, stack) {
-  const site = stack[0] || 'unknown'
-  const { attempts, firstFromSite } = binding.guardReinit(key, site)
-  if (firstFromSite) emitReinit(key, attempts, site, stack.join('\n'))
+function reportReinit (key, caller, cached) {
+  const count = binding.guardReinit(key, caller.site)
+  if (count.report) emitReinit(key, count, cached, caller.site, caller.frames.join('\n'))
 }
 
 /**
@@ -111,7 +118,7 @@ function once (key, factory, options) {
     if (entry.lastFactory !== factory) {
       if (!entry.factories.has(factory)) {
         entry.factories.add(factory)
-        reportReinit(key, callerStack())
+        reportReinit(key, callerStack(), true)
       }
       entry.lastFactory = factory
     }
@@ -164,14 +171,14 @@ function once (key, factory, options) {
  * Runs `factory` every time (no caching) but counts each run for `key`: from the second
  * one on, `reinit` is reported with the caller's stack. For code you cannot guard yet.
  */
-function trackInit (key, factory) {
+function trackInit (key, factory, caller = callerStack()) {
   checkKey('trackInit', key)
   checkFactory('trackInit', factory)
   const before = measureStart()
-  const stack = callerStack()
+  const stack = caller
   const finish = () => {
     const inits = binding.guardTrackInit(key, ...measureEnd(before))
-    if (inits > 1) reportReinit(key, stack)
+    if (inits > 1) reportReinit(key, stack, false)
   }
   const value = factory()
   if (isThenable(value)) return Promise.resolve(value).then((resolved) => { finish(); return resolved })
@@ -185,4 +192,4 @@ function guardStats () {
   return binding.guardStats()
 }
 
-module.exports = { once, trackInit, guardStats, flushAllHits }
+module.exports = { once, trackInit, guardStats, flushAllHits, callerStack }

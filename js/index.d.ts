@@ -22,7 +22,7 @@ export interface Options {
   maxRss?: SizeOrPercent | 'off'
   /** What the RSS limits measure: `rss`, or `anon` (RssAnon: ignores file-backed pages). @default 'rss' */
   rssMetric?: 'rss' | 'anon'
-  /** V8 used-heap limit: a size, or a % of `heap_size_limit`. @default '85%' */
+  /** V8 used-heap limit: a size, or a % of the old-space limit (`--max-old-space-size`). @default '85%' */
   maxHeap?: SizeOrPercent | 'off'
   /** Growth over the RSS baseline taken after warm-up: `'+300MiB'` or `'2x'`. @default off */
   maxGrowth?: string
@@ -56,6 +56,8 @@ export interface Options {
   staggerDir?: string
   /** Minimum gap between sibling recycles. @default '30s' */
   staggerGap?: Duration
+  /** The longest a recycle waits for its turn among siblings; then it goes ahead. @default '10m' */
+  staggerMaxWait?: Duration
   /** Write a JSON recycle report here before exiting. @default off */
   reportDir?: string
   /** Write a heap snapshot into `reportDir` on recycle, when memory allows. @default false */
@@ -66,12 +68,14 @@ export interface Options {
   dryRun?: Switch
   /** `start()` returns an inert recycler. @default false */
   disable?: Switch
-  /** SIGTERM/SIGINT go through the drain path (reason `signal`). @default false */
+  /** SIGTERM/SIGINT stop the worker through a drain: a `stop` event, then exit 0 (128 + signal if the drain ran out). @default false */
   signals?: Switch
 }
 
 export type RecycleReason =
-  | 'rss' | 'heap' | 'growth' | 'leak' | 'near-heap-limit' | 'jobs' | 'age' | 'stall' | 'manual' | 'signal'
+  | 'rss' | 'heap' | 'growth' | 'leak' | 'near-heap-limit' | 'oom' | 'jobs' | 'age' | 'stall' | 'manual'
+/** A drain's reason: a recycle's, or `signal` for a stop. */
+export type DrainReason = RecycleReason | 'signal'
 
 /** Fields every event carries. */
 export interface BaseEvent {
@@ -88,12 +92,59 @@ export interface BaseEvent {
   msg: string
 }
 
+export interface Probes {
+  rss: 'statm' | 'none'
+  v8: 'native' | 'js'
+  /** Why the native heap probe is not used. */
+  v8Fallback: string | null
+  gcEpilogue: boolean
+  /** sd_notify target and watchdog period, when NOTIFY_SOCKET was set. */
+  notify: { socket: string; watchdogMs: number | null } | null
+  /** `on`, or why the near-heap-limit callback is not installed. */
+  nearHeapLimit: string
+  /** `on`, or why V8's OOM handler is Node's. */
+  oomHandler: string
+}
+
+export interface MemoryLimit { bytes: number; source: 'cgroup2' | 'cgroup1' | 'physical' }
+
+/** The effective configuration, as in the `start` event. */
+export interface EffectiveConfig {
+  maxRss: number | null
+  rssMetric: 'rss' | 'anon'
+  maxHeap: number | null
+  maxGrowth: string | null
+  leakSlopeBytesPerMin: number | null
+  leakWindowMs: number
+  nearHeapLimit: boolean
+  maxJobs: number | null
+  maxAgeMs: number | null
+  jitter: number
+  intervalMs: number
+  strikes: number
+  warmupMs: number
+  minUptimeMs: number
+  drainTimeoutMs: number
+  exitCode: number
+  stallTimeoutMs: number | null
+  staggerDir: string | null
+  staggerGapMs: number
+  staggerMaxWaitMs: number
+  reportDir: string | null
+  heapSnapshot: boolean
+  log: 'auto' | 'json' | 'pretty' | 'off'
+  dryRun: boolean
+  signals: boolean
+}
+
 export interface StartEvent extends BaseEvent {
   event: 'start'
-  config: Record<string, unknown>
-  probes: { rss: 'statm' | 'none'; v8: 'native' | 'js'; v8Fallback: string | null; gcEpilogue: boolean }
-  memoryLimit: { bytes: number; source: 'cgroup2' | 'cgroup1' | 'physical' } | null
+  config: EffectiveConfig
+  probes: Probes
+  memoryLimit: MemoryLimit | null
+  /** Unknown variables (with a hint) and limits that can never act. */
   warnings: string[]
+  canExitProcess: boolean
 }
 export interface SampleEvent extends BaseEvent {
   event: 'sample'
@@ -109,20 +160,44 @@ export interface LimitEvent extends BaseEvent {
 }
 export interface PressureEvent extends LimitEvent { event: 'pressure' }
 export interface MisconfiguredEvent extends LimitEvent { event: 'misconfigured' }
-export interface LeakEvent extends BaseEvent { event: 'leak'; slopeBytesPerMin: number; windowMs: number }
+export interface LeakEvent extends BaseEvent {
+  event: 'leak'
+  slopeBytesPerMin: number
+  thresholdBytesPerMin: number
+  windowMs: number
+  /** Post-GC points in the fit. */
+  points: number
+}
 export interface RecycleEvent extends LimitEvent {
   event: 'recycle'
   strikes: number
   dryRun: boolean
   drainTimeoutMs: number
+  /** The text given to `recycle(reason)`, or V8's words for an `oom`. */
   detail?: string
+  /** Crossed the hard ceiling (95% of the cgroup limit). */
+  ceiling?: boolean
+  /** How the sibling queue admitted it: `granted`, `bypass: ...`, `unavailable: ...`, `timeout: ...`. */
+  stagger?: string
+  staggerWaitMs?: number
+  /** Heap headroom granted by the near-heap-limit rescue, in bytes. */
+  headroom?: number
+}
+export interface StopEvent extends BaseEvent {
+  event: 'stop'
+  signal: 'SIGTERM' | 'SIGINT'
+  /** A recycle was already draining: the stop joined it. */
+  joined: boolean
+  drainTimeoutMs: number
 }
 export interface DrainEvent extends BaseEvent {
   event: 'drain'
   phase: 'start' | 'end'
-  reason: RecycleReason
+  reason: DrainReason
   inFlight: number
+  /** Since the recycle or stop was decided. */
   durationMs: number
+  hooks?: number
   drained?: boolean
   errors?: string[]
 }
@@ -131,11 +206,24 @@ export interface ExitEvent extends BaseEvent {
   code: number
   drained: boolean
   durationMs: number
-  reason: RecycleReason
-  /** true when the native thread ended the process (JS did not finish in time). */
+  reason: DrainReason
+  /** true when the native thread ended the process (JS did not finish in time, or V8 was about to abort). */
   forced: boolean
+  /** The stop signal, when the worker stops rather than recycles. */
+  signal?: 'SIGTERM' | 'SIGINT'
+  /** The recycle report (`REPORT_DIR`): its path, or why it could not be written. */
+  report?: { path: string } | { error: string }
+  /** The heap snapshot (`HEAP_SNAPSHOT`): its path, or why it was skipped. */
+  heapSnapshot?: { path: string } | { skipped: string }
 }
-export interface ReinitEvent extends BaseEvent { event: 'reinit'; key: string; attempts: number; callSite: string; stack: string }
+export interface ReinitEvent extends BaseEvent {
+  event: 'reinit'
+  key: string
+  attempts: number
+  /** The first frame of the application's code that asked. */
+  callSite: string
+  stack: string
+}
 
 export interface EventMap {
   start: StartEvent
@@ -144,45 +232,94 @@ export interface EventMap {
   leak: LeakEvent
   misconfigured: MisconfiguredEvent
   recycle: RecycleEvent
+  stop: StopEvent
   drain: DrainEvent
   exit: ExitEvent
   reinit: ReinitEvent
 }
 export type AnyEvent = EventMap[keyof EventMap]
+export type EventName = keyof EventMap
 
 export interface DrainContext {
-  reason: RecycleReason
+  reason: DrainReason
   /** Aborted when the drain deadline passes. */
   signal: AbortSignal
   /** Epoch milliseconds by which the drain must be done. */
   deadline: number
 }
 
+export interface SampleFigures {
+  uptimeMs: number
+  rss: number
+  rssAnon: number
+  heapUsed: number
+  heapTotal: number
+  heapLimit: number
+  external: number
+  jobsDone: number
+}
+
 export interface Stats {
   state: 'running' | 'draining' | 'exiting' | 'stopped' | 'disabled'
   inFlight: number
-  [key: string]: unknown
+  /** The rest is there while the recycler runs. */
+  sample?: SampleFigures
+  limits?: {
+    rss: number | null
+    rssMetric: 'rss' | 'anon'
+    ceiling: number | null
+    heap: number | null
+    growth: number | null
+    jobs: number | null
+    ageMs: number | null
+    strikes: number
+    warmupMs: number
+    minUptimeMs: number
+  }
+  baseline?: { rss: number; heapUsed: number; uptimeMs: number } | null
+  counters?: { samples: number; jobsDone: number; pressure: number; misconfigured: number; recycles: number }
+  probes?: Probes
+  memoryLimit?: MemoryLimit | null
+  staggerPending?: { reason: RecycleReason; waitingMs: number } | null
+  heap?: { majorGcs: number; ageMs: number | null }
+  drainHooks?: number
+  reportPath?: string | null
 }
+
+type Listener<K extends EventName> = (event: EventMap[K]) => void
 
 export declare class Recycler extends EventEmitter {
   /** The effective configuration, or null before `start()`. */
-  readonly config: Record<string, unknown> | null
+  readonly config: EffectiveConfig | { disabled: true } | null
   readonly running: boolean
-  on<K extends keyof EventMap>(event: K, listener: (event: EventMap[K]) => void): this
+  on<K extends EventName>(event: K, listener: Listener<K>): this
   on(event: 'event', listener: (event: AnyEvent) => void): this
-  once<K extends keyof EventMap>(event: K, listener: (event: EventMap[K]) => void): this
-  off<K extends keyof EventMap>(event: K, listener: (event: EventMap[K]) => void): this
+  once<K extends EventName>(event: K, listener: Listener<K>): this
+  once(event: 'event', listener: (event: AnyEvent) => void): this
+  off<K extends EventName>(event: K, listener: Listener<K>): this
+  off(event: 'event', listener: (event: AnyEvent) => void): this
+  addListener<K extends EventName>(event: K, listener: Listener<K>): this
+  addListener(event: 'event', listener: (event: AnyEvent) => void): this
+  removeListener<K extends EventName>(event: K, listener: Listener<K>): this
+  removeListener(event: 'event', listener: (event: AnyEvent) => void): this
   /** Registers a drain hook; returns a function that unregisters it. */
-  onDrain(hook: (context: DrainContext) => unknown | Promise<unknown>): () => void
-  /** Counts in-flight work; the drain waits for it. Returns the same promise. */
+  onDrain(hook: (context: DrainContext) => unknown): () => void
+  /** Counts in-flight work, including work started during a drain; the drain waits for it. Returns the same promise. */
+  track<T>(promise: Promise<T>): Promise<T>
   track<T>(promise: PromiseLike<T>): PromiseLike<T>
   /** Counts finished jobs for `maxJobs`; returns the total. */
   jobDone(count?: number): number
-  /** Manual trigger, same path as an automatic one; `false` if one is under way. */
+  /** Starts a recycle now (reason `manual`, `detail` = the text); `false` if one is under way. */
   recycle(reason?: string): boolean
+  /** The latest sample, limits in force, counters, baseline and state. */
   stats(): Stats
   /** Stops sampling (no exit); `false` while a recycle is under way. */
   stop(): boolean
+  /**
+   * `signal` will be raised again by a library finishing its own shutdown (Nest's
+   * `enableShutdownHooks()`): it joins the stop under way instead of counting as a second signal.
+   */
+  expectSignal(signal: 'SIGTERM' | 'SIGINT'): void
 }
 
 export declare class SelfRecycleConfigError extends Error {
@@ -219,6 +356,7 @@ export declare const EVENTS: Readonly<{
   LEAK: 'leak'
   MISCONFIGURED: 'misconfigured'
   RECYCLE: 'recycle'
+  STOP: 'stop'
   DRAIN: 'drain'
   EXIT: 'exit'
   REINIT: 'reinit'

@@ -527,3 +527,6 @@ module.exports = {
   SelfRecycleConfigError,
   Recycler
 }
+// `import recycle from 'self-recycle'` compiled by TypeScript without esModuleInterop reads
+// `.default`: give it the same object.
+module.exports.default = module.exports

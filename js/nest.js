@@ -1,40 +1,87 @@
 'use strict'
 // self-recycle/nest: a NestJS module that starts the recycler, drains by closing the Nest
 // application (so OnModuleDestroy / OnApplicationShutdown run and @nestjs/bullmq workers
-// finish their active jobs), logs events through Nest's Logger, and a terminus health
-// indicator. @nestjs/common (and @nestjs/terminus for the indicator) are optional peers.
+// finish their active jobs), counts @nestjs/bullmq jobs in flight and done, logs events
+// through Nest's Logger (or straight to stderr when that logger is silenced), cooperates
+// with Nest's enableShutdownHooks(), and a terminus health indicator. @nestjs/common and
+// @nestjs/core (and @nestjs/terminus for the indicator) are optional peers.
 
 const recycle = require('./index.js')
+const { writeLine } = require('./log.js')
+const { trackInit, callerStack } = require('./guard.js')
 
-let common
-try {
-  common = require('@nestjs/common')
-} catch (error) {
-  throw new Error(`self-recycle/nest needs @nestjs/common (npm install @nestjs/common @nestjs/core): ${error.message}`)
+function requirePeer (name, what) {
+  try {
+    return require(name)
+  } catch (error) {
+    throw new Error(`${what} needs ${name} (npm install ${name}): ${error.message}`)
+  }
 }
-const { Module, Injectable, Inject, Logger } = common
+
+const { Module, Injectable, Inject, Logger } = requirePeer('@nestjs/common', 'self-recycle/nest')
+const { DiscoveryModule, DiscoveryService } = requirePeer('@nestjs/core', 'self-recycle/nest')
 
 /** Injection token of the running recycler (the object `start()` returns). */
 const SELF_RECYCLE = 'SELF_RECYCLE'
 const SELF_RECYCLE_OPTIONS = 'SELF_RECYCLE_OPTIONS'
+const SELF_RECYCLE_NEST_OPTIONS = 'SELF_RECYCLE_NEST_OPTIONS'
 
+/** Events worth a warning; the rest are information. */
 const WARN_EVENTS = new Set(['recycle', 'pressure', 'misconfigured', 'leak', 'reinit'])
 
+/** Whether Nest's Logger would print at `level` (false after `logger: false`). */
+function nestLogs (level) {
+  try {
+    return typeof Logger.isLevelEnabled !== 'function' || Logger.isLevelEnabled(level) !== false
+  } catch {
+    return true
+  }
+}
+
+/** Whether Nest's own shutdown hooks listen to `signal` (Nest 10 to 12), or, without the
+ *  app at hand, whether anyone but the recycler does. */
+function nestHandlesSignal (app, signal) {
+  if (app?.shutdownCleanupRefs instanceof Map) return app.shutdownCleanupRefs.has(signal)
+  if (Array.isArray(app?.activeShutdownSignals)) return app.activeShutdownSignals.includes(signal)
+  return process.listenerCount(signal) > 1
+}
+
+/** A BullMQ Worker as @nestjs/bullmq keeps it on a processor (WorkerHost). */
+function bullmqWorkerOf (instance) {
+  const worker = instance && typeof instance === 'object' ? instance._worker : undefined
+  return worker && typeof worker.on === 'function' && typeof worker.isRunning === 'function' ? worker : null
+}
+
 class SelfRecycleService {
-  constructor (recycler) {
+  constructor (recycler, nestOptions, discovery) {
     this.recycler = recycler
+    this.nestOptions = { trackBullmq: true, ...nestOptions }
+    this.discovery = discovery
     this.logger = new Logger('SelfRecycle')
     this.app = null
     this.unregister = null
-    this.onEvent = (event) => {
-      const line = `${event.event}: ${event.msg}`
-      if (WARN_EVENTS.has(event.event)) this.logger.warn(line)
-      else this.logger.log(line)
+    this.detachWorkers = []
+    this.onEvent = (event) => this.log(event)
+    this.onStop = (event) => {
+      // Nest closes the app on this signal too, then raises it again: that second signal
+      // is the end of the same stop, not an operator insisting.
+      if (nestHandlesSignal(this.app, event.signal)) this.recycler.expectSignal(event.signal)
     }
+  }
+
+  /** Nest's Logger while it prints; the recycler's own line (its LOG format) otherwise. */
+  log (event) {
+    const level = WARN_EVENTS.has(event.event) ? 'warn' : 'log'
+    if (!nestLogs(level)) {
+      writeLine(event, this.recycler.config?.log === 'pretty' ? 'pretty' : 'json')
+      return
+    }
+    this.logger[level](`${event.event}: ${event.msg}`)
   }
 
   onModuleInit () {
     this.recycler.on('event', this.onEvent)
+    this.recycler.on('stop', this.onStop)
     this.unregister = this.recycler.onDrain(async ({ reason }) => {
       if (!this.app) {
         this.logger.warn(`draining (${reason}) without closing Nest: call SelfRecycleModule.closeOnDrain(app) after creating the app`)
@@ -45,6 +92,41 @@ class SelfRecycleService {
     })
   }
 
+  /** Counts every @nestjs/bullmq job: in flight (the drain waits for it) and done (MAX_JOBS). */
+  onApplicationBootstrap () {
+    if (!this.nestOptions.trackBullmq) return
+    for (const wrapper of this.discovery.getProviders()) {
+      const worker = bullmqWorkerOf(wrapper.instance)
+      if (worker) this.detachWorkers.push(this.trackWorker(worker))
+    }
+  }
+
+  trackWorker (worker) {
+    // job id -> the function that settles the promise tracked for it
+    const running = new Map()
+    const onActive = (job) => {
+      this.recycler.track(new Promise((resolve) => running.set(job.id, resolve)))
+    }
+    const onSettled = (job, done) => {
+      running.get(job?.id)?.()
+      running.delete(job?.id)
+      if (done) this.recycler.jobDone()
+    }
+    const onCompleted = (job) => onSettled(job, true)
+    const onFailed = (job) => onSettled(job, false)
+    const onClosed = () => { for (const job of running.keys()) onSettled({ id: job }, false) }
+    worker.on('active', onActive)
+    worker.on('completed', onCompleted)
+    worker.on('failed', onFailed)
+    worker.on('closed', onClosed)
+    return () => {
+      worker.off('active', onActive)
+      worker.off('completed', onCompleted)
+      worker.off('failed', onFailed)
+      worker.off('closed', onClosed)
+    }
+  }
+
   /** The drain closes this application (`INestApplication` or `INestApplicationContext`). */
   closeOnDrain (app) {
     this.app = app
@@ -52,30 +134,53 @@ class SelfRecycleService {
   }
 
   onApplicationShutdown () {
-    this.recycler.removeListener('event', this.onEvent)
+    // Closed by our own drain: keep logging the drain's end and the exit the same way.
+    const state = this.recycler.stats().state
+    if (state !== 'draining' && state !== 'exiting') this.recycler.removeListener('event', this.onEvent)
+    this.recycler.removeListener('stop', this.onStop)
+    for (const detach of this.detachWorkers.splice(0)) detach()
     this.unregister?.()
     this.unregister = null
   }
 }
 Injectable()(SelfRecycleService)
 Inject(SELF_RECYCLE)(SelfRecycleService, undefined, 0)
+Inject(SELF_RECYCLE_NEST_OPTIONS)(SelfRecycleService, undefined, 1)
+Inject(DiscoveryService)(SelfRecycleService, undefined, 2)
+
+/** The module's providers once the options provider is known. */
+function moduleOf (optionsProvider, nestOptions, imports = []) {
+  return {
+    module: SelfRecycleModule,
+    global: true,
+    imports: [...imports, DiscoveryModule],
+    providers: [
+      optionsProvider,
+      { provide: SELF_RECYCLE_NEST_OPTIONS, useValue: nestOptions },
+      { provide: SELF_RECYCLE, useFactory: (opts) => recycle.start(opts), inject: [SELF_RECYCLE_OPTIONS] },
+      SelfRecycleService
+    ],
+    exports: [SELF_RECYCLE, SelfRecycleService]
+  }
+}
 
 class SelfRecycleModule {
   /**
    * Starts the recycler (options override SELF_RECYCLE_* env vars) and provides it as
    * `SELF_RECYCLE`, plus `SelfRecycleService`. Global: import it once, in the root module.
+   * `nestOptions.trackBullmq` (default true): count @nestjs/bullmq jobs for the drain and MAX_JOBS.
    */
-  static forRoot (options = {}) {
-    return {
-      module: SelfRecycleModule,
-      global: true,
-      providers: [
-        { provide: SELF_RECYCLE_OPTIONS, useValue: options },
-        { provide: SELF_RECYCLE, useFactory: (opts) => recycle.start(opts), inject: [SELF_RECYCLE_OPTIONS] },
-        SelfRecycleService
-      ],
-      exports: [SELF_RECYCLE, SelfRecycleService]
-    }
+  static forRoot (options = {}, nestOptions = {}) {
+    return moduleOf({ provide: SELF_RECYCLE_OPTIONS, useValue: options }, nestOptions)
+  }
+
+  /**
+   * Like `forRoot`, with options from a factory (a ConfigService, say):
+   * `forRootAsync({ imports: [ConfigModule], inject: [ConfigService], useFactory: (config) => ({ maxRss: config.get('MAX_RSS') }) })`.
+   */
+  static forRootAsync ({ imports = [], inject = [], useFactory, nestOptions = {} } = {}) {
+    if (typeof useFactory !== 'function') throw new TypeError('SelfRecycleModule.forRootAsync({ useFactory }): useFactory must be a function')
+    return moduleOf({ provide: SELF_RECYCLE_OPTIONS, useFactory, inject }, nestOptions, imports)
   }
 
   /** One line in the bootstrap: the drain will close `app`. Returns `app`. */
@@ -85,9 +190,38 @@ class SelfRecycleModule {
 }
 Module({})(SelfRecycleModule)
 
+/** Nest lifecycle hooks: a value shared across contexts must not get them from each one. */
+const LIFECYCLE_HOOKS = new Set(['onModuleInit', 'onApplicationBootstrap', 'onModuleDestroy', 'beforeApplicationShutdown', 'onApplicationShutdown'])
+
+/**
+ * The shared value as each Nest context sees it: without lifecycle hooks (a context that
+ * closes would otherwise destroy the instance every other context and the next job use);
+ * methods stay bound to the real instance. Values without hooks are returned as they are.
+ */
+const shielded = new WeakMap()
+function shieldLifecycle (value) {
+  if (value === null || typeof value !== 'object') return value
+  if (![...LIFECYCLE_HOOKS].some((hook) => typeof value[hook] === 'function')) return value
+  if (!shielded.has(value)) {
+    shielded.set(value, new Proxy(value, {
+      get (target, property) {
+        if (LIFECYCLE_HOOKS.has(property)) return undefined
+        const found = Reflect.get(target, property, target)
+        return typeof found === 'function' ? found.bind(target) : found
+      },
+      has (target, property) {
+        return !LIFECYCLE_HOOKS.has(property) && Reflect.has(target, property)
+      }
+    }))
+  }
+  return shielded.get(value)
+}
+
 /**
  * A provider `useFactory` that builds its value once per process (per thread), however
- * many times Nest creates the context or a REQUEST/TRANSIENT scope asks for it.
+ * many times Nest creates the context or a REQUEST/TRANSIENT scope asks for it. Its
+ * lifecycle hooks (onModuleDestroy...) are hidden from the contexts: no context may tear
+ * down what the others share. Better still, provide it from the root module once.
  * @example { provide: 'DB', useFactory: onceProvider('db', (config) => new Pool(config)), inject: [Config] }
  */
 function onceProvider (key, useFactory) {
@@ -97,7 +231,8 @@ function onceProvider (key, useFactory) {
   const factory = () => useFactory(...args)
   return (...injected) => {
     args = injected
-    return recycle.once(key, factory)
+    const value = recycle.once(key, factory)
+    return value && typeof value.then === 'function' ? value.then(shieldLifecycle) : shieldLifecycle(value)
   }
 }
 
@@ -107,7 +242,10 @@ function onceProvider (key, useFactory) {
  */
 function trackProvider (key, useFactory) {
   if (typeof useFactory !== 'function') throw new TypeError(`trackProvider(key, useFactory): useFactory must be a function, got ${typeof useFactory}`)
-  return (...injected) => recycle.trackInit(key, () => useFactory(...injected))
+  // Nest calls the factory from its injector, far from the app's code: the site worth
+  // naming is where the provider is declared, here.
+  const declaredAt = callerStack()
+  return (...injected) => trackInit(key, () => useFactory(...injected), declaredAt)
 }
 
 /** Fraction of a limit over which the indicator reports pressure. */
@@ -132,12 +270,7 @@ let indicatorClass = null
  */
 function createHealthIndicator () {
   if (indicatorClass) return indicatorClass
-  let terminus
-  try {
-    terminus = require('@nestjs/terminus')
-  } catch (error) {
-    throw new Error(`SelfRecycleHealthIndicator needs @nestjs/terminus: ${error.message}`)
-  }
+  const terminus = requirePeer('@nestjs/terminus', 'SelfRecycleHealthIndicator')
   class SelfRecycleHealthIndicator {
     constructor (health, recycler) {
       this.health = health

@@ -683,6 +683,71 @@ mod tests {
     }
 
     #[test]
+    fn typo_hints_find_the_closest_name_and_only_a_close_one() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("abcd", "abd"), 1);
+        assert_eq!(closest_variable("INTERVL"), Some("INTERVAL"));
+        assert_eq!(closest_variable("COMPLETELY_ELSE"), None);
+        let env = HashMap::new();
+        for (typo, hint) in [("intervall", Some("interval")), ("zzzzzzzzzzzz", None)] {
+            let options = HashMap::from([(typo.to_string(), "1s".to_string())]);
+            let error = parse(&RawSettings {
+                env: &env,
+                options: &options,
+            })
+            .expect_err(typo);
+            match hint {
+                Some(hint) => assert!(
+                    error.accepts.contains(&format!("did you mean {hint}?")),
+                    "{error}"
+                ),
+                None => assert_eq!(error.accepts, "a known option"),
+            }
+        }
+    }
+
+    #[test]
+    fn durations_directories_and_metrics_parse_to_what_they_say() {
+        let config = parse_env(&[
+            ("WARMUP", "5s"),
+            ("MIN_UPTIME", "7s"),
+            ("STAGGER_GAP", "2s"),
+            ("DRAIN_TIMEOUT", "1"),
+            ("STAGGER_DIR", "/run/stagger"),
+            ("REPORT_DIR", "off"),
+            ("RSS_METRIC", "anon"),
+            ("LOG", "pretty"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            (
+                config.warmup_ms,
+                config.min_uptime_ms,
+                config.stagger_gap_ms
+            ),
+            (5000, 7000, 2000)
+        );
+        assert_eq!(config.drain_timeout_ms, 1);
+        assert_eq!(config.stagger_dir.as_deref(), Some("/run/stagger"));
+        assert_eq!(config.report_dir, None);
+        assert!(parse_env(&[("DRAIN_TIMEOUT", "0")]).is_err());
+        assert!(parse_env(&[("STAGGER_DIR", "a\0b")]).is_err());
+        let limits = resolve(&config, &Machine::default(), 0.0);
+        assert!(limits.rss_anon);
+        assert!(!resolve(&Config::default(), &Machine::default(), 0.0).rss_anon);
+        let view = effective_json(&config, &limits);
+        assert_eq!(view["log"], json!("pretty"));
+        assert_eq!(view["rssMetric"], json!("anon"));
+        assert_eq!(LogMode::Auto.as_str(), "auto");
+        assert_eq!(LogMode::Json.as_str(), "json");
+        assert_eq!(LogMode::Off.as_str(), "off");
+        assert_eq!(LogMode::Auto.native(), LogMode::Json);
+        assert_eq!(LogMode::Pretty.native(), LogMode::Pretty);
+    }
+
+    #[test]
     fn option_names() {
         assert_eq!(option_name("MAX_RSS"), "maxRss");
         assert_eq!(option_name("NEAR_HEAP_LIMIT"), "nearHeapLimit");

@@ -54,6 +54,10 @@ pub enum Event {
     Reinit {
         key: String,
         attempts: u64,
+        /// Attempts from this call site.
+        from_site: u64,
+        /// `once()` returned the cached value; `trackInit()` built a new one.
+        cached: bool,
         call_site: String,
         stack: String,
     },
@@ -405,11 +409,25 @@ impl Event {
             Event::Reinit {
                 key,
                 attempts,
+                from_site,
+                cached,
                 call_site,
                 ..
-            } => format!(
-                "'{key}' is already initialized but was asked to initialize again (attempt {attempts}) {call_site}; the existing value was returned"
-            ),
+            } => {
+                let times = if *from_site > 1 {
+                    format!("{from_site} times from ")
+                } else {
+                    String::new()
+                };
+                let outcome = if *cached {
+                    "the existing value was returned"
+                } else {
+                    "a new value was built each time (trackInit does not cache: guard it with once())"
+                };
+                format!(
+                    "'{key}' is already initialized but was asked to initialize again {times}{call_site} (attempt {attempts} in all); {outcome}"
+                )
+            }
         }
     }
 
@@ -530,11 +548,15 @@ impl Event {
             Event::Reinit {
                 key,
                 attempts,
+                from_site,
+                cached,
                 call_site,
                 stack,
             } => {
                 put("key", json!(key));
                 put("attempts", json!(attempts));
+                put("fromSite", json!(from_site));
+                put("cached", json!(cached));
                 put("callSite", json!(call_site));
                 put("stack", json!(stack));
             }

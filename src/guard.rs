@@ -20,8 +20,8 @@ struct KeyRecord {
     process_scope: bool,
     /// Threads (isolates) holding a value or initializing one.
     threads: HashSet<u64>,
-    /// Call sites already reported in a `reinit` event.
-    reported_sites: HashSet<String>,
+    /// Re-initialization attempts by call site.
+    sites: HashMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,11 +43,23 @@ pub struct InitCost {
     pub rss_delta: i64,
 }
 
-/// What `reinit` reporting needs: the new count and whether this call site is new.
+/// What `reinit` reporting needs: the key's count, and this call site's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reinit {
     pub attempts: u64,
-    pub first_from_site: bool,
+    pub from_site: u64,
+}
+
+impl Reinit {
+    /// Reported on the 1st, 10th, 100th... attempt from a call site: a loop that
+    /// re-initializes 10,000 times gives five events with the count, not 10,000 (or one).
+    pub fn worth_reporting(self) -> bool {
+        let mut n = self.from_site;
+        while n >= 10 && n.is_multiple_of(10) {
+            n /= 10;
+        }
+        n == 1
+    }
 }
 
 impl Registry {
@@ -92,9 +104,11 @@ impl Registry {
         let mut keys = self.keys.lock();
         let record = keys.entry(key.to_string()).or_default();
         record.reinit_attempts += 1;
+        let from_site = record.sites.entry(call_site.to_string()).or_default();
+        *from_site += 1;
         Reinit {
             attempts: record.reinit_attempts,
-            first_from_site: record.reported_sites.insert(call_site.to_string()),
+            from_site: *from_site,
         }
     }
 
@@ -199,28 +213,38 @@ mod tests {
     }
 
     #[test]
-    fn reinit_is_reported_once_per_call_site() {
+    fn reinit_counts_per_call_site_and_reports_at_powers_of_ten() {
         let registry = Registry::default();
+        let first = registry.reinit("k", "a.js:1");
         assert_eq!(
-            registry.reinit("k", "a.js:1"),
+            first,
             Reinit {
                 attempts: 1,
-                first_from_site: true
+                from_site: 1
             }
         );
+        assert!(first.worth_reporting());
+        let second = registry.reinit("k", "a.js:1");
         assert_eq!(
-            registry.reinit("k", "a.js:1"),
+            second,
             Reinit {
                 attempts: 2,
-                first_from_site: false
+                from_site: 2
             }
         );
+        assert!(!second.worth_reporting());
         assert_eq!(
             registry.reinit("k", "b.js:9"),
             Reinit {
                 attempts: 3,
-                first_from_site: true
+                from_site: 1
             }
         );
+        let reported: Vec<u64> = (3..=1000)
+            .map(|_| registry.reinit("k", "a.js:1"))
+            .filter(|r| r.worth_reporting())
+            .map(|r| r.from_site)
+            .collect();
+        assert_eq!(reported, vec![10, 100, 1000]);
     }
 }

@@ -667,7 +667,10 @@ pub fn guard_hit(key: String, count: u32) {
 #[napi(object)]
 pub struct ReinitCount {
     pub attempts: f64,
-    pub first_from_site: bool,
+    /// Attempts from this call site.
+    pub from_site: f64,
+    /// The 1st, 10th, 100th... from this call site: emit a `reinit` event.
+    pub report: bool,
 }
 
 #[napi(catch_unwind)]
@@ -675,7 +678,8 @@ pub fn guard_reinit(key: String, call_site: String) -> ReinitCount {
     let reinit = REGISTRY.reinit(&key, &call_site);
     ReinitCount {
         attempts: reinit.attempts as f64,
-        first_from_site: reinit.first_from_site,
+        from_site: reinit.from_site as f64,
+        report: reinit.worth_reporting(),
     }
 }
 
@@ -739,9 +743,12 @@ pub fn resident_bytes() -> f64 {
 
 /// The guard's `reinit` event (it can happen with no recycler started).
 #[napi(catch_unwind)]
+#[allow(clippy::too_many_arguments)]
 pub fn reinit_event(
     key: String,
     attempts: f64,
+    from_site: f64,
+    cached: bool,
     call_site: String,
     stack: String,
     uptime_ms: f64,
@@ -757,6 +764,8 @@ pub fn reinit_event(
     Event::Reinit {
         key,
         attempts: to_bytes(attempts),
+        from_site: to_bytes(from_site),
+        cached,
         call_site,
         stack,
     }

@@ -948,4 +948,189 @@ mod tests {
         assert_eq!(apply_jitter(1000, 0.1, 0.999), 901);
         assert_eq!(apply_jitter(1, 0.5, 0.99), 1);
     }
+
+    #[test]
+    fn each_limit_keeps_its_own_gauge() {
+        // rss, heap and growth cross 80% in the same sample: three pressure events.
+        let mut policy = Policy::new(Limits {
+            rss: Some(100 * MIB),
+            heap: Some(50 * MIB),
+            growth: Some(Growth::Plus(60 * MIB)),
+            strikes: 2,
+            ..Limits::default()
+        });
+        policy.observe(&sample(0, 50 * MIB, MIB));
+        let verdicts = policy.observe(&sample(1, 90 * MIB, 45 * MIB));
+        let pressured: Vec<Reason> = verdicts
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Pressure { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pressured, vec![Reason::Rss, Reason::Heap, Reason::Growth]);
+        assert_eq!(policy.baseline().map(|b| b.rss), Some(50 * MIB));
+        assert_eq!(policy.limits().rss, Some(100 * MIB));
+        assert_eq!(policy.growth_limit(), Some(110 * MIB));
+    }
+
+    #[test]
+    fn no_heap_figures_no_heap_limit() {
+        let mut policy = Policy::new(Limits {
+            heap: Some(MIB),
+            strikes: 1,
+            ..Limits::default()
+        });
+        let mut figures = sample(0, MIB, 10 * MIB);
+        figures.heap_limit = 0;
+        let verdicts = policy.observe(&figures);
+        assert!(
+            verdicts
+                .iter()
+                .all(|v| matches!(v, Verdict::Baseline { .. })),
+            "heap_limit 0 (not read yet): {verdicts:?}"
+        );
+    }
+
+    #[test]
+    fn rearm_thresholds_are_strict() {
+        // A misconfigured limit comes back only under 90%; pressure re-arms under 75%.
+        let mut policy = Policy::new(Limits {
+            rss: Some(100 * MIB),
+            strikes: 1,
+            ..Limits::default()
+        });
+        policy.observe(&sample(0, 120 * MIB, MIB));
+        policy.observe(&sample(1, 90 * MIB, MIB));
+        assert!(
+            recycles(&policy.observe(&sample(2, 120 * MIB, MIB))).is_empty(),
+            "90% exactly does not re-arm"
+        );
+        policy.observe(&sample(3, 89 * MIB, MIB));
+        assert_eq!(
+            recycles(&policy.observe(&sample(4, 120 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+
+        let pressure = |verdicts: &[Verdict]| {
+            verdicts
+                .iter()
+                .any(|v| matches!(v, Verdict::Pressure { .. }))
+        };
+        let mut policy = Policy::new(Limits {
+            rss: Some(100 * MIB),
+            strikes: 5,
+            ..Limits::default()
+        });
+        assert!(
+            pressure(&policy.observe(&sample(0, 80 * MIB, MIB))),
+            "80% exactly is pressure"
+        );
+        policy.observe(&sample(1, 75 * MIB, MIB));
+        assert!(
+            !pressure(&policy.observe(&sample(2, 85 * MIB, MIB))),
+            "75% exactly does not re-arm"
+        );
+        policy.observe(&sample(3, 74 * MIB, MIB));
+        assert!(pressure(&policy.observe(&sample(4, 85 * MIB, MIB))));
+    }
+
+    #[test]
+    fn leak_boundaries() {
+        // Slope exactly at the threshold is not a leak; warm-up ends inclusively.
+        let threshold = 60_000.0; // bytes per minute = 1 byte per ms
+        let series: Vec<(u64, u64)> = (0..10)
+            .map(|i| (i * 10_000, 1_000_000 + i * 10_000))
+            .collect();
+        let mut policy = Policy::new(Limits {
+            leak_slope_per_min: Some(threshold),
+            leak_window_ms: 100_000,
+            warmup_ms: 5_000,
+            ..Limits::default()
+        });
+        assert!(
+            policy.observe_leak(&series, 90_000, 90_000).is_empty(),
+            "equal is not over"
+        );
+        let steeper: Vec<(u64, u64)> = (0..10)
+            .map(|i| (i * 10_000, 1_000_000 + i * 20_000))
+            .collect();
+        assert_eq!(
+            policy.observe_leak(&steeper, 90_000, 5_000).len(),
+            2,
+            "at warm-up's end"
+        );
+        // Reported once; re-armed only under 75% of the threshold.
+        assert!(policy.observe_leak(&steeper, 90_000, 6_000).is_empty());
+        let slower: Vec<(u64, u64)> = (0..10)
+            .map(|i| (i * 10_000, 1_000_000 + i * 8_000))
+            .collect();
+        assert!(policy.observe_leak(&slower, 90_000, 7_000).is_empty());
+        assert!(
+            policy.observe_leak(&steeper, 90_000, 8_000).is_empty(),
+            "80% did not re-arm"
+        );
+        let slowest: Vec<(u64, u64)> = (0..10)
+            .map(|i| (i * 10_000, 1_000_000 + i * 7_000))
+            .collect();
+        policy.observe_leak(&slowest, 90_000, 9_000);
+        assert_eq!(
+            policy.observe_leak(&steeper, 90_000, 10_000).len(),
+            2,
+            "70% re-armed"
+        );
+    }
+
+    #[test]
+    fn stall_at_exactly_min_uptime_counts() {
+        let mut policy = Policy::new(Limits {
+            stall_ms: Some(1000),
+            min_uptime_ms: 5000,
+            ..Limits::default()
+        });
+        assert!(policy.observe_stall(Some(1000), 5000).is_some());
+    }
+
+    #[test]
+    fn theil_sen_averages_the_two_middle_slopes() {
+        // Slopes 1, 1.5, 2, 2.33, 3, 4: the median of six is (2 + 2.33) / 2.
+        let slope = theil_sen_slope(&[(0, 0), (1, 1), (2, 3), (3, 7)]).expect("slope");
+        assert!((slope - (2.0 + 7.0 / 3.0) / 2.0).abs() < 1e-9, "{slope}");
+        assert_eq!(theil_sen_slope(&[(0, 0), (1, 1), (2, 3)]), Some(1.5));
+        assert_eq!(
+            theil_sen_slope(&[(5, 0), (5, 9)]),
+            None,
+            "no two distinct times"
+        );
+    }
+
+    #[test]
+    fn headroom_needs_at_least_4_mib() {
+        let limit = 400 * MIB;
+        assert_eq!(headroom(limit, 992 * MIB, Some(1000 * MIB)), Some(4 * MIB));
+        assert_eq!(headroom(limit, 994 * MIB, Some(1000 * MIB)), None);
+    }
+
+    #[test]
+    fn byte_reasons() {
+        for reason in [
+            Reason::Rss,
+            Reason::Heap,
+            Reason::Growth,
+            Reason::NearHeapLimit,
+            Reason::Oom,
+        ] {
+            assert!(reason.is_bytes(), "{reason:?}");
+        }
+        for reason in [
+            Reason::Leak,
+            Reason::Jobs,
+            Reason::Age,
+            Reason::Stall,
+            Reason::Manual,
+            Reason::Signal,
+        ] {
+            assert!(!reason.is_bytes(), "{reason:?}");
+        }
+    }
 }

@@ -281,7 +281,49 @@ mod tests {
     }
 
     #[test]
+    fn every_size_unit() {
+        const K: u64 = 1024;
+        for (text, bytes) in [
+            ("2KiB", 2 * K),
+            ("2MiB", 2 * K * K),
+            ("2GiB", 2 * K * K * K),
+            ("2TiB", 2 * K * K * K * K),
+            ("2Ki", 2 * K),
+            ("2Mi", 2 * K * K),
+            ("2Gi", 2 * K * K * K),
+            ("2Ti", 2 * K * K * K * K),
+            ("2KB", 2_000),
+            ("2MB", 2_000_000),
+            ("2GB", 2_000_000_000),
+            ("2TB", 2_000_000_000_000),
+            ("2B", 2),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+    }
+
+    #[test]
+    fn boundaries_of_percent_growth_rates_and_switches() {
+        assert_eq!(parse_percent("100%", 100.0), Ok(1.0));
+        assert!(parse_percent("100.5%", 100.0).is_err());
+        assert!(parse_growth("+0MiB").is_err());
+        assert!(parse_growth("1x").is_err());
+        assert_eq!(parse_growth("1.5x"), Ok(Growth::Factor(1.5)));
+        assert_eq!(parse_rate_per_min("60MiB/h"), Ok(1048576.0));
+        assert_eq!(parse_rate_per_min("1MiB/hour"), Ok(1048576.0 / 60.0));
+        assert_eq!(parse_bool("off"), Ok(false));
+        assert_eq!(parse_bool("no"), Ok(false));
+        assert_eq!(parse_bool("yes"), Ok(true));
+        assert!(parse_bool("maybe").is_err());
+    }
+
+    #[test]
     fn formatting() {
+        assert_eq!(format_duration(3_600_000), "1.0h");
+        assert_eq!(format_duration(5_400_000), "1.5h");
+        assert_eq!(format_duration(90_000), "1.5m");
+        assert_eq!(format_duration(61_500), "61.5s");
+        assert_eq!(format_duration(59_999), "60.0s");
         assert_eq!(format_size(774 << 20), "774 MiB");
         assert_eq!(format_size(3 << 30), "3.0 GiB");
         assert_eq!(format_duration(30_000), "30.0s");

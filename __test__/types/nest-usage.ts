@@ -1,10 +1,18 @@
-import { SelfRecycleModule, SelfRecycleHealthIndicator, onceProvider, trackProvider, SELF_RECYCLE } from 'self-recycle/nest'
-import type { DynamicModule, INestApplicationContext } from '@nestjs/common' with { 'resolution-mode': 'import' }
+import { SelfRecycleModule, SelfRecycleHealthIndicator, onceProvider, trackProvider, SELF_RECYCLE, type NestOptions } from 'self-recycle/nest'
 
-const mod: DynamicModule = SelfRecycleModule.forRoot({ maxRss: '512MiB' })
-declare const app: INestApplicationContext
-const same: INestApplicationContext = SelfRecycleModule.closeOnDrain(app)
+const nestOptions: NestOptions = { trackBullmq: false }
+const mod = SelfRecycleModule.forRoot({ maxRss: '512MiB' }, nestOptions)
+const asyncMod = SelfRecycleModule.forRootAsync({
+  inject: ['CONFIG'],
+  useFactory: (config: { get (name: string): string }) => ({ maxRss: config.get('MAX_RSS'), signals: true })
+})
+// Structural stand-ins of Nest's types (Nest 12 is ESM-only: a CommonJS test file under
+// node16 could not import them); the module must fit Nest's `imports`.
+interface NestApp { get(token: unknown): unknown; close(): Promise<void>; getHttpServer?(): unknown }
+declare const app: NestApp
+const same: NestApp = SelfRecycleModule.closeOnDrain(app)
+const imports: Array<{ module: new (...args: any[]) => any }> = [mod, asyncMod]
 const factory: (url: string) => { url: string } = onceProvider('db', (url: string) => ({ url }))
 const watched = trackProvider('client', () => 42)
 declare const indicator: SelfRecycleHealthIndicator
-console.log(mod, same, factory('x').url, watched(), SELF_RECYCLE, indicator.isHealthy('worker'))
+console.log(imports, same, factory('x').url, watched(), SELF_RECYCLE, indicator.isHealthy('worker'))

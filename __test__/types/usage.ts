@@ -1,22 +1,27 @@
-import recycle, { start, once, trackInit, guardStats, EVENTS, SelfRecycleConfigError, type RecycleEvent, type Options } from 'self-recycle'
+import recycle, { start, once, trackInit, guardStats, EVENTS, SelfRecycleConfigError, type RecycleEvent, type Options, type Stats, type StopEvent } from 'self-recycle'
 
-const options: Options = { maxRss: '768MiB', maxHeap: '85%', drainTimeout: 30_000, interval: '250ms', dryRun: true, log: 'json' }
+const options: Options = { maxRss: '768MiB', maxHeap: '85%', drainTimeout: 30_000, interval: '250ms', dryRun: true, log: 'json', staggerMaxWait: '5m' }
 const r = start(options)
-r.on('recycle', (event: RecycleEvent) => console.log(event.reason, event.value, event.limit, event.msg))
-r.on('exit', (event) => console.log(event.code, event.drained, event.forced))
+r.on('recycle', (event: RecycleEvent) => console.log(event.reason, event.value, event.limit, event.msg, event.stagger, event.staggerWaitMs, event.headroom))
+r.on('exit', (event) => console.log(event.code, event.drained, event.forced, event.report, event.heapSnapshot, event.signal))
+r.on('leak', (event) => console.log(event.thresholdBytesPerMin, event.points))
+r.once('stop', (event: StopEvent) => console.log(event.signal, event.joined))
+r.off('start', (event) => console.log(event.probes.nearHeapLimit, event.probes.notify, event.probes.oomHandler, event.config.intervalMs))
 r.on('event', (event) => console.log(event.event, event.msg))
 const unregister: () => void = r.onDrain(async ({ reason, signal, deadline }) => {
   if (signal.aborted) return
   console.log(reason, deadline - Date.now())
 })
 unregister()
-const tracked: PromiseLike<number> = r.track(Promise.resolve(1))
+const tracked: Promise<number> = r.track(Promise.resolve(1))
+tracked.catch(() => {})
 const total: number = r.jobDone()
 const started: boolean = r.recycle('deploy')
-const state: string = r.stats().state
+const stats: Stats = r.stats()
+const rssNow: number | undefined = stats.sample?.rss
 const config = once('config', () => ({ url: 'postgres://' }))
 const pool: Promise<number> = once('pool', async () => 42, { scope: 'process' })
 const client: { id: number } = trackInit('client', () => ({ id: 1 }))
 for (const key of guardStats()) console.log(key.key, key.inits, key.heapDelta, key.scope, client.id)
-console.log(EVENTS.RECYCLE, recycle.EVENTS.DRAIN, tracked, total, started, state, config.url, pool)
+console.log(EVENTS.RECYCLE, EVENTS.STOP, recycle.EVENTS.DRAIN, total, started, stats.state, rssNow, config.url, pool)
 try { start({ maxRss: 'banana' }) } catch (error) { if (error instanceof SelfRecycleConfigError) console.log(error.code, error.variable) }

@@ -6,6 +6,8 @@ const IORedis = require('ioredis')
 const queueName = process.env.QUEUE_NAME || 'jobs'
 const LEAK_BYTES = Number(process.env.LEAK_KIB_PER_JOB || 512) * 1024
 const JOB_MS = Number(process.env.JOB_MS || 20)
+// LEAK_ON_HEAP=1: the cache keeps arrays (V8 heap) instead of Buffers (off-heap RSS).
+const LEAK_ON_HEAP = process.env.LEAK_ON_HEAP === '1'
 
 /** A heavy dependency (think: a DI-built client with big lookup tables). */
 class Enricher {
@@ -53,7 +55,7 @@ class JobsProcessor extends WorkerHost {
   async process (job) {
     const result = this.enricher.enrich(job.data)
     await new Promise((resolve) => setTimeout(resolve, JOB_MS))
-    resultCache.push(Buffer.alloc(LEAK_BYTES, result.region))
+    resultCache.push(LEAK_ON_HEAP ? new Array(LEAK_BYTES / 8).fill(result.region + 0.5) : Buffer.alloc(LEAK_BYTES, result.region))
     await this.effects.record(job.id)
     return { n: job.data.n, pid: process.pid }
   }
