@@ -10,7 +10,7 @@ let running = true
 let track = (promise) => promise
 if (process.env.SELF_RECYCLE_DISABLE !== '1') {
   const r = require('..').start()
-  r.on('recycle', (event) => note({ kind: 'recycle', reason: event.reason, rss: event.rss }))
+  r.on('recycle', (event) => note({ kind: 'recycle', reason: event.reason, rss: event.rss, predicted: event.predicted === true }))
   r.onDrain(() => { running = false })
   track = (promise) => r.track(promise)
 } else {
@@ -27,7 +27,7 @@ if (process.env.SELF_RECYCLE_DISABLE !== '1') {
   process.once('SIGTERM', stop)
 }
 note({ kind: 'boot' })
-setInterval(() => note({ kind: 'sample', rss: process.memoryUsage.rss() }), 100).unref()
+setInterval(() => note({ kind: 'sample', rss: process.memoryUsage.rss() }), Number(process.env.SAMPLE_MS || 100)).unref()
 
 const JOB_MS = Number(process.env.JOB_MS || 50)
 const BYTES_PER_STEP = 1 << 20 // one step per 50 ms: ~20 MiB/s whatever the job length

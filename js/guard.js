@@ -2,7 +2,6 @@
 // once(): initialize a heavy singleton once per process (value per thread), share a
 // pending async init, never cache failures, and report re-initialization attempts.
 
-const v8 = require('node:v8')
 const binding = require('./native.js')
 const { shouldLog, envLogMode, writeLine } = require('./log.js')
 
@@ -75,7 +74,7 @@ function callerStack () {
 
 /** Emits through the recycler (its listeners and LOG mode), or logs when none exists. */
 function emitReinit (key, count, cached, callSite, stack) {
-  const heap = v8.getHeapStatistics()
+  const heap = require('node:v8').getHeapStatistics()
   const event = binding.reinitEvent(key, count.attempts, count.fromSite, cached, callSite, stack, process.uptime() * 1000, heap.used_heap_size, heap.heap_size_limit)
   const recycler = globalThis[Symbol.for('self-recycle.recycler')]
   if (recycler && typeof recycler._emitEvent === 'function' && recycler.config) {
@@ -87,13 +86,13 @@ function emitReinit (key, count, cached, callSite, stack) {
 }
 
 function measureStart () {
-  return { started: performance.now(), heap: v8.getHeapStatistics().used_heap_size, rss: binding.residentBytes() }
+  return { started: performance.now(), heap: process.memoryUsage().heapUsed, rss: binding.residentBytes() }
 }
 
 function measureEnd (before) {
   return [
     performance.now() - before.started,
-    v8.getHeapStatistics().used_heap_size - before.heap,
+    process.memoryUsage().heapUsed - before.heap,
     binding.residentBytes() - before.rss
   ]
 }

@@ -8,10 +8,14 @@
 
 const fs = require('node:fs')
 const path = require('node:path')
+const { platformSuffix } = require('./platform.js')
 
 const BINARY = 'self-recycle'
-const { version: VERSION } = require('../package.json')
-const { platformSuffix } = require('./platform.js')
+
+/** The main package's version (read only when a platform package must match it). */
+function mainVersion () {
+  return JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')).version
+}
 
 function describeError (error) {
   return String(error?.message ?? error).split('\n')[0]
@@ -36,7 +40,7 @@ function noBinaryError (suffix, attempts) {
     'Looked for:',
     ...attempts.map(({ what, where, outcome }) => `  - ${what}: ${where}: ${outcome}`),
     'Ways out:',
-    `  - install the platform package: npm install ${packageName}@${VERSION}`,
+    `  - install the platform package: npm install ${packageName}@${mainVersion()}`,
     '    (it is an optional dependency: --omit=optional, --no-optional or a lockfile made on another',
     '    platform leaves it out; delete node_modules and the lockfile, then install again)',
     '  - or build from source in a checkout of self-recycle: needs Rust (https://rustup.rs) and a C',
@@ -49,20 +53,18 @@ function load () {
   const suffix = platformSuffix()
   const attempts = []
   const devBuild = path.join(__dirname, `${BINARY}.${suffix}.node`)
-  if (fs.existsSync(devBuild)) {
-    try {
-      return require(devBuild)
-    } catch (error) {
-      attempts.push({ what: 'development build', where: devBuild, outcome: `failed to load: ${describeError(error)}` })
-    }
-  } else {
-    attempts.push({ what: 'development build', where: devBuild, outcome: 'not present' })
+  try {
+    return require(devBuild)
+  } catch (error) {
+    const missing = error?.code === 'MODULE_NOT_FOUND'
+    attempts.push({ what: 'development build', where: devBuild, outcome: missing ? 'not present' : `failed to load: ${describeError(error)}` })
   }
   const packageName = `${BINARY}-${suffix}`
   try {
     const installed = require(`${packageName}/package.json`).version
-    if (installed !== VERSION) {
-      attempts.push({ what: 'platform package', where: packageName, outcome: `version ${installed} installed, ${VERSION} needed` })
+    const wanted = mainVersion()
+    if (installed !== wanted) {
+      attempts.push({ what: 'platform package', where: packageName, outcome: `version ${installed} installed, ${wanted} needed` })
     } else {
       return require(packageName)
     }

@@ -168,6 +168,15 @@ settings! {
     INTERVAL => interval_ms: u64 = 1000,
         parse |t| duration_at_least(t, MIN_INTERVAL_MS, "10ms"),
         show "intervalMs" |c, _| json!(c.interval_ms);
+    /// The sampling period near a limit (past 80% of it, or trending to it): a crossing is
+    /// seen within tens of milliseconds; `off` samples at `INTERVAL` always.
+    FAST_INTERVAL => fast_interval_ms: Option<u64> = Some(25),
+        parse |t| optional(t, |t| duration_at_least(t, MIN_INTERVAL_MS, "10ms")),
+        show "fastIntervalMs" |c, _| json!(c.fast_interval_ms);
+    /// Start the drain early when tracked work would carry the value over the limit.
+    PREDICT => predict: bool = true,
+        parse units::parse_bool,
+        show "predict" |c, _| json!(c.predict);
     /// Consecutive samples over a limit before recycling.
     STRIKES => strikes: u32 = 3,
         parse |t| whole(t, 1, 1000, "samples").map(|n| n as u32),
@@ -510,6 +519,9 @@ pub fn resolve(config: &Config, machine: &Machine, unit: f64) -> Limits {
         leak_slope_per_min: config.leak_slope_bytes_per_min,
         leak_window_ms: config.leak_window_ms,
         stall_ms: config.stall_timeout_ms,
+        interval_ms: config.interval_ms,
+        fast_interval_ms: config.fast_interval_ms,
+        predict: config.predict,
     }
 }
 
@@ -688,6 +700,8 @@ mod tests {
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("abc", "abc"), 0);
         assert_eq!(edit_distance("abcd", "abd"), 1);
+        assert_eq!(edit_distance("xab", "ab"), 1);
+        assert_eq!(edit_distance("ab", "b"), 1);
         assert_eq!(closest_variable("INTERVL"), Some("INTERVAL"));
         assert_eq!(closest_variable("COMPLETELY_ELSE"), None);
         let env = HashMap::new();

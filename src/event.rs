@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::config::LogMode;
-use crate::policy::{NearHeapExit, Reason, Sample};
+use crate::policy::{NearHeapExit, Prediction, Reason, Sample};
 use crate::units::{format_duration, format_size};
 
 pub const SCHEMA: u64 = 1;
@@ -99,6 +99,8 @@ pub struct Recycle {
     pub initial_limit: Option<u64>,
     /// No drain: the process exits at once (why, for the message).
     pub exiting: Option<String>,
+    /// Decided before the crossing (`PREDICT`): the projection at the drain's end.
+    pub prediction: Option<Prediction>,
 }
 
 impl Recycle {
@@ -116,6 +118,7 @@ impl Recycle {
             headroom: None,
             initial_limit: None,
             exiting: None,
+            prediction: None,
         }
     }
 
@@ -140,6 +143,22 @@ impl Recycle {
                 format_duration(limit)
             ),
             _ if self.exiting.is_some() => self.exiting.clone().unwrap_or_default(),
+            _ if self.prediction.is_some() => {
+                let p = self.prediction.unwrap_or(Prediction {
+                    projected: value,
+                    expected_drain_ms: 0,
+                    slope_per_s: 0.0,
+                });
+                format!(
+                    "{} {} grows {}/s: over limit {} at {} by the end of a {} drain (tracked work); draining early",
+                    self.reason.as_str(),
+                    format_size(value),
+                    format_size(p.slope_per_s.max(0.0) as u64),
+                    format_size(limit),
+                    format_size(p.projected),
+                    format_duration(p.expected_drain_ms)
+                )
+            }
             Reason::NearHeapLimit => match self.headroom {
                 Some(headroom) => format!(
                     "V8 heap reached its limit of {} (initially {}); granted {} of headroom to drain",
@@ -495,6 +514,12 @@ impl Event {
                 }
                 if let Some(headroom) = recycle.headroom {
                     put("headroom", json!(headroom));
+                }
+                if let Some(prediction) = recycle.prediction {
+                    put("predicted", json!(true));
+                    put("projected", json!(prediction.projected));
+                    put("expectedDrainMs", json!(prediction.expected_drain_ms));
+                    put("slopeBytesPerSec", json!(prediction.slope_per_s.round()));
                 }
             }
             Event::Stop {

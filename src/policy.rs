@@ -79,6 +79,20 @@ pub struct Limits {
     pub leak_window_ms: u64,
     /// Recycle when the event loop has not answered for this long.
     pub stall_ms: Option<u64>,
+    /// The sampling period far from every limit.
+    pub interval_ms: u64,
+    /// The sampling period near a limit (`None`: always `interval_ms`).
+    pub fast_interval_ms: Option<u64>,
+    /// Start the drain early enough that the projected value at its end stays under the limit.
+    pub predict: bool,
+}
+
+/// A recycle decided ahead of the crossing: where the value would be when the drain ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    pub projected: u64,
+    pub expected_drain_ms: u64,
+    pub slope_per_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,6 +118,8 @@ pub enum Verdict {
         strikes: u32,
         /// Crossed the hard ceiling: no queueing behind siblings.
         ceiling: bool,
+        /// Decided before the crossing, from the slope and the expected drain time.
+        prediction: Option<Prediction>,
     },
     /// The post-GC heap grows faster than the threshold over the window.
     Leak {
@@ -123,6 +139,8 @@ const MISCONFIGURED_REARM: f64 = 0.9;
 #[derive(Debug, Clone, Default)]
 struct Gauge {
     strikes: u32,
+    /// Consecutive samples whose projection crossed the limit.
+    predicted_strikes: u32,
     pressure_reported: bool,
     suspended: bool,
     /// Already recycled (or, in a dry run, reported) for this crossing.
@@ -149,7 +167,20 @@ pub struct Policy {
     first_seen: bool,
     leak_reported: bool,
     stall_fired: bool,
+    /// Recent (uptime, RSS figure, used heap) for the slopes of adaptive sampling and
+    /// prediction.
+    recent: std::collections::VecDeque<(u64, u64, u64)>,
+    /// How long a drain is expected to take now (tracked work's recent durations), if any
+    /// work is tracked.
+    expected_drain_ms: Option<u64>,
+    /// A limit is near: sample at the fast interval.
+    near: bool,
 }
+
+/// Samples kept for the recent slope.
+const RECENT_SAMPLES: usize = 12;
+/// Far from every limit, sampling turns fast this many intervals before a projected crossing.
+const LOOKAHEAD_INTERVALS: f64 = 3.0;
 
 fn scaled(limit: u64, fraction: f64) -> u64 {
     (limit as f64 * fraction) as u64
@@ -169,7 +200,37 @@ impl Policy {
             first_seen: false,
             leak_reported: false,
             stall_fired: false,
+            recent: std::collections::VecDeque::with_capacity(RECENT_SAMPLES),
+            expected_drain_ms: None,
+            near: false,
         }
+    }
+
+    /// The drain time to plan for (the JS side measures tracked work); `None`: no work.
+    pub fn set_expected_drain(&mut self, ms: Option<u64>) {
+        self.expected_drain_ms = ms;
+    }
+
+    /// How long to wait before the next sample: fast while a limit is near.
+    pub fn next_interval_ms(&self) -> u64 {
+        match self.limits.fast_interval_ms {
+            Some(fast) if self.near => fast.min(self.limits.interval_ms),
+            _ => self.limits.interval_ms,
+        }
+    }
+
+    /// Bytes per second of the RSS figure (`heap` false) or the used heap over the recent
+    /// samples (Theil-Sen, so one GC or one spike does not make a trend).
+    fn recent_slope_per_s(&self, heap: bool) -> Option<f64> {
+        let points: Vec<(u64, u64)> = self
+            .recent
+            .iter()
+            .map(|(t, rss, used)| (*t, if heap { *used } else { *rss }))
+            .collect();
+        if points.len() < 4 {
+            return None;
+        }
+        theil_sen_slope(&points).map(|per_ms| per_ms * 1000.0)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -215,6 +276,14 @@ impl Policy {
         }
         let may_recycle = sample.uptime_ms >= self.limits.min_uptime_ms;
         let strikes_needed = self.limits.strikes.max(1);
+        if self.recent.len() == RECENT_SAMPLES {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back((sample.uptime_ms, rss, sample.heap_used));
+        let rss_slope = self.recent_slope_per_s(false);
+        let heap_slope = self.recent_slope_per_s(true);
+        let mut near = false;
 
         let gauges = [
             (Reason::Rss, self.limits.rss, rss, false),
@@ -229,6 +298,19 @@ impl Policy {
         ];
         for (reason, limit, value, is_ceiling) in gauges {
             let Some(limit) = limit else { continue };
+            let slope = if reason == Reason::Heap {
+                heap_slope
+            } else {
+                rss_slope
+            };
+            // Near: past the soft threshold, or the trend reaches the limit within a few
+            // intervals at the slow rate.
+            let lookahead_s = self.limits.interval_ms as f64 * LOOKAHEAD_INTERVALS / 1000.0;
+            let trending =
+                slope.is_some_and(|s| s > 0.0 && value as f64 + s * lookahead_s >= limit as f64);
+            near |= value >= scaled(limit, PRESSURE) || trending;
+            let expected_drain_ms = self.expected_drain_ms;
+            let predict = self.limits.predict;
             let gauge = match (reason, is_ceiling) {
                 (_, true) => &mut self.ceiling,
                 (Reason::Rss, _) => &mut self.rss,
@@ -265,23 +347,50 @@ impl Policy {
                     gauge.pressure_reported = false;
                 }
             }
-            if value >= limit {
-                gauge.strikes = gauge.strikes.saturating_add(1);
-                if gauge.strikes >= strikes_needed && (may_recycle || is_ceiling) && !gauge.fired {
+            // The projection at the end of a drain started now: tracked work's expected
+            // duration at the recent slope. A flat or falling series never projects a crossing.
+            let prediction = match (predict, expected_drain_ms, slope) {
+                (true, Some(drain_ms), Some(slope)) if slope > 0.0 && value < limit => {
+                    let projected = value as f64 + slope * drain_ms as f64 / 1000.0;
+                    (projected >= limit as f64).then_some(Prediction {
+                        projected: projected as u64,
+                        expected_drain_ms: drain_ms,
+                        slope_per_s: slope,
+                    })
+                }
+                _ => None,
+            };
+            gauge.predicted_strikes = match prediction {
+                Some(_) => gauge.predicted_strikes.saturating_add(1),
+                None => 0,
+            };
+            if value >= limit || prediction.is_some() {
+                if value >= limit {
+                    gauge.strikes = gauge.strikes.saturating_add(1);
+                }
+                let sustained =
+                    gauge.strikes >= strikes_needed || gauge.predicted_strikes >= strikes_needed;
+                if sustained && (may_recycle || is_ceiling) && !gauge.fired {
                     gauge.fired = true;
                     verdicts.push(Verdict::Recycle {
                         reason,
                         value,
                         limit,
-                        strikes: gauge.strikes,
+                        strikes: gauge.strikes.max(gauge.predicted_strikes),
                         ceiling: is_ceiling,
+                        prediction: (value < limit).then_some(prediction).flatten(),
                     });
+                }
+                if value < limit {
+                    gauge.strikes = 0;
                 }
             } else {
                 gauge.strikes = 0;
                 gauge.fired = false;
             }
         }
+
+        self.near = near;
 
         if let Some(limit) = self.limits.jobs {
             if sample.jobs_done >= limit && may_recycle && !self.jobs_fired {
@@ -292,6 +401,7 @@ impl Policy {
                     limit,
                     strikes: 0,
                     ceiling: false,
+                    prediction: None,
                 });
             }
         }
@@ -304,6 +414,7 @@ impl Policy {
                     limit,
                     strikes: 0,
                     ceiling: false,
+                    prediction: None,
                 });
             }
         }
@@ -372,6 +483,7 @@ impl Policy {
                 limit: threshold as u64,
                 strikes: 0,
                 ceiling: false,
+                prediction: None,
             });
         }
         verdicts
@@ -394,6 +506,7 @@ impl Policy {
                     limit,
                     strikes: 0,
                     ceiling: false,
+                    prediction: None,
                 })
             }
             _ => {
@@ -914,6 +1027,7 @@ mod tests {
                 limit: 1000,
                 strikes: 0,
                 ceiling: false,
+                prediction: None,
             })
         );
         assert_eq!(
@@ -1131,6 +1245,113 @@ mod tests {
             Reason::Signal,
         ] {
             assert!(!reason.is_bytes(), "{reason:?}");
+        }
+    }
+
+    fn adaptive(strikes: u32) -> Policy {
+        Policy::new(Limits {
+            rss: Some(150 * MIB),
+            strikes,
+            interval_ms: 1000,
+            fast_interval_ms: Some(25),
+            predict: true,
+            ..Limits::default()
+        })
+    }
+
+    #[test]
+    fn near_a_limit_sampling_turns_fast_and_back() {
+        let mut policy = adaptive(3);
+        policy.observe(&sample(0, 60 * MIB, MIB));
+        assert_eq!(policy.next_interval_ms(), 1000, "far from the limit");
+        policy.observe(&sample(1000, 125 * MIB, MIB));
+        assert_eq!(policy.next_interval_ms(), 25, "past 80%");
+        for t in 1..6 {
+            policy.observe(&sample(1000 + t * 1000, 60 * MIB, MIB));
+        }
+        assert_eq!(policy.next_interval_ms(), 1000, "back down");
+        // A trend that reaches the limit within 3 intervals turns it fast before 80%.
+        let mut trending = adaptive(3);
+        for (i, mib) in [60u64, 75, 90, 105].iter().enumerate() {
+            trending.observe(&sample(i as u64 * 1000, mib * MIB, MIB));
+        }
+        assert_eq!(
+            trending.next_interval_ms(),
+            25,
+            "105 MiB + 15 MiB/s x 3 s >= 150 MiB"
+        );
+        let mut off = Policy::new(Limits {
+            fast_interval_ms: None,
+            ..adaptive(3).limits().clone()
+        });
+        off.observe(&sample(0, 140 * MIB, MIB));
+        assert_eq!(off.next_interval_ms(), 1000);
+    }
+
+    #[test]
+    fn a_spike_shorter_than_strikes_samples_does_not_recycle() {
+        let mut policy = adaptive(3);
+        policy.observe(&sample(0, 130 * MIB, MIB));
+        // Two fast samples over the limit, then back: 50 ms at 25 ms sampling.
+        assert!(recycles(&policy.observe(&sample(25, 200 * MIB, MIB))).is_empty());
+        assert!(recycles(&policy.observe(&sample(50, 200 * MIB, MIB))).is_empty());
+        assert!(recycles(&policy.observe(&sample(75, 130 * MIB, MIB))).is_empty());
+        assert!(recycles(&policy.observe(&sample(100, 200 * MIB, MIB))).is_empty());
+        assert!(recycles(&policy.observe(&sample(125, 200 * MIB, MIB))).is_empty());
+        assert_eq!(
+            recycles(&policy.observe(&sample(150, 200 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+    }
+
+    #[test]
+    fn a_steady_leak_with_long_jobs_is_predicted_before_the_crossing() {
+        // 20 MiB/s, sampled every 25 ms near the limit, with 2 s jobs: the drain must start
+        // when value + 20 MiB/s x 2 s reaches 150 MiB, at about 110 MiB.
+        let mut policy = adaptive(3);
+        policy.set_expected_drain(Some(2000));
+        let mut fired = None;
+        for step in 0..400u64 {
+            let t = step * 25;
+            let mib = 80.0 + 20.0 * t as f64 / 1000.0;
+            let verdicts = policy.observe(&sample(t, (mib * MIB as f64) as u64, MIB));
+            if let Some(v) = verdicts
+                .into_iter()
+                .find(|v| matches!(v, Verdict::Recycle { .. }))
+            {
+                fired = Some(v);
+                break;
+            }
+        }
+        let Some(Verdict::Recycle {
+            value,
+            limit,
+            prediction: Some(prediction),
+            ..
+        }) = fired
+        else {
+            panic!("no predicted recycle: {fired:?}");
+        };
+        assert!(value < limit, "decided before the crossing");
+        assert!(value < 115 * MIB && value > 105 * MIB, "{}", value / MIB);
+        assert!(prediction.projected >= limit);
+        assert_eq!(prediction.expected_drain_ms, 2000);
+        assert!((prediction.slope_per_s / MIB as f64 - 20.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_flat_or_falling_series_or_no_tracked_work_is_never_predicted() {
+        for (expected, series) in [
+            (Some(5000), vec![140u64; 40]),
+            (Some(5000), (0..40).map(|i| 145 - i).collect::<Vec<u64>>()),
+            (None, (0..40).map(|i| 100 + i).collect::<Vec<u64>>()),
+        ] {
+            let mut policy = adaptive(3);
+            policy.set_expected_drain(expected);
+            for (i, mib) in series.iter().enumerate() {
+                let verdicts = policy.observe(&sample(i as u64 * 25, mib * MIB, MIB));
+                assert!(recycles(&verdicts).is_empty(), "{expected:?} at {mib} MiB");
+            }
         }
     }
 }

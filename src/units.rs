@@ -322,6 +322,7 @@ mod tests {
         assert_eq!(format_duration(3_600_000), "1.0h");
         assert_eq!(format_duration(5_400_000), "1.5h");
         assert_eq!(format_duration(90_000), "1.5m");
+        assert_eq!(format_duration(120_000), "2.0m");
         assert_eq!(format_duration(61_500), "61.5s");
         assert_eq!(format_duration(59_999), "60.0s");
         assert_eq!(format_size(774 << 20), "774 MiB");

@@ -209,6 +209,11 @@ impl Monitor {
         }
     }
 
+    /// How long a drain would take now (JS measures tracked work); `None`: nothing tracked.
+    pub fn set_expected_drain(&self, ms: Option<u64>) {
+        self.sampling.lock().policy.set_expected_drain(ms);
+    }
+
     /// Heap figures from the JS fallback probe.
     pub fn record_heap(&self, figures: HeapFigures) {
         self.source.heap().record(figures);
@@ -263,7 +268,7 @@ impl Monitor {
             }
             self.admit_pending(Some(&sample));
         }
-        let mut sleep = Duration::from_millis(self.config.interval_ms);
+        let mut sleep = Duration::from_millis(self.sampling.lock().policy.next_interval_ms());
         if let Some(every) = self.notifier.as_ref().and_then(Notifier::watchdog_every) {
             sleep = sleep.min(every / 2);
         }
@@ -369,9 +374,11 @@ impl Monitor {
                 limit,
                 strikes,
                 ceiling,
+                prediction,
             } => {
                 let mut recycle = Recycle::new(reason, value, limit, strikes);
                 recycle.ceiling = ceiling;
+                recycle.prediction = prediction;
                 self.request_recycle(recycle);
             }
         }

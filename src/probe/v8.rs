@@ -119,7 +119,6 @@ pub struct HeapFigures {
 
 /// Word positions in `v8::HeapStatistics` (stable from V8 10.2 to 14.6; checked by `validate`).
 const TOTAL_HEAP_SIZE: usize = 0;
-const TOTAL_PHYSICAL_SIZE: usize = 2;
 const USED_HEAP_SIZE: usize = 4;
 const HEAP_SIZE_LIMIT: usize = 5;
 const EXTERNAL_MEMORY: usize = 7;
@@ -178,67 +177,57 @@ pub unsafe fn read_heap(isolate: Isolate) -> Option<HeapFigures> {
     })
 }
 
-/// What `v8.getHeapStatistics()` said just before `validate` was called.
+/// What `process.memoryUsage()` said just before `validate` was called (it reads the same
+/// V8 statistics, without loading `node:v8`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct JsHeapStatistics {
-    pub total_heap_size: f64,
-    pub total_physical_size: f64,
-    pub used_heap_size: f64,
-    pub heap_size_limit: f64,
-    pub external_memory: f64,
-    pub number_of_native_contexts: f64,
+pub struct JsMemoryUsage {
+    pub heap_total: f64,
+    pub heap_used: f64,
+    pub external: f64,
 }
 
-/// Checks the native read against the JS one, field by field. Heap figures may move a
-/// little between the two reads; the limit and the context count may not.
+/// Checks the native read against the JS one, field by field (heap figures may move a
+/// little between the two reads), and the fields JS did not give for plausibility.
 ///
 /// # Safety
 /// On the isolate's JS thread.
-pub unsafe fn validate(isolate: Isolate, js: &JsHeapStatistics) -> Result<(), String> {
+pub unsafe fn validate(isolate: Isolate, js: &JsMemoryUsage) -> Result<HeapFigures, String> {
     const SLACK: f64 = 16.0 * 1024.0 * 1024.0;
+    const MIB: u64 = 1 << 20;
     // SAFETY: the caller is on the JS thread.
     let words = unsafe { read_words(isolate) }
         .ok_or_else(|| "HeapStatistics layout not recognised (unexpected size)".to_string())?;
     let checks = [
-        ("heap_size_limit", HEAP_SIZE_LIMIT, js.heap_size_limit, 0.0),
-        (
-            "number_of_native_contexts",
-            NATIVE_CONTEXTS,
-            js.number_of_native_contexts,
-            0.0,
-        ),
-        (
-            "total_heap_size",
-            TOTAL_HEAP_SIZE,
-            js.total_heap_size,
-            SLACK,
-        ),
-        (
-            "total_physical_size",
-            TOTAL_PHYSICAL_SIZE,
-            js.total_physical_size,
-            SLACK,
-        ),
-        ("used_heap_size", USED_HEAP_SIZE, js.used_heap_size, SLACK),
-        (
-            "external_memory",
-            EXTERNAL_MEMORY,
-            js.external_memory,
-            SLACK,
-        ),
+        ("total_heap_size", TOTAL_HEAP_SIZE, js.heap_total),
+        ("used_heap_size", USED_HEAP_SIZE, js.heap_used),
+        ("external_memory", EXTERNAL_MEMORY, js.external),
     ];
-    for (name, index, expected, slack) in checks {
+    for (name, index, expected) in checks {
         let native = words[index] as f64;
-        if (native - expected).abs() > slack {
+        if (native - expected).abs() > SLACK {
             return Err(format!(
                 "HeapStatistics.{name} reads {native} natively but {expected} from JS"
             ));
         }
     }
-    if js.heap_size_limit <= 0.0 {
-        return Err("heap_size_limit is zero".to_string());
+    let limit = words[HEAP_SIZE_LIMIT];
+    if !(16 * MIB..=(1 << 40)).contains(&limit) || limit < words[TOTAL_HEAP_SIZE] {
+        return Err(format!(
+            "HeapStatistics.heap_size_limit reads {limit}: not plausible"
+        ));
     }
-    Ok(())
+    if !(1..=100_000).contains(&words[NATIVE_CONTEXTS]) {
+        return Err(format!(
+            "HeapStatistics.number_of_native_contexts reads {}: not plausible",
+            words[NATIVE_CONTEXTS]
+        ));
+    }
+    Ok(HeapFigures {
+        used: words[USED_HEAP_SIZE],
+        total: words[TOTAL_HEAP_SIZE],
+        limit,
+        external: words[EXTERNAL_MEMORY],
+    })
 }
 
 /// Asks V8 to run `callback(isolate, data)` on the JS thread at the next interrupt check.
