@@ -46,7 +46,8 @@ test('a steady leak with 2 s tracked jobs is drained before the crossing (predic
   assert.equal(recycle.predicted, true, describe(result))
   assert.ok(recycle.value < recycle.limit, `decided at ${recycle.value}, limit ${recycle.limit}`)
   assert.ok(recycle.projected >= recycle.limit)
-  assert.ok(recycle.expectedDrainMs >= 1900 && recycle.expectedDrainMs <= 2500, String(recycle.expectedDrainMs))
+  // One job at a time: what is left of this job plus the next one (about 2 s each).
+  assert.ok(recycle.expectedDrainMs > 2000 && recycle.expectedDrainMs <= 4500, String(recycle.expectedDrainMs))
   assert.match(recycle.msg, /draining early/)
   assert.ok(!result.lines.some((l) => l.startsWith('crossed:')) || Number(result.lines.find((l) => l.startsWith('crossed:')).slice(8)) > Date.parse(recycle.time))
 })

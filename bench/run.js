@@ -58,6 +58,10 @@ const cpuMs = median(throughput.samplerCpuNs) / 1e6
 say(`- CPU used by the sampler thread during that 3 s run at INTERVAL=100ms: ${cpuMs.toFixed(2)} ms (${(cpuMs / 30).toFixed(3)}% of one core); the deterministic measure of its cost`)
 say(`- CPU-bound event-loop throughput, INTERVAL=100ms: median ${Math.round(throughput.with)} tasks/s with the addon vs ${Math.round(throughput.without)} without; median per-pair ratio ${throughput.ratio.toFixed(3)} (pairs ranged ${throughput.lowest.toFixed(3)}-${throughput.highest.toFixed(3)}: that spread is this machine's noise)`)
 
+const atRest = run({ BENCH_MODE: 'sampler-cpu', BENCH_NEAR: '0' }).cpuNs / 1e6
+const nearLimit = run({ BENCH_MODE: 'sampler-cpu', BENCH_NEAR: '1' }).cpuNs / 1e6
+say(`- sampler thread CPU at default settings over 10 s: at rest (INTERVAL 1s) ${atRest.toFixed(2)} ms (${(atRest / 100).toFixed(4)}% of one core); near a limit (FAST_INTERVAL 25ms) ${nearLimit.toFixed(2)} ms (${(nearLimit / 100).toFixed(3)}% of one core)`)
+
 const startups = []
 for (let i = 0; i < ROUNDS; i++) startups.push(run({ BENCH_MODE: 'startup' }))
 const requireMs = median(startups.map((s) => s.requireMs))

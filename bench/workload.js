@@ -55,6 +55,21 @@ if (mode === 'throughput') {
   setImmediate(task)
 }
 
+if (mode === 'sampler-cpu') {
+  // The sampler thread's CPU time over 10 s at default settings: at rest (far from every
+  // limit: INTERVAL), then near a limit (past 80%: FAST_INTERVAL).
+  const recycle = require(root)
+  const near = process.env.BENCH_NEAR === '1'
+  const rss = process.memoryUsage.rss()
+  recycle.start({ log: 'off', maxRss: near ? Math.round(rss / 0.85) : Math.round(rss * 4), maxHeap: 'off' })
+  const before = samplerCpuNs()
+  setTimeout(() => {
+    console.log(JSON.stringify({ cpuNs: samplerCpuNs() - before }))
+    process.exit(0)
+  }, 10000)
+  setInterval(() => {}, 1000)
+}
+
 if (mode === 'once') {
   const { once } = require(root)
   const factory = () => ({ pool: true })

@@ -22,6 +22,7 @@ const EVENTS = Object.freeze({
   LEAK: 'leak',
   MISCONFIGURED: 'misconfigured',
   RECYCLE: 'recycle',
+  BASELINE: 'baseline',
   STOP: 'stop',
   DRAIN: 'drain',
   EXIT: 'exit',
@@ -200,8 +201,8 @@ class Recycler extends EventEmitter {
       expectedSignals: new Set(),
       // Durations (ms) of the last tracked jobs, for the drain time the policy plans for.
       durations: [],
-      lastTracked: 0,
-      drainEstimate: { value: null, pushedAt: 0 }
+      startedAt: new Map(),
+      drainEstimate: { p90: null, youngest: null }
     }
     this.on('newListener', (name) => {
       if (name === EVENTS.SAMPLE) this[kNative]?.setSampleEvents(true)
@@ -336,6 +337,10 @@ class Recycler extends EventEmitter {
   _receive (event) {
     if (event === null || typeof event !== 'object') return // a liveness ping, answered natively
     if (event.event === EVENTS.SAMPLE) this[kNative]?.sampleConsumed()
+    // READY=baseline: PM2's wait_ready (and a cluster primary) hear it once the baseline passes.
+    if (event.event === EVENTS.BASELINE && event.ready && this[kState].config?.ready === 'baseline' && typeof process.send === 'function') {
+      try { process.send('ready') } catch {}
+    }
     if (event.event === EVENTS.RECYCLE && !event.dryRun) {
       this._emitEvent(event)
       this._drain(event)
@@ -450,39 +455,43 @@ class Recycler extends EventEmitter {
     }
     const state = this[kState]
     const inFlight = state.inFlight
-    const started = performance.now()
+    const started = Date.now()
     const settled = Promise.resolve(promise).then(() => {}, () => {})
     inFlight.add(settled)
+    state.startedAt.set(settled, started)
     settled.then(() => {
       inFlight.delete(settled)
+      state.startedAt.delete(settled)
       const durations = state.durations
       if (durations.length === DURATIONS_KEPT) durations.shift()
-      durations.push(performance.now() - started)
+      durations.push(Date.now() - started)
       this._estimateDrain()
     })
-    state.lastTracked = started
     this._estimateDrain()
     return promise
   }
 
   /**
-   * Tells the policy how long a drain would take now: the 90th percentile of recent
-   * tracked jobs while work is being tracked (PREDICT starts the drain early enough for
-   * it). At most every 50 ms, so a busy queue costs a few native calls a second.
+   * Tells the policy how long a drain would take: a drain waits for every job in flight,
+   * the youngest last, so it ends about when the youngest reaches the 90th percentile of
+   * recent job durations. Sent as (p90, the youngest's start) on each change; the native
+   * side works out what is left at each sample. No work in flight: nothing to wait for.
    */
   _estimateDrain () {
     const state = this[kState]
     const native = this[kNative]
     if (!native || !state.config?.predict) return
-    const now = performance.now()
-    const active = state.inFlight.size > 0 || now - state.lastTracked < 1000
-    const sorted = active && state.durations.length > 0 ? [...state.durations].sort((a, b) => a - b) : null
-    const value = sorted ? Math.round(sorted[Math.floor(sorted.length * 0.9)] ?? sorted.at(-1)) : null
+    let youngest = null
+    for (const at of state.startedAt.values()) youngest = youngest === null ? at : Math.max(youngest, at)
+    const sorted = youngest !== null && state.durations.length > 0 ? [...state.durations].sort((a, b) => a - b) : null
+    const p90 = sorted ? Math.round(sorted[Math.floor(sorted.length * 0.9)] ?? sorted.at(-1)) : null
+    const concurrent = state.inFlight.size > 1
     const estimate = state.drainEstimate
-    if (value === estimate.value || (now - estimate.pushedAt < 50 && (value === null) === (estimate.value === null))) return
-    estimate.value = value
-    estimate.pushedAt = now
-    native.setExpectedDrain(value)
+    if (p90 === estimate.p90 && youngest === estimate.youngest && concurrent === estimate.concurrent) return
+    estimate.p90 = p90
+    estimate.youngest = youngest
+    estimate.concurrent = concurrent
+    native.setExpectedDrain(p90, youngest, concurrent)
   }
 
   /** Counts finished jobs for `maxJobs`; returns the total. */

@@ -216,6 +216,24 @@ settings! {
     STAGGER_MAX_WAIT => stagger_max_wait_ms: u64 = 600_000,
         parse |t| duration_at_least(t, 1000, "1s"),
         show "staggerMaxWaitMs" |c, _| json!(c.stagger_max_wait_ms);
+    /// Keep a small JSON status here (state, figures, baseline, last events), rewritten
+    /// atomically every 2 s, for `self-recycle status|check` and deploy pre-flights.
+    STATUS_FILE => status_file: Option<String> = None,
+        parse file_path,
+        show "statusFile" |c, _| json!(c.status_file);
+    /// When the worker says it is ready (sd_notify READY=1, `process.send('ready')`):
+    /// `start`, or `baseline` (once warm-up ends with the baseline under READY_MAX_BASELINE).
+    READY => ready_on_baseline: bool = false,
+        parse |t| match t.trim() {
+            "start" => Ok(false),
+            "baseline" => Ok(true),
+            _ => Err("start or baseline".to_string()),
+        },
+        show "ready" |c, _| json!(if c.ready_on_baseline { "baseline" } else { "start" });
+    /// The largest share of each limit the baseline may take for the worker to be ready.
+    READY_MAX_BASELINE => ready_max_baseline: f64 = 0.60,
+        parse |t| units::parse_percent(t, 100.0),
+        show "readyMaxBaseline" |c, _| json!(c.ready_max_baseline);
     /// Write a JSON recycle report here before exit.
     REPORT_DIR => report_dir: Option<String> = None,
         parse directory,
@@ -447,6 +465,18 @@ fn duration_at_least(text: &str, min_ms: u64, shown: &str) -> Result<u64, String
     match units::parse_duration_ms(text) {
         Ok(ms) if ms >= min_ms => Ok(ms),
         _ => Err(format!("{}, at least {shown}", units::DURATION_ACCEPTS)),
+    }
+}
+
+/// A file path (its directory must be private, see report.rs), or `off` for none.
+fn file_path(text: &str) -> Result<Option<String>, String> {
+    let trimmed = text.trim();
+    if is_off(trimmed) {
+        Ok(None)
+    } else if trimmed.contains('\0') || trimmed.ends_with('/') {
+        Err("a file path (not a directory, no NUL bytes)".to_string())
+    } else {
+        Ok(Some(trimmed.to_string()))
     }
 }
 

@@ -43,6 +43,9 @@ pub enum Event {
         points: usize,
     },
     Recycle(Box<Recycle>),
+    /// Warm-up ended: the baseline, its share of each limit, and whether it passes
+    /// `READY_MAX_BASELINE`.
+    Baseline(Box<Baseline>),
     /// A stop signal (SIGTERM, SIGINT) with `SIGNALS=on`: not a recycle.
     Stop {
         signal: String,
@@ -76,6 +79,24 @@ pub struct Start {
     pub v8_native: bool,
     pub has_rss: bool,
     pub exit_code: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    pub rss: u64,
+    pub heap_used: u64,
+    pub rss_limit: Option<u64>,
+    pub heap_limit: Option<u64>,
+    pub warmup_ms: u64,
+    pub max_share: f64,
+    /// What is over `max_share`, as sentences.
+    pub failures: Vec<String>,
+}
+
+impl Baseline {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
 }
 
 /// A decided recycle.
@@ -298,6 +319,7 @@ impl Event {
             Event::Misconfigured { .. } => "misconfigured",
             Event::Leak { .. } => "leak",
             Event::Recycle(_) => "recycle",
+            Event::Baseline(_) => "baseline",
             Event::Stop { .. } => "stop",
             Event::Drain(_) => "drain",
             Event::Exit(_) => "exit",
@@ -381,6 +403,28 @@ impl Event {
                     "draining"
                 };
                 format!("{}; {action}", recycle.why())
+            }
+            Event::Baseline(baseline) => {
+                let share = |value: u64, limit: Option<u64>| match limit {
+                    Some(limit) if limit > 0 => format!(
+                        "{} ({:.0}% of limit {})",
+                        format_size(value),
+                        100.0 * value as f64 / limit as f64,
+                        format_size(limit)
+                    ),
+                    _ => format_size(value),
+                };
+                let verdict = if baseline.passed() {
+                    "ready".to_string()
+                } else {
+                    format!("not ready: {}", baseline.failures.join("; "))
+                };
+                format!(
+                    "baseline after {} of warm-up: rss {}, heap {}; {verdict}",
+                    format_duration(baseline.warmup_ms),
+                    share(baseline.rss, baseline.rss_limit),
+                    share(baseline.heap_used, baseline.heap_limit)
+                )
             }
             Event::Stop {
                 signal,
@@ -521,6 +565,16 @@ impl Event {
                     put("expectedDrainMs", json!(prediction.expected_drain_ms));
                     put("slopeBytesPerSec", json!(prediction.slope_per_s.round()));
                 }
+            }
+            Event::Baseline(baseline) => {
+                put("baselineRss", json!(baseline.rss));
+                put("baselineHeapUsed", json!(baseline.heap_used));
+                put("rssLimit", json!(baseline.rss_limit));
+                put("heapLimitInForce", json!(baseline.heap_limit));
+                put("warmupMs", json!(baseline.warmup_ms));
+                put("maxShare", json!(baseline.max_share));
+                put("ready", json!(baseline.passed()));
+                put("failures", json!(baseline.failures));
             }
             Event::Stop {
                 signal,

@@ -132,6 +132,27 @@ impl Registry {
         }
     }
 
+    /// Keys re-initialized at least once, with their call sites (most frequent first).
+    pub fn reinits(&self) -> Value {
+        let keys = self.keys.lock();
+        let mut found: Vec<Value> = Vec::new();
+        for (name, record) in keys.iter() {
+            if record.reinit_attempts == 0 {
+                continue;
+            }
+            let mut sites: Vec<(&String, &u64)> = record.sites.iter().collect();
+            sites.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            found.push(json!({
+                "key": name,
+                "attempts": record.reinit_attempts,
+                "inits": record.inits,
+                "sites": sites.iter().take(5).map(|(site, count)| json!({ "site": site, "count": count })).collect::<Vec<_>>(),
+            }));
+        }
+        found.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+        Value::Array(found)
+    }
+
     pub fn stats(&self) -> Value {
         let keys = self.keys.lock();
         let mut names: Vec<&String> = keys.keys().collect();

@@ -510,10 +510,19 @@ impl NativeRecycler {
         Ok(())
     }
 
-    /// How long a drain would take now (tracked work's recent durations); `null`: none.
+    /// How long tracked jobs take (p90, ms) and when the youngest in flight started (epoch
+    /// ms); `null`s: no work in flight.
     #[napi(catch_unwind)]
-    pub fn set_expected_drain(&self, ms: Option<f64>) -> Result<()> {
-        self.monitor()?.set_expected_drain(ms.map(to_bytes));
+    pub fn set_expected_drain(
+        &self,
+        p90_ms: Option<f64>,
+        youngest_started_ms: Option<f64>,
+        concurrent: bool,
+    ) -> Result<()> {
+        let work = p90_ms
+            .zip(youngest_started_ms)
+            .map(|(p90, at)| (to_bytes(p90), to_bytes(at), concurrent));
+        self.monitor()?.set_tracked_work(work);
         Ok(())
     }
 

@@ -27,6 +27,10 @@ mod status;
 
 /// Samples kept for `stats()` and reports.
 const RING_CAPACITY: usize = 120;
+/// Events kept for the status file.
+const RECENT_EVENTS: usize = 10;
+/// How often the status file is rewritten (and at once when the state changes).
+const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 /// A queued recycle skips the sibling queue once its value reaches limit x this.
 const STAGGER_CEILING: f64 = 1.25;
@@ -85,6 +89,8 @@ struct Sampling {
     last_watchdog: Option<Instant>,
     /// Major-GC count when the leak slope was last fitted (refit only on new points).
     leak_checked_at_gc: u64,
+    /// (p90 ms, youngest start epoch ms, several in flight) of tracked work, from JS.
+    tracked_work: Option<(u64, u64, bool)>,
 }
 
 pub struct Monitor {
@@ -105,6 +111,10 @@ pub struct Monitor {
     oom_status: Mutex<String>,
     /// Wakes the sampler thread so it sleeps no later than a new drain deadline.
     waker: Mutex<Option<Waker>>,
+    /// The last events (name, time, msg), for the status file.
+    recent_events: Mutex<std::collections::VecDeque<Value>>,
+    /// When the status file was last written, and the state it said.
+    status_written: Mutex<Option<(Instant, &'static str)>>,
     sampling: Mutex<Sampling>,
     recycle: Mutex<RecycleState>,
     jobs_done: AtomicU64,
@@ -133,6 +143,7 @@ impl Monitor {
                 pending: None,
                 last_watchdog: None,
                 leak_checked_at_gc: 0,
+                tracked_work: None,
             }),
             config,
             machine: setup.machine,
@@ -148,6 +159,8 @@ impl Monitor {
             near_heap_status: Mutex::new("off".to_string()),
             oom_status: Mutex::new("off".to_string()),
             waker: Mutex::new(None),
+            recent_events: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_EVENTS)),
+            status_written: Mutex::new(None),
             jobs_done: AtomicU64::new(0),
             sample_events: AtomicBool::new(false),
             sample_in_flight: AtomicBool::new(false),
@@ -196,9 +209,22 @@ impl Monitor {
         }
     }
 
-    /// The event as JSON with a fresh envelope.
+    /// The event as JSON with a fresh envelope; remembered for the status file (samples
+    /// excepted).
     pub fn render(&self, event: &Event) -> Map<String, Value> {
-        event.to_json(&self.envelope())
+        let object = event.to_json(&self.envelope());
+        if !matches!(event, Event::Sample(_)) {
+            let mut recent = self.recent_events.lock();
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(serde_json::json!({
+                "event": object.get("event"),
+                "time": object.get("time"),
+                "msg": object.get("msg"),
+            }));
+        }
+        object
     }
 
     fn emit(&self, event: &Event) {
@@ -209,9 +235,54 @@ impl Monitor {
         }
     }
 
-    /// How long a drain would take now (JS measures tracked work); `None`: nothing tracked.
-    pub fn set_expected_drain(&self, ms: Option<u64>) {
-        self.sampling.lock().policy.set_expected_drain(ms);
+    /// Tracked work as JS sees it: (p90 duration, the youngest job's start, both ms, the
+    /// start on the epoch clock; several jobs in flight), or `None` with nothing in flight.
+    pub fn set_tracked_work(&self, work: Option<(u64, u64, bool)>) {
+        self.sampling.lock().tracked_work = work;
+    }
+
+    /// How long a drain started now would take: what is left of the youngest tracked job at
+    /// its usual (p90) duration. A worker running one job at a time decides at job
+    /// boundaries: the decision must also cover the job that would start after this one,
+    /// or that job would carry it over the limit before the next chance to decide.
+    fn expected_drain_ms(&self) -> Option<u64> {
+        let (p90, youngest, concurrent) = self.sampling.lock().tracked_work?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let left = p90.saturating_sub(now.saturating_sub(youngest));
+        Some(if concurrent { left } else { left + p90 })
+    }
+
+    /// The baseline and its share of each limit against `READY_MAX_BASELINE`.
+    fn baseline_event(&self, rss: u64, heap_used: u64) -> event::Baseline {
+        let limits = self.limits();
+        let rss_limit = limits.rss.or(limits.ceiling);
+        let max_share = self.config.ready_max_baseline;
+        let mut failures = Vec::new();
+        for (name, value, limit) in [("rss", rss, rss_limit), ("heap", heap_used, limits.heap)] {
+            if let Some(limit) = limit.filter(|l| *l > 0) {
+                let share = value as f64 / limit as f64;
+                if share > max_share {
+                    failures.push(format!(
+                        "{name} {} is {:.0}% of limit {} (at most {:.0}%)",
+                        crate::units::format_size(value),
+                        share * 100.0,
+                        crate::units::format_size(limit),
+                        max_share * 100.0
+                    ));
+                }
+            }
+        }
+        event::Baseline {
+            rss,
+            heap_used,
+            rss_limit,
+            heap_limit: limits.heap,
+            warmup_ms: self.config.warmup_ms,
+            max_share,
+            failures,
+        }
     }
 
     /// Heap figures from the JS fallback probe.
@@ -268,6 +339,7 @@ impl Monitor {
             }
             self.admit_pending(Some(&sample));
         }
+        self.write_status_when_due();
         let mut sleep = Duration::from_millis(self.sampling.lock().policy.next_interval_ms());
         if let Some(every) = self.notifier.as_ref().and_then(Notifier::watchdog_every) {
             sleep = sleep.min(every / 2);
@@ -284,7 +356,9 @@ impl Monitor {
         let unanswered_ms = self.liveness.unanswered_for().map(|d| d.as_millis() as u64);
         let heap = self.source.heap();
         let major_gcs = heap.major_gcs();
+        let expected_drain_ms = self.expected_drain_ms();
         let mut sampling = self.sampling.lock();
+        sampling.policy.set_expected_drain(expected_drain_ms);
         let mut verdicts = sampling.policy.observe(sample);
         verdicts.extend(
             sampling
@@ -324,6 +398,9 @@ impl Monitor {
 
     /// `READY=1` at start (systemd `Type=notify`).
     pub fn notify_ready(&self) {
+        if self.config.ready_on_baseline {
+            return; // READY=baseline: sent once the baseline passes
+        }
         if let Some(notifier) = &self.notifier {
             let status = notify::status_line("self-recycle sampling; worker ready");
             notifier.send(&format!("READY=1\n{status}"));
@@ -356,7 +433,17 @@ impl Monitor {
                     limit,
                 });
             }
-            Verdict::Baseline { .. } => {}
+            Verdict::Baseline { rss, heap_used } => {
+                let baseline = self.baseline_event(rss, heap_used);
+                if baseline.passed() && self.config.ready_on_baseline {
+                    if let Some(notifier) = &self.notifier {
+                        let status =
+                            notify::status_line("self-recycle: baseline passed; worker ready");
+                        notifier.send(&format!("READY=1\n{status}"));
+                    }
+                }
+                self.emit(&Event::Baseline(Box::new(baseline)));
+            }
             Verdict::Leak {
                 slope_per_min,
                 threshold_per_min,
@@ -590,8 +677,10 @@ impl Monitor {
         };
         // A report tells why a worker recycled; a plain stop has nothing to report.
         if drain.reason != Reason::Signal && self.report_path().is_some() {
-            let written =
-                self.write_report(drain, &self.render(&Event::Exit(Box::new(exit.clone()))));
+            let written = self.write_report(
+                drain,
+                &Event::Exit(Box::new(exit.clone())).to_json(&self.envelope()),
+            );
             exit.report = written;
         }
         self.render(&Event::Exit(Box::new(exit)))

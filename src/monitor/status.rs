@@ -116,6 +116,91 @@ impl Monitor {
         })
     }
 
+    /// The status file's content: what `self-recycle status|check|preflight` read.
+    pub fn status_json(&self) -> Value {
+        let sample = self.latest();
+        let sampling = self.sampling.lock();
+        let policy = &sampling.policy;
+        let limits = policy.limits().clone();
+        let baseline = policy.baseline();
+        drop(sampling);
+        let rss_value = if limits.rss_anon {
+            sample.rss_anon
+        } else {
+            sample.rss
+        };
+        let share = |value: u64, limit: Option<u64>| {
+            limit.filter(|l| *l > 0).map(|l| value as f64 / l as f64)
+        };
+        let heap = self.source.heap();
+        let window_start = heap.elapsed_ms().saturating_sub(self.config.leak_window_ms);
+        let series: Vec<(u64, u64)> = heap
+            .post_gc_series()
+            .into_iter()
+            .filter(|(at, _)| *at >= window_start)
+            .collect();
+        let slope = (series.len() >= 3)
+            .then(|| crate::policy::theil_sen_slope(&series))
+            .flatten()
+            .map(|per_ms| (per_ms * 60_000.0).round());
+        let baseline_json = baseline.map(|b| {
+            let event = self.baseline_event(b.rss, b.heap_used);
+            json!({
+                "rss": b.rss,
+                "heapUsed": b.heap_used,
+                "uptimeMs": b.uptime_ms,
+                "rssShare": share(b.rss, limits.rss.or(limits.ceiling)),
+                "heapShare": share(b.heap_used, limits.heap),
+                "ready": event.passed(),
+                "failures": event.failures,
+            })
+        });
+        json!({
+            "schema": event::SCHEMA,
+            "pid": std::process::id(),
+            "time": event::iso8601_now(),
+            "writeEveryMs": super::STATUS_EVERY.as_millis() as u64,
+            "uptimeMs": self.source.uptime_ms(),
+            "state": self.state_name(),
+            "sample": sample_json(&sample),
+            "limits": self.limits_json(),
+            "pressure": {
+                "rss": share(rss_value, limits.rss),
+                "heap": share(sample.heap_used, limits.heap),
+                "ceiling": share(rss_value, limits.ceiling),
+            },
+            "memoryLimit": self.memory_limit_json(),
+            "warmupMs": self.config.warmup_ms,
+            "readyMaxBaseline": self.config.ready_max_baseline,
+            "baseline": baseline_json,
+            "postGcSlopeBytesPerMin": slope,
+            "postGcPoints": series.len(),
+            "reinits": crate::guard::REGISTRY.reinits(),
+            "recentEvents": Value::Array(self.recent_events.lock().iter().cloned().collect()),
+        })
+    }
+
+    /// Rewrites the status file every STATUS_EVERY, and at once when the state changes.
+    pub(super) fn write_status_when_due(&self) {
+        let Some(path) = self.config.status_file.as_deref() else {
+            return;
+        };
+        let state = self.state_name();
+        {
+            let mut written = self.status_written.lock();
+            let due = written
+                .is_none_or(|(at, said)| at.elapsed() >= super::STATUS_EVERY || said != state);
+            if !due {
+                return;
+            }
+            *written = Some((std::time::Instant::now(), state));
+        }
+        let mut body = self.status_json().to_string().into_bytes();
+        body.push(b'\n');
+        // A failure (a full disk, a directory that is not private) must not stop sampling.
+        let _ = report::write_bytes_atomically(std::path::Path::new(path), &body);
+    }
+
     /// Where the recycle report goes, when `REPORT_DIR` is set.
     pub fn report_path(&self) -> Option<std::path::PathBuf> {
         let dir = self.config.report_dir.as_deref()?;
