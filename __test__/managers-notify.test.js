@@ -114,3 +114,30 @@ test('the example systemd unit passes systemd-analyze verify without a warning',
     assert.ok(text.includes(line), line)
   }
 })
+
+test('READY=baseline: READY=1 only once the baseline passes the warm-up, never when it fails', async () => {
+  for (const [heavy, expectReady] of [[false, true], [true, false]]) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-notify-ready-'))
+    const socket = path.join(dir, 'notify.sock')
+    const listener = listen(socket, 20)
+    await listener.ready
+    const started = Date.now()
+    const result = await runFixture('preflight-worker.js', {
+      env: { FIXTURE_MODE: heavy ? 'heavy' : 'clean', FIXTURE_LIMIT_MIB: '200', NOTIFY_SOCKET: socket, SELF_RECYCLE_READY: 'baseline', SELF_RECYCLE_WARMUP: '1500ms', SELF_RECYCLE_MAX_RSS: '200MiB', SELF_RECYCLE_LOG: 'json' },
+      timeoutMs: 3500
+    })
+    listener.stop()
+    await listener.done
+    fs.rmSync(dir, { recursive: true, force: true })
+    const ready = listener.messages.find((m) => m.message.startsWith('READY=1'))
+    const [baseline] = eventsNamed(result, 'baseline')
+    assert.equal(baseline?.ready, expectReady, describe(result))
+    if (expectReady) {
+      assert.ok(ready && ready.t - started >= 1400, `READY=1 at ${ready && ready.t - started} ms`)
+      assert.match(ready.message, /baseline passed/)
+    } else {
+      assert.equal(ready, undefined, 'no READY=1 for a baseline over 60% of its limit')
+      assert.match(baseline.msg, /not ready: rss \d+ MiB is \d+% of limit 200 MiB/)
+    }
+  }
+})

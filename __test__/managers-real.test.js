@@ -199,3 +199,33 @@ stderr_logfile=%(here)s/%(program_name)s_%(process_num)02d.err.log`])
   }
   fs.rmSync(dir, { recursive: true, force: true })
 })
+
+test('a staged deploy under Supervisor: the rest of the group starts only once the canary\'s baseline passes', { timeout: 120000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-canary-'))
+  const ledger = path.join(dir, 'ledger')
+  const conf = writeSupervisorConf(dir, [`[program:worker]
+command=${process.execPath} ${path.join(FIXTURES, 'pm2-ready-worker.js')}
+process_name=%(program_name)s_%(process_num)02d
+numprocs=2
+autostart=false
+autorestart=false
+environment=${supervisorEnvironment({ LEDGER: ledger, SELF_RECYCLE_WARMUP: '2s', SELF_RECYCLE_MAX_RSS: '300MiB', SELF_RECYCLE_LOG: 'off' })},SELF_RECYCLE_STATUS_FILE="${dir}/%(process_num)02d.status.json"`])
+  const supervisord = startSupervisord(conf, cleanEnv())
+  try {
+    await waitFor(() => { try { supervisord.ctl('status'); return true } catch (e) { return /worker_0/.test(String(e.stdout)) } }, 10000, 'supervisord up')
+    const script = path.join(__dirname, '..', 'examples', 'deploy', 'supervisor-canary.sh')
+    const cliPath = path.join(__dirname, '..', 'js', 'cli.js')
+    execFileSync('sh', [script, 'worker', path.join(dir, '00.status.json'), '30', '-c', conf], { env: { ...process.env, SELF_RECYCLE_CLI: `${process.execPath} ${cliPath}` }, stdio: 'ignore' })
+    const boots = () => (fs.existsSync(ledger) ? fs.readFileSync(ledger, 'utf8').split('\n').filter((l) => l.endsWith(' boot')).length : 0)
+    await waitFor(() => boots() === 2, 10000, 'both workers booted')
+  } finally {
+    await supervisord.stop()
+  }
+  const lines = fs.readFileSync(ledger, 'utf8').split('\n').filter(Boolean).map((l) => l.split(' '))
+  const [canary, rest] = [...new Set(lines.filter((l) => l[2] === 'boot').map((l) => l[1]))]
+  const canaryBaseline = lines.find((l) => l[1] === canary && l[2] === 'baseline')
+  const restBoot = lines.find((l) => l[1] === rest && l[2] === 'boot')
+  assert.equal(canaryBaseline[3], 'true')
+  assert.ok(Number(restBoot[0]) >= Number(canaryBaseline[0]), 'the rest started after the canary\'s baseline passed')
+  fs.rmSync(dir, { recursive: true, force: true })
+})

@@ -111,3 +111,74 @@ test('the status file: status and check read it; read in a tight loop while rewr
   assert.match(dead.stdout, /not healthy: process \d+ is not running/)
   fs.rmSync(dir, { recursive: true, force: true })
 })
+
+test('PM2 cluster reload with wait_ready: a new instance is ready only once its baseline passes; a failing one never is', { timeout: 180000 }, async () => {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-pm2-ready-'))
+  const ledger = path.join(home, 'ledger')
+  const pm2 = require.resolve('pm2/bin/pm2')
+  const ecosystem = path.join(home, 'ecosystem.config.js')
+  const write = (heavy) => fs.writeFileSync(ecosystem, `module.exports = { apps: [${JSON.stringify({
+    name: 'ready-worker',
+    script: path.join(FIXTURES, 'pm2-ready-worker.js'),
+    exec_mode: 'cluster',
+    instances: 2,
+    wait_ready: true,
+    listen_timeout: 8000,
+    kill_timeout: 5000,
+    env: { LEDGER: ledger, FIXTURE_HEAVY: heavy ? '1' : '0', SELF_RECYCLE_READY: 'baseline', SELF_RECYCLE_WARMUP: '2s', SELF_RECYCLE_MAX_RSS: '300MiB', SELF_RECYCLE_SIGNALS: 'on', SELF_RECYCLE_LOG: 'off' }
+  })}] }\n`)
+  const run = (...args) => require('node:child_process').execFileSync(process.execPath, [pm2, ...args], { env: cleanEnv({ PM2_HOME: home }), encoding: 'utf8' })
+  const records = () => fs.readFileSync(ledger, 'utf8').split('\n').filter(Boolean).map((l) => { const [t, pid, ...what] = l.split(' '); return { t: Number(t), pid: Number(pid), what: what.join(' ') } })
+  const lives = () => {
+    const byPid = new Map()
+    for (const r of records()) {
+      const life = byPid.get(r.pid) ?? { pid: r.pid }
+      if (r.what === 'boot') life.boot = r.t
+      if (r.what === 'ready-sent') life.ready = r.t
+      if (r.what.startsWith('baseline')) life.baseline = r.what.endsWith('true')
+      if (r.what.startsWith('exit')) life.exit = r.t
+      byPid.set(r.pid, life)
+    }
+    return [...byPid.values()].sort((a, b) => a.boot - b.boot)
+  }
+  try {
+    write(false)
+    run('start', ecosystem)
+    await waitUntil(() => lives().filter((l) => l.ready).length === 2, 30000)
+    // A reload: each new instance must be ready before PM2 stops an old one.
+    run('reload', ecosystem, '--update-env')
+    await waitUntil(() => lives().length === 4 && lives().filter((l) => l.exit).length === 2, 60000)
+    const [first, second, third, fourth] = lives()
+    for (const fresh of [third, fourth]) {
+      assert.equal(fresh.baseline, true)
+      assert.ok(fresh.ready - fresh.boot >= 1900, `ready ${fresh.ready - fresh.boot} ms after boot, not before the 2 s warm-up`)
+    }
+    assert.ok(first.exit >= third.ready && second.exit >= fourth.ready, JSON.stringify(lives()))
+
+    // A reload into instances whose baseline fails: never marked ready.
+    write(true)
+    run('reload', ecosystem, '--update-env')
+    await waitUntil(() => lives().length === 6 && lives().filter((l) => l.exit).length === 4, 90000)
+    const now = lives()
+    const failing = now.slice(4)
+    for (const life of failing) {
+      assert.equal(life.baseline, false)
+      assert.equal(life.ready, undefined, 'never sent ready')
+    }
+    // PM2 gave up waiting at listen_timeout (8 s), not at a ready message.
+    const replaced = now[2]
+    assert.ok(replaced.exit - failing[0].boot >= 7000, `old stopped ${replaced.exit - failing[0].boot} ms after the new boot`)
+  } finally {
+    try { run('kill') } catch {}
+    fs.rmSync(home, { recursive: true, force: true })
+  }
+})
+
+async function waitUntil (predicate, timeoutMs) {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    try { if (predicate()) return } catch {}
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+  throw new Error(`timed out after ${timeoutMs} ms`)
+}
