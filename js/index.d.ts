@@ -38,8 +38,12 @@ export interface Options {
   maxAge?: Duration | 'off'
   /** Random spread (downwards) of `maxJobs` and `maxAge` per process, 0% to 50%. @default '10%' */
   jitter?: string
-  /** Sampling period, at least 10 ms. @default '1s' */
+  /** Sampling period far from every limit, at least 10 ms. @default '1s' */
   interval?: Duration
+  /** Sampling period near a limit (past 80%, or trending to it); `'off'`: always `interval`. @default '25ms' */
+  fastInterval?: Duration | 'off'
+  /** Start the drain early when tracked work would carry the value over the limit. @default true */
+  predict?: Switch
   /** Consecutive samples over a limit before recycling. @default 3 */
   strikes?: number
   /** No growth/leak decisions before this uptime; the baseline is taken at its end. @default '30s' */
@@ -58,6 +62,12 @@ export interface Options {
   staggerGap?: Duration
   /** The longest a recycle waits for its turn among siblings; then it goes ahead. @default '10m' */
   staggerMaxWait?: Duration
+  /** Keep a JSON status here (for `self-recycle status|check|preflight`), rewritten every 2 s. @default off */
+  statusFile?: string
+  /** When the worker says it is ready (sd_notify READY=1, process.send('ready')). @default 'start' */
+  ready?: 'start' | 'baseline'
+  /** The largest share of each limit the baseline may take to be ready. @default '60%' */
+  readyMaxBaseline?: string
   /** Write a JSON recycle report here before exiting. @default off */
   reportDir?: string
   /** Write a heap snapshot into `reportDir` on recycle, when memory allows. @default false */
@@ -121,6 +131,8 @@ export interface EffectiveConfig {
   maxAgeMs: number | null
   jitter: number
   intervalMs: number
+  fastIntervalMs: number | null
+  predict: boolean
   strikes: number
   warmupMs: number
   minUptimeMs: number
@@ -130,6 +142,9 @@ export interface EffectiveConfig {
   staggerDir: string | null
   staggerGapMs: number
   staggerMaxWaitMs: number
+  statusFile: string | null
+  ready: 'start' | 'baseline'
+  readyMaxBaseline: number
   reportDir: string | null
   heapSnapshot: boolean
   log: 'auto' | 'json' | 'pretty' | 'off'
@@ -182,6 +197,23 @@ export interface RecycleEvent extends LimitEvent {
   staggerWaitMs?: number
   /** Heap headroom granted by the near-heap-limit rescue, in bytes. */
   headroom?: number
+  /** Decided before the crossing (PREDICT): the value projected at the drain's end. */
+  predicted?: true
+  projected?: number
+  expectedDrainMs?: number
+  slopeBytesPerSec?: number
+}
+export interface BaselineEvent extends BaseEvent {
+  event: 'baseline'
+  baselineRss: number
+  baselineHeapUsed: number
+  rssLimit: number | null
+  heapLimitInForce: number | null
+  warmupMs: number
+  maxShare: number
+  /** Under `readyMaxBaseline` of each limit. */
+  ready: boolean
+  failures: string[]
 }
 export interface StopEvent extends BaseEvent {
   event: 'stop'
@@ -232,6 +264,7 @@ export interface EventMap {
   leak: LeakEvent
   misconfigured: MisconfiguredEvent
   recycle: RecycleEvent
+  baseline: BaselineEvent
   stop: StopEvent
   drain: DrainEvent
   exit: ExitEvent
@@ -356,6 +389,7 @@ export declare const EVENTS: Readonly<{
   LEAK: 'leak'
   MISCONFIGURED: 'misconfigured'
   RECYCLE: 'recycle'
+  BASELINE: 'baseline'
   STOP: 'stop'
   DRAIN: 'drain'
   EXIT: 'exit'

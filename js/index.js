@@ -128,6 +128,24 @@ function normalizeOptions (options) {
   return normalized
 }
 
+/**
+ * Siblings of a node:cluster primary (PM2 cluster mode included) never drain at the same
+ * time: without a STAGGER_DIR of their own they queue in a private directory per primary,
+ * with no gap unless STAGGER_GAP says otherwise.
+ */
+function clusterStagger (options) {
+  if (process.env.NODE_UNIQUE_ID === undefined) return options
+  const given = (name, variable) => options[name] !== undefined || (process.env[`${ENV_PREFIX}${variable}`] ?? '').trim() !== ''
+  if (given('staggerDir', 'STAGGER_DIR')) return options
+  const os = require('node:os')
+  const path = require('node:path')
+  return {
+    ...options,
+    staggerDir: path.join(os.tmpdir(), `self-recycle-${process.getuid?.() ?? 'user'}-cluster-${process.ppid}`),
+    ...(given('staggerGap', 'STAGGER_GAP') ? {} : { staggerGap: '0' })
+  }
+}
+
 /** `--max-semi-space-size` from the command line or NODE_OPTIONS, in MiB (V8's default: 16). */
 function semiSpaceMiB () {
   for (const arg of [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]) {
@@ -225,7 +243,7 @@ class Recycler extends EventEmitter {
 
   _start (options) {
     const state = this[kState]
-    const normalized = normalizeOptions(options)
+    const normalized = clusterStagger(normalizeOptions(options))
     const forceJsHeapProbe = process.env.SELF_RECYCLE_TEST_FORCE_JS_HEAP_PROBE === '1'
     let native
     try {
@@ -565,8 +583,14 @@ function start (options) {
   return recycler._start(options)
 }
 
+/** See js/http.js (loaded on first use). */
+function drainHttp (server, options) {
+  return require('./http.js').drainHttp(server, options)
+}
+
 module.exports = {
   start,
+  drainHttp,
   once,
   trackInit,
   guardStats,

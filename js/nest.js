@@ -82,12 +82,18 @@ class SelfRecycleService {
   onModuleInit () {
     this.recycler.on('event', this.onEvent)
     this.recycler.on('stop', this.onStop)
-    this.unregister = this.recycler.onDrain(async ({ reason }) => {
+    this.unregister = this.recycler.onDrain(async (context) => {
       if (!this.app) {
-        this.logger.warn(`draining (${reason}) without closing Nest: call SelfRecycleModule.closeOnDrain(app) after creating the app`)
+        this.logger.warn(`draining (${context.reason}) without closing Nest: call SelfRecycleModule.closeOnDrain(app) after creating the app`)
         return
       }
-      this.logger.log(`draining (${reason}): closing the Nest application`)
+      // An HTTP app: finish every request and close its keep-alive sockets first, so that
+      // app.close() (which waits for the server) does not wait for the deadline.
+      if (this.httpDrain) {
+        this.logger.log(`draining (${context.reason}): finishing HTTP requests`)
+        await this.httpDrain(context)
+      }
+      this.logger.log(`draining (${context.reason}): closing the Nest application`)
       await this.app.close()
     })
   }
@@ -130,6 +136,8 @@ class SelfRecycleService {
   /** The drain closes this application (`INestApplication` or `INestApplicationContext`). */
   closeOnDrain (app) {
     this.app = app
+    const server = typeof app.getHttpServer === 'function' ? app.getHttpServer() : null
+    if (server && typeof server.on === 'function') this.httpDrain = require('./http.js').httpDrain(server).drain
     return app
   }
 
