@@ -49,6 +49,19 @@ async function loadWithKeepAlive (port, seconds, sockets = 50) {
   return counts
 }
 
+/** GET `path` through `agent`; resolves with status, headers, body and whether the socket was reused. */
+function get (port, path, agent) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk) => { body += chunk })
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body, reused: req.reusedSocket }))
+    })
+    req.on('error', reject)
+  })
+}
+
 function startService (fixture, env) {
   const child = spawn(process.execPath, [path.join(FIXTURES, fixture)], { env: cleanEnv({ SELF_RECYCLE_LOG: 'json', ...env }), stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
@@ -59,33 +72,135 @@ function startService (fixture, env) {
     const match = /port:(\d+)/.exec(stdout)
     if (match) resolve(Number(match[1]))
   }))
-  const stop = () => new Promise((resolve) => {
-    child.once('close', () => resolve({ stdout, stderr, events: parseEvents(stderr) }))
+  const closed = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr, events: parseEvents(stderr) })))
+  const stop = () => {
     child.kill('SIGTERM')
-  })
-  return { child, port, stop }
+    return closed
+  }
+  return { child, port, stop, closed }
 }
 
-test('a node:cluster HTTP service recycles under a keep-alive load: 0 resets, 0 refusals, every response 200', { timeout: 120000 }, async () => {
-  const service = startService('http-cluster.js', {
-    SELF_RECYCLE_MAX_RSS: '150MiB',
-    SELF_RECYCLE_MAX_HEAP: 'off',
-    SELF_RECYCLE_MIN_UPTIME: '0',
-    SELF_RECYCLE_WARMUP: '0',
-    SELF_RECYCLE_DRAIN_TIMEOUT: '10s'
-  })
+const RECYCLING = {
+  SELF_RECYCLE_MAX_RSS: '150MiB',
+  SELF_RECYCLE_MAX_HEAP: 'off',
+  SELF_RECYCLE_MIN_UPTIME: '0',
+  SELF_RECYCLE_WARMUP: '0',
+  SELF_RECYCLE_DRAIN_TIMEOUT: '10s'
+}
+
+/** Runs the cluster fixture with `app` workers under load and checks that nothing was lost. */
+async function clusterUnderLoad (app, seconds) {
+  const service = startService('http-cluster.js', { ...RECYCLING, APP: app })
   const port = await service.port
-  const counts = await loadWithKeepAlive(port, 25)
+  const counts = await loadWithKeepAlive(port, seconds)
   const { stdout, events } = await service.stop()
   const exits = stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
   const recycles = exits.filter((e) => e.code === 75)
-  assert.ok(recycles.length >= 3, `recycles: ${JSON.stringify(exits)}`)
+  assert.ok(recycles.length >= 3, `>= 3 recycles: ${JSON.stringify(exits)}`)
   assert.deepEqual(counts.errors, {}, JSON.stringify(counts))
   assert.deepEqual(counts.status, {}, JSON.stringify(counts))
   assert.ok(counts.ok > 1000, JSON.stringify(counts))
-  // Siblings of one primary drain one at a time (auto-staggered).
-  const starts = events.filter((e) => e.event === 'recycle').map((e) => e.stagger)
-  assert.ok(starts.every((s) => s === 'granted' || s?.startsWith('bypass')), JSON.stringify(starts))
+  // Siblings of one primary drain one at a time (auto-staggered, no bypass), each in full.
+  const admissions = events.filter((e) => e.event === 'recycle').map((e) => e.stagger)
+  assert.ok(admissions.length >= 3 && admissions.every((s) => s === 'granted'), JSON.stringify(admissions))
   const drains = events.filter((e) => e.event === 'exit' && e.code === 75)
+  assert.equal(drains.length, recycles.length, JSON.stringify(drains))
   assert.ok(drains.every((e) => e.drained), JSON.stringify(drains))
+  return { counts, events }
+}
+
+test('a node:cluster HTTP service recycles under a keep-alive load: 0 resets, 0 refusals, every response 200', { timeout: 120000 }, async () => {
+  await clusterUnderLoad('node', 25)
+})
+
+test('a Nest HTTP app on the Express adapter recycles through closeOnDrain without dropping a request', { timeout: 120000 }, async () => {
+  await clusterUnderLoad('express', 25)
+})
+
+test('a Nest HTTP app on the Fastify adapter recycles through closeOnDrain without dropping a request', { timeout: 120000 }, async () => {
+  await clusterUnderLoad('fastify', 25)
+})
+
+test('an idle keep-alive socket stays usable during the grace, and its next answer says Connection: close', { timeout: 30000 }, async () => {
+  const service = startService('http-single.js', { SELF_RECYCLE_DRAIN_TIMEOUT: '10s' })
+  const port = await service.port
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  const first = await get(port, '/', agent)
+  assert.equal(first.status, 200)
+  assert.notEqual(first.headers.connection, 'close')
+  const trigger = await get(port, '/recycle', false)
+  assert.equal(trigger.headers.connection, 'close', 'answers during a drain close their connection')
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const second = await get(port, '/', agent)
+  assert.deepEqual([second.status, second.reused, second.headers.connection], [200, true, 'close'])
+  const { code, events } = await service.closed
+  assert.equal(code, 75)
+  const exit = events.find((e) => e.event === 'exit')
+  assert.equal(exit.drained, true, JSON.stringify(exit))
+  agent.destroy()
+})
+
+test('a request in flight when the drain starts is answered in full before the exit', { timeout: 30000 }, async () => {
+  const service = startService('http-single.js', { SELF_RECYCLE_DRAIN_TIMEOUT: '10s' })
+  const port = await service.port
+  const slow = get(port, '/slow?ms=800', false)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  await get(port, '/recycle', false)
+  const answer = await slow
+  assert.deepEqual([answer.status, answer.body, answer.headers.connection], [200, 'ok /slow\n', 'close'])
+  const { code, events } = await service.closed
+  assert.equal(code, 75)
+  const drain = events.find((e) => e.event === 'drain' && e.phase === 'end')
+  assert.deepEqual([drain.drained, drain.inFlight], [true, 0], JSON.stringify(drain))
+})
+
+test('an idle keep-alive socket is closed once idle for idleGraceMs, so the drain does not wait for the deadline', { timeout: 30000 }, async () => {
+  const service = startService('http-single.js', { SELF_RECYCLE_DRAIN_TIMEOUT: '20s', IDLE_GRACE_MS: '300' })
+  const port = await service.port
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  await get(port, '/', agent)
+  const started = Date.now()
+  await get(port, '/recycle', false)
+  const { code, events } = await service.closed
+  assert.equal(code, 75)
+  const exit = events.find((e) => e.event === 'exit')
+  assert.equal(exit.drained, true, JSON.stringify(exit))
+  assert.ok(Date.now() - started < 15000, 'ended long before the 20 s deadline')
+  agent.destroy()
+})
+
+test('requests that outlast the deadline are cut there: drained false, with the count in flight', { timeout: 30000 }, async () => {
+  const service = startService('http-single.js', { SELF_RECYCLE_DRAIN_TIMEOUT: '1s' })
+  const port = await service.port
+  const outcomes = Promise.all([1, 2].map(() => get(port, '/slow?ms=60000', false).then(() => 'answered', (error) => error.code)))
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  await get(port, '/recycle', false)
+  const { code, events } = await service.closed
+  assert.equal(code, 75)
+  const drain = events.find((e) => e.event === 'drain' && e.phase === 'end')
+  assert.deepEqual([drain.drained, drain.inFlight], [false, 2], JSON.stringify(drain))
+  assert.equal(events.find((e) => e.event === 'exit').drained, false)
+  assert.deepEqual(await outcomes, ['ECONNRESET', 'ECONNRESET'])
+})
+
+test('drainHttp says what is wrong: no recycler running, not a server, a bad idleGraceMs', () => {
+  const script = `
+    const http = require('node:http')
+    const r = require(${JSON.stringify(path.join(__dirname, '..'))})
+    const out = []
+    const attempt = (f) => { try { f(); out.push('ok') } catch (e) { out.push(e.name + ': ' + e.message) } }
+    attempt(() => r.drainHttp(http.createServer()))
+    const recycler = r.start({ interval: '1s' })
+    attempt(() => r.drainHttp({}))
+    attempt(() => r.drainHttp(http.createServer(), { idleGraceMs: -5 }))
+    attempt(() => r.drainHttp(http.createServer(), { idleGraceMs: 'soon' }))
+    console.log(JSON.stringify(out))
+    recycler.stop()
+  `
+  const { execFileSync } = require('node:child_process')
+  const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { env: cleanEnv(), encoding: 'utf8' }))
+  assert.match(out[0], /no recycler runs in this process.*start\(\) first/)
+  assert.match(out[1], /TypeError: drainHttp\(server\): expected a node:http/)
+  assert.match(out[2], /idleGraceMs.*from 0, got -5/)
+  assert.match(out[3], /idleGraceMs.*got soon/)
 })

@@ -111,3 +111,28 @@ test('forRootAsync takes the options from an injected config provider', async ()
   assert.match(result.stdout, /\[SelfRecycle\] start: sampling every 50ms/)
   assert.match(result.stdout, /stop: SIGTERM received/)
 })
+
+test('with Nest\'s logger silenced, each event is written once: by LOG=json, by the auto fallback, and not at all with LOG=off', { timeout: 60000 }, async () => {
+  const count = (result) => {
+    const seen = {}
+    for (const event of parseEvents(result.stderr)) seen[event.event] = (seen[event.event] ?? 0) + 1
+    return seen
+  }
+  for (const [nestLogger, log] of [['false', 'json'], ['warn', 'json'], ['false', undefined], ['warn', 'pretty']]) {
+    const result = await runFixture('nest-logger.js', { timeoutMs: 30000, env: { NEST_LOGGER: nestLogger, ...(log ? { SELF_RECYCLE_LOG: log } : {}) } })
+    assert.equal(result.code, 75, describe(result))
+    const seen = count(result)
+    if (log === 'pretty') {
+      assert.deepEqual(seen, {}, `pretty lines only: ${describe(result)}`)
+      assert.equal(result.stderr.match(/self-recycle.*exiting with code 75/g)?.length, 1, describe(result))
+    } else {
+      for (const name of ['start', 'recycle', 'drain', 'exit']) assert.ok(seen[name] >= 1, `${name}: ${describe(result)}`)
+      assert.equal(seen.start, 1, `logger=${nestLogger} LOG=${log}: ${JSON.stringify(seen)}`)
+      assert.equal(seen.recycle, 1, `logger=${nestLogger} LOG=${log}: ${JSON.stringify(seen)}`)
+      assert.equal(seen.exit, 1, `logger=${nestLogger} LOG=${log}: ${JSON.stringify(seen)}`)
+    }
+  }
+  const silent = await runFixture('nest-logger.js', { timeoutMs: 30000, env: { NEST_LOGGER: 'false', SELF_RECYCLE_LOG: 'off' } })
+  assert.equal(silent.code, 75, describe(silent))
+  assert.deepEqual(count(silent), {}, `LOG=off: ${describe(silent)}`)
+})

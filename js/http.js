@@ -7,7 +7,10 @@
 // destroys what is left. Works for node:http, node:https and http2 secure servers, and for
 // the server under Express, Fastify (fastify.server) and Koa.
 
+const { Server: NetServer } = require('node:net')
+
 const kState = Symbol('self-recycle.http')
+const stopListening = NetServer.prototype.close
 
 function recycler () {
   const running = globalThis[Symbol.for('self-recycle.recycler')]
@@ -94,9 +97,10 @@ function httpDrain (server, { idleGraceMs = 1000 } = {}) {
 
   const drain = async ({ signal }) => {
     state.draining = true
-    // Stop accepting; the callback fires once every connection is gone (not awaited:
-    // keep-alive sockets are closed below, as they go idle).
-    server.close(() => {})
+    // Stop accepting, through net.Server's close: since Node 19 an HTTP server's own close()
+    // also closes every idle keep-alive socket at once, racing a client that is reusing it
+    // (ECONNRESET). Idle sockets are closed below, after the grace.
+    stopListening.call(server, () => {})
     for (const session of state.sessions) session.close()
     for (const [socket, active] of state.sockets) if (active === 0) closeWhenIdle(socket)
     const onDeadline = () => {
@@ -107,6 +111,7 @@ function httpDrain (server, { idleGraceMs = 1000 } = {}) {
     await Promise.race([finished(), new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))])
   }
 
+  const unserve = r._serves(server)
   const connectionEvent = tls ? 'secureConnection' : 'connection'
   server.on(connectionEvent, onConnection)
   server.on('session', onSession)
@@ -115,6 +120,7 @@ function httpDrain (server, { idleGraceMs = 1000 } = {}) {
     server.removeListener(connectionEvent, onConnection)
     server.removeListener('session', onSession)
     server.removeListener('request', onRequest)
+    unserve()
     delete server[kState]
   }
   server[kState] = { drain, detach }

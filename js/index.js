@@ -134,7 +134,9 @@ function normalizeOptions (options) {
  * with no gap unless STAGGER_GAP says otherwise.
  */
 function clusterStagger (options) {
-  if (process.env.NODE_UNIQUE_ID === undefined) return options
+  // Node deletes NODE_UNIQUE_ID from a worker's env while it boots; node:cluster is loaded
+  // by then (free to require), and only a process with an IPC channel can be a worker.
+  if (typeof process.send !== 'function' || !require('node:cluster').isWorker) return options
   const given = (name, variable) => options[name] !== undefined || (process.env[`${ENV_PREFIX}${variable}`] ?? '').trim() !== ''
   if (given('staggerDir', 'STAGGER_DIR')) return options
   const os = require('node:os')
@@ -510,6 +512,23 @@ class Recycler extends EventEmitter {
     estimate.youngest = youngest
     estimate.concurrent = concurrent
     native.setExpectedDrain(p90, youngest, concurrent)
+  }
+
+  /**
+   * `server` serves this worker's port (drainHttp): with a stagger queue, this worker
+   * drains only once the last sibling to recycle has a replacement listening, and says so
+   * itself each time `server` listens, so a cluster never has nobody listening.
+   */
+  _serves (server) {
+    const native = this[kNative]
+    if (!native || !native.staggerServe()) return () => {}
+    const listening = () => {
+      // An unusable queue directory is reported by the recycle that needs it.
+      try { native.staggerListening() } catch {}
+    }
+    server.on('listening', listening)
+    if (server.listening) listening()
+    return () => server.removeListener('listening', listening)
   }
 
   /** Counts finished jobs for `maxJobs`; returns the total. */

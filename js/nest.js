@@ -73,7 +73,9 @@ class SelfRecycleService {
   log (event) {
     const level = WARN_EVENTS.has(event.event) ? 'warn' : 'log'
     if (!nestLogs(level)) {
-      writeLine(event, this.recycler.config?.log === 'pretty' ? 'pretty' : 'json')
+      // LOG=json/pretty: the recycler writes every event itself; LOG=off: nothing. Only
+      // LOG=auto, which stays quiet because we listen, needs the line written here.
+      if ((this.recycler.config?.log ?? 'auto') === 'auto') writeLine(event, 'json')
       return
     }
     this.logger[level](`${event.event}: ${event.msg}`)

@@ -486,6 +486,19 @@ impl NativeRecycler {
         Ok(self.monitor()?.interrupt(&signal, number))
     }
 
+    /// This worker serves a port: with a stagger queue, it drains only once the last
+    /// sibling to recycle has a replacement listening. `false` without a queue.
+    #[napi(catch_unwind)]
+    pub fn stagger_serve(&self) -> Result<bool> {
+        Ok(self.monitor()?.stagger_serve())
+    }
+
+    /// This worker listens (see `stagger_serve`). `false` without a queue.
+    #[napi(catch_unwind)]
+    pub fn stagger_listening(&self) -> Result<bool> {
+        self.monitor()?.stagger_listening().map_err(invalid)
+    }
+
     #[napi(catch_unwind)]
     pub fn job_done(&self, count: u32) -> Result<f64> {
         Ok(self.monitor()?.job_done(u64::from(count)) as f64)

@@ -8,10 +8,17 @@
 //! queue unavailable (the recycle goes ahead at once, saying why); a timestamp from the
 //! future is ignored; and the monitor bounds the wait for a lock held by anyone
 //! (`STAGGER_MAX_WAIT`).
+//!
+//! Siblings that serve a port (`drainHttp`) add one rule: the next may drain only once the
+//! last one to recycle has a replacement listening. Without it the second of two cluster
+//! workers closes its server while the first's replacement is still booting, the primary
+//! has nobody to hand connections to and clients see ECONNREFUSED. A replacement says it
+//! listens by writing `listening` (a timestamp) in the same directory.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -20,6 +27,7 @@ use crate::report::{private_dir, write_bytes_atomically};
 
 const LOCK_FILE: &str = "recycle.lock";
 const LAST_FILE: &str = "last-recycle";
+const LISTENING_FILE: &str = "listening";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -39,6 +47,8 @@ pub struct Stagger {
     gap: Duration,
     /// The locked file, kept open (and so locked) until the process exits.
     held: Mutex<Option<File>>,
+    /// This worker serves a port: wait for the last recycled sibling's replacement.
+    serves: AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -54,7 +64,23 @@ impl Stagger {
             dir: PathBuf::from(dir),
             gap: Duration::from_millis(gap_ms),
             held: Mutex::new(None),
+            serves: AtomicBool::new(false),
         }
+    }
+
+    /// This worker serves a port: from now on it drains only once the last sibling to
+    /// recycle has a replacement listening.
+    pub fn serve(&self) {
+        self.serves.store(true, Ordering::Relaxed);
+    }
+
+    /// This worker listens: a sibling waiting for a replacement may go.
+    pub fn mark_listening(&self) -> Result<(), String> {
+        private_dir(&self.dir)?;
+        write_bytes_atomically(
+            &self.dir.join(LISTENING_FILE),
+            now_ms().to_string().as_bytes(),
+        )
     }
 
     pub fn try_admit(&self) -> Admission {
@@ -100,7 +126,7 @@ impl Stagger {
         let now = now_ms();
         // A timestamp from the future is not a sibling's: ignore it (it is overwritten).
         let last = self
-            .last_recycle_ms()
+            .timestamp(LAST_FILE)
             .filter(|last| *last <= now + FUTURE_SLACK_MS);
         if let Some(last) = last.filter(|l| now.saturating_sub(*l) < self.gap.as_millis() as u64) {
             // Dropping `lock` closes it and releases the flock.
@@ -109,6 +135,17 @@ impl Stagger {
                 now.saturating_sub(last),
                 self.gap.as_millis()
             )));
+        }
+        if let Some(last) = last.filter(|_| self.serves.load(Ordering::Relaxed)) {
+            let listening = self
+                .timestamp(LISTENING_FILE)
+                .filter(|at| *at <= now + FUTURE_SLACK_MS);
+            if listening.is_none_or(|at| at < last) {
+                return Err(Admission::Wait(format!(
+                    "the sibling that recycled {} ms ago has no replacement listening yet",
+                    now.saturating_sub(last)
+                )));
+            }
         }
         write_bytes_atomically(&self.dir.join(LAST_FILE), now.to_string().as_bytes())
             .map_err(Admission::Unavailable)?;
@@ -122,17 +159,18 @@ impl Stagger {
         ))
     }
 
-    fn last_recycle_ms(&self) -> Option<u64> {
+    /// A sibling's timestamp file, in ms since the epoch; `None` if absent or garbled.
+    fn timestamp(&self, name: &str) -> Option<u64> {
         #[cfg(unix)]
         let file = {
             use std::os::unix::fs::OpenOptionsExt;
             OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(self.dir.join(LAST_FILE))
+                .open(self.dir.join(name))
         };
         #[cfg(not(unix))]
-        let file = File::open(self.dir.join(LAST_FILE));
+        let file = File::open(self.dir.join(name));
         let mut text = String::new();
         file.ok()?.take(64).read_to_string(&mut text).ok()?;
         text.trim().parse().ok()
@@ -172,6 +210,50 @@ mod tests {
         assert_eq!(first.try_admit(), Admission::Granted);
         drop(first);
         assert_eq!(Stagger::new(&dir, 0).try_admit(), Admission::Granted);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_server_waits_for_the_last_recycled_siblings_replacement_to_listen() {
+        let dir = scratch("listening");
+        let first = Stagger::new(&dir, 0);
+        first.serve();
+        first.mark_listening().expect("listening");
+        let second = Stagger::new(&dir, 0);
+        second.serve();
+        second.mark_listening().expect("listening");
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(first.try_admit(), Admission::Granted);
+        drop(first); // the holder exits; its replacement boots
+        assert!(
+            matches!(second.try_admit(), Admission::Wait(w) if w.contains("no replacement listening"))
+        );
+        let worker = Stagger::new(&dir, 0);
+        assert_eq!(
+            worker.try_admit(),
+            Admission::Granted,
+            "a worker that serves no port does not wait"
+        );
+        drop(worker);
+        std::thread::sleep(Duration::from_millis(5));
+        let replacement = Stagger::new(&dir, 0);
+        replacement.mark_listening().expect("listening");
+        assert_eq!(second.try_admit(), Admission::Granted);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_symlinked_listening_file_is_not_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = scratch("listening-symlink");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let victim = PathBuf::from(&dir).join("victim");
+        std::fs::write(&victim, "keep").expect("victim");
+        symlink(&victim, PathBuf::from(&dir).join(LISTENING_FILE)).expect("symlink");
+        Stagger::new(&dir, 0)
+            .mark_listening()
+            .expect("replaced, not followed");
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

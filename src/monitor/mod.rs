@@ -471,6 +471,19 @@ impl Monitor {
         }
     }
 
+    /// This worker serves a port (see `stagger`); `false` without a stagger queue.
+    pub fn stagger_serve(&self) -> bool {
+        self.stagger.as_ref().map(Stagger::serve).is_some()
+    }
+
+    /// This worker listens: siblings waiting for a replacement may drain.
+    pub fn stagger_listening(&self) -> Result<bool, String> {
+        match &self.stagger {
+            Some(stagger) => stagger.mark_listening().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Automatic recycles queue behind siblings when `STAGGER_DIR` is set; the hard
     /// ceiling, and a value far over its limit, skip the queue, so no worker waits its way
     /// into an OOM.
