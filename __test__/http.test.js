@@ -204,3 +204,73 @@ test('drainHttp says what is wrong: no recycler running, not a server, a bad idl
   assert.match(out[2], /idleGraceMs.*from 0, got -5/)
   assert.match(out[3], /idleGraceMs.*got soon/)
 })
+
+/** A self-signed key and certificate for 127.0.0.1, made by openssl. */
+function selfSigned () {
+  const { execFileSync } = require('node:child_process')
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-tls-'))
+  const key = path.join(dir, 'key.pem')
+  const cert = path.join(dir, 'cert.pem')
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' })
+  return { key, cert, ca: fs.readFileSync(cert), remove: () => fs.rmSync(dir, { recursive: true, force: true }) }
+}
+
+test('an https server drains the same way: the request in flight is answered, then exit 75 drained', { timeout: 30000 }, async () => {
+  const https = require('node:https')
+  const tls = selfSigned()
+  try {
+    const service = startService('http-single.js', { SERVER: 'https', TLS_KEY: tls.key, TLS_CERT: tls.cert, SELF_RECYCLE_DRAIN_TIMEOUT: '10s' })
+    const port = await service.port
+    const fetchTls = (urlPath) => new Promise((resolve, reject) => {
+      https.get({ host: '127.0.0.1', port, path: urlPath, ca: tls.ca, agent: false }, (res) => {
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk) => { body += chunk })
+        res.on('end', () => resolve({ status: res.statusCode, body, connection: res.headers.connection }))
+      }).on('error', reject)
+    })
+    const slow = fetchTls('/slow?ms=800')
+    await new Promise((resolve) => setTimeout(resolve, 150))
+    await fetchTls('/recycle')
+    assert.deepEqual(await slow, { status: 200, body: 'ok /slow\n', connection: 'close' })
+    const { code, events } = await service.closed
+    assert.equal(code, 75)
+    assert.equal(events.find((e) => e.event === 'exit').drained, true)
+  } finally {
+    tls.remove()
+  }
+})
+
+test('an http2 server drains its sessions: GOAWAY, the stream in flight finishes, then exit 75 drained', { timeout: 30000 }, async () => {
+  const http2 = require('node:http2')
+  const tls = selfSigned()
+  try {
+    const service = startService('http-single.js', { SERVER: 'http2', TLS_KEY: tls.key, TLS_CERT: tls.cert, SELF_RECYCLE_DRAIN_TIMEOUT: '10s' })
+    const port = await service.port
+    const session = http2.connect(`https://127.0.0.1:${port}`, { ca: tls.ca })
+    const goaway = new Promise((resolve) => session.once('goaway', () => resolve(true)))
+    const request = (urlPath) => new Promise((resolve, reject) => {
+      const stream = session.request({ ':path': urlPath })
+      let status
+      let body = ''
+      stream.setEncoding('utf8')
+      stream.on('response', (headers) => { status = headers[':status'] })
+      stream.on('data', (chunk) => { body += chunk })
+      stream.on('end', () => resolve({ status, body }))
+      stream.on('error', reject)
+    })
+    const slow = request('/slow?ms=800')
+    await new Promise((resolve) => setTimeout(resolve, 150))
+    assert.equal((await request('/recycle')).status, 200)
+    assert.deepEqual(await slow, { status: 200, body: 'ok /slow\n' })
+    assert.equal(await goaway, true)
+    session.close()
+    const { code, events } = await service.closed
+    assert.equal(code, 75)
+    assert.equal(events.find((e) => e.event === 'exit').drained, true)
+  } finally {
+    tls.remove()
+  }
+})

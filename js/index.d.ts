@@ -412,8 +412,31 @@ export declare function trackInit<T>(key: string, factory: () => T): T
 /** Per key: inits, hits, reinit attempts, init time, heap/RSS delta. */
 export declare function guardStats(): GuardKeyStats[]
 
+export interface DrainHttpOptions {
+  /**
+   * How long a keep-alive socket may stay idle during a drain before it is closed (closing
+   * it at once races a client reusing it). @default 1000
+   */
+  idleGraceMs?: number
+}
+
+/** A node:http, node:https or http2 server: what `drainHttp` accepts (Fastify: `fastify.server`). */
+export interface HttpServerLike {
+  on(event: string, listener: (...args: any[]) => void): unknown
+  close(callback?: (error?: Error) => void): unknown
+}
+
+/**
+ * Drains `server` on every recycle or stop of the running recycler: stops accepting,
+ * answers with `Connection: close`, waits for every request in flight, closes keep-alive
+ * sockets once idle for `idleGraceMs`, and destroys what is left at the deadline. Call it
+ * after `start()` and before `listen()`. Returns a function that detaches it.
+ */
+export declare function drainHttp(server: HttpServerLike, options?: DrainHttpOptions): () => void
+
 declare const recycle: {
   start: typeof start
+  drainHttp: typeof drainHttp
   once: typeof once
   trackInit: typeof trackInit
   guardStats: typeof guardStats

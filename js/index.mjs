@@ -4,5 +4,5 @@ import { createRequire } from 'node:module'
 const require = createRequire(import.meta.url)
 const recycle = require('./index.js')
 
-export const { start, once, trackInit, guardStats, EVENTS, SelfRecycleConfigError, Recycler } = recycle
+export const { start, drainHttp, once, trackInit, guardStats, EVENTS, SelfRecycleConfigError, Recycler } = recycle
 export default recycle

@@ -18,6 +18,7 @@ const NEEDS = [
   { command: 'python3', apt: 'python3', why: "plays systemd's side of sd_notify" },
   { command: 'systemd-analyze', apt: 'systemd', why: 'verifies the example systemd unit' },
   { command: 'readelf', apt: 'binutils', why: 'checks the glibc symbols of the portable binary' },
+  { command: 'openssl', apt: 'openssl', why: 'self-signed certificates for the https and http2 drain tests' },
   { command: 'xz', apt: 'xz-utils', why: 'unpacks the glibc 2.17 cross toolchain' }
 ]
 

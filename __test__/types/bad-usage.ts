@@ -1,6 +1,8 @@
-import { start, once } from 'self-recycle'
+import * as http from 'node:http'
+import { start, once, drainHttp } from 'self-recycle'
 
 start({ maxRs: '1GB' })
 start({ log: 'loud' })
 start().on('recycle', (event) => event.nonexistent)
 once(42, () => 1)
+drainHttp(http.createServer(), { idleGrace: 5 })

@@ -1,4 +1,5 @@
-import recycle, { start, once, trackInit, guardStats, EVENTS, SelfRecycleConfigError, type RecycleEvent, type Options, type Stats, type StopEvent } from 'self-recycle'
+import * as http from 'node:http'
+import recycle, { start, drainHttp, once, trackInit, guardStats, EVENTS, SelfRecycleConfigError, type RecycleEvent, type Options, type Stats, type StopEvent } from 'self-recycle'
 
 const options: Options = { maxRss: '768MiB', maxHeap: '85%', drainTimeout: 30_000, interval: '250ms', dryRun: true, log: 'json', staggerMaxWait: '5m' }
 const r = start(options)
@@ -25,3 +26,6 @@ const client: { id: number } = trackInit('client', () => ({ id: 1 }))
 for (const key of guardStats()) console.log(key.key, key.inits, key.heapDelta, key.scope, client.id)
 console.log(EVENTS.RECYCLE, EVENTS.STOP, recycle.EVENTS.DRAIN, total, started, stats.state, rssNow, config.url, pool)
 try { start({ maxRss: 'banana' }) } catch (error) { if (error instanceof SelfRecycleConfigError) console.log(error.code, error.variable) }
+const detach: () => void = drainHttp(http.createServer(), { idleGraceMs: 500 })
+detach()
+recycle.drainHttp(http.createServer())
