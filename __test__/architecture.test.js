@@ -73,3 +73,14 @@ test('the decision modules do no I/O, start no thread and read no clock', () => 
     }
   }
 })
+
+test('the layers in docs/ARCHITECTURE.md name every JS module and every Rust module', () => {
+  const doc = fs.readFileSync(path.join(__dirname, '..', 'docs', 'ARCHITECTURE.md'), 'utf8')
+  const layers = doc.split('## Layers')[1].split('```')[1]
+  const js = fs.readdirSync(path.join(__dirname, '..', 'js')).filter((name) => name.endsWith('.js')).map((name) => `js/${name}`)
+  const rust = fs.readdirSync(src, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory() || (entry.name.endsWith('.rs') && entry.name !== 'lib.rs'))
+    .map((entry) => entry.isDirectory() ? `src/${entry.name}/` : `src/${entry.name}`)
+  const missing = [...js, ...rust].filter((name) => !layers.includes(name))
+  assert.deepEqual(missing, [], 'modules missing from the Layers block of docs/ARCHITECTURE.md')
+})
