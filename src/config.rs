@@ -895,4 +895,20 @@ mod tests {
             let _ = parse_env(&[(SETTINGS[index].variable, value.as_str())]);
         }
     }
+
+    #[test]
+    fn status_file_is_a_trimmed_file_path_or_off() {
+        let status = |text: &str| parse_env(&[("STATUS_FILE", text)]).map(|c| c.status_file);
+        assert_eq!(status("off").expect("off"), None);
+        assert_eq!(status("").expect("blank is the default"), None);
+        assert_eq!(
+            status(" /run/worker/status.json ").expect("path"),
+            Some("/run/worker/status.json".to_string())
+        );
+        for bad in ["/run/worker/", "/run/a\0b"] {
+            let error = status(bad).expect_err(bad);
+            assert!(error.to_string().contains("STATUS_FILE"), "{error}");
+            assert!(error.to_string().contains("not a directory"), "{error}");
+        }
+    }
 }

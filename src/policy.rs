@@ -1354,4 +1354,42 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_slow_trend_far_from_the_limit_keeps_the_slow_interval() {
+        // 2 MiB/s at 66 MiB: the limit is 42 s away, far beyond 3 intervals.
+        let mut policy = adaptive(3);
+        for (i, mib) in [60u64, 62, 64, 66].iter().enumerate() {
+            policy.observe(&sample(i as u64 * 1000, mib * MIB, MIB));
+        }
+        assert_eq!(policy.next_interval_ms(), 1000);
+    }
+
+    #[test]
+    fn a_value_exactly_at_the_limit_is_a_strike() {
+        let mut policy = adaptive(3);
+        // (Over the limit at the first sample would be `misconfigured`.)
+        policy.observe(&sample(0, 100 * MIB, MIB));
+        let fired: Vec<Vec<Reason>> = (1..4)
+            .map(|i| recycles(&policy.observe(&sample(i * 1000, 150 * MIB, MIB))))
+            .collect();
+        assert_eq!(fired, vec![vec![], vec![], vec![Reason::Rss]]);
+    }
+
+    #[test]
+    fn a_dip_under_the_limit_restarts_the_strikes_even_while_a_prediction_holds() {
+        let mut policy = adaptive(3);
+        policy.set_expected_drain(Some(2000));
+        let mut fired = Vec::new();
+        // Two strikes over the limit, a dip under it (still rising: a prediction), then over
+        // again: one strike, not three.
+        for (i, mib) in [100u64, 151, 152, 149, 151].iter().enumerate() {
+            fired.push(recycles(&policy.observe(&sample(
+                i as u64 * 25,
+                mib * MIB,
+                MIB,
+            ))));
+        }
+        assert!(fired.iter().all(Vec::is_empty), "{fired:?}");
+    }
 }
