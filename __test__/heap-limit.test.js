@@ -28,8 +28,11 @@ for (const variant of ['timer', 'sync']) {
       assert.ok(recycle.headroom >= 32 * 1024 * 1024, 'the first hit granted headroom and recycled')
       const [exit] = eventsNamed(result, 'exit')
       assert.equal(exit.code, 75)
+      // The heap profiler runs (PROFILE's default) and does not cost the rescue.
+      assert.equal(eventsNamed(result, 'start')[0].probes.profile, 'native')
       if (variant === 'timer') {
         assert.ok(result.lines.includes('drain-hook-ran'), describe(result))
+        assert.match(recycle.topSites?.[0]?.file ?? '', /fixtures[\\/]oom\.js$/, JSON.stringify(recycle.topSites ?? recycle.profileSkipped))
       } else {
         assert.equal(exit.forced, true)
         assert.match(exit.msg, /before V8 aborts/)

@@ -199,6 +199,9 @@ function disconnectFromPrimary (timeoutMs) {
 }
 
 const SIGNAL_NUMBERS = { SIGTERM: 15, SIGINT: 2 }
+/** Headroom a near-heap-limit recycle needs for its profile to be taken. */
+const PROFILE_MIN_HEADROOM = 16 * 1048576
+
 /** Tracked-job durations kept for the drain estimate. */
 const DURATIONS_KEPT = 64
 
@@ -282,6 +285,20 @@ class Recycler extends EventEmitter {
     this[kNative] = native
     const startEvent = native.startEvent()
     state.config = startEvent.config
+    state.profiler = null
+    let profileStatus = startEvent.probes.profile
+    if (profileStatus === 'native' && process.env.SELF_RECYCLE_TEST_FORCE_INSPECTOR_PROFILE === '1') {
+      binding.heapProfileStop()
+      profileStatus = 'unavailable: the native profiler is turned off by a test'
+    }
+    if (profileStatus !== 'off' && !profileStatus.startsWith('off:')) {
+      const { SiteProfiler } = require('./profile.js')
+      state.profiler = new SiteProfiler(profileStatus, startEvent.config.profileIntervalBytes)
+      if (state.profiler.status !== profileStatus) {
+        native.setProfileStatus(state.profiler.status)
+        startEvent.probes.profile = state.profiler.status
+      }
+    }
     if (startEvent.probes.v8 === 'js') this._startJsHeapProbe(startEvent.config.intervalMs)
     if (this.listenerCount(EVENTS.SAMPLE) > 0) native.setSampleEvents(true)
     // Cleanup hooks do not run on process.exit(): join the sampler thread here instead.
@@ -361,12 +378,59 @@ class Recycler extends EventEmitter {
     if (event.event === EVENTS.BASELINE && event.ready && this[kState].config?.ready === 'baseline' && typeof process.send === 'function') {
       try { process.send('ready') } catch {}
     }
+    if (event.event === EVENTS.BASELINE) this[kState].profiler?.takeBaseline()
+    if (event.event === EVENTS.LEAK || event.event === EVENTS.RECYCLE) this._attachSites(event)
     if (event.event === EVENTS.RECYCLE && !event.dryRun) {
       this._emitEvent(event)
       this._drain(event)
       return
     }
     this._emitEvent(event)
+  }
+
+  /**
+   * PROFILE=heap: names the allocation sites that grew since the baseline in a `leak` or
+   * `recycle` event (`topSites`, and its `msg`); a recycle also keeps the top 50 and the
+   * raw profile (`.heapprofile`, for DevTools) beside its report.
+   */
+  _attachSites (event) {
+    const state = this[kState]
+    const native = this[kNative]
+    const profiler = state.profiler
+    if (!profiler || !native) return
+    let grown
+    // Near V8's heap limit a profile must fit in the headroom granted: a small one does.
+    if (event.reason === 'near-heap-limit' && (event.headroom ?? 0) < PROFILE_MIN_HEADROOM) {
+      grown = { skipped: `near the heap limit with ${Math.floor((event.headroom ?? 0) / 1048576)} MiB of headroom (a profile needs ${PROFILE_MIN_HEADROOM / 1048576} MiB)` }
+    } else {
+      grown = profiler.grown()
+    }
+    const { EVENT_SITES, describeTop } = require('./profile.js')
+    const fields = {}
+    if (grown.skipped) {
+      fields.profileSkipped = grown.skipped
+    } else {
+      fields.topSites = grown.sites.slice(0, EVENT_SITES)
+      const top = describeTop(fields.topSites)
+      if (top) fields.msg = `${event.msg}; ${top}`
+    }
+    Object.assign(event, fields)
+    if (event.event !== EVENTS.RECYCLE || event.dryRun) return
+    try {
+      native.annotateRecycle(fields)
+      if (grown.skipped) return
+      const written = native.writeBesideReport('heapprofile', JSON.stringify(grown.profile))
+      native.setReportProfile({
+        since: grown.since,
+        intervalBytes: state.config.profileIntervalBytes,
+        sampledBytes: grown.total,
+        topSites: grown.sites,
+        heapProfile: written?.path ?? null,
+        ...(written?.error ? { heapProfileError: written.error } : {})
+      })
+    } catch (error) {
+      process.emitWarning(`self-recycle: could not keep the profile for the report: ${describeError(error)}`)
+    }
   }
 
   _logMode () {
@@ -572,6 +636,8 @@ class Recycler extends EventEmitter {
     const native = this[kNative]
     if (!native) return true
     if (!native.stop()) return false
+    state.profiler?.stop()
+    state.profiler = null
     clearInterval(state.heapTimer)
     state.gcObserver?.disconnect()
     for (const [name, handler] of state.signalHandlers ?? []) process.removeListener(name, handler)

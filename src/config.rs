@@ -242,6 +242,22 @@ settings! {
     HEAP_SNAPSHOT => heap_snapshot: bool = false,
         parse units::parse_bool,
         show "heapSnapshot" |c, _| json!(c.heap_snapshot);
+    /// V8's sampling heap profiler on the main thread: `heap` names the allocation sites
+    /// that grew since the baseline in `leak` and `recycle` events; `off`.
+    PROFILE => profile: bool = true,
+        parse |t| match t.trim() {
+            "heap" | "on" => Ok(true),
+            "off" => Ok(false),
+            _ => Err("heap or off".to_string()),
+        },
+        show "profile" |c, _| json!(if c.profile { "heap" } else { "off" });
+    /// Bytes allocated, on average, between two samples of the heap profiler.
+    PROFILE_INTERVAL => profile_interval: u64 = 512 * 1024,
+        parse |t| match units::parse_size(t) {
+            Ok(bytes) if (16 * 1024..=64 * 1024 * 1024).contains(&bytes) => Ok(bytes),
+            _ => Err(format!("{}, from 16KiB to 64MiB", units::SIZE_ACCEPTS)),
+        },
+        show "profileIntervalBytes" |c, _| json!(c.profile_interval);
     /// Log format of events on stderr.
     LOG => log: LogMode = LogMode::Auto,
         parse |t| match t.trim() {

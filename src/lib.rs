@@ -272,10 +272,16 @@ struct Attachments {
     near_heap: Option<Arc<dyn NearHeapHandler>>,
     gc_isolate: Option<Isolate>,
     heap: Option<&'static HeapCell>,
+    /// We started V8's sampling heap profiler: stop it with the recycler.
+    profiling: bool,
 }
 
 impl Attachments {
     fn detach(&mut self) {
+        if std::mem::take(&mut self.profiling) {
+            // JS thread (napi call or env cleanup hook).
+            probe::sampling::stop();
+        }
         if let Some(mut ticker) = self.ticker.take() {
             ticker.stop();
         }
@@ -291,6 +297,41 @@ impl Attachments {
         }
     }
 }
+
+/// PROFILE=heap on the main thread: V8's sampling heap profiler, started natively. The
+/// status says how sites are profiled; `unavailable: ...` tells JS to use the inspector.
+fn start_heap_profiler(monitor: &Monitor, input: &StartInput, main_thread: bool) -> (String, bool) {
+    let config = monitor.config();
+    if !config.profile {
+        return ("off".to_string(), false);
+    }
+    if !main_thread {
+        return (
+            "off: worker thread (the main thread's recycler profiles)".to_string(),
+            false,
+        );
+    }
+    let v8_version = input
+        .versions
+        .get("v8")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if let Some(why) = probe::sampling::unavailable(v8_version) {
+        return (format!("unavailable: {why}"), false);
+    }
+    match probe::sampling::start(config.profile_interval, PROFILE_STACK_DEPTH) {
+        Ok(true) => ("native".to_string(), true),
+        Ok(false) => (
+            "busy: another inspector client runs the sampling heap profiler; left alone"
+                .to_string(),
+            false,
+        ),
+        Err(why) => (format!("unavailable: {why}"), false),
+    }
+}
+
+/// Frames kept per sample: enough to reach the application's frame under a framework's.
+const PROFILE_STACK_DEPTH: u32 = 64;
 
 #[napi]
 pub struct NativeRecycler {
@@ -339,6 +380,7 @@ impl NativeRecycler {
                     near_heap: None,
                     gc_isolate: None,
                     heap: None,
+                    profiling: false,
                 })),
             });
         }
@@ -416,6 +458,8 @@ impl NativeRecycler {
             jitter_unit: random_unit(),
         }));
         monitor.notify_ready();
+        let (profile_status, profiling) = start_heap_profiler(&monitor, &input, main_thread);
+        monitor.set_profile_status(profile_status);
         let near_heap = install_near_heap_limit(&input, &monitor);
         let ticking = Arc::clone(&monitor);
         let ticker = Ticker::spawn("self-recycle", move || ticking.tick()).map_err(|e| {
@@ -430,6 +474,7 @@ impl NativeRecycler {
             near_heap,
             gc_isolate,
             heap: Some(heap),
+            profiling,
         }));
         // Runs when the isolate's environment is torn down (worker.terminate(), normal
         // exit): the thread must be joined before the isolate goes away.
@@ -497,6 +542,43 @@ impl NativeRecycler {
     #[napi(catch_unwind)]
     pub fn stagger_listening(&self) -> Result<bool> {
         self.monitor()?.stagger_listening().map_err(invalid)
+    }
+
+    /// How allocation sites are profiled, for `probes.profile`.
+    #[napi(catch_unwind)]
+    pub fn set_profile_status(&self, status: String) -> Result<()> {
+        self.monitor()?.set_profile_status(status);
+        Ok(())
+    }
+
+    /// Adds fields to the `recycle` event under way, as kept for the report.
+    #[napi(catch_unwind)]
+    pub fn annotate_recycle(&self, fields: Map<String, Value>) -> Result<()> {
+        self.monitor()?.annotate_recycle(fields);
+        Ok(())
+    }
+
+    /// The report's `profile` section.
+    #[napi(catch_unwind)]
+    pub fn set_report_profile(&self, profile: Value) -> Result<()> {
+        self.monitor()?.set_report_profile(profile);
+        Ok(())
+    }
+
+    /// Writes `text` beside the recycle report: `{ path }`, `{ error }`, or null without
+    /// `REPORT_DIR`.
+    #[napi(catch_unwind)]
+    pub fn write_beside_report(&self, extension: String, text: String) -> Result<Option<Value>> {
+        if extension.is_empty() || !extension.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(invalid(format!("not a file extension: {extension:?}")));
+        }
+        Ok(self
+            .monitor()?
+            .write_beside_report(&extension, text.as_bytes())
+            .map(|written| match written {
+                Ok(path) => serde_json::json!({ "path": path }),
+                Err(error) => serde_json::json!({ "error": error }),
+            }))
     }
 
     #[napi(catch_unwind)]
@@ -785,6 +867,30 @@ pub fn probe_cost(iterations: u32) -> ProbeCost {
         started.elapsed().as_nanos() as f64 / f64::from(iterations)
     });
     ProbeCost { rss_ns, heap_ns }
+}
+
+/// Why V8's sampling heap profiler cannot be used natively here (`null`: it can).
+#[napi(catch_unwind)]
+pub fn heap_profile_unavailable(v8_version: String) -> Option<String> {
+    probe::sampling::unavailable(&v8_version)
+}
+
+/// Starts V8's sampling heap profiler (JS thread): `false` if another client runs it.
+#[napi(catch_unwind)]
+pub fn heap_profile_start(interval: f64, stack_depth: u32) -> Result<bool> {
+    probe::sampling::start(to_bytes(interval), stack_depth).map_err(invalid)
+}
+
+#[napi(catch_unwind)]
+pub fn heap_profile_stop() {
+    probe::sampling::stop();
+}
+
+/// The sampling heap profile as a DevTools `SamplingHeapProfile`, or null when the
+/// profiler is not running (another client stopped it).
+#[napi(catch_unwind)]
+pub fn heap_profile_take() -> Result<Option<Value>> {
+    probe::sampling::take().map_err(invalid)
 }
 
 /// Memory still available (cgroup limit minus usage, or MemAvailable), if known.

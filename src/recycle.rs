@@ -144,6 +144,14 @@ impl RecycleState {
         }
     }
 
+    /// Adds fields (the allocation sites that grew) to the `recycle` event kept for the
+    /// report and the native writer.
+    pub fn annotate(&mut self, fields: Map<String, Value>) {
+        if let Phase::Draining(drain) | Phase::Exiting(drain) = &mut self.phase {
+            drain.recycle_event.extend(fields);
+        }
+    }
+
     /// JS took the `recycle` event; returns the time left to drain.
     pub fn acknowledge(&mut self, now: Instant) -> Option<Duration> {
         match &mut self.phase {

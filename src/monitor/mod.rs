@@ -109,6 +109,10 @@ pub struct Monitor {
     near_heap_status: Mutex<String>,
     /// `on`, or why V8's OOM handler is not ours.
     oom_status: Mutex<String>,
+    /// How allocation sites are profiled (`native`, `inspector`, `off`, or why not).
+    profile_status: Mutex<String>,
+    /// The profile section of the recycle report (top sites), set by JS at the recycle.
+    report_profile: Mutex<Option<Value>>,
     /// Wakes the sampler thread so it sleeps no later than a new drain deadline.
     waker: Mutex<Option<Waker>>,
     /// The last events (name, time, msg), for the status file.
@@ -158,6 +162,8 @@ impl Monitor {
             stagger,
             near_heap_status: Mutex::new("off".to_string()),
             oom_status: Mutex::new("off".to_string()),
+            profile_status: Mutex::new("off".to_string()),
+            report_profile: Mutex::new(None),
             waker: Mutex::new(None),
             recent_events: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_EVENTS)),
             status_written: Mutex::new(None),
@@ -165,6 +171,32 @@ impl Monitor {
             sample_events: AtomicBool::new(false),
             sample_in_flight: AtomicBool::new(false),
         }
+    }
+
+    pub fn set_profile_status(&self, status: String) {
+        *self.profile_status.lock() = status;
+    }
+
+    /// Fields JS adds to the `recycle` event under way (kept for the report).
+    pub fn annotate_recycle(&self, fields: Map<String, Value>) {
+        self.recycle.lock().annotate(fields);
+    }
+
+    pub fn set_report_profile(&self, profile: Value) {
+        *self.report_profile.lock() = Some(profile);
+    }
+
+    /// Writes `body` beside the recycle report (same name, `extension`); `None` without
+    /// `REPORT_DIR`.
+    pub fn write_beside_report(
+        &self,
+        extension: &str,
+        body: &[u8],
+    ) -> Option<Result<String, String>> {
+        let path = self.report_path()?.with_extension(extension);
+        Some(
+            crate::report::write_bytes_atomically(&path, body).map(|()| path.display().to_string()),
+        )
     }
 
     pub fn set_near_heap_status(&self, status: String) {

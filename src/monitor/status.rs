@@ -46,6 +46,7 @@ impl Monitor {
             })),
             "nearHeapLimit": *self.near_heap_status.lock(),
             "oomHandler": *self.oom_status.lock(),
+            "profile": *self.profile_status.lock(),
         })
     }
 
@@ -239,6 +240,7 @@ impl Monitor {
             "samples": samples,
             "postGc": post_gc,
             "guard": crate::guard::REGISTRY.stats(),
+            "profile": self.report_profile.lock().clone(),
             "versions": self.versions.clone(),
         });
         Some(match report::write_atomically(&path, &report) {

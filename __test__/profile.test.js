@@ -1,0 +1,199 @@
+'use strict'
+// PROFILE=heap: leak and recycle events name the allocation sites that grew since the
+// baseline, the report keeps the top 50 and the raw profile (.heapprofile), and a busy
+// profiler or a worker thread is left alone.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { runFixture, eventsNamed, describe } = require('./processes')
+const { sitesOf, grownSites, describeTop } = require('../js/profile.js')
+
+const LEAK = {
+  SELF_RECYCLE_LOG: 'json',
+  SELF_RECYCLE_MAX_HEAP: '120MiB',
+  SELF_RECYCLE_WARMUP: '1s',
+  SELF_RECYCLE_MIN_UPTIME: '0'
+}
+const FIXTURE_FILE = path.join('__test__', 'fixtures', 'leak-sites.js')
+
+function tempDir (name) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `self-recycle-${name}-`))
+  fs.chmodSync(dir, 0o700)
+  return dir
+}
+
+/** A DevTools profile node. */
+function node (functionName, url, line, selfSize, children = []) {
+  return { callFrame: { functionName, scriptId: '1', url, lineNumber: line - 1, columnNumber: 4 }, selfSize, id: 0, children }
+}
+
+test('sites: builtins and Node internals are charged to the application frame that called them', () => {
+  const profile = {
+    head: node('(root)', '', 0, 0, [
+      node('main', '/app/src/main.js', 1, 0, [
+        node('load', '/app/src/enricher.js', 42, 100, [
+          node('push', '', 0, 4000), // a builtin: no url
+          node('readFileSync', 'node:fs', 10, 600),
+          node('cloneDeep', '/app/node_modules/lodash/clone.js', 7, 3000)
+        ])
+      ]),
+      // A library's own work with no application frame above it: charged to the library.
+      node('onData', '/app/node_modules/ioredis/parser.js', 90, 700),
+      node('(GC)', '', 0, 50)
+    ]),
+    samples: []
+  }
+  const sites = [...sitesOf(profile).values()]
+  const byName = Object.fromEntries(sites.map((s) => [s.functionName, s]))
+  assert.equal(byName.load.bytes, 100 + 4000 + 600 + 3000)
+  assert.deepEqual([byName.load.line, byName.load.url], [42, '/app/src/enricher.js'])
+  assert.equal(byName.onData.bytes, 700)
+  assert.equal(byName['(V8 internals)'].bytes, 50)
+  assert.equal(sites.length, 3)
+})
+
+test('grown sites: ranked by growth since the baseline, shares of the growth, shrinking sites left out', () => {
+  const at = (load, cache, noise) => sitesOf({
+    head: node('(root)', '', 0, 0, [
+      node('load', '/app/src/enricher.js', 42, load),
+      node('remember', '/app/src/cache.js', 7, cache),
+      node('parse', '/app/src/parse.js', 3, noise)
+    ])
+  })
+  const sites = grownSites(at(700, 300, 100), at(100, 100, 500), { cwd: '/app' })
+  assert.deepEqual(sites.map((s) => [s.site, s.growth, s.share]), [
+    ['load (src/enricher.js:42:5)', 600, 0.75],
+    ['remember (src/cache.js:7:5)', 200, 0.25]
+  ])
+  assert.equal(describeTop(sites), 'most growth at load (src/enricher.js:42), 75%')
+  assert.equal(describeTop([]), null)
+  // No baseline: growth since the profiler started.
+  assert.deepEqual(grownSites(at(5, 0, 0), null).map((s) => s.growth), [5])
+})
+
+test('a recycle names the fast leaking site first, the slow one second, never the freed noise; the report holds a valid .heapprofile', { timeout: 60000 }, async () => {
+  const dir = tempDir('profile')
+  try {
+    const result = await runFixture('leak-sites.js', { env: { ...LEAK, SELF_RECYCLE_REPORT_DIR: dir }, timeoutMs: 50000 })
+    assert.equal(result.code, 75, describe(result))
+    const [start] = eventsNamed(result, 'start')
+    assert.equal(start.probes.profile, 'native')
+    assert.equal(start.config.profile, 'heap')
+    assert.equal(start.config.profileIntervalBytes, 512 * 1024)
+    const [recycle] = eventsNamed(result, 'recycle')
+    const [fast, slow, ...rest] = recycle.topSites
+    assert.deepEqual([fast.functionName, fast.file, fast.line], ['leakFast', FIXTURE_FILE, 7], JSON.stringify(recycle.topSites))
+    assert.deepEqual([slow.functionName, slow.file, slow.line], ['leakSlow', FIXTURE_FILE, 10], JSON.stringify(recycle.topSites))
+    const ratio = fast.growth / slow.growth
+    assert.ok(ratio > 2 && ratio < 12, `5:1 by design, sampled: ${ratio}`)
+    assert.ok(!recycle.topSites.some((s) => s.functionName === 'noise'), JSON.stringify(recycle.topSites))
+    assert.ok(rest.every((s) => s.share < 0.05), JSON.stringify(rest))
+    assert.match(recycle.msg, /most growth at leakFast \(__test__\/fixtures\/leak-sites\.js:7\), \d+%/)
+
+    const [exit] = eventsNamed(result, 'exit')
+    const report = JSON.parse(fs.readFileSync(exit.report.path, 'utf8'))
+    assert.deepEqual(report.recycle.topSites, recycle.topSites, 'the report keeps the event as emitted')
+    assert.equal(report.profile.since, 'baseline')
+    assert.equal(report.profile.topSites[0].functionName, 'leakFast')
+    const profile = JSON.parse(fs.readFileSync(report.profile.heapProfile, 'utf8'))
+    assert.equal(path.dirname(report.profile.heapProfile), dir)
+    assert.equal(fs.statSync(report.profile.heapProfile).mode & 0o777, 0o600)
+    // DevTools' SamplingHeapProfile: head { callFrame, selfSize, id, children }, samples.
+    const ids = new Set()
+    let total = 0
+    const walk = (n) => {
+      assert.equal(typeof n.callFrame.functionName, 'string')
+      assert.equal(typeof n.callFrame.url, 'string')
+      assert.equal(typeof n.callFrame.scriptId, 'string')
+      assert.ok(Number.isInteger(n.callFrame.lineNumber) && Number.isInteger(n.callFrame.columnNumber))
+      assert.ok(Number.isInteger(n.selfSize) && n.selfSize >= 0)
+      ids.add(n.id)
+      total += n.selfSize
+      n.children.forEach(walk)
+    }
+    walk(profile.head)
+    assert.equal(profile.head.callFrame.functionName, '(root)')
+    assert.ok(profile.samples.length > 10)
+    for (const sample of profile.samples) {
+      assert.ok(ids.has(sample.nodeId), `sample of an unknown node ${sample.nodeId}`)
+      assert.ok(sample.size > 0 && Number.isInteger(sample.ordinal))
+    }
+    assert.equal(total, report.profile.sampledBytes, 'the file is what the sites were built from')
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a leak event names the sites too', { timeout: 60000 }, async () => {
+  const result = await runFixture('leak-sites.js', {
+    env: { ...LEAK, SELF_RECYCLE_MAX_HEAP: 'off', SELF_RECYCLE_LEAK_SLOPE: '5MiB/min', SELF_RECYCLE_LEAK_WINDOW: '2s', SELF_RECYCLE_DRY_RUN: 'on' },
+    nodeArgs: ['--expose-gc'],
+    timeoutMs: 8000
+  })
+  const [leak] = eventsNamed(result, 'leak')
+  assert.ok(leak, describe(result))
+  assert.equal(leak.topSites[0].functionName, 'leakFast', JSON.stringify(leak.topSites))
+  assert.match(leak.msg, /most growth at leakFast/)
+})
+
+test('PROFILE=off: no profiler, no sites', { timeout: 60000 }, async () => {
+  const result = await runFixture('leak-sites.js', { env: { ...LEAK, SELF_RECYCLE_PROFILE: 'off' }, timeoutMs: 50000 })
+  assert.equal(result.code, 75, describe(result))
+  assert.equal(eventsNamed(result, 'start')[0].probes.profile, 'off')
+  const [recycle] = eventsNamed(result, 'recycle')
+  assert.equal(recycle.topSites, undefined)
+  assert.equal(recycle.profileSkipped, undefined)
+  assert.doesNotMatch(recycle.msg, /most growth/)
+})
+
+test('without the native path, the inspector runs the same profiler and finds the same site', { timeout: 60000 }, async () => {
+  const result = await runFixture('leak-sites.js', { env: { ...LEAK, SELF_RECYCLE_TEST_FORCE_INSPECTOR_PROFILE: '1' }, timeoutMs: 50000 })
+  assert.equal(result.code, 75, describe(result))
+  assert.match(eventsNamed(result, 'start')[0].probes.profile, /^inspector \(.*\): each profile runs a full GC$/)
+  assert.equal(eventsNamed(result, 'recycle')[0].topSites[0].functionName, 'leakFast')
+})
+
+test('a sampling profiler someone else runs (DevTools) is left alone: start says so, events say why there are no sites', { timeout: 60000 }, async () => {
+  const script = `
+    const inspector = require('node:inspector')
+    const session = new inspector.Session()
+    session.connect()
+    session.post('HeapProfiler.startSampling', { samplingInterval: 65536 })
+    const r = require(${JSON.stringify(path.join(__dirname, '..'))}).start({ log: 'json', warmup: 0, minUptime: 0 })
+    const kept = []
+    for (let i = 0; i < 20000; i++) kept.push({ i })
+    r.recycle('busy-check')
+    r.on('exit', () => session.post('HeapProfiler.getSamplingProfile', (error, answer) => {
+      console.log(JSON.stringify({ stillRunning: !error && answer.profile.samples.length > 0 }))
+    }))
+  `
+  const file = path.join(tempDir('busy'), 'busy.js')
+  fs.writeFileSync(file, script)
+  const result = await runFixture(file, { timeoutMs: 20000 })
+  assert.equal(result.code, 75, describe(result))
+  assert.match(eventsNamed(result, 'start')[0].probes.profile, /^busy: another inspector client runs the sampling heap profiler/)
+  assert.match(eventsNamed(result, 'recycle')[0].profileSkipped, /^busy/)
+  assert.deepEqual(JSON.parse(result.lines[0]), { stillRunning: true })
+  fs.rmSync(path.dirname(file), { recursive: true, force: true })
+})
+
+test('a worker thread\'s recycler does not profile (the main thread\'s does)', async () => {
+  const script = `
+    const { Worker } = require('node:worker_threads')
+    const w = new Worker(\`
+      const r = require(${JSON.stringify(path.join(__dirname, '..'))}).start({ log: 'off' })
+      require('node:worker_threads').parentPort.postMessage(r.stats().probes.profile)
+      r.stop()
+    \`, { eval: true })
+    w.once('message', (status) => { console.log(status); w.terminate() })
+  `
+  const file = path.join(tempDir('thread'), 'thread.js')
+  fs.writeFileSync(file, script)
+  const result = await runFixture(file, { timeoutMs: 20000 })
+  assert.equal(result.code, 0, describe(result))
+  assert.match(result.lines[0], /^off: worker thread/)
+  fs.rmSync(path.dirname(file), { recursive: true, force: true })
+})

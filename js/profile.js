@@ -1,0 +1,213 @@
+'use strict'
+// PROFILE=heap: which code keeps allocating memory that stays alive. V8's sampling heap
+// profiler (started natively by the recycler: no forced GC per profile) is read at the
+// baseline and again at a `leak` or `recycle`; live sampled bytes are grouped by
+// allocation site and diffed. Where the native path is unavailable, node:inspector runs
+// the same profiler (each profile then costs a full GC: V8's inspector forces one).
+
+const path = require('node:path')
+
+const binding = require('./native.js')
+
+// self-recycle's own frames (its event logging) are charged to their caller, like Node's.
+const OWN_FILES = __dirname + path.sep
+const OWN_URLS = require('node:url').pathToFileURL(__dirname).href + '/'
+
+/** How many sites an event names; the report keeps more. */
+const EVENT_SITES = 5
+const REPORT_SITES = 50
+
+/**
+ * The code frame a sample is charged to: the deepest frame of the application (not
+ * node_modules) on its stack; else the deepest frame with a script (a library's own
+ * work); else V8 itself. Builtins (`Array.prototype.push`: no url) and Node internals
+ * (`node:` urls) are charged to their caller.
+ */
+function isCode (frame) {
+  const url = frame.url
+  return typeof url === 'string' && url !== '' && !url.startsWith('node:') && !url.startsWith('internal/') &&
+    !url.startsWith(OWN_FILES) && !url.startsWith(OWN_URLS)
+}
+
+function isApplication (frame) {
+  return isCode(frame) && !/[\\/]node_modules[\\/]/.test(frame.url)
+}
+
+function fileOf (url, cwd) {
+  let file = url.startsWith('file://') ? decodeURIComponent(url.slice('file://'.length)) : url
+  if (cwd && path.isAbsolute(file)) {
+    const relative = path.relative(cwd, file)
+    if (!relative.startsWith('..') && !path.isAbsolute(relative)) file = relative
+  }
+  return file
+}
+
+function siteKey (frame) {
+  return `${frame.functionName}\0${frame.url}\0${frame.lineNumber}\0${frame.columnNumber}`
+}
+
+/**
+ * Live sampled bytes per allocation site of a DevTools `SamplingHeapProfile`:
+ * Map<key, { functionName, url, line, column, bytes }> (1-based line and column).
+ */
+function sitesOf (profile) {
+  const sites = new Map()
+  const charge = (frame, bytes) => {
+    const key = frame ? siteKey(frame) : '(V8)'
+    let site = sites.get(key)
+    if (!site) {
+      site = frame
+        ? { functionName: frame.functionName || '(anonymous)', url: frame.url, line: frame.lineNumber + 1, column: frame.columnNumber + 1, bytes: 0 }
+        : { functionName: '(V8 internals)', url: '', line: 0, column: 0, bytes: 0 }
+      sites.set(key, site)
+    }
+    site.bytes += bytes
+  }
+  // Iterative: a profile is up to the stack depth deep, but never trust recursion depth.
+  const stack = [{ node: profile.head, app: null, code: null }]
+  while (stack.length > 0) {
+    const { node, app: callerApp, code: callerCode } = stack.pop()
+    const frame = node.callFrame
+    const app = isApplication(frame) ? frame : callerApp
+    const code = isCode(frame) ? frame : callerCode
+    if (node.selfSize > 0) charge(app ?? code, node.selfSize)
+    for (const child of node.children ?? []) stack.push({ node: child, app, code })
+  }
+  return sites
+}
+
+/** Total of a profile's samples (what the sites were built from). */
+function totalOf (sites) {
+  let total = 0
+  for (const site of sites.values()) total += site.bytes
+  return total
+}
+
+/**
+ * Sites ranked by growth since `baseline` (a sitesOf map, or null: since the profiler
+ * started). `share`: this site's part of all growth, 0-1.
+ */
+function grownSites (now, baseline, { limit = EVENT_SITES, cwd = process.cwd() } = {}) {
+  const rows = []
+  let grown = 0
+  for (const [key, site] of now) {
+    const before = baseline?.get(key)?.bytes ?? 0
+    const growth = site.bytes - before
+    if (growth <= 0) continue
+    grown += growth
+    rows.push({ site, growth })
+  }
+  rows.sort((a, b) => b.growth - a.growth)
+  return rows.slice(0, limit).map(({ site, growth }) => {
+    const file = site.url ? fileOf(site.url, cwd) : ''
+    return {
+      site: file ? `${site.functionName} (${file}:${site.line}:${site.column})` : site.functionName,
+      functionName: site.functionName,
+      file,
+      line: site.line,
+      column: site.column,
+      bytes: site.bytes,
+      growth,
+      share: grown > 0 ? Math.round((growth / grown) * 1000) / 1000 : 0
+    }
+  })
+}
+
+/** "most growth at EnricherService.load (src/enricher.js:42), 61%" */
+function describeTop (sites) {
+  const top = sites[0]
+  if (!top) return null
+  const where = top.file ? `${top.functionName} (${top.file}:${top.line})` : top.functionName
+  return `most growth at ${where}, ${Math.round(top.share * 100)}%`
+}
+
+/** The inspector fallback: the same profiler through node:inspector (a full GC per profile). */
+class InspectorProfiler {
+  constructor (interval) {
+    const inspector = require('node:inspector')
+    this.session = new inspector.Session()
+    this.session.connect()
+    this.error = null
+    // An in-process session answers synchronously.
+    this.session.post('HeapProfiler.startSampling', { samplingInterval: interval, stackDepth: 64 }, (error) => { this.error = error })
+    if (this.error) throw this.error
+  }
+
+  take () {
+    let result = null
+    let failure = null
+    this.session.post('HeapProfiler.getSamplingProfile', (error, answer) => {
+      failure = error
+      result = answer?.profile ?? null
+    })
+    if (failure) return null // stopped by another client
+    return result
+  }
+
+  stop () {
+    try { this.session.post('HeapProfiler.stopSampling') } catch {}
+    try { this.session.disconnect() } catch {}
+  }
+}
+
+/**
+ * The profiler of one recycler. `status` starts as the native side left it (`native`,
+ * `off...`, `busy...`, or `unavailable: why`, which starts the inspector fallback).
+ */
+class SiteProfiler {
+  constructor (status, interval) {
+    this.status = status
+    this.interval = interval
+    this.fallback = null
+    this.baseline = null
+    if (status.startsWith('unavailable: ')) {
+      try {
+        this.fallback = new InspectorProfiler(interval)
+        this.status = `inspector (${status.slice('unavailable: '.length)}): each profile runs a full GC`
+      } catch (error) {
+        this.status = `off: neither the native profiler (${status.slice('unavailable: '.length)}) nor the inspector (${error?.message ?? error}) could start`
+      }
+    }
+  }
+
+  get active () {
+    return this.status === 'native' || this.fallback !== null
+  }
+
+  /** The current DevTools profile, or null (not profiling, or the profiler was stopped). */
+  take () {
+    if (this.status === 'native') return binding.heapProfileTake()
+    return this.fallback ? this.fallback.take() : null
+  }
+
+  /** The baseline: what is live at the end of warm-up is not growth. */
+  takeBaseline () {
+    const profile = this.take()
+    if (profile) this.baseline = sitesOf(profile)
+  }
+
+  /**
+   * The sites that grew, for an event: `{ profile, sites, top }` or `{ skipped }`.
+   * `profile` is the raw DevTools profile (for the .heapprofile file).
+   */
+  grown (limit = REPORT_SITES) {
+    if (!this.active) return { skipped: this.status }
+    let profile
+    try {
+      profile = this.take()
+    } catch (error) {
+      return { skipped: `the profile could not be read: ${error?.message ?? error}` }
+    }
+    if (!profile) return { skipped: 'the sampling heap profiler was stopped by another inspector client' }
+    const now = sitesOf(profile)
+    const sites = grownSites(now, this.baseline, { limit })
+    return { profile, sites, total: totalOf(now), since: this.baseline ? 'baseline' : 'start' }
+  }
+
+  stop () {
+    this.fallback?.stop()
+    this.fallback = null
+  }
+}
+
+module.exports = { SiteProfiler, sitesOf, grownSites, describeTop, totalOf, EVENT_SITES, REPORT_SITES }
