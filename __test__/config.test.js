@@ -28,6 +28,10 @@ const MALFORMED = [
   ['INTERVAL', '5ms', /at least 10ms/],
   ['STRIKES', '0', /whole number/],
   ['WARMUP', 'soon', /duration/],
+  ['PROFILE', 'cpu', /heap or off/],
+  ['PROFILE_INTERVAL', '1KiB', /from 16KiB to 64MiB/],
+  ['PROFILE_INTERVAL', '1TiB', /from 16KiB to 64MiB/],
+  ['PROFILE_INTERVAL', 'often', /size/],
   ['MIN_UPTIME', '1y', /unknown unit 'y'/],
   ['DRAIN_TIMEOUT', '0', /above 0/],
   ['EXIT_CODE', '256', /0 to 255/],
@@ -125,4 +129,18 @@ test('a baseline already over the limit emits misconfigured and does not recycle
   assert.equal(misconfigured.limit, 5 * 1024 * 1024)
   assert.match(misconfigured.msg, /raise SELF_RECYCLE_MAX_RSS/)
   assert.equal(eventsNamed(result, 'recycle').length, 0)
+})
+
+test('every setting of the table is documented: a README row and a typed option', () => {
+  const fs = require('node:fs')
+  const path = require('node:path')
+  const root = path.join(__dirname, '..')
+  const table = fs.readFileSync(path.join(root, 'src', 'config.rs'), 'utf8').split('settings! {')[1].split('\n}\n')[0]
+  const variables = [...table.matchAll(/^ {4}([A-Z_]+) => /gm)].map((m) => m[1])
+  assert.ok(variables.length > 30, `parsed ${variables.length} settings`)
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8')
+  const types = fs.readFileSync(path.join(root, 'js', 'index.d.ts'), 'utf8').split('export interface Options {')[1].split('\n}\n')[0]
+  const option = (variable) => variable.toLowerCase().replace(/_([a-z])/g, (_, c) => c.toUpperCase())
+  assert.deepEqual(variables.filter((v) => !readme.includes(`| \`${v}\` |`)), [], 'settings without a README row')
+  assert.deepEqual(variables.filter((v) => !new RegExp(`^ {2}${option(v)}\\?:`, 'm').test(types)), [], 'settings without a typed option')
 })

@@ -72,6 +72,10 @@ export interface Options {
   reportDir?: string
   /** Write a heap snapshot into `reportDir` on recycle, when memory allows. @default false */
   heapSnapshot?: Switch
+  /** V8's sampling heap profiler (main thread): `leak` and `recycle` events name the allocation sites that grew. @default 'heap' */
+  profile?: 'heap' | 'off'
+  /** Bytes allocated, on average, between two profiler samples (16KiB to 64MiB). @default '512KiB' */
+  profileInterval?: string | number
   /** `json` lines on stderr, `pretty`, `off`, or `auto` (json unless the app listens). @default 'auto' */
   log?: 'auto' | 'json' | 'pretty' | 'off'
   /** Decide and emit, never drain or exit. @default false */
@@ -114,6 +118,35 @@ export interface Probes {
   nearHeapLimit: string
   /** `on`, or why V8's OOM handler is Node's. */
   oomHandler: string
+  /**
+   * How allocation sites are profiled: `native`, `inspector (...)` (each profile runs a full
+   * GC), `busy: ...` (another inspector client runs the profiler), `off`, `off: ...`.
+   */
+  profile: string
+}
+
+/** An allocation site and what it holds (sampled live bytes). */
+export interface TopSite {
+  /** `load (src/enricher.js:42:5)`: function (file:line:column), file relative to the cwd. */
+  site: string
+  functionName: string
+  file: string
+  line: number
+  column: number
+  /** Live sampled bytes allocated here. */
+  bytes: number
+  /** Growth since the baseline (end of warm-up). */
+  growth: number
+  /** This site's part of all growth, 0-1. */
+  share: number
+}
+
+/** Fields PROFILE=heap adds to `leak` and `recycle` events. */
+export interface SiteFields {
+  /** The 5 sites that grew most since the baseline (the report keeps 50). */
+  topSites?: TopSite[]
+  /** Why no sites: the profiler is busy or stopped, or the headroom was too small. */
+  profileSkipped?: string
 }
 
 export interface MemoryLimit { bytes: number; source: 'cgroup2' | 'cgroup1' | 'physical' }
@@ -147,6 +180,8 @@ export interface EffectiveConfig {
   readyMaxBaseline: number
   reportDir: string | null
   heapSnapshot: boolean
+  profile: 'heap' | 'off'
+  profileIntervalBytes: number
   log: 'auto' | 'json' | 'pretty' | 'off'
   dryRun: boolean
   signals: boolean
@@ -175,7 +210,7 @@ export interface LimitEvent extends BaseEvent {
 }
 export interface PressureEvent extends LimitEvent { event: 'pressure' }
 export interface MisconfiguredEvent extends LimitEvent { event: 'misconfigured' }
-export interface LeakEvent extends BaseEvent {
+export interface LeakEvent extends BaseEvent, SiteFields {
   event: 'leak'
   slopeBytesPerMin: number
   thresholdBytesPerMin: number
@@ -183,7 +218,7 @@ export interface LeakEvent extends BaseEvent {
   /** Post-GC points in the fit. */
   points: number
 }
-export interface RecycleEvent extends LimitEvent {
+export interface RecycleEvent extends LimitEvent, SiteFields {
   event: 'recycle'
   strikes: number
   dryRun: boolean

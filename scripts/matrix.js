@@ -10,7 +10,7 @@ const path = require('node:path')
 const root = path.join(__dirname, '..')
 const cache = path.join(root, '.matrix')
 const majors = process.argv.slice(2).length ? process.argv.slice(2) : ['18', '20', '22', '24', '26']
-const TESTS = ['__test__/heap-limit.test.js', '__test__/leak.test.js', '__test__/lifecycle.test.js', '__test__/guard.test.js']
+const TESTS = ['__test__/heap-limit.test.js', '__test__/leak.test.js', '__test__/lifecycle.test.js', '__test__/guard.test.js', '__test__/profile.test.js']
 
 function nodeBinary (major) {
   const prefix = path.join(cache, `node-${major}`)
@@ -53,9 +53,9 @@ for (const major of majors) {
 }
 
 const lines = [
-  '| Node | V8 | heap probe | GC epilogue | near-heap-limit | V8-dependent tests |',
-  '|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${r.node} | ${r.v8} | ${r.probes.v8}${r.probes.v8Fallback ? ` (${r.probes.v8Fallback})` : ''} | ${r.probes.gcEpilogue ? 'yes' : 'no'} | ${r.probes.nearHeapLimit} | ${r.pass} passed, ${r.fail} failed${r.failed ? `: ${r.failed}` : ''} |`)
+  '| Node | V8 | heap probe | GC epilogue | near-heap-limit | heap profiler | V8-dependent tests |',
+  '|---|---|---|---|---|---|---|',
+  ...rows.map((r) => `| ${r.node} | ${r.v8} | ${r.probes.v8}${r.probes.v8Fallback ? ` (${r.probes.v8Fallback})` : ''} | ${r.probes.gcEpilogue ? 'yes' : 'no'} | ${r.probes.nearHeapLimit} | ${r.probes.profile} | ${r.pass} passed, ${r.fail} failed${r.failed ? `: ${r.failed}` : ''} |`)
 ]
 const table = lines.join('\n')
 fs.mkdirSync(path.join(root, 'bench'), { recursive: true })
