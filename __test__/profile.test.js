@@ -8,6 +8,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
+const { spawnSync } = require('node:child_process')
 const { runFixture, eventsNamed, describe } = require('./processes')
 const { sitesOf, grownSites, describeTop } = require('../js/profile.js')
 
@@ -26,8 +27,9 @@ function tempDir (name) {
 }
 
 /** A DevTools profile node. */
+let nextId = 1
 function node (functionName, url, line, selfSize, children = []) {
-  return { callFrame: { functionName, scriptId: '1', url, lineNumber: line - 1, columnNumber: 4 }, selfSize, id: 0, children }
+  return { callFrame: { functionName, scriptId: '1', url, lineNumber: line - 1, columnNumber: 4 }, selfSize, id: nextId++, children }
 }
 
 test('sites: builtins and Node internals are charged to the application frame that called them', () => {
@@ -53,6 +55,17 @@ test('sites: builtins and Node internals are charged to the application frame th
   assert.equal(byName.onData.bytes, 700)
   assert.equal(byName['(V8 internals)'].bytes, 50)
   assert.equal(sites.length, 3)
+})
+
+test('sites from samples: the newest samples (young garbage not collected yet) are left out', () => {
+  const load = node('load', '/app/src/enricher.js', 42, 400)
+  const parse = node('parse', '/app/src/parse.js', 3, 300)
+  const profile = { head: node('(root)', '', 0, 0, [load, parse]), samples: [] }
+  // Old samples (ordinals 1-4) from load; the 3 newest (5-7) from parse.
+  for (let ordinal = 1; ordinal <= 7; ordinal++) profile.samples.push({ nodeId: ordinal <= 4 ? load.id : parse.id, size: 100, ordinal })
+  const names = (sites) => Object.fromEntries([...sites.values()].map((s) => [s.functionName, s.bytes]))
+  assert.deepEqual(names(sitesOf(profile, { recentSamples: 3 })), { load: 400, parse: 0 })
+  assert.deepEqual(names(sitesOf(profile)), { load: 400, parse: 300 })
 })
 
 test('grown sites: ranked by growth since the baseline, shares of the growth, shrinking sites left out', () => {
@@ -122,6 +135,24 @@ test('a recycle names the fast leaking site first, the slow one second, never th
       assert.ok(sample.size > 0 && Number.isInteger(sample.ordinal))
     }
     assert.equal(total, report.profile.sampledBytes, 'the file is what the sites were built from')
+    assert.ok(report.profile.recentBytesLeftOut >= 0 && report.profile.recentBytesLeftOut < total)
+
+    // npx self-recycle report: the same facts for a person, and as JSON.
+    const cli = (...args) => spawnSync(process.execPath, [path.join(__dirname, '..', 'js', 'cli.js'), 'report', ...args], { encoding: 'utf8' })
+    const text = cli(exit.report.path)
+    assert.equal(text.status, 0, text.stderr)
+    assert.match(text.stdout, /^pid \d+ recycled \(heap\)/)
+    assert.match(text.stdout, /rss +[▁▂▃▄▅▆▇█]+ +\d+ MiB -> \d+ MiB/)
+    assert.match(text.stdout, /heap +[▁▂▃▄▅▆▇█]+ +\d+ MiB -> \d+ MiB, limit 120 MiB/)
+    assert.match(text.stdout, /\n +\d+ MiB +\d+% +leakFast \(__test__\/fixtures\/leak-sites\.js:7:\d+\)\n +\d+ MiB +\d+% +leakSlow/)
+    assert.ok(text.stdout.includes(report.profile.heapProfile))
+    const json = JSON.parse(cli(exit.report.path, '--json').stdout)
+    assert.deepEqual([json.reason, json.topSites[0].functionName, json.series.rss.length > 1, json.exit.code], ['heap', 'leakFast', true, 75])
+    const garbage = path.join(dir, 'garbage.json')
+    fs.writeFileSync(garbage, '{"not":"a report"}')
+    const refused = cli(garbage)
+    assert.deepEqual([refused.status, refused.stderr.trim()], [1, `self-recycle: ${garbage} is not a self-recycle report (no reason or recycle event)`])
+    assert.equal(cli().status, 2)
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }

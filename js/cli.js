@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict'
-// npx self-recycle <command>: preflight, status, check. Every command takes
+// npx self-recycle <command>: preflight, status, check, report. Every command takes
 // --json and --help; exit 0 ok, 1 a failed check, 2 a usage error.
 
 const fs = require('node:fs')
@@ -12,6 +12,8 @@ commands:
   preflight [options] -- <command...>   run a worker through its warm-up and judge its baseline
   status FILE                          print a worker's status file (SELF_RECYCLE_STATUS_FILE)
   check FILE [--ready]                 exit 0 when the worker is alive (and, --ready, its baseline passed)
+  report FILE                          print a recycle report (REPORT_DIR) for a person: why, the
+                                       memory series, the allocation sites that grew, the guards
 
 every command: --json (one JSON object on stdout), --help; exit 0 ok, 1 failed check, 2 usage error`
 
@@ -153,6 +155,114 @@ function commandCheck (argv) {
   return problems.length ? 1 : 0
 }
 
+const SPARKS = '▁▂▃▄▅▆▇█'
+
+/** The series as one line of block characters, from its minimum to its maximum. */
+function sparkline (values, width = 60) {
+  const points = values.filter(Number.isFinite)
+  if (points.length === 0) return ''
+  // Down-sample to `width` points by taking the maximum of each bucket (peaks matter).
+  const buckets = []
+  const size = Math.max(1, Math.ceil(points.length / width))
+  for (let i = 0; i < points.length; i += size) buckets.push(Math.max(...points.slice(i, i + size)))
+  const low = Math.min(...buckets)
+  const high = Math.max(...buckets)
+  return buckets.map((v) => SPARKS[high === low ? 0 : Math.round(((v - low) / (high - low)) * (SPARKS.length - 1))]).join('')
+}
+
+function readReport (file) {
+  let text
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (error) {
+    return { error: `cannot read ${file}: ${error.code ?? error.message}` }
+  }
+  let report
+  try {
+    report = JSON.parse(text)
+  } catch (error) {
+    return { error: `${file} is not JSON: ${error.message}` }
+  }
+  if (!report || typeof report !== 'object' || typeof report.reason !== 'string' || !report.recycle) {
+    return { error: `${file} is not a self-recycle report (no reason or recycle event)` }
+  }
+  return { report }
+}
+
+/** The parts of a report a person reads first, as plain data (also the --json output). */
+function summarize (report) {
+  const samples = Array.isArray(report.samples) ? report.samples : []
+  const sites = report.profile?.topSites ?? report.recycle.topSites ?? []
+  const guards = (Array.isArray(report.guard) ? report.guard : [])
+    .filter((g) => g && typeof g.key === 'string')
+    .sort((a, b) => (b.heapDelta + b.rssDelta) - (a.heapDelta + a.rssDelta))
+  return {
+    pid: report.pid,
+    time: report.time,
+    reason: report.reason,
+    msg: report.recycle.msg,
+    exit: report.exit ? { code: report.exit.code, drained: report.exit.drained, durationMs: report.exit.durationMs } : null,
+    limits: report.limits ?? null,
+    series: {
+      rss: samples.map((s) => s.rss),
+      heapUsed: samples.map((s) => s.heapUsed),
+      uptimeMs: samples.map((s) => s.uptimeMs)
+    },
+    topSites: sites,
+    profile: report.profile ? { since: report.profile.since, heapProfile: report.profile.heapProfile ?? null, intervalBytes: report.profile.intervalBytes } : null,
+    profileSkipped: report.recycle.profileSkipped ?? null,
+    guards,
+    versions: report.versions ?? null
+  }
+}
+
+function reportLines (summary) {
+  const lines = [
+    `pid ${summary.pid} recycled (${summary.reason}) at ${summary.time}`,
+    `  ${summary.msg}`
+  ]
+  if (summary.exit) lines.push(`  exit ${summary.exit.code} after ${summary.exit.durationMs} ms, ${summary.exit.drained ? 'drained' : 'NOT drained (work was cut off at the deadline)'}`)
+  const { rss, heapUsed, uptimeMs } = summary.series
+  if (rss.length > 1) {
+    const span = `last ${Math.round((uptimeMs.at(-1) - uptimeMs[0]) / 1000)} s, ${rss.length} samples`
+    lines.push('', `memory (${span}):`)
+    const limit = (bytes) => bytes ? `, limit ${mib(bytes)}` : ''
+    lines.push(`  rss   ${sparkline(rss)}  ${mib(Math.min(...rss))} -> ${mib(rss.at(-1))}${limit(summary.limits?.rss)}`)
+    lines.push(`  heap  ${sparkline(heapUsed)}  ${mib(Math.min(...heapUsed))} -> ${mib(heapUsed.at(-1))}${limit(summary.limits?.heap)}`)
+  }
+  lines.push('')
+  if (summary.topSites.length > 0) {
+    lines.push(`allocation sites that grew since the ${summary.profile?.since ?? 'baseline'} (live sampled bytes):`)
+    lines.push('  growth      share  site')
+    for (const site of summary.topSites.slice(0, 20)) {
+      lines.push(`  ${mib(site.growth).padStart(10)}  ${percent(site.share).padStart(5)}  ${site.site}`)
+    }
+    if (summary.profile?.heapProfile) lines.push(`  the whole profile: ${summary.profile.heapProfile} (open it in Chrome DevTools > Memory, or VS Code)`)
+  } else {
+    lines.push(`allocation sites: ${summary.profileSkipped ? `not profiled (${summary.profileSkipped})` : 'not profiled (PROFILE=off, or a report from before PROFILE)'}`)
+  }
+  const guards = summary.guards.filter((g) => g.inits > 0)
+  if (guards.length > 0) {
+    lines.push('', 'guarded initializations (most memory first):', '  inits  reinit attempts  heap delta  rss delta  key')
+    for (const g of guards.slice(0, 20)) {
+      lines.push(`  ${String(g.inits).padStart(5)}  ${String(g.reinitAttempts).padStart(15)}  ${mib(g.heapDelta).padStart(10)}  ${mib(g.rssDelta).padStart(9)}  ${g.key}`)
+    }
+  }
+  return lines
+}
+
+function commandReport (argv) {
+  const options = parseArgs(argv, { json: 'flag', help: 'flag' })
+  if (options.help) return say('usage: self-recycle report FILE [--json]\nprints a recycle report (written to SELF_RECYCLE_REPORT_DIR) for a person: the reason, the memory\nseries, the allocation sites that grew (PROFILE=heap) and the guarded initializations'), 0
+  const [file] = options._
+  if (!file) throw new UsageError('report needs the report FILE')
+  const { report, error } = readReport(file)
+  if (error) return fail(options, error)
+  const summary = summarize(report)
+  say(options.json ? JSON.stringify(summary) : reportLines(summary).join('\n'))
+  return 0
+}
+
 /**
  * Runs the worker as a child with a private status file, waits for the end of its warm-up
  * (the window), judges the baseline, stops the child gracefully and exits 0 or 1.
@@ -268,7 +378,8 @@ function fail (options, message) {
 const COMMANDS = {
   preflight: commandPreflight,
   status: commandStatus,
-  check: commandCheck
+  check: commandCheck,
+  report: commandReport
 }
 
 async function main (argv) {

@@ -293,7 +293,8 @@ class Recycler extends EventEmitter {
     }
     if (profileStatus !== 'off' && !profileStatus.startsWith('off:')) {
       const { SiteProfiler } = require('./profile.js')
-      state.profiler = new SiteProfiler(profileStatus, startEvent.config.profileIntervalBytes)
+      // V8's young generation: three semi-spaces.
+      state.profiler = new SiteProfiler(profileStatus, startEvent.config.profileIntervalBytes, 3 * semiSpaceMiB() * 1048576)
       if (state.profiler.status !== profileStatus) {
         native.setProfileStatus(state.profiler.status)
         startEvent.probes.profile = state.profiler.status
@@ -424,6 +425,8 @@ class Recycler extends EventEmitter {
         since: grown.since,
         intervalBytes: state.config.profileIntervalBytes,
         sampledBytes: grown.total,
+        // Left out of the sites: the newest samples, allocated in the last young generation's worth.
+        recentBytesLeftOut: grown.total - grown.counted,
         topSites: grown.sites,
         heapProfile: written?.path ?? null,
         ...(written?.error ? { heapProfileError: written.error } : {})

@@ -49,10 +49,16 @@ function siteKey (frame) {
 /**
  * Live sampled bytes per allocation site of a DevTools `SamplingHeapProfile`:
  * Map<key, { functionName, url, line, column, bytes }> (1-based line and column).
+ *
+ * Without a forced GC a profile also holds objects that died but were not collected yet,
+ * mostly in the young generation. `recentSamples`: that many of the newest samples
+ * (allocated in the last young generation's worth of bytes) are left out, so freed noise
+ * does not rank; a leak is older than that by the time it matters.
  */
-function sitesOf (profile) {
+function sitesOf (profile, { recentSamples = 0 } = {}) {
   const sites = new Map()
-  const charge = (frame, bytes) => {
+  const siteOfNode = new Map()
+  const siteFor = (frame) => {
     const key = frame ? siteKey(frame) : '(V8)'
     let site = sites.get(key)
     if (!site) {
@@ -61,7 +67,7 @@ function sitesOf (profile) {
         : { functionName: '(V8 internals)', url: '', line: 0, column: 0, bytes: 0 }
       sites.set(key, site)
     }
-    site.bytes += bytes
+    return site
   }
   // Iterative: a profile is up to the stack depth deep, but never trust recursion depth.
   const stack = [{ node: profile.head, app: null, code: null }]
@@ -70,13 +76,44 @@ function sitesOf (profile) {
     const frame = node.callFrame
     const app = isApplication(frame) ? frame : callerApp
     const code = isCode(frame) ? frame : callerCode
-    if (node.selfSize > 0) charge(app ?? code, node.selfSize)
+    if (node.selfSize > 0) siteOfNode.set(node.id, siteFor(app ?? code))
     for (const child of node.children ?? []) stack.push({ node: child, app, code })
+  }
+  const samples = Array.isArray(profile.samples) ? profile.samples : []
+  if (samples.length === 0) {
+    // No samples list (an older profile): the tree's own sizes.
+    const walk = [profile.head]
+    while (walk.length > 0) {
+      const node = walk.pop()
+      if (node.selfSize > 0) siteOfNode.get(node.id).bytes += node.selfSize
+      walk.push(...(node.children ?? []))
+    }
+    return sites
+  }
+  let newest = -Infinity
+  for (const sample of samples) newest = Math.max(newest, sample.ordinal)
+  const cutoff = newest - recentSamples
+  for (const sample of samples) {
+    if (sample.ordinal > cutoff) continue
+    const site = siteOfNode.get(sample.nodeId)
+    if (site) site.bytes += sample.size
   }
   return sites
 }
 
-/** Total of a profile's samples (what the sites were built from). */
+/** The bytes a profile's tree holds (what a DevTools view of the file adds up to). */
+function treeTotal (profile) {
+  let total = 0
+  const walk = [profile.head]
+  while (walk.length > 0) {
+    const node = walk.pop()
+    total += node.selfSize
+    walk.push(...(node.children ?? []))
+  }
+  return total
+}
+
+/** Bytes charged to sites. */
 function totalOf (sites) {
   let total = 0
   for (const site of sites.values()) total += site.bytes
@@ -155,9 +192,10 @@ class InspectorProfiler {
  * `off...`, `busy...`, or `unavailable: why`, which starts the inspector fallback).
  */
 class SiteProfiler {
-  constructor (status, interval) {
+  constructor (status, interval, youngBytes) {
     this.status = status
     this.interval = interval
+    this.recentSamples = Math.ceil(youngBytes / interval)
     this.fallback = null
     this.baseline = null
     if (status.startsWith('unavailable: ')) {
@@ -183,7 +221,7 @@ class SiteProfiler {
   /** The baseline: what is live at the end of warm-up is not growth. */
   takeBaseline () {
     const profile = this.take()
-    if (profile) this.baseline = sitesOf(profile)
+    if (profile) this.baseline = sitesOf(profile, this)
   }
 
   /**
@@ -199,9 +237,9 @@ class SiteProfiler {
       return { skipped: `the profile could not be read: ${error?.message ?? error}` }
     }
     if (!profile) return { skipped: 'the sampling heap profiler was stopped by another inspector client' }
-    const now = sitesOf(profile)
+    const now = sitesOf(profile, this)
     const sites = grownSites(now, this.baseline, { limit })
-    return { profile, sites, total: totalOf(now), since: this.baseline ? 'baseline' : 'start' }
+    return { profile, sites, counted: totalOf(now), total: treeTotal(profile), since: this.baseline ? 'baseline' : 'start' }
   }
 
   stop () {
@@ -210,4 +248,4 @@ class SiteProfiler {
   }
 }
 
-module.exports = { SiteProfiler, sitesOf, grownSites, describeTop, totalOf, EVENT_SITES, REPORT_SITES }
+module.exports = { SiteProfiler, sitesOf, grownSites, describeTop, totalOf, treeTotal, EVENT_SITES, REPORT_SITES }
