@@ -13,7 +13,9 @@
 //! the tree is bounded) and any doubt is an error: the caller then uses the inspector.
 //! Must run on the isolate's thread (a napi call), inside its handle scope.
 
+use std::collections::HashSet;
 use std::ffi::{c_int, c_void, CStr};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use once_cell::sync::Lazy;
 use serde_json::{json, Map, Value};
@@ -53,6 +55,7 @@ struct RawAllocation {
     count: u32,
 }
 
+/// `AllocationProfile::Sample` up to V8 13.
 #[repr(C)]
 struct RawSample {
     node_id: u32,
@@ -61,9 +64,20 @@ struct RawSample {
     sample_id: u64,
 }
 
+/// `AllocationProfile::Sample` from V8 14: `bool is_live` appended.
+#[repr(C)]
+struct RawSampleV14 {
+    sample: RawSample,
+    is_live: bool,
+}
+
 type WriteUtf8 =
     unsafe extern "C" fn(*const c_void, *mut c_void, *mut u8, c_int, *mut c_int, c_int) -> c_int;
-type WriteUtf8V2 = unsafe extern "C" fn(*const c_void, *mut c_void, *mut u8, usize, c_int) -> usize;
+/// `WriteUtf8V2(isolate, buffer, capacity, flags, size_t* processed)` (V8 >= 13.x); a
+/// trailing argument the callee does not declare is harmless in the SysV and AAPCS64 ABIs,
+/// so one type covers the variant without `processed`.
+type WriteUtf8V2 =
+    unsafe extern "C" fn(*const c_void, *mut c_void, *mut u8, usize, c_int, *mut usize) -> usize;
 
 struct Symbols {
     get_current: unsafe extern "C" fn() -> *mut c_void,
@@ -71,6 +85,7 @@ struct Symbols {
     start: unsafe extern "C" fn(*mut c_void, u64, c_int, c_int) -> bool,
     stop: unsafe extern "C" fn(*mut c_void),
     get_profile: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    /// `Ok`: the old `WriteUtf8`; `Err`: `WriteUtf8V2`, preferred where it exists.
     write_utf8: Result<WriteUtf8, WriteUtf8V2>,
 }
 
@@ -98,7 +113,8 @@ static SYMBOLS: Lazy<Result<Symbols, String>> = Lazy::new(|| {
     let missing = |name: &str| format!("symbol {name} not exported by this runtime");
     let write_utf8: Option<WriteUtf8> = resolve!(c"_ZNK2v86String9WriteUtf8EPNS_7IsolateEPciPii");
     let write_utf8_v2: Option<WriteUtf8V2> =
-        resolve!(c"_ZNK2v86String11WriteUtf8V2EPNS_7IsolateEPcmi");
+        resolve!(c"_ZNK2v86String11WriteUtf8V2EPNS_7IsolateEPcmiPm")
+            .or_else(|| resolve!(c"_ZNK2v86String11WriteUtf8V2EPNS_7IsolateEPcmi"));
     Ok(Symbols {
         get_current: resolve!(c"_ZN2v87Isolate10GetCurrentEv")
             .ok_or_else(|| missing("v8::Isolate::GetCurrent"))?,
@@ -111,8 +127,8 @@ static SYMBOLS: Lazy<Result<Symbols, String>> = Lazy::new(|| {
         get_profile: resolve!(c"_ZN2v812HeapProfiler20GetAllocationProfileEv")
             .ok_or_else(|| missing("v8::HeapProfiler::GetAllocationProfile"))?,
         write_utf8: match (write_utf8, write_utf8_v2) {
-            (Some(v1), _) => Ok(v1),
-            (None, Some(v2)) => Err(v2),
+            (_, Some(v2)) => Err(v2),
+            (Some(v1), None) => Ok(v1),
             (None, None) => return Err(missing("v8::String::WriteUtf8")),
         },
     })
@@ -120,16 +136,26 @@ static SYMBOLS: Lazy<Result<Symbols, String>> = Lazy::new(|| {
 
 /// Why the native profiler cannot be used here, if it cannot.
 pub fn unavailable(v8_version: &str) -> Option<String> {
-    if let Err(why) = SYMBOLS.as_ref() {
-        return Some(why.clone());
-    }
+    unavailable_for(v8_version)
+        .inspect_err(|_| V8_MAJOR.store(0, Ordering::Relaxed))
+        .err()
+}
+
+/// The V8 major `unavailable` accepted: which `Sample` layout `take` reads.
+static V8_MAJOR: AtomicU32 = AtomicU32::new(0);
+
+fn unavailable_for(v8_version: &str) -> Result<(), String> {
+    SYMBOLS.as_ref().map_err(Clone::clone)?;
     let major = v8_version
         .split('.')
         .next()
         .and_then(|m| m.parse::<u32>().ok());
     match major {
-        Some(major) if KNOWN_V8_MAJORS.contains(&major) => None,
-        _ => Some(format!(
+        Some(major) if KNOWN_V8_MAJORS.contains(&major) => {
+            V8_MAJOR.store(major, Ordering::Relaxed);
+            Ok(())
+        }
+        _ => Err(format!(
             "V8 {v8_version}: its AllocationProfile layout is not known to this build"
         )),
     }
@@ -171,6 +197,11 @@ pub fn stop() {
 /// not (`Ok(None)`: the profiler is not running, e.g. another client stopped it).
 pub fn take() -> Result<Option<Value>, String> {
     let symbols = SYMBOLS.as_ref().map_err(Clone::clone)?;
+    if V8_MAJOR.load(Ordering::Relaxed) == 0 {
+        return Err(
+            "the native profiler was not checked against this V8 (see unavailable)".to_string(),
+        );
+    }
     let profiler = heap_profiler(symbols)?;
     // SAFETY: JS thread; returns an owned AllocationProfile* (null when not sampling).
     let profile = unsafe { (symbols.get_profile)(profiler) };
@@ -225,11 +256,21 @@ fn read_profile(symbols: &Symbols, profile: *mut c_void) -> Result<Value, String
             "AllocationProfile layout not recognized (root named {root_name:?})"
         ));
     }
-    let mut nodes = 0usize;
+    let mut ids = HashSet::new();
     // SAFETY: as above; `node` checks every vector before reading it.
-    let head = unsafe { node(symbols, isolate, root, 0, &mut nodes)? };
+    let head = unsafe { node(symbols, isolate, root, 0, &mut ids)? };
     // SAFETY: `samples` points into the live profile (a std::vector<Sample>).
-    let samples = unsafe { read_samples(samples)? };
+    let samples = unsafe { read_samples(samples, V8_MAJOR.load(Ordering::Relaxed))? };
+    // A sample of a node the tree does not have: the Sample layout is not what we read.
+    if let Some(stray) = samples
+        .iter()
+        .find(|s| !ids.contains(&s["nodeId"].as_u64().unwrap_or(u64::MAX)))
+    {
+        return Err(format!(
+            "AllocationProfile layout not recognized (a sample of unknown node {})",
+            stray["nodeId"]
+        ));
+    }
     Ok(json!({ "head": head, "samples": samples }))
 }
 
@@ -273,15 +314,15 @@ unsafe fn node(
     isolate: *mut c_void,
     node: *const RawNode,
     depth: usize,
-    nodes: &mut usize,
+    ids: &mut HashSet<u64>,
 ) -> Result<Value, String> {
-    *nodes += 1;
-    if depth > MAX_DEPTH || *nodes > MAX_NODES {
+    if depth > MAX_DEPTH || ids.len() >= MAX_NODES {
         return Err(
             "AllocationProfile layout not recognized (tree too deep or too big)".to_string(),
         );
     }
     let raw = &*node;
+    ids.insert(u64::from(raw.node_id));
     let mut self_size: u64 = 0;
     for allocation in elements::<RawAllocation>(&raw.allocations, MAX_NODES)? {
         self_size = self_size.saturating_add(allocation.size as u64 * u64::from(allocation.count));
@@ -291,7 +332,7 @@ unsafe fn node(
         if child.is_null() {
             return Err("AllocationProfile layout not recognized (a null child)".to_string());
         }
-        children.push(self::node(symbols, isolate, child, depth + 1, nodes)?);
+        children.push(self::node(symbols, isolate, child, depth + 1, ids)?);
     }
     let mut frame = Map::new();
     frame.insert(
@@ -315,10 +356,20 @@ unsafe fn node(
 }
 
 /// # Safety
-/// `samples` must point to a live `std::vector<AllocationProfile::Sample>`.
-unsafe fn read_samples(samples: *const RawVec) -> Result<Vec<Value>, String> {
-    Ok(elements::<RawSample>(samples, MAX_NODES * 8)?
-        .iter()
+/// `samples` must point to a live `std::vector<AllocationProfile::Sample>` of V8 `major`.
+unsafe fn read_samples(samples: *const RawVec, major: u32) -> Result<Vec<Value>, String> {
+    let raw: Vec<&RawSample> = if major >= 14 {
+        elements::<RawSampleV14>(samples, MAX_NODES * 8)?
+            .iter()
+            .map(|s| &s.sample)
+            .collect()
+    } else {
+        elements::<RawSample>(samples, MAX_NODES * 8)?
+            .iter()
+            .collect()
+    };
+    Ok(raw
+        .into_iter()
         .map(|s| {
             json!({
                 "size": s.size as u64 * u64::from(s.count),
@@ -350,7 +401,14 @@ unsafe fn string(symbols: &Symbols, isolate: *mut c_void, local: *const c_void) 
         )
         .max(0) as usize,
         // Flags 0: no NUL; returns the bytes written.
-        Err(write_v2) => write_v2(local, isolate, buffer.as_mut_ptr(), MAX_STRING, 0),
+        Err(write_v2) => write_v2(
+            local,
+            isolate,
+            buffer.as_mut_ptr(),
+            MAX_STRING,
+            0,
+            std::ptr::null_mut(),
+        ),
     }
     .min(MAX_STRING);
     let text = &buffer[..written];
