@@ -170,5 +170,13 @@ test('under --max-old-space-size=160 the default MAX_HEAP engages: heap recycles
   assert.ok(recycles.every((e) => e.stagger === 'granted' || e.stagger === 'bypass: over the ceiling'), JSON.stringify(recycles.map((e) => e.stagger)))
   const times = recycles.map((e) => Date.parse(e.time)).sort((a, b) => a - b)
   for (let i = 1; i < times.length; i++) assert.ok(times[i] - times[i - 1] >= 950, `recycles ${times.map((t) => t - times[0])} ms`)
+  // PROFILE (on by default) names the example's deliberate leak, with its file and line.
+  const processor = path.join(__dirname, '..', 'examples', 'nest-bullmq-worker', 'jobs.processor.js')
+  const line = fs.readFileSync(processor, 'utf8').split('\n').findIndex((l) => l.includes('async process (job) {')) + 1
+  for (const recycle of recycles) {
+    const [top] = recycle.topSites ?? []
+    assert.deepEqual([top?.functionName, path.basename(top?.file ?? ''), top?.line], ['process', 'jobs.processor.js', line], JSON.stringify(recycle.topSites ?? recycle.profileSkipped))
+    assert.match(recycle.msg, /most growth at process \(.*jobs\.processor\.js:\d+\), \d+%/)
+  }
 })
 

@@ -19,6 +19,8 @@ const LEAK = {
   SELF_RECYCLE_MIN_UPTIME: '0'
 }
 const FIXTURE_FILE = path.join('__test__', 'fixtures', 'leak-sites.js')
+/** The line a function of the fixture starts on (where V8 says its samples were taken). */
+const lineOf = (name) => fs.readFileSync(path.join(__dirname, '..', FIXTURE_FILE), 'utf8').split('\n').findIndex((l) => l.startsWith(`function ${name} (`)) + 1
 
 function tempDir (name) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `self-recycle-${name}-`))
@@ -85,6 +87,8 @@ test('grown sites: ranked by growth since the baseline, shares of the growth, sh
   assert.equal(describeTop([]), null)
   // No baseline: growth since the profiler started.
   assert.deepEqual(grownSites(at(5, 0, 0), null).map((s) => s.growth), [5])
+  // Growth under minGrowth (about two profiler samples) is not counted, nor in the shares.
+  assert.deepEqual(grownSites(at(700, 130, 100), at(100, 100, 100), { minGrowth: 100 }).map((s) => [s.functionName, s.share]), [['load', 1]])
 })
 
 test('a recycle names the fast leaking site first, the slow one second, never the freed noise; the report holds a valid .heapprofile', { timeout: 60000 }, async () => {
@@ -98,13 +102,13 @@ test('a recycle names the fast leaking site first, the slow one second, never th
     assert.equal(start.config.profileIntervalBytes, 512 * 1024)
     const [recycle] = eventsNamed(result, 'recycle')
     const [fast, slow, ...rest] = recycle.topSites
-    assert.deepEqual([fast.functionName, fast.file, fast.line], ['leakFast', FIXTURE_FILE, 7], JSON.stringify(recycle.topSites))
-    assert.deepEqual([slow.functionName, slow.file, slow.line], ['leakSlow', FIXTURE_FILE, 10], JSON.stringify(recycle.topSites))
+    assert.deepEqual([fast.functionName, fast.file, fast.line], ['leakFast', FIXTURE_FILE, lineOf('leakFast')], JSON.stringify(recycle.topSites))
+    assert.deepEqual([slow.functionName, slow.file, slow.line], ['leakSlow', FIXTURE_FILE, lineOf('leakSlow')], JSON.stringify(recycle.topSites))
     const ratio = fast.growth / slow.growth
     assert.ok(ratio > 2 && ratio < 12, `5:1 by design, sampled: ${ratio}`)
     assert.ok(!recycle.topSites.some((s) => s.functionName === 'noise'), JSON.stringify(recycle.topSites))
     assert.ok(rest.every((s) => s.share < 0.05), JSON.stringify(rest))
-    assert.match(recycle.msg, /most growth at leakFast \(__test__\/fixtures\/leak-sites\.js:7\), \d+%/)
+    assert.match(recycle.msg, new RegExp(`most growth at leakFast \\(__test__/fixtures/leak-sites\\.js:${lineOf('leakFast')}\\), \\d+%`))
 
     const [exit] = eventsNamed(result, 'exit')
     const report = JSON.parse(fs.readFileSync(exit.report.path, 'utf8'))
@@ -144,7 +148,7 @@ test('a recycle names the fast leaking site first, the slow one second, never th
     assert.match(text.stdout, /^pid \d+ recycled \(heap\)/)
     assert.match(text.stdout, /rss +[▁▂▃▄▅▆▇█]+ +\d+ MiB -> \d+ MiB/)
     assert.match(text.stdout, /heap +[▁▂▃▄▅▆▇█]+ +\d+ MiB -> \d+ MiB, limit 120 MiB/)
-    assert.match(text.stdout, /\n +\d+ MiB +\d+% +leakFast \(__test__\/fixtures\/leak-sites\.js:7:\d+\)\n +\d+ MiB +\d+% +leakSlow/)
+    assert.match(text.stdout, /\n +\d+ MiB +\d+% +leakFast \(__test__\/fixtures\/leak-sites\.js:\d+:\d+\)\n +\d+ MiB +\d+% +leakSlow/)
     assert.ok(text.stdout.includes(report.profile.heapProfile))
     const json = JSON.parse(cli(exit.report.path, '--json').stdout)
     assert.deepEqual([json.reason, json.topSites[0].functionName, json.series.rss.length > 1, json.exit.code], ['heap', 'leakFast', true, 75])

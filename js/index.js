@@ -148,13 +148,29 @@ function clusterStagger (options) {
   }
 }
 
-/** `--max-semi-space-size` from the command line or NODE_OPTIONS, in MiB (V8's default: 16). */
-function semiSpaceMiB () {
-  for (const arg of [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]) {
-    const match = /^--max[-_]semi[-_]space[-_]size=(\d+)$/.exec(arg)
-    if (match) return Number(match[1])
+/**
+ * A V8 size flag (`max-old-space-size`) in MiB, as V8 applies it: NODE_OPTIONS first, then
+ * the command line, the last one winning. `undefined` when not given.
+ */
+function v8SizeFlag (name) {
+  const pattern = new RegExp(`^--${name.replace(/-/g, '[-_]')}=(\\d+)$`)
+  let value
+  for (const arg of [...(process.env.NODE_OPTIONS || '').split(/\s+/), ...process.execArgv]) {
+    const match = pattern.exec(arg)
+    if (match) value = Number(match[1])
   }
-  return 16
+  return value
+}
+
+/**
+ * The semi-space size in MiB: the flag, else V8's default, measured per major (16 MiB up to
+ * V8 12, 64 in V8 13 = Node 24, 32 from V8 14 = Node 26). The young generation is three.
+ */
+function semiSpaceMiB () {
+  const given = v8SizeFlag('max-semi-space-size')
+  if (given !== undefined) return given
+  const major = Number(process.versions.v8.split('.')[0])
+  return major <= 12 ? 16 : major === 13 ? 64 : 32
 }
 
 /**
@@ -259,6 +275,7 @@ class Recycler extends EventEmitter {
           uptimeMs: process.uptime() * 1000,
           ...heapInputs(forceJsHeapProbe),
           semiSpaceMib: semiSpaceMiB(),
+          oldSpaceMib: v8SizeFlag('max-old-space-size'),
           // Linux: the addon asks the OS; elsewhere worker_threads says (it costs ~0.8 ms).
           mainThread: process.platform === 'linux' ? undefined : require('node:worker_threads').isMainThread,
           forceJsHeapProbe,

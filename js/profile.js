@@ -122,15 +122,17 @@ function totalOf (sites) {
 
 /**
  * Sites ranked by growth since `baseline` (a sitesOf map, or null: since the profiler
- * started). `share`: this site's part of all growth, 0-1.
+ * started). `share`: this site's part of all growth, 0-1. `minGrowth`: less is not
+ * growth (a profiler sample stands for about one interval of allocation: one sample more
+ * is noise, a stray object that survived a GC).
  */
-function grownSites (now, baseline, { limit = EVENT_SITES, cwd = process.cwd() } = {}) {
+function grownSites (now, baseline, { limit = EVENT_SITES, cwd = process.cwd(), minGrowth = 1 } = {}) {
   const rows = []
   let grown = 0
   for (const [key, site] of now) {
     const before = baseline?.get(key)?.bytes ?? 0
     const growth = site.bytes - before
-    if (growth <= 0) continue
+    if (growth < minGrowth) continue
     grown += growth
     rows.push({ site, growth })
   }
@@ -238,7 +240,7 @@ class SiteProfiler {
     }
     if (!profile) return { skipped: 'the sampling heap profiler was stopped by another inspector client' }
     const now = sitesOf(profile, this)
-    const sites = grownSites(now, this.baseline, { limit })
+    const sites = grownSites(now, this.baseline, { limit, minGrowth: 2 * this.interval })
     return { profile, sites, counted: totalOf(now), total: treeTotal(profile), since: this.baseline ? 'baseline' : 'start' }
   }
 

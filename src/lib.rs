@@ -94,9 +94,11 @@ pub struct StartInput {
     pub memory: MemoryUsageInput,
     /// Only when the native heap probe is refused (or the tests force the fallback).
     pub heap: Option<HeapStatisticsInput>,
-    /// `--max-semi-space-size` in MiB (V8's default: 16): the young generation is three of
-    /// them, and `heap_size_limit` minus that is the old-space limit.
+    /// `--max-semi-space-size` in MiB (or V8's default for its major): the young generation
+    /// is three of them, and `heap_size_limit` minus that is the old-space limit...
     pub semi_space_mib: f64,
+    /// ...unless `--max-old-space-size` says it outright.
+    pub old_space_mib: Option<f64>,
     /// Whether JS runs on the process's main thread; `None`: ask the OS (`gettid() == pid`).
     pub main_thread: Option<bool>,
     /// Skip the native V8 probe (tests of the fallback, odd runtimes).
@@ -436,9 +438,14 @@ impl NativeRecycler {
         let machine = Machine {
             memory_limit: probe::cgroup::detect(),
             heap_size_limit,
-            old_space_limit: heap_size_limit
-                .map(|limit| limit.saturating_sub(young))
-                .filter(|old| *old > 0),
+            old_space_limit: heap_size_limit.and_then(|limit| {
+                let given = input
+                    .old_space_mib
+                    .filter(|mib| *mib > 0.0)
+                    .map(|mib| (mib as u64) << 20)
+                    .filter(|old| *old <= limit);
+                Some(given.unwrap_or(limit.saturating_sub(young))).filter(|old| *old > 0)
+            }),
         };
         let monitor = Arc::new(Monitor::new(MonitorSetup {
             config,
