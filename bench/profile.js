@@ -77,10 +77,10 @@ if (process.env.SELF_RECYCLE_PROFILE !== 'off') {
   if (process.env.MODE === 'inspector') {
     // The same profiler through node:inspector, started here: what it costs to read.
     require(${JSON.stringify(path.join(root, 'js', 'native.js'))}).heapProfileStop()
-    profiler = new SiteProfiler('unavailable: bench', 512 * 1024, 48 * 1048576)
+    profiler = new SiteProfiler('unavailable: bench', 512 * 1024)
     for (const f of fill) f()
   } else {
-    profiler = new SiteProfiler('native', 512 * 1024, 48 * 1048576)
+    profiler = new SiteProfiler('native', 512 * 1024)
   }
   const t = process.hrtime.bigint()
   const grown = profiler.grown()

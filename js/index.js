@@ -310,8 +310,7 @@ class Recycler extends EventEmitter {
     }
     if (profileStatus !== 'off' && !profileStatus.startsWith('off:')) {
       const { SiteProfiler } = require('./profile.js')
-      // V8's young generation: three semi-spaces.
-      state.profiler = new SiteProfiler(profileStatus, startEvent.config.profileIntervalBytes, 3 * semiSpaceMiB() * 1048576)
+      state.profiler = new SiteProfiler(profileStatus, startEvent.config.profileIntervalBytes)
       if (state.profiler.status !== profileStatus) {
         native.setProfileStatus(state.profiler.status)
         startEvent.probes.profile = state.profiler.status

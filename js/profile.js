@@ -52,7 +52,7 @@ function siteKey (frame) {
  *
  * Without a forced GC a profile also holds objects that died but were not collected yet,
  * mostly in the young generation. `recentSamples`: that many of the newest samples
- * (allocated in the last young generation's worth of bytes) are left out, so freed noise
+ * (as many as the young generation holds now) are left out, so freed noise
  * does not rank; a leak is older than that by the time it matters.
  */
 function sitesOf (profile, { recentSamples = 0 } = {}) {
@@ -194,10 +194,9 @@ class InspectorProfiler {
  * `off...`, `busy...`, or `unavailable: why`, which starts the inspector fallback).
  */
 class SiteProfiler {
-  constructor (status, interval, youngBytes) {
+  constructor (status, interval) {
     this.status = status
     this.interval = interval
-    this.recentSamples = Math.ceil(youngBytes / interval)
     this.fallback = null
     this.baseline = null
     if (status.startsWith('unavailable: ')) {
@@ -208,6 +207,18 @@ class SiteProfiler {
         this.status = `off: neither the native profiler (${status.slice('unavailable: '.length)}) nor the inspector (${error?.message ?? error}) could start`
       }
     }
+  }
+
+  /**
+   * How many of the newest samples may be young objects (dead ones included, until the next
+   * scavenge): the young generation's bytes in use, in profiler intervals.
+   */
+  recentSamples () {
+    let young = 0
+    for (const space of require('node:v8').getHeapSpaceStatistics()) {
+      if (space.space_name === 'new_space' || space.space_name === 'new_large_object_space') young += space.space_used_size
+    }
+    return Math.ceil(young / this.interval)
   }
 
   get active () {
@@ -223,7 +234,7 @@ class SiteProfiler {
   /** The baseline: what is live at the end of warm-up is not growth. */
   takeBaseline () {
     const profile = this.take()
-    if (profile) this.baseline = sitesOf(profile, this)
+    if (profile) this.baseline = sitesOf(profile, { recentSamples: this.recentSamples() })
   }
 
   /**
@@ -239,7 +250,7 @@ class SiteProfiler {
       return { skipped: `the profile could not be read: ${error?.message ?? error}` }
     }
     if (!profile) return { skipped: 'the sampling heap profiler was stopped by another inspector client' }
-    const now = sitesOf(profile, this)
+    const now = sitesOf(profile, { recentSamples: this.recentSamples() })
     const sites = grownSites(now, this.baseline, { limit, minGrowth: 2 * this.interval })
     return { profile, sites, counted: totalOf(now), total: treeTotal(profile), since: this.baseline ? 'baseline' : 'start' }
   }
