@@ -303,18 +303,20 @@ class Recycler extends EventEmitter {
     const startEvent = native.startEvent()
     state.config = startEvent.config
     state.profiler = null
+    state.profilerStatus = null
     let profileStatus = startEvent.probes.profile
     if (profileStatus === 'native' && process.env.SELF_RECYCLE_TEST_FORCE_INSPECTOR_PROFILE === '1') {
       binding.heapProfileStop()
       profileStatus = 'unavailable: the native profiler is turned off by a test'
     }
-    if (profileStatus !== 'off' && !profileStatus.startsWith('off:')) {
-      const { SiteProfiler } = require('./profile.js')
-      state.profiler = new SiteProfiler(profileStatus, startEvent.config.profileIntervalBytes)
-      if (state.profiler.status !== profileStatus) {
-        native.setProfileStatus(state.profiler.status)
-        startEvent.probes.profile = state.profiler.status
-      }
+    if (profileStatus.startsWith('unavailable: ')) {
+      // The inspector fallback must start sampling now; the native profiler already runs,
+      // and js/profile.js (0.9 ms to load) waits for the baseline or the first event.
+      const profiler = this._profiler(profileStatus)
+      native.setProfileStatus(profiler.status)
+      startEvent.probes.profile = profiler.status
+    } else if (profileStatus !== 'off' && !profileStatus.startsWith('off:')) {
+      state.profilerStatus = profileStatus
     }
     if (startEvent.probes.v8 === 'js') this._startJsHeapProbe(startEvent.config.intervalMs)
     if (this.listenerCount(EVENTS.SAMPLE) > 0) native.setSampleEvents(true)
@@ -395,7 +397,7 @@ class Recycler extends EventEmitter {
     if (event.event === EVENTS.BASELINE && event.ready && this[kState].config?.ready === 'baseline' && typeof process.send === 'function') {
       try { process.send('ready') } catch {}
     }
-    if (event.event === EVENTS.BASELINE) this[kState].profiler?.takeBaseline()
+    if (event.event === EVENTS.BASELINE) this._profiler()?.takeBaseline()
     if (event.event === EVENTS.LEAK || event.event === EVENTS.RECYCLE) this._attachSites(event)
     if (event.event === EVENTS.RECYCLE && !event.dryRun) {
       this._emitEvent(event)
@@ -403,6 +405,16 @@ class Recycler extends EventEmitter {
       return
     }
     this._emitEvent(event)
+  }
+
+  /** The site profiler, made on first use (`status`: the native side's, at start). */
+  _profiler (status = this[kState].profilerStatus) {
+    const state = this[kState]
+    if (!state.profiler && status) {
+      const { SiteProfiler } = require('./profile.js')
+      state.profiler = new SiteProfiler(status, state.config.profileIntervalBytes)
+    }
+    return state.profiler
   }
 
   /**
@@ -413,7 +425,7 @@ class Recycler extends EventEmitter {
   _attachSites (event) {
     const state = this[kState]
     const native = this[kNative]
-    const profiler = state.profiler
+    const profiler = this._profiler()
     if (!profiler || !native) return
     let grown
     // Near V8's heap limit a profile must fit in the headroom granted: a small one does.
@@ -657,6 +669,7 @@ class Recycler extends EventEmitter {
     if (!native.stop()) return false
     state.profiler?.stop()
     state.profiler = null
+    state.profilerStatus = null
     clearInterval(state.heapTimer)
     state.gcObserver?.disconnect()
     for (const [name, handler] of state.signalHandlers ?? []) process.removeListener(name, handler)

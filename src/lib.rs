@@ -333,7 +333,7 @@ fn start_heap_profiler(monitor: &Monitor, input: &StartInput, main_thread: bool)
 }
 
 /// Frames kept per sample: enough to reach the application's frame under a framework's.
-const PROFILE_STACK_DEPTH: u32 = 64;
+const PROFILE_STACK_DEPTH: u32 = 32;
 
 #[napi]
 pub struct NativeRecycler {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use once_cell::sync::Lazy;
 use serde_json::{json, Map, Value};
 
-/// The tree is at most `stack_depth` deep (we ask for 64) plus V8's synthetic roots.
+/// The tree is at most `stack_depth` deep (we ask for 32) plus V8's synthetic roots.
 const MAX_DEPTH: usize = 96;
 /// More nodes than this is not a profile we read correctly.
 const MAX_NODES: usize = 2_000_000;
