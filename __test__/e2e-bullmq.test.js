@@ -140,6 +140,29 @@ test('2,000 jobs through two self-recycling Nest workers under Supervisor: each 
   assert.ok((supervisorLog.match(/exit status 75; not expected/g) || []).length >= 3, supervisorLog)
 })
 
+test('four Nest workers in one fleet on Redis: >= 10 recycles, drains one at a time, each job exactly once', { timeout: 300000 }, async () => {
+  // The example's block with four processes; the fleet is the example's own (BullModule's Redis).
+  const four = (env, dir) => underSupervisor(env, dir, (conf) => conf.replace('numprocs=2', 'numprocs=4'))
+  const { events } = await runJobs(Math.round(JOBS * 2), four)
+  const recycles = events.filter((e) => e.event === 'recycle' && e.reason !== 'signal')
+  assert.ok(recycles.length >= 10, `recycles: ${recycles.length}`)
+  // Granted a lease, or past the 1.25x ceiling (which never waits, and holds a lease too).
+  assert.ok(recycles.every((e) => e.fleet === 'granted' || (e.fleet === 'bypass' && e.fleetWhy === 'over the ceiling')), JSON.stringify(recycles.map((e) => [e.fleet, e.fleetWhy])))
+  assert.ok(recycles.filter((e) => e.fleet === 'granted').length >= 8)
+  assert.ok(recycles.filter((e) => e.fleetWaitMs >= 500).length >= 1, 'some recycles waited for the lease')
+  // From each worker's own events: a granted drain (recycle to exit) starts only once every
+  // earlier drain has ended, a gap (1 s, less clock rounding) before.
+  const exits = new Map(events.filter((e) => e.event === 'exit' && e.code === 75).map((e) => [e.pid, Date.parse(e.time)]))
+  const drains = recycles.map((e) => ({ start: Date.parse(e.time), end: exits.get(e.pid), fleet: e.fleet })).filter((d) => d.end).sort((a, b) => a.start - b.start)
+  assert.ok(drains.length >= 10)
+  for (const [i, drain] of drains.entries()) {
+    if (drain.fleet !== 'granted') continue
+    for (const earlier of drains.slice(0, i)) {
+      assert.ok(drain.start >= earlier.end + 900, `a drain started ${drain.start - earlier.end} ms after an earlier one ended: ${JSON.stringify(drains)}`)
+    }
+  }
+})
+
 test('the example\'s PM2 ecosystem file as written: jobs complete exactly once across recycles', { timeout: 300000 }, async () => {
   const { events, managerLog: pm2Log } = await runJobs(Math.round(JOBS / 2), underPm2)
   assert.ok(events.filter((e) => e.event === 'recycle' && e.reason === 'rss').length >= 2, `events: ${events.map((e) => e.event)}`)
@@ -167,7 +190,8 @@ test('under --max-old-space-size=160 the default MAX_HEAP engages: heap recycles
     assert.equal(event.config.maxHeap, Math.floor(160 * 1024 * 1024 * 0.85))
     assert.deepEqual(event.warnings, [])
   }
-  assert.ok(recycles.every((e) => e.stagger === 'granted' || e.stagger === 'bypass: over the ceiling'), JSON.stringify(recycles.map((e) => e.stagger)))
+  // The example's fleet (its Redis, from BullModule) staggers them across the two workers.
+  assert.ok(recycles.every((e) => e.fleet === 'granted' || e.fleet === 'bypass'), JSON.stringify(recycles.map((e) => [e.fleet, e.fleetWhy])))
   const times = recycles.map((e) => Date.parse(e.time)).sort((a, b) => a - b)
   for (let i = 1; i < times.length; i++) assert.ok(times[i] - times[i - 1] >= 950, `recycles ${times.map((t) => t - times[0])} ms`)
   // PROFILE (on by default) names the example's deliberate leak, with its file and line.

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict'
-// npx self-recycle <command>: preflight, status, check, report. Every command takes
+// npx self-recycle <command>: preflight, status, check, report, fleet. Every command takes
 // --json and --help; exit 0 ok, 1 a failed check, 2 a usage error.
 
 const fs = require('node:fs')
@@ -14,6 +14,8 @@ commands:
   check FILE [--ready]                 exit 0 when the worker is alive (and, --ready, its baseline passed)
   report FILE                          print a recycle report (REPORT_DIR) for a person: why, the
                                        memory series, the allocation sites that grew, the guards
+  fleet [--redis URL] [--name N]       the workers of a fleet (FLEET_REDIS) and its last recycles,
+        [--watch] [--events N]         like pm2 ls for every host
 
 every command: --json (one JSON object on stdout), --help; exit 0 ok, 1 failed check, 2 usage error`
 
@@ -365,6 +367,101 @@ exit 0 pass, 1 fail, 2 usage error`)
   return passed ? 0 : 1
 }
 
+const FLEET_USAGE = `usage: self-recycle fleet [--redis URL] [--name NAME] [--events N] [--watch [--interval 2s]] [--json]
+prints every live worker of a fleet (host, pid, state, RSS against its limit, heap, pressure,
+uptime, recycles of that host, the last recycle's reason), then the fleet's last recycles.
+--redis defaults to SELF_RECYCLE_FLEET_REDIS, --name to SELF_RECYCLE_FLEET_NAME or "default".`
+
+function ago (ms) {
+  if (ms < 1000) return 'now'
+  if (ms < 60000) return `${Math.round(ms / 1000)}s`
+  if (ms < 3600000) return `${Math.round(ms / 60000)}m`
+  return `${Math.round(ms / 3600000)}h`
+}
+
+function bar (share, width = 10) {
+  if (share === null || share === undefined) return ' '.repeat(width + 7)
+  const filled = Math.max(0, Math.min(width, Math.round(share * width)))
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${`${Math.round(share * 100)}%`.padStart(4)}`
+}
+
+function fleetLines (fleet, now = Date.now()) {
+  const recyclesByHost = {}
+  const lastByHost = {}
+  for (const event of fleet.events) {
+    if (event.event !== 'recycle') continue
+    recyclesByHost[event.host] = (recyclesByHost[event.host] ?? 0) + 1
+    lastByHost[event.host] = event
+  }
+  const draining = fleet.workers.filter((w) => w.state === 'draining').length
+  const lines = [
+    `fleet ${fleet.name}: ${fleet.workers.length} worker(s)${draining ? `, ${draining} draining` : ''}; ` +
+      `${fleet.leases.length ? `lease held by ${fleet.leases.join(', ')}` : 'no lease held'}; ` +
+      `${fleet.storm ? `STORM (gap widened for ${ago(fleet.storm.leftMs)} more)` : 'no storm'}`
+  ]
+  const rows = [['HOST', 'PID', 'STATE', 'RSS/LIMIT', 'HEAP', 'PRESSURE', 'UPTIME', 'RECYCLES', 'LAST RECYCLE']]
+  for (const w of fleet.workers) {
+    const last = lastByHost[w.host]
+    rows.push([
+      w.host,
+      String(w.pid),
+      w.state + (w.lease ? '*' : ''),
+      `${w.rss === null ? '?' : Math.round(w.rss / 1048576)}/${w.limits?.rss ? mib(w.limits.rss) : 'none'}`,
+      w.heapUsed === null ? '?' : mib(w.heapUsed),
+      bar(w.pressure),
+      ago(w.uptimeMs),
+      String(recyclesByHost[w.host] ?? 0),
+      last ? `${last.reason} (${ago(now - Date.parse(last.time)) === 'now' ? 'just now' : `${ago(now - Date.parse(last.time))} ago`})` : '-'
+    ])
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)))
+  for (const row of rows) lines.push(row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd())
+  const recycles = fleet.events.filter((e) => e.event === 'recycle' || e.event === 'storm')
+  lines.push('', recycles.length ? 'last recycles:' : 'no recycle in the fleet\'s history yet')
+  for (const event of recycles.slice(-10)) {
+    lines.push(`  ${event.time} ${event.host} ${event.pid} ${event.event === 'storm' ? 'STORM' : event.reason}${event.fleet ? ` [fleet ${event.fleet}]` : ''}: ${event.msg}`)
+  }
+  return lines
+}
+
+async function commandFleet (argv) {
+  const options = parseArgs(argv, { redis: 'value', name: 'value', events: 'value', watch: 'flag', interval: 'value', json: 'flag', help: 'flag' })
+  if (options.help) return say(FLEET_USAGE), 0
+  const url = options.redis ?? process.env.SELF_RECYCLE_FLEET_REDIS
+  if (!url) throw new UsageError('fleet needs --redis URL (or SELF_RECYCLE_FLEET_REDIS)')
+  if (!/^rediss?:\/\/\S+$/.test(url)) throw new UsageError(`--redis=${JSON.stringify(url)}: expected a redis:// or rediss:// URL`)
+  const name = options.name ?? process.env.SELF_RECYCLE_FLEET_NAME ?? 'default'
+  const events = options.events === undefined ? 50 : Number(options.events)
+  if (!Number.isInteger(events) || events < 0 || events > 1000) throw new UsageError(`--events=${JSON.stringify(options.events)}: expected a whole number from 0 to 1000`)
+  const intervalMs = options.interval === undefined ? 2000 : parseDuration(options.interval, 'interval')
+  const { loadIoredis, readFleet } = require('./fleet.js')
+  let Redis
+  try {
+    Redis = loadIoredis()
+  } catch (error) {
+    return fail(options, error.message.replace(/^self-recycle: /, ''))
+  }
+  const shown = url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@')
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, connectTimeout: 3000, retryStrategy: () => null })
+  client.on('error', () => {})
+  try {
+    try {
+      await client.connect()
+    } catch (error) {
+      return fail(options, `cannot reach Redis at ${shown}: ${error.message}`)
+    }
+    for (;;) {
+      const fleet = await readFleet(client, name, { events })
+      if (options.json) say(JSON.stringify(fleet))
+      else say(`${options.watch ? '\x1b[2J\x1b[H' : ''}${fleetLines(fleet).join('\n')}`)
+      if (!options.watch) return 0
+      await new Promise((resolve) => setTimeout(resolve, intervalMs))
+    }
+  } finally {
+    client.disconnect()
+  }
+}
+
 function say (text) {
   process.stdout.write(`${text}\n`)
 }
@@ -379,7 +476,8 @@ const COMMANDS = {
   preflight: commandPreflight,
   status: commandStatus,
   check: commandCheck,
-  report: commandReport
+  report: commandReport,
+  fleet: commandFleet
 }
 
 async function main (argv) {

@@ -10,6 +10,41 @@ export type Duration = string | number
 /** `true`/`false`, or `'on'`/`'off'`. */
 export type Switch = boolean | 'on' | 'off'
 
+/** The structural part of an ioredis client this package uses (the app's own client). */
+export interface RedisClientLike {
+  status: string
+  evalsha(...args: unknown[]): Promise<unknown>
+  eval(...args: unknown[]): Promise<unknown>
+}
+
+/** The `fleet` option; each field overrides the SELF_RECYCLE_FLEET_* variable of its name. */
+export interface FleetOptions {
+  /**
+   * The app's ioredis client (one not busy with blocking commands: BullMQ's Queue client
+   * is fine), a `redis://` URL, ioredis options, or a function or promise of a client.
+   * @default SELF_RECYCLE_FLEET_REDIS
+   */
+  redis?: RedisClientLike | string | Record<string, unknown> | (() => RedisClientLike | Promise<RedisClientLike>) | Promise<RedisClientLike>
+  /** Workers with the same name (and Redis) coordinate. @default 'default' */
+  name?: string
+  /** How many workers of the fleet may drain at once. @default 1 */
+  maxConcurrent?: number
+  /** No lease is granted for this long after a release, nor sooner after another grant. @default '5s' */
+  gap?: Duration
+  /** A lease not renewed for this long is free again (a dead holder). @default '15s' */
+  leaseTtl?: Duration
+  /** A Redis call slower than this counts as Redis unavailable (the recycle goes ahead). @default '1s' */
+  timeout?: Duration
+  /** How often the worker writes its heartbeat (the fleet status). @default '5s' */
+  heartbeat?: Duration
+  /** More than N recycles fleet-wide within the window emits `storm`: `'20/10m'`. @default '20/10m' */
+  storm?: string | { recycles: number; window: Duration } | 'off'
+  /** The fleet gap while a storm lasts. @default off (the gap stays) */
+  stormGap?: Duration | 'off'
+  /** The host name in the fleet's status and history. @default os.hostname() */
+  host?: string
+}
+
 /**
  * Options override the `SELF_RECYCLE_*` environment variable of the same name.
  * @example
@@ -62,6 +97,11 @@ export interface Options {
   staggerGap?: Duration
   /** The longest a recycle waits for its turn among siblings; then it goes ahead. @default '10m' */
   staggerMaxWait?: Duration
+  /**
+   * Coordinate recycles with the other workers of a fleet (any number of hosts) through
+   * Redis; `false`: no fleet even if SELF_RECYCLE_FLEET_REDIS is set. @default off
+   */
+  fleet?: FleetOptions | false
   /** Keep a JSON status here (for `self-recycle status|check|preflight`), rewritten every 2 s. @default off */
   statusFile?: string
   /** When the worker says it is ready (sd_notify READY=1, process.send('ready')). @default 'start' */
@@ -175,6 +215,17 @@ export interface EffectiveConfig {
   staggerDir: string | null
   staggerGapMs: number
   staggerMaxWaitMs: number
+  /** FLEET_REDIS without its password. */
+  fleetRedis: string | null
+  fleetName: string
+  fleetHost: string | null
+  fleetMaxConcurrent: number
+  fleetGapMs: number
+  fleetLeaseTtlMs: number
+  fleetTimeoutMs: number
+  fleetHeartbeatMs: number
+  fleetStorm: { recycles: number; windowMs: number } | null
+  fleetStormGapMs: number | null
   statusFile: string | null
   ready: 'start' | 'baseline'
   readyMaxBaseline: number
@@ -230,6 +281,13 @@ export interface RecycleEvent extends LimitEvent, SiteFields {
   /** How the sibling queue admitted it: `granted`, `bypass: ...`, `unavailable: ...`, `timeout: ...`. */
   stagger?: string
   staggerWaitMs?: number
+  /**
+   * How the fleet admitted it: `granted` (a lease), `unavailable` (Redis down, slow or
+   * failing: the local rules applied), `timeout` (waited STAGGER_MAX_WAIT), `bypass`.
+   */
+  fleet?: 'granted' | 'unavailable' | 'timeout' | 'bypass'
+  fleetWhy?: string
+  fleetWaitMs?: number
   /** Heap headroom granted by the near-heap-limit rescue, in bytes. */
   headroom?: number
   /** Decided before the crossing (PREDICT): the value projected at the drain's end. */
@@ -292,6 +350,22 @@ export interface ReinitEvent extends BaseEvent {
   stack: string
 }
 
+/** More recycles fleet-wide than `fleet.storm` allows within its window (emitted once per window). */
+export interface StormEvent extends BaseEvent {
+  event: 'storm'
+  fleet: string
+  recycles: number
+  threshold: number
+  windowMs: number
+  /** Recycles by reason and by host in the window. */
+  reasons: Record<string, number>
+  hosts: Record<string, number>
+  /** Median uptime at recycle: short suggests limits too tight, long a leak. */
+  medianUptimeMs: number | null
+  /** The widened gap (`fleet.stormGap`), or null. */
+  gapMs: number | null
+}
+
 export interface EventMap {
   start: StartEvent
   sample: SampleEvent
@@ -303,6 +377,7 @@ export interface EventMap {
   stop: StopEvent
   drain: DrainEvent
   exit: ExitEvent
+  storm: StormEvent
   reinit: ReinitEvent
 }
 export type AnyEvent = EventMap[keyof EventMap]
@@ -428,6 +503,7 @@ export declare const EVENTS: Readonly<{
   STOP: 'stop'
   DRAIN: 'drain'
   EXIT: 'exit'
+  STORM: 'storm'
   REINIT: 'reinit'
 }>
 

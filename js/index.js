@@ -26,6 +26,7 @@ const EVENTS = Object.freeze({
   STOP: 'stop',
   DRAIN: 'drain',
   EXIT: 'exit',
+  STORM: 'storm',
   REINIT: 'reinit'
 })
 
@@ -126,6 +127,60 @@ function normalizeOptions (options) {
     }
   }
   return normalized
+}
+
+// The `fleet` option's fields and the settings they become (FLEET_* in the native table).
+const FLEET_FIELDS = Object.freeze({
+  name: 'fleetName',
+  maxConcurrent: 'fleetMaxConcurrent',
+  gap: 'fleetGap',
+  leaseTtl: 'fleetLeaseTtl',
+  timeout: 'fleetTimeout',
+  heartbeat: 'fleetHeartbeat',
+  storm: 'fleetStorm',
+  stormGap: 'fleetStormGap',
+  host: 'fleetHost'
+})
+
+/**
+ * Splits the `fleet` option off: its Redis client stays in JS, its other fields become
+ * FLEET_* settings for the native parser. `fleet`: the option (`false`: no fleet even if
+ * SELF_RECYCLE_FLEET_REDIS is set), or undefined.
+ */
+function splitFleet (options) {
+  if (options === null || typeof options !== 'object' || Array.isArray(options) || !('fleet' in options)) return { options, fleet: undefined }
+  const { fleet, ...rest } = options
+  if (fleet === undefined) return { options: rest, fleet: undefined }
+  if (fleet === false || fleet === null) return { options: rest, fleet: false }
+  const accepts = `an object { redis, ${Object.keys(FLEET_FIELDS).join(', ')} }, or false`
+  if (typeof fleet !== 'object' || Array.isArray(fleet)) {
+    throw optionError(`option fleet=${String(fleet)} is not valid: expected ${accepts}`, 'option fleet', String(fleet), accepts)
+  }
+  for (const key of Object.keys(fleet)) {
+    if (key === 'redis' || fleet[key] === undefined) continue
+    const field = FLEET_FIELDS[key]
+    if (!field) throw optionError(`option fleet.${key} is not a fleet option: expected one of redis, ${Object.keys(FLEET_FIELDS).join(', ')}`, `option fleet.${key}`, String(fleet[key]), accepts)
+    const value = fleet[key]
+    rest[field] = key === 'storm' && value !== null && typeof value === 'object' ? `${value.recycles}/${value.window}` : value
+  }
+  const fromEnv = (process.env[`${ENV_PREFIX}FLEET_REDIS`] ?? '').trim() !== '' || rest.fleetRedis !== undefined
+  if ((fleet.redis === undefined || fleet.redis === null) && !fromEnv) {
+    const what = 'an ioredis client (the one the app uses), a redis:// URL, ioredis options, or a function or promise of a client'
+    throw optionError(`option fleet.redis is missing: expected ${what}`, 'option fleet.redis', String(fleet.redis), what)
+  }
+  return { options: rest, fleet }
+}
+
+/** Native errors name `option fleetGap`; the user wrote `fleet.gap`. */
+function fleetOptionName (error) {
+  const match = /^option fleet([A-Z]\w*)$/.exec(error?.variable ?? '')
+  if (!match) return error
+  const key = Object.keys(FLEET_FIELDS).find((k) => FLEET_FIELDS[k] === `fleet${match[1]}`)
+  if (!key) return error
+  const renamed = `option fleet.${key}`
+  error.message = error.message.split(error.variable).join(renamed)
+  error.variable = renamed
+  return error
 }
 
 /**
@@ -264,7 +319,9 @@ class Recycler extends EventEmitter {
 
   _start (options) {
     const state = this[kState]
-    const normalized = clusterStagger(normalizeOptions(options))
+    const { options: rest, fleet } = splitFleet(options)
+    const normalized = clusterStagger(normalizeOptions(rest))
+    const fleetOn = fleet !== false && (fleet !== undefined || normalized.fleetRedis !== undefined || (process.env[`${ENV_PREFIX}FLEET_REDIS`] ?? '').trim() !== '')
     const forceJsHeapProbe = process.env.SELF_RECYCLE_TEST_FORCE_JS_HEAP_PROBE === '1'
     let native
     try {
@@ -279,6 +336,7 @@ class Recycler extends EventEmitter {
           // Linux: the addon asks the OS; elsewhere worker_threads says (it costs ~0.8 ms).
           mainThread: process.platform === 'linux' ? undefined : require('node:worker_threads').isMainThread,
           forceJsHeapProbe,
+          fleet: fleetOn,
           versions: { node: process.version, v8: process.versions.v8, platform: process.platform, arch: process.arch },
           startedEpochMs: Date.now(),
           nodeOwnsNearHeapLimit: [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]
@@ -289,7 +347,7 @@ class Recycler extends EventEmitter {
         (event) => this._receive(event)
       )
     } catch (error) {
-      if (error?.code === 'ERR_SELF_RECYCLE_CONFIG') throw new SelfRecycleConfigError(error)
+      if (error?.code === 'ERR_SELF_RECYCLE_CONFIG') throw fleetOptionName(new SelfRecycleConfigError(error))
       throw error
     }
     state.options = JSON.stringify(normalized)
@@ -324,9 +382,25 @@ class Recycler extends EventEmitter {
     state.onExit = () => native.shutDown()
     process.on('exit', state.onExit)
     if (startEvent.config.signals) this._installSignalHandlers()
+    state.fleet = null
+    if (fleetOn) this._startFleet(fleet, normalized)
     // Deferred so listeners attached right after start() see it.
     process.nextTick(() => this._emitEvent(startEvent))
     return this
+  }
+
+  /** The fleet client (js/fleet.js, loaded only here): leases, heartbeat, history. */
+  _startFleet (fleet, normalized) {
+    const state = this[kState]
+    const { Fleet } = require('./fleet.js')
+    const redis = fleet?.redis ?? normalized.fleetRedis ?? process.env[`${ENV_PREFIX}FLEET_REDIS`].trim()
+    state.fleet = new Fleet({
+      settings: state.config,
+      redis,
+      recycler: this,
+      native: () => this[kNative],
+      version: require('../package.json').version
+    }).start()
   }
 
   /**
@@ -392,6 +466,12 @@ class Recycler extends EventEmitter {
 
   _receive (event) {
     if (event === null || typeof event !== 'object') return // a liveness ping, answered natively
+    if (event.fleetAsk) {
+      // A recycle is due and asks the fleet for a lease (not an event).
+      if (this[kState].fleet) this[kState].fleet.ask()
+      else this[kNative]?.fleetAnswer('unavailable', 'no fleet client')
+      return
+    }
     if (event.event === EVENTS.SAMPLE) this[kNative]?.sampleConsumed()
     // READY=baseline: PM2's wait_ready (and a cluster primary) hear it once the baseline passes.
     if (event.event === EVENTS.BASELINE && event.ready && this[kState].config?.ready === 'baseline' && typeof process.send === 'function') {
@@ -399,6 +479,7 @@ class Recycler extends EventEmitter {
     }
     if (event.event === EVENTS.BASELINE) this._profiler()?.takeBaseline()
     if (event.event === EVENTS.LEAK || event.event === EVENTS.RECYCLE) this._attachSites(event)
+    if (event.event === EVENTS.RECYCLE) this[kState].fleet?.onRecycle(event)
     if (event.event === EVENTS.RECYCLE && !event.dryRun) {
       this._emitEvent(event)
       this._drain(event)
@@ -542,6 +623,8 @@ class Recycler extends EventEmitter {
     await disconnectFromPrimary(Math.min(2000, Math.max(0, deadline - Date.now())))
     const exit = native.finish(drained, snapshot ?? null)
     if (exit) this._emitEvent(exit)
+    // The fleet hears of the exit and gets its lease back; Redis gets at most a second.
+    await state.fleet?.close(exit, Math.min(1000, state.config.fleetTimeoutMs))
     native.shutDown()
     const code = exit?.code ?? state.config.exitCode
     process.exitCode = code
@@ -675,6 +758,8 @@ class Recycler extends EventEmitter {
     for (const [name, handler] of state.signalHandlers ?? []) process.removeListener(name, handler)
     state.signalHandlers = null
     process.removeListener('exit', state.onExit)
+    state.fleet?.stop()
+    state.fleet = null
     this[kNative] = null
     return true
   }
@@ -687,7 +772,7 @@ class Recycler extends EventEmitter {
 function start (options) {
   let recycler = globalThis[SINGLETON]
   if (recycler && (recycler.running || recycler.config?.disabled)) {
-    const asked = JSON.stringify(normalizeOptions(options))
+    const asked = JSON.stringify(normalizeOptions(splitFleet(options).options))
     if (options !== undefined && asked !== recycler[kState].options) {
       process.emitWarning('self-recycle: start() was called again with other options; the recycler already runs with the options of the first call', { code: 'SELF_RECYCLE_ALREADY_STARTED' })
     }

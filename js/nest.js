@@ -19,7 +19,7 @@ function requirePeer (name, what) {
 }
 
 const { Module, Injectable, Inject, Logger } = requirePeer('@nestjs/common', 'self-recycle/nest')
-const { DiscoveryModule, DiscoveryService } = requirePeer('@nestjs/core', 'self-recycle/nest')
+const { DiscoveryModule, DiscoveryService, ModuleRef } = requirePeer('@nestjs/core', 'self-recycle/nest')
 
 /** Injection token of the running recycler (the object `start()` returns). */
 const SELF_RECYCLE = 'SELF_RECYCLE'
@@ -158,6 +158,37 @@ Inject(SELF_RECYCLE)(SelfRecycleService, undefined, 0)
 Inject(SELF_RECYCLE_NEST_OPTIONS)(SelfRecycleService, undefined, 1)
 Inject(DiscoveryService)(SelfRecycleService, undefined, 2)
 
+/** @nestjs/bullmq's shared config (`BullModule.forRoot`), under its default key. */
+const BULLMQ_SHARED_CONFIG = 'BULLMQ_CONFIG(default)'
+
+/**
+ * `fleet` without `redis` (and no SELF_RECYCLE_FLEET_REDIS): the connection
+ * `BullModule.forRoot({ connection })` gave @nestjs/bullmq, an ioredis client as it is or
+ * the same connection options. Resolved when the recycler starts.
+ */
+function withBullmqFleet (options, moduleRef) {
+  const fleet = options?.fleet
+  if (!fleet || typeof fleet !== 'object' || fleet.redis !== undefined) return options
+  if ((process.env.SELF_RECYCLE_FLEET_REDIS ?? '').trim() !== '') return options
+  const connection = () => {
+    try {
+      return moduleRef.get(BULLMQ_SHARED_CONFIG, { strict: false })?.connection
+    } catch {
+      return undefined
+    }
+  }
+  // BullModule.forRootAsync resolves its config later than this provider may: wait for it.
+  const redis = connection() ?? (async () => {
+    for (let i = 0; i < 50; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      const found = connection()
+      if (found) return found
+    }
+    throw new Error('fleet has no redis, and no BullModule.forRoot({ connection }) was found to take it from: give fleet.redis or SELF_RECYCLE_FLEET_REDIS')
+  })
+  return { ...options, fleet: { ...fleet, redis } }
+}
+
 /** The module's providers once the options provider is known. */
 function moduleOf (optionsProvider, nestOptions, imports = []) {
   return {
@@ -167,7 +198,7 @@ function moduleOf (optionsProvider, nestOptions, imports = []) {
     providers: [
       optionsProvider,
       { provide: SELF_RECYCLE_NEST_OPTIONS, useValue: nestOptions },
-      { provide: SELF_RECYCLE, useFactory: (opts) => recycle.start(opts), inject: [SELF_RECYCLE_OPTIONS] },
+      { provide: SELF_RECYCLE, useFactory: (opts, moduleRef) => recycle.start(withBullmqFleet(opts, moduleRef)), inject: [SELF_RECYCLE_OPTIONS, ModuleRef] },
       SelfRecycleService
     ],
     exports: [SELF_RECYCLE, SelfRecycleService]

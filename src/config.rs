@@ -216,6 +216,55 @@ settings! {
     STAGGER_MAX_WAIT => stagger_max_wait_ms: u64 = 600_000,
         parse |t| duration_at_least(t, 1000, "1s"),
         show "staggerMaxWaitMs" |c, _| json!(c.stagger_max_wait_ms);
+    /// The fleet's Redis, for apps that set the fleet up from env alone (the `fleet` option
+    /// takes the app's ioredis client instead). Shown without its password.
+    FLEET_REDIS => fleet_redis: Option<String> = None,
+        parse redis_url,
+        show "fleetRedis" |c, _| json!(c.fleet_redis.as_deref().map(redact_url));
+    /// The fleet's name: workers with the same name (and Redis) coordinate recycles.
+    FLEET_NAME => fleet_name: String = "default".to_string(),
+        parse fleet_name,
+        show "fleetName" |c, _| json!(c.fleet_name);
+    /// The host name a worker gives in the fleet's status and history (default: the OS's).
+    FLEET_HOST => fleet_host: Option<String> = None,
+        parse |t| match t.trim() {
+            h if (1..=255).contains(&h.len()) && !h.chars().any(|c| c.is_whitespace() || c.is_control()) => Ok(Some(h.to_string())),
+            _ => Err("a host name of 1 to 255 characters without spaces".to_string()),
+        },
+        show "fleetHost" |c, _| json!(c.fleet_host);
+    /// How many workers of the fleet may drain at once.
+    FLEET_MAX_CONCURRENT => fleet_max_concurrent: u64 = 1,
+        parse |t| whole(t, 1, 10_000, "workers"),
+        show "fleetMaxConcurrent" |c, _| json!(c.fleet_max_concurrent);
+    /// After a fleet lease is released (and between two grants) no lease is granted for this long.
+    FLEET_GAP => fleet_gap_ms: u64 = 5_000,
+        parse duration,
+        show "fleetGapMs" |c, _| json!(c.fleet_gap_ms);
+    /// A lease not renewed for this long is free again (its holder died); renewed every
+    /// third of it while draining.
+    FLEET_LEASE_TTL => fleet_lease_ttl_ms: u64 = 15_000,
+        parse |t| duration_at_least(t, 1000, "1s"),
+        show "fleetLeaseTtlMs" |c, _| json!(c.fleet_lease_ttl_ms);
+    /// A Redis command slower than this counts as Redis unavailable: the recycle goes
+    /// ahead with the local rules.
+    FLEET_TIMEOUT => fleet_timeout_ms: u64 = 1_000,
+        parse |t| match units::parse_duration_ms(t) {
+            Ok(ms) if (50..=60_000).contains(&ms) => Ok(ms),
+            _ => Err(format!("{}, from 50ms to 60s", units::DURATION_ACCEPTS)),
+        },
+        show "fleetTimeoutMs" |c, _| json!(c.fleet_timeout_ms);
+    /// How often a worker writes its heartbeat (it expires after three of these).
+    FLEET_HEARTBEAT => fleet_heartbeat_ms: u64 = 5_000,
+        parse |t| duration_at_least(t, 500, "500ms"),
+        show "fleetHeartbeatMs" |c, _| json!(c.fleet_heartbeat_ms);
+    /// More than N recycles fleet-wide within a window emits `storm`: `N/window`, or off.
+    FLEET_STORM => fleet_storm: Option<(u64, u64)> = Some((20, 600_000)),
+        parse |t| optional(t, storm_rule),
+        show "fleetStorm" |c, _| json!(c.fleet_storm.map(|(count, window)| json!({ "recycles": count, "windowMs": window })));
+    /// The fleet gap while a storm lasts (wider, to slow a fleet that recycles too often).
+    FLEET_STORM_GAP => fleet_storm_gap_ms: Option<u64> = None,
+        parse |t| optional(t, duration),
+        show "fleetStormGapMs" |c, _| json!(c.fleet_storm_gap_ms);
     /// Keep a small JSON status here (state, figures, baseline, last events), rewritten
     /// atomically every 2 s, for `self-recycle status|check` and deploy pre-flights.
     STATUS_FILE => status_file: Option<String> = None,
@@ -508,6 +557,64 @@ fn directory(text: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// A `redis://` or `rediss://` URL.
+fn redis_url(text: &str) -> Result<Option<String>, String> {
+    let trimmed = text.trim();
+    if is_off(trimmed) {
+        return Ok(None);
+    }
+    let rest = trimmed
+        .strip_prefix("redis://")
+        .or_else(|| trimmed.strip_prefix("rediss://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !trimmed.chars().any(char::is_whitespace) => {
+            Ok(Some(trimmed.to_string()))
+        }
+        _ => Err("a redis:// or rediss:// URL (redis://host:6379/0), or off".to_string()),
+    }
+}
+
+/// The URL without its password (`redis://user:***@host`), for events and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// A fleet name: 1 to 64 letters, digits, `.`, `_`, `-`.
+fn fleet_name(text: &str) -> Result<String, String> {
+    let trimmed = text.trim();
+    if (1..=64).contains(&trimmed.len())
+        && trimmed
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Ok(trimmed.to_string())
+    } else {
+        Err("1 to 64 letters, digits, '.', '_' or '-'".to_string())
+    }
+}
+
+/// `N/window`: more than N recycles within the window (`20/10m`).
+fn storm_rule(text: &str) -> Result<(u64, u64), String> {
+    const ACCEPTS: &str =
+        "N/window: more than N recycles (1-100000) within a window of 1s to 24h, such as 20/10m";
+    let (count, window) = text.trim().split_once('/').ok_or(ACCEPTS)?;
+    let count = whole(count, 1, 100_000, "recycles").map_err(|_| ACCEPTS)?;
+    match units::parse_duration_ms(window) {
+        Ok(ms) if (1000..=86_400_000).contains(&ms) => Ok((count, ms)),
+        _ => Err(ACCEPTS.to_string()),
+    }
+}
+
 /// What the machine and the runtime say, for the defaults that depend on them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Machine {
@@ -603,6 +710,52 @@ fn scaled(bytes: u64, share: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_settings_parse_and_hide_the_password() {
+        let config = parse_env(&[
+            ("FLEET_REDIS", "redis://worker:s3cret@redis:6379/2"),
+            ("FLEET_NAME", "invoices.workers-2"),
+            ("FLEET_STORM", "30/15m"),
+            ("FLEET_STORM_GAP", "1m"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.fleet_redis.as_deref(),
+            Some("redis://worker:s3cret@redis:6379/2")
+        );
+        assert_eq!(config.fleet_storm, Some((30, 900_000)));
+        assert_eq!(config.fleet_storm_gap_ms, Some(60_000));
+        assert_eq!(
+            redact_url("redis://worker:s3cret@redis:6379/2"),
+            "redis://worker:***@redis:6379/2"
+        );
+        assert_eq!(redact_url("rediss://:p@ss@host/0"), "rediss://:***@host/0");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            parse_env(&[("FLEET_STORM", "off")])
+                .expect("off")
+                .fleet_storm,
+            None
+        );
+        for (variable, value) in [
+            ("FLEET_REDIS", "http://redis"),
+            ("FLEET_REDIS", "redis://"),
+            ("FLEET_REDIS", "redis://a b"),
+            ("FLEET_NAME", "a/b"),
+            ("FLEET_NAME", &"x".repeat(65)),
+            ("FLEET_MAX_CONCURRENT", "0"),
+            ("FLEET_LEASE_TTL", "500ms"),
+            ("FLEET_TIMEOUT", "10ms"),
+            ("FLEET_STORM", "20"),
+            ("FLEET_STORM", "0/10m"),
+            ("FLEET_STORM", "20/10ms"),
+            ("FLEET_HOST", "a b"),
+        ] {
+            let error = parse_env(&[(variable, value)]).expect_err(value);
+            assert!(error.variable.ends_with(variable), "{error:?}");
+        }
+    }
     use proptest::prelude::*;
 
     const MIB: u64 = 1 << 20;

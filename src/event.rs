@@ -54,6 +54,8 @@ pub enum Event {
     },
     Drain(Drain),
     Exit(Box<Exit>),
+    /// More recycles fleet-wide than `FLEET_STORM` allows within its window.
+    Storm(Box<Storm>),
     Reinit {
         key: String,
         attempts: u64,
@@ -64,6 +66,66 @@ pub enum Event {
         call_site: String,
         stack: String,
     },
+}
+
+/// A recycle storm seen in the fleet's history: counts by reason and by host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Storm {
+    pub fleet: String,
+    pub recycles: u64,
+    pub threshold: u64,
+    pub window_ms: u64,
+    pub reasons: Map<String, Value>,
+    pub hosts: Map<String, Value>,
+    /// Median uptime of the workers when they recycled: short means limits too tight for
+    /// the app (a misconfiguration), long means memory that grows (a leak).
+    pub median_uptime_ms: Option<u64>,
+    /// The fleet gap while the storm lasts, when FLEET_STORM_GAP widens it.
+    pub gap_ms: Option<u64>,
+}
+
+impl Storm {
+    fn msg(&self) -> String {
+        let count = |map: &Map<String, Value>| {
+            let mut pairs: Vec<(String, u64)> = map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect();
+            pairs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            pairs
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut msg = format!(
+            "recycle storm in fleet {}: {} recycles in {} (more than {}); reasons: {}; on {} host(s)",
+            self.fleet,
+            self.recycles,
+            format_duration(self.window_ms),
+            self.threshold,
+            count(&self.reasons),
+            self.hosts.len()
+        );
+        if let Some(uptime) = self.median_uptime_ms {
+            let hint = if uptime < 300_000 {
+                "limits too tight for the app? (a misconfiguration recycles soon after start)"
+            } else {
+                "memory that grows over time (a leak) in many workers at once"
+            };
+            msg.push_str(&format!(
+                "; median uptime at recycle {}: {hint}",
+                format_duration(uptime)
+            ));
+        }
+        if let Some(gap) = self.gap_ms {
+            msg.push_str(&format!(
+                "; fleet gap widened to {} while it lasts",
+                format_duration(gap)
+            ));
+        }
+        msg
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +176,8 @@ pub struct Recycle {
     pub detail: Option<String>,
     /// How the sibling queue admitted it (`granted`, `bypass: ...`), and after how long.
     pub stagger: Option<(String, u64)>,
+    /// The fleet's admission: (`granted`, `unavailable`, `timeout` or `bypass`, why, ms waited).
+    pub fleet: Option<(String, Option<String>, u64)>,
     /// Headroom granted by the near-heap-limit rescue.
     pub headroom: Option<u64>,
     /// The heap limit V8 started with, for near-heap-limit recycles.
@@ -136,6 +200,7 @@ impl Recycle {
             ceiling: false,
             detail: None,
             stagger: None,
+            fleet: None,
             headroom: None,
             initial_limit: None,
             exiting: None,
@@ -323,6 +388,7 @@ impl Event {
             Event::Stop { .. } => "stop",
             Event::Drain(_) => "drain",
             Event::Exit(_) => "exit",
+            Event::Storm(_) => "storm",
             Event::Reinit { .. } => "reinit",
         }
     }
@@ -469,6 +535,7 @@ impl Event {
                 }
             },
             Event::Exit(exit) => exit.msg(),
+            Event::Storm(storm) => storm.msg(),
             Event::Reinit {
                 key,
                 attempts,
@@ -556,6 +623,13 @@ impl Event {
                     put("stagger", json!(admission));
                     put("staggerWaitMs", json!(waited_ms));
                 }
+                if let Some((admission, why, waited_ms)) = &recycle.fleet {
+                    put("fleet", json!(admission));
+                    if let Some(why) = why {
+                        put("fleetWhy", json!(why));
+                    }
+                    put("fleetWaitMs", json!(waited_ms));
+                }
                 if let Some(headroom) = recycle.headroom {
                     put("headroom", json!(headroom));
                 }
@@ -623,6 +697,16 @@ impl Event {
                 if let Some(snapshot) = &exit.heap_snapshot {
                     put("heapSnapshot", snapshot.clone());
                 }
+            }
+            Event::Storm(storm) => {
+                put("fleet", json!(storm.fleet));
+                put("recycles", json!(storm.recycles));
+                put("threshold", json!(storm.threshold));
+                put("windowMs", json!(storm.window_ms));
+                put("reasons", Value::Object(storm.reasons.clone()));
+                put("hosts", Value::Object(storm.hosts.clone()));
+                put("medianUptimeMs", json!(storm.median_uptime_ms));
+                put("gapMs", json!(storm.gap_ms));
             }
             Event::Reinit {
                 key,

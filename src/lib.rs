@@ -5,6 +5,7 @@
 
 mod config;
 mod event;
+mod fleet;
 mod guard;
 mod liveness;
 mod monitor;
@@ -83,6 +84,21 @@ pub fn native_heap_probe_refusal(memory: MemoryUsageInput) -> Option<String> {
         .err()
 }
 
+/// What js/fleet.js counted in the fleet's recent recycles.
+#[napi(object)]
+pub struct StormInput {
+    pub fleet: String,
+    pub recycles: f64,
+    pub threshold: f64,
+    pub window_ms: f64,
+    /// `{ reason: count }`
+    pub reasons: Value,
+    /// `{ host: count }`
+    pub hosts: Value,
+    pub median_uptime_ms: Option<f64>,
+    pub gap_ms: Option<f64>,
+}
+
 #[napi(object)]
 pub struct StartInput {
     /// `SELF_RECYCLE_*` variables, without the prefix.
@@ -103,6 +119,9 @@ pub struct StartInput {
     pub main_thread: Option<bool>,
     /// Skip the native V8 probe (tests of the fallback, odd runtimes).
     pub force_js_heap_probe: bool,
+    /// A fleet client runs in JS (`fleet` option or FLEET_REDIS): automatic recycles ask
+    /// it for a lease first.
+    pub fleet: Option<bool>,
     /// Node runs with `--heapsnapshot-near-heap-limit`: its callback must stay in place.
     pub node_owns_near_heap_limit: bool,
     /// Node writes a diagnostic report on fatal errors (`--report-on-fatalerror`): its
@@ -463,6 +482,7 @@ impl NativeRecycler {
             liveness,
             notifier,
             jitter_unit: random_unit(),
+            fleet: input.fleet.unwrap_or(false),
         }));
         monitor.notify_ready();
         let (profile_status, profiling) = start_heap_profiler(&monitor, &input, main_thread);
@@ -549,6 +569,24 @@ impl NativeRecycler {
     #[napi(catch_unwind)]
     pub fn stagger_listening(&self) -> Result<bool> {
         self.monitor()?.stagger_listening().map_err(invalid)
+    }
+
+    /// The fleet client's answer to a lease ask: `granted`, `wait` or `unavailable`, with
+    /// why. Returns whether a recycle was waiting for it.
+    #[napi(catch_unwind)]
+    pub fn fleet_answer(&self, status: String, why: Option<String>) -> Result<bool> {
+        let why = why.unwrap_or_default();
+        let answer = match status.as_str() {
+            "granted" => fleet::FleetAnswer::Granted,
+            "wait" => fleet::FleetAnswer::Wait(why),
+            "unavailable" => fleet::FleetAnswer::Unavailable(why),
+            other => {
+                return Err(invalid(format!(
+                    "fleetAnswer: {other:?} is not granted, wait or unavailable"
+                )))
+            }
+        };
+        Ok(self.monitor()?.fleet_answer(answer))
     }
 
     /// How allocation sites are profiled, for `probes.profile`.
@@ -680,6 +718,26 @@ impl NativeRecycler {
             .monitor()?
             .report_path()
             .map(|p| p.display().to_string()))
+    }
+
+    /// The `storm` event, from what the fleet's history says (js/fleet.js counts it).
+    #[napi(catch_unwind)]
+    pub fn storm_event(&self, storm: StormInput) -> Result<Map<String, Value>> {
+        let object = |value: Value| match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        let monitor = self.monitor()?;
+        Ok(monitor.render(&event::Event::Storm(Box::new(event::Storm {
+            fleet: storm.fleet,
+            recycles: to_bytes(storm.recycles),
+            threshold: to_bytes(storm.threshold),
+            window_ms: to_bytes(storm.window_ms),
+            reasons: object(storm.reasons),
+            hosts: object(storm.hosts),
+            median_uptime_ms: storm.median_uptime_ms.map(to_bytes),
+            gap_ms: storm.gap_ms.map(to_bytes),
+        }))))
     }
 
     #[napi(catch_unwind)]

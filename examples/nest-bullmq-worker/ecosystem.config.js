@@ -16,7 +16,8 @@ module.exports = {
       SELF_RECYCLE_MIN_UPTIME: '3s',
       SELF_RECYCLE_INTERVAL: '250ms',
       SELF_RECYCLE_STRIKES: '2',
-      SELF_RECYCLE_SIGNALS: 'on'
+      SELF_RECYCLE_SIGNALS: 'on',
+      SELF_RECYCLE_FLEET_GAP: '1s'
     }
   }]
 }

@@ -11,7 +11,9 @@ const queueName = process.env.QUEUE_NAME || 'jobs'
 class WorkerModule {}
 Module({
   imports: [
-    SelfRecycleModule.forRoot(), // limits come from SELF_RECYCLE_* (see supervisor.conf)
+    // Limits come from SELF_RECYCLE_* (see supervisor.conf). The fleet: workers of this queue
+    // on every host drain one at a time, coordinated in the Redis BullModule already uses.
+    SelfRecycleModule.forRoot({ fleet: { name: `${queueName}-workers` } }),
     BullModule.forRoot({ connection }),
     BullModule.registerQueue({ name: queueName })
   ],

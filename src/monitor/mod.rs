@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{self, Config, Machine};
 use crate::event::{self, DrainPhase, Envelope, Event, Exit, ExitCause, Recycle};
+use crate::fleet::{FleetAdmission, FleetAnswer, FleetGate};
 use crate::liveness::Liveness;
 use crate::near_heap::NearHeapHandler;
 use crate::notify::{self, Notifier};
@@ -69,6 +70,8 @@ pub struct MonitorSetup {
     pub notifier: Option<Notifier>,
     /// A random number in [0, 1) for the jitter of this process's limits.
     pub jitter_unit: f64,
+    /// A fleet client runs in JS: automatic recycles ask it for a lease first.
+    pub fleet: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -105,6 +108,7 @@ pub struct Monitor {
     liveness: Arc<Liveness>,
     notifier: Option<Notifier>,
     stagger: Option<Stagger>,
+    fleet: Option<FleetGate>,
     /// `on`, or why the near-heap-limit callback is not installed.
     near_heap_status: Mutex<String>,
     /// `on`, or why V8's OOM handler is not ours.
@@ -134,6 +138,7 @@ impl Monitor {
             .stagger_dir
             .as_deref()
             .map(|dir| Stagger::new(dir, config.stagger_gap_ms));
+        let fleet = setup.fleet.then(|| FleetGate::new(config.fleet_timeout_ms));
         let mut ring = SampleRing::new(RING_CAPACITY);
         ring.push(setup.source.take(0, &Sample::default()));
         Monitor {
@@ -160,6 +165,7 @@ impl Monitor {
             liveness: setup.liveness,
             notifier: setup.notifier,
             stagger,
+            fleet,
             near_heap_status: Mutex::new("off".to_string()),
             oom_status: Mutex::new("off".to_string()),
             profile_status: Mutex::new("off".to_string()),
@@ -516,11 +522,14 @@ impl Monitor {
         }
     }
 
-    /// Automatic recycles queue behind siblings when `STAGGER_DIR` is set; the hard
-    /// ceiling, and a value far over its limit, skip the queue, so no worker waits its way
-    /// into an OOM.
-    fn request_recycle(&self, recycle: Recycle) {
-        if self.stagger.is_none() || recycle.ceiling {
+    /// Automatic recycles queue behind the fleet (a lease in Redis, taken by JS) and
+    /// siblings (`STAGGER_DIR`); the hard ceiling, and a value far over its limit, skip
+    /// both, so no worker waits its way into an OOM.
+    fn request_recycle(&self, mut recycle: Recycle) {
+        if recycle.ceiling && self.fleet.is_some() {
+            recycle.fleet = Some(("bypass".into(), Some("the hard ceiling".into()), 0));
+        }
+        if (self.stagger.is_none() && self.fleet.is_none()) || recycle.ceiling {
             self.trigger(recycle, true);
             return;
         }
@@ -533,9 +542,25 @@ impl Monitor {
         self.admit_pending(None);
     }
 
-    /// Tries the queued recycle again (each tick), with the latest value of its gauge.
+    /// The fleet client's answer; the next tick acts on it (woken now).
+    pub fn fleet_answer(&self, answer: FleetAnswer) -> bool {
+        let Some(gate) = &self.fleet else {
+            return false;
+        };
+        let final_answer = !matches!(answer, FleetAnswer::Wait(_));
+        let taken = gate.answer(answer, Instant::now());
+        if taken && final_answer {
+            self.admit_pending(None);
+        }
+        taken
+    }
+
+    /// Tries the queued recycle again (each tick), with the latest value of its gauge:
+    /// first the fleet, then (unless the fleet granted it) the sibling queue.
     fn admit_pending(&self, sample: Option<&Sample>) {
-        let Some(stagger) = &self.stagger else { return };
+        if self.stagger.is_none() && self.fleet.is_none() {
+            return;
+        }
         let mut sampling = self.sampling.lock();
         let rss = sample.map(|s| sampling.policy.rss_value(s));
         let Some((recycle, since)) = sampling.pending.as_mut() else {
@@ -553,24 +578,58 @@ impl Monitor {
         let over_ceiling = recycle.reason.is_bytes()
             && recycle.value as f64 >= recycle.limit as f64 * STAGGER_CEILING;
         let waited_ms = since.elapsed().as_millis() as u64;
-        let admission = if over_ceiling {
-            "bypass: over the ceiling".to_string()
-        } else {
-            match stagger.try_admit() {
-                Admission::Granted => "granted".to_string(),
-                Admission::Unavailable(why) => format!("unavailable: {why}"),
-                // Nobody may hold a recycle back for good, not even a hostile lock holder.
-                Admission::Wait(why) if waited_ms >= self.config.stagger_max_wait_ms => {
-                    format!("timeout: waited {waited_ms} ms ({why})")
+        let max_wait = self.config.stagger_max_wait_ms;
+        let mut go_local = true;
+        if let (Some(gate), None) = (&self.fleet, &recycle.fleet) {
+            let outcome = if over_ceiling {
+                gate.reset();
+                ("bypass", Some("over the ceiling".to_string()))
+            } else {
+                match gate.poll(Instant::now()) {
+                    FleetAdmission::Ask => {
+                        let ask = fleet_ask(recycle);
+                        drop(sampling);
+                        if !self.sink.deliver(ask) {
+                            self.fleet_answer(FleetAnswer::Unavailable(
+                                "JS can no longer receive".into(),
+                            ));
+                        }
+                        return;
+                    }
+                    // Nobody may hold a recycle back for good, not even a stuck fleet.
+                    FleetAdmission::Wait(why) if waited_ms >= max_wait => {
+                        gate.reset();
+                        ("timeout", Some(format!("waited {waited_ms} ms ({why})")))
+                    }
+                    FleetAdmission::Wait(_) => return,
+                    FleetAdmission::Granted => ("granted", None),
+                    FleetAdmission::Unavailable(why) => ("unavailable", Some(why)),
                 }
-                Admission::Wait(_) => return,
-            }
-        };
-        let Some((mut recycle, _)) = sampling.pending.take() else {
+            };
+            // Only a fleet that cannot be used falls back to the sibling queue.
+            go_local = outcome.0 == "unavailable";
+            recycle.fleet = Some((outcome.0.to_string(), outcome.1, waited_ms));
+        }
+        if let (Some(stagger), true) = (&self.stagger, go_local) {
+            let admission = if over_ceiling {
+                "bypass: over the ceiling".to_string()
+            } else {
+                match stagger.try_admit() {
+                    Admission::Granted => "granted".to_string(),
+                    Admission::Unavailable(why) => format!("unavailable: {why}"),
+                    // Nobody may hold a recycle back for good, not even a hostile lock holder.
+                    Admission::Wait(why) if waited_ms >= max_wait => {
+                        format!("timeout: waited {waited_ms} ms ({why})")
+                    }
+                    Admission::Wait(_) => return,
+                }
+            };
+            recycle.stagger = Some((admission, waited_ms));
+        }
+        let Some((recycle, _)) = sampling.pending.take() else {
             return;
         };
         drop(sampling);
-        recycle.stagger = Some((admission, waited_ms));
         self.trigger(recycle, true);
     }
 
@@ -819,4 +878,12 @@ impl NearHeapHandler for Monitor {
             }
         }
     }
+}
+
+/// What JS hears when a recycle asks the fleet for a lease (not an event: no `event` key).
+fn fleet_ask(recycle: &Recycle) -> Map<String, Value> {
+    let mut ask = Map::new();
+    ask.insert("fleetAsk".into(), Value::Bool(true));
+    ask.insert("reason".into(), serde_json::json!(recycle.reason.as_str()));
+    ask
 }

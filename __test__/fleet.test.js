@@ -1,0 +1,285 @@
+'use strict'
+// Fleet-wide staggering on a real Redis: leases, gap, a dead holder, Redis going away and
+// coming back, the storm guard and `self-recycle fleet`.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const path = require('node:path')
+const crypto = require('node:crypto')
+const { spawn, execFile } = require('node:child_process')
+const IORedis = require('ioredis')
+const { cleanEnv, parseEvents, FIXTURES } = require('./processes')
+const { startRedis } = require('./redis')
+
+const CLI = path.join(__dirname, '..', 'js', 'cli.js')
+
+function worker (env) {
+  const child = spawn(process.execPath, [path.join(FIXTURES, 'fleet-worker.js')], {
+    env: cleanEnv({
+      SELF_RECYCLE_INTERVAL: '50ms',
+      SELF_RECYCLE_MIN_UPTIME: '0',
+      SELF_RECYCLE_WARMUP: '0',
+      SELF_RECYCLE_JITTER: '0%',
+      SELF_RECYCLE_STRIKES: '1',
+      SELF_RECYCLE_LOG: 'json',
+      ...env
+    }),
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  let stderr = ''
+  const waiters = []
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk
+    for (const waiter of waiters.splice(0)) waiter()
+  })
+  child.stderr.on('data', (chunk) => { stderr += chunk })
+  const done = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, events: parseEvents(stderr), pid: child.pid })))
+  const until = async (marker, timeoutMs = 30000) => {
+    const deadline = Date.now() + timeoutMs
+    while (!stdout.includes(marker)) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no ${marker} from ${child.pid}: ${stdout}\n${stderr}`)
+      await new Promise((resolve) => { waiters.push(resolve); setTimeout(resolve, 100) })
+    }
+  }
+  return { child, done, until }
+}
+
+const fleetName = () => `t-${crypto.randomBytes(4).toString('hex')}`
+
+/** The fleet's stream: [{ event, host, pid, time, ... }] oldest first. */
+async function history (client, name) {
+  const entries = await client.xrange(`self-recycle:{${name}}:events`, '-', '+')
+  return entries.map(([, fields]) => JSON.parse(fields[fields.indexOf('data') + 1]))
+}
+
+/** Drains from the stream: [start, end] per pid (recycle event to exit event). */
+function drains (events) {
+  const byPid = new Map()
+  for (const event of events) {
+    const entry = byPid.get(event.pid) ?? {}
+    if (event.event === 'recycle') entry.start = Date.parse(event.time)
+    if (event.event === 'exit') entry.end = Date.parse(event.time)
+    byPid.set(event.pid, entry)
+  }
+  return [...byPid.values()].filter((d) => d.start && d.end).sort((a, b) => a.start - b.start)
+}
+
+function maxOverlap (intervals) {
+  const points = intervals.flatMap((d) => [[d.start, 1], [d.end, -1]]).sort((a, b) => a[0] - b[0] || a[1] - b[1])
+  let now = 0
+  let max = 0
+  for (const [, step] of points) { now += step; max = Math.max(max, now) }
+  return max
+}
+
+let redis
+let client
+test.before(async () => {
+  redis = await startRedis()
+  client = new IORedis(redis.url)
+})
+test.after(async () => {
+  await client?.quit()
+  await redis?.stop()
+})
+
+// Each leaks 105 MiB at 40 MiB/s and then holds, over a 100 MiB limit and under the 1.25x
+// ceiling: they all cross together and wait their turn.
+const LEAKING = { LEAK_MIB: '105', LEAK_MIB_PER_S: '40', SELF_RECYCLE_MAX_RSS: '100MiB', SELF_RECYCLE_RSS_METRIC: 'anon' }
+
+test('8 workers on 4 hosts leaking together with maxConcurrent 1: drains never overlap and are a gap apart', async () => {
+  const name = fleetName()
+  const env = { ...LEAKING, SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '400ms', DRAIN_MS: '300' }
+  const workers = [...Array(8).keys()].map((i) => worker({ ...env, SELF_RECYCLE_FLEET_HOST: `host-${i % 4}` }))
+  const results = await Promise.all(workers.map((w) => w.done))
+  for (const result of results) {
+    assert.equal(result.code, 75, result.stderr)
+    const recycle = result.events.find((e) => e.event === 'recycle')
+    assert.equal(recycle.fleet, 'granted', JSON.stringify(recycle))
+    assert.ok(!recycle.ceiling)
+  }
+  // They waited for each other: most recycles queued for a lease.
+  const waits = results.map((r) => r.events.find((e) => e.event === 'recycle').fleetWaitMs)
+  assert.ok(waits.filter((ms) => ms >= 500).length >= 6, `waits ${waits}`)
+  const events = await history(client, name)
+  assert.deepEqual(new Set(events.map((e) => e.host)), new Set(['host-0', 'host-1', 'host-2', 'host-3']))
+  const intervals = drains(events)
+  assert.equal(intervals.length, 8, JSON.stringify(events.map((e) => [e.event, e.pid, e.time])))
+  assert.equal(maxOverlap(intervals), 1)
+  for (let i = 1; i < intervals.length; i++) {
+    assert.ok(intervals[i].start - intervals[i - 1].end >= 380, `drain ${i} starts ${intervals[i].start - intervals[i - 1].end} ms after the previous ended`)
+  }
+})
+
+test('with maxConcurrent 2 at most 2 workers drain at once (and 2 do)', async () => {
+  const name = fleetName()
+  const env = { ...LEAKING, SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '2', DRAIN_MS: '800' }
+  const results = await Promise.all([...Array(6).keys()].map((i) => worker({ ...env, SELF_RECYCLE_FLEET_HOST: `host-${i % 3}` }).done))
+  for (const result of results) assert.equal(result.code, 75, result.stderr)
+  const intervals = drains(await history(client, name))
+  assert.equal(intervals.length, 6)
+  assert.equal(maxOverlap(intervals), 2, JSON.stringify(intervals))
+})
+
+test('a lease holder killed mid-drain: the next worker gets the lease within leaseTtl + 1 s', async () => {
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '2s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }
+  const holder = worker({ ...env, SELF_RECYCLE_MAX_AGE: '500ms', DRAIN_MS: 'forever' })
+  await holder.until('drain-start')
+  const next = worker({ ...env, SELF_RECYCLE_MAX_AGE: '200ms', DRAIN_MS: '100' })
+  // The next worker is due and waits for the held lease.
+  await new Promise((resolve) => setTimeout(resolve, 2500))
+  assert.ok(!next.child.stdout.destroyed && next.child.exitCode === null, 'the next worker waited for the lease')
+  const killedAt = Date.now()
+  holder.child.kill('SIGKILL')
+  await next.until('drain-start')
+  const tookMs = Date.now() - killedAt
+  assert.ok(tookMs <= 3000, `the lease came free ${tookMs} ms after the kill (ttl 2 s)`)
+  const result = await next.done
+  assert.equal(result.code, 75, result.stderr)
+  const recycle = result.events.find((e) => e.event === 'recycle')
+  assert.equal(recycle.fleet, 'granted')
+  assert.ok(recycle.fleetWaitMs >= 2000, JSON.stringify(recycle))
+  assert.equal((await holder.done).signal, 'SIGKILL')
+})
+
+test('Redis killed mid-run: recycles go on with local rules and say why; coordination resumes once it is back', async () => {
+  const own = await startRedis({ own: true })
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', FLEET_URL: own.url, SELF_RECYCLE_FLEET_REDIS: own.url }
+  // An env-only worker (our own connection) and one given the app's BullMQ-style client.
+  const before = worker({ ...env, SELF_RECYCLE_MAX_AGE: '300ms' })
+  const duringOwn = worker({ ...env, SELF_RECYCLE_MAX_AGE: '2500ms' })
+  const duringApp = worker({ ...env, SELF_RECYCLE_FLEET_REDIS: '', FLEET_CLIENT: 'app', SELF_RECYCLE_MAX_AGE: '2500ms' })
+  const first = await before.done
+  assert.equal(first.events.find((e) => e.event === 'recycle').fleet, 'granted', first.stderr)
+  await own.stop()
+  const startedAt = Date.now()
+  const [a, b] = await Promise.all([duringOwn.done, duringApp.done])
+  for (const result of [a, b]) {
+    assert.equal(result.code, 75, result.stderr)
+    const recycle = result.events.find((e) => e.event === 'recycle')
+    assert.equal(recycle.fleet, 'unavailable', JSON.stringify(recycle))
+    assert.match(recycle.fleetWhy, /Redis/)
+    assert.ok(recycle.fleetWaitMs < 3500, JSON.stringify(recycle))
+    assert.doesNotMatch(result.stdout + result.stderr, /unhandled|UnhandledPromiseRejection/i)
+  }
+  assert.ok(Date.now() - startedAt < 15000)
+  // Back on the same port: a worker that started while it was down coordinates again.
+  const waiting = worker({ ...env, SELF_RECYCLE_MAX_AGE: '3s' })
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  const again = await startRedis({ own: true, port: own.port })
+  try {
+    const result = await waiting.done
+    assert.equal(result.code, 75, result.stderr)
+    assert.equal(result.events.find((e) => e.event === 'recycle').fleet, 'granted', result.stderr)
+  } finally {
+    await again.stop()
+  }
+})
+
+test('a slow Redis (paused) and a failing one (a key of the wrong type): the recycle goes ahead within FLEET_TIMEOUT and says why', async () => {
+  const own = await startRedis({ own: true })
+  const admin = new IORedis(own.url)
+  try {
+    const name = fleetName()
+    const env = { SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_TIMEOUT: '300ms', SELF_RECYCLE_MAX_AGE: '1500ms' }
+    const slow = worker(env)
+    await slow.until('ready')
+    await new Promise((resolve) => setTimeout(resolve, 800))
+    await admin.client('PAUSE', 4000, 'ALL')
+    const paused = await slow.done
+    assert.equal(paused.code, 75, paused.stderr)
+    const recycle = paused.events.find((e) => e.event === 'recycle')
+    assert.equal(recycle.fleet, 'unavailable', JSON.stringify(recycle))
+    assert.match(recycle.fleetWhy, /Redis did not answer in 300 ms/)
+    assert.ok(recycle.fleetWaitMs < 1500, JSON.stringify(recycle))
+    await admin.client('UNPAUSE')
+    await admin.set(`self-recycle:{${name}}:leases`, 'not a sorted set')
+    const failing = await worker({ ...env, SELF_RECYCLE_MAX_AGE: '300ms' }).done
+    assert.equal(failing.code, 75, failing.stderr)
+    const second = failing.events.find((e) => e.event === 'recycle')
+    assert.equal(second.fleet, 'unavailable')
+    assert.match(second.fleetWhy, /Redis failed: WRONGTYPE/)
+    for (const result of [paused, failing]) assert.doesNotMatch(result.stdout + result.stderr, /unhandled/i)
+  } finally {
+    await admin.quit().catch(() => {})
+    await own.stop()
+  }
+})
+
+test('a storm: more recycles than FLEET_STORM in its window emits storm once, with reasons and hosts', async () => {
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_STORM: '3/1m', SELF_RECYCLE_FLEET_STORM_GAP: '200ms', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '10', SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: '50' }
+  const results = []
+  for (let i = 0; i < 5; i++) results.push(await worker({ ...env, SELF_RECYCLE_FLEET_HOST: `h${i % 2}` }).done)
+  const storms = results.flatMap((r) => r.events.filter((e) => e.event === 'storm'))
+  assert.equal(storms.length, 1, JSON.stringify(storms))
+  const [storm] = storms
+  assert.equal(storm.recycles, 4)
+  assert.equal(storm.threshold, 3)
+  assert.deepEqual(storm.reasons, { age: 4 })
+  assert.deepEqual(Object.keys(storm.hosts).sort(), ['h0', 'h1'])
+  assert.equal(storm.gapMs, 200)
+  assert.match(storm.msg, /recycle storm in fleet t-\w+: 4 recycles in 1\.0m \(more than 3\)/)
+  assert.match(storm.msg, /limits too tight/)
+  assert.ok((await history(client, name)).some((e) => e.event === 'storm'))
+})
+
+function cli (args) {
+  return new Promise((resolve) => execFile(process.execPath, [CLI, ...args], { env: cleanEnv({ NO_COLOR: '1' }) }, (error, stdout, stderr) => resolve({ code: error?.code ?? 0, stdout, stderr })))
+}
+
+test('self-recycle fleet --json lists every live worker and the last recycles', async () => {
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_HEARTBEAT: '500ms', SELF_RECYCLE_FLEET_GAP: '0' }
+  const gone = await worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'old', SELF_RECYCLE_MAX_AGE: '200ms' }).done
+  assert.equal(gone.code, 75)
+  const live = [0, 1, 2].map((i) => worker({ ...env, SELF_RECYCLE_FLEET_HOST: `web-${i}`, SELF_RECYCLE_MAX_RSS: '1GiB', IDLE_EXIT_MS: '20000' }))
+  try {
+    await Promise.all(live.map((w) => w.until('ready')))
+    await new Promise((resolve) => setTimeout(resolve, 1200))
+    const { code, stdout, stderr } = await cli(['fleet', '--redis', redis.url, '--name', name, '--json'])
+    assert.equal(code, 0, stderr)
+    const fleet = JSON.parse(stdout)
+    assert.equal(fleet.name, name)
+    assert.deepEqual(fleet.workers.map((w) => w.host), ['web-0', 'web-1', 'web-2'])
+    assert.deepEqual(fleet.workers.map((w) => w.pid).sort(), live.map((w) => w.child.pid).sort())
+    for (const w of fleet.workers) {
+      assert.equal(w.state, 'running')
+      assert.equal(w.limits.rss, 1 << 30)
+      assert.ok(w.rss > 10 << 20 && w.pressure > 0 && w.pressure < 1, JSON.stringify(w))
+    }
+    assert.deepEqual(fleet.events.map((e) => [e.event, e.host]), [['recycle', 'old'], ['exit', 'old']])
+    const table = await cli(['fleet', '--redis', redis.url, '--name', name])
+    assert.equal(table.code, 0, table.stderr)
+    for (const w of live) assert.match(table.stdout, new RegExp(`web-\\d\\s+${w.child.pid}`))
+    assert.match(table.stdout, /age/)
+  } finally {
+    for (const w of live) w.child.kill('SIGKILL')
+  }
+  const down = await cli(['fleet', '--redis', 'redis://u:secret@127.0.0.1:1', '--name', name, '--json'])
+  assert.equal(down.code, 1)
+  const error = JSON.parse(down.stdout)
+  assert.equal(error.ok, false)
+  assert.match(error.error, /cannot reach Redis at redis:\/\/u:\*\*\*@127\.0\.0\.1:1/)
+  assert.doesNotMatch(down.stdout, /secret/)
+})
+
+test('fleet options: bad values name the option, the value and what is accepted', () => {
+  const { start } = require('..')
+  const cases = [
+    [{ fleet: { redis: 'redis://x', gap: 'soon' } }, /option fleet\.gap="soon" is not valid: expected a duration/],
+    [{ fleet: { redis: 'redis://x', maxConcurrent: 0 } }, /option fleet\.maxConcurrent="0" .*1 to 10000/],
+    [{ fleet: { redis: 'redis://x', name: 'a b' } }, /option fleet\.name="a b" .*letters, digits/],
+    [{ fleet: { redis: 'redis://x', storm: '20' } }, /option fleet\.storm="20" .*N\/window/],
+    [{ fleet: { redis: 'redis://x', color: 'red' } }, /option fleet\.color is not a fleet option/],
+    [{ fleet: { name: 'a' } }, /option fleet\.redis is missing/],
+    [{ fleet: 'redis://x' }, /option fleet=redis:\/\/x is not valid/],
+    [{ fleetRedis: 'http://x' }, /option fleetRedis="http:\/\/x" .*redis:\/\//]
+  ]
+  for (const [options, pattern] of cases) {
+    assert.throws(() => start(options), (error) => error.code === 'ERR_SELF_RECYCLE_CONFIG' && pattern.test(error.message), JSON.stringify(options))
+  }
+})

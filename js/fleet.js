@@ -1,0 +1,453 @@
+'use strict'
+// The fleet: recycle leases, status and history in the app's Redis (loaded only when a
+// fleet is configured). The native gate (src/fleet.rs) asks for a lease when an automatic
+// recycle is due; this client takes it in Redis and answers `granted`, `wait` or
+// `unavailable`. Every Redis call is bounded by FLEET_TIMEOUT and refused at once when the
+// connection is not ready, so a Redis that is down, slow or failing delays a recycle by at
+// most that much: the fleet may delay a recycle, never prevent one.
+//
+// Keys share the hash tag `{name}`, so the scripts also run on Redis Cluster:
+//   self-recycle:{name}:leases   sorted set: lease token -> expiry (ms, Redis clock)
+//   self-recycle:{name}:gap      set for `gap` ms after a grant and after a release
+//   self-recycle:{name}:workers  sorted set: worker id -> heartbeat expiry (ms)
+//   self-recycle:{name}:w:<id>   the worker's heartbeat (JSON), expires after 3 beats
+//   self-recycle:{name}:events   stream of recycle, exit and storm events (capped)
+//   self-recycle:{name}:recent   sorted set of recent recycles, for the storm guard
+//   self-recycle:{name}:storm    set while a storm lasts (the gap widens)
+
+const os = require('node:os')
+const path = require('node:path')
+const crypto = require('node:crypto')
+
+const STREAM_LENGTH = 1000
+const RETRY_MS = 250
+
+function keysOf (name) {
+  const base = `self-recycle:{${name}}`
+  return {
+    leases: `${base}:leases`,
+    gap: `${base}:gap`,
+    workers: `${base}:workers`,
+    worker: (id) => `${base}:w:${id}`,
+    events: `${base}:events`,
+    recent: `${base}:recent`,
+    storm: `${base}:storm`
+  }
+}
+
+// Redis's clock for every expiry, so hosts with skewed clocks agree. replicate_commands
+// lets Redis < 7 write after reading TIME (a no-op since 7).
+const NOW = `pcall(redis.replicate_commands)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+const SCRIPTS = {
+  // KEYS leases, gap, storm; ARGV token, ttl, max, gap, storm gap, forced ('1': a bypass
+  // registers itself whatever the count, so the others wait for it).
+  acquire: `${NOW}
+local token, ttl, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], token) then
+  redis.call('ZADD', KEYS[1], now + ttl, token)
+  return {1, 'granted'}
+end
+if ARGV[6] ~= '1' then
+  local wait = redis.call('PTTL', KEYS[2])
+  if wait > 0 then return {0, 'gap', wait} end
+  local holders = redis.call('ZRANGE', KEYS[1], 0, -1)
+  if #holders >= max then return {0, 'held', holders[1]} end
+end
+redis.call('ZADD', KEYS[1], now + ttl, token)
+local gap = tonumber(ARGV[4])
+if redis.call('EXISTS', KEYS[3]) == 1 then gap = tonumber(ARGV[5]) end
+if gap > 0 then redis.call('SET', KEYS[2], token, 'PX', gap) end
+return {1, 'granted'}`,
+  // KEYS leases; ARGV token, ttl. 0: the lease was lost (expired and taken).
+  renew: `${NOW}
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  return 1
+end
+return 0`,
+  // KEYS leases, gap, storm; ARGV token, gap, storm gap. Compare-and-delete.
+  release: `if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  local gap = tonumber(ARGV[2])
+  if redis.call('EXISTS', KEYS[3]) == 1 then gap = tonumber(ARGV[3]) end
+  if gap > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', gap) end
+  return 1
+end
+return 0`,
+  // KEYS recent, storm; ARGV member, window, threshold. The recent recycles when this one
+  // starts a storm (once per window fleet-wide), else how many there are.
+  storm: `${NOW}
+local window = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('PEXPIRE', KEYS[1], window)
+local count = redis.call('ZCARD', KEYS[1])
+if count > tonumber(ARGV[3]) and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', window) then
+  return redis.call('ZRANGE', KEYS[1], 0, -1)
+end
+return count`
+}
+const SHAS = Object.fromEntries(Object.entries(SCRIPTS).map(([name, body]) => [name, crypto.createHash('sha1').update(body).digest('hex')]))
+
+class FleetUnavailable extends Error {}
+
+function describeError (error) {
+  return String(error?.message ?? error).split('\n')[0]
+}
+
+/**
+ * ioredis, from the app: this package only names it as an optional peer. Looked up from
+ * here, the app's entry point, the working directory, then BullMQ's own copy.
+ */
+function loadIoredis () {
+  const attempts = [
+    () => require('ioredis'),
+    () => require('node:module').createRequire(require.main?.filename ?? path.join(process.cwd(), 'index.js'))('ioredis'),
+    () => require('node:module').createRequire(path.join(process.cwd(), 'index.js'))('ioredis'),
+    () => require('node:module').createRequire(require.resolve('bullmq', { paths: [process.cwd()] }))('ioredis')
+  ]
+  for (const attempt of attempts) {
+    try {
+      const loaded = attempt()
+      return loaded.default ?? loaded.Redis ?? loaded
+    } catch {}
+  }
+  throw new Error('self-recycle: a fleet given as a URL or options needs the ioredis package (npm install ioredis; BullMQ apps already have it), or pass your ioredis client as fleet.redis')
+}
+
+function isClient (value) {
+  return value !== null && typeof value === 'object' && typeof value.evalsha === 'function' && typeof value.status === 'string'
+}
+
+/** Our own connection: no offline queue, one retry, never keeps the process alive. */
+function ownClient (target, timeoutMs) {
+  const Redis = loadIoredis()
+  const options = { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: Math.max(timeoutMs, 1000), retryStrategy: (times) => Math.min(times * 200, 2000) }
+  const client = typeof target === 'string' ? new Redis(target, options) : new Redis({ ...target, ...options })
+  client.on('error', () => {}) // unavailability is reported by the calls that fail
+  client.on('connect', () => client.stream?.unref?.())
+  return client
+}
+
+class Fleet {
+  /**
+   * `settings`: the effective config (fleetName, fleetMaxConcurrent, fleetGapMs, ...);
+   * `redis`: an ioredis client, a URL, ioredis options, or a promise/function of a client.
+   * `recycler`: the Recycler (stats, events); `native`: () => the native recycler or null.
+   */
+  constructor ({ settings, redis, recycler, native, version }) {
+    this.name = settings.fleetName
+    this.keys = keysOf(this.name)
+    this.maxConcurrent = settings.fleetMaxConcurrent
+    this.gapMs = settings.fleetGapMs
+    this.stormGapMs = settings.fleetStormGapMs ?? settings.fleetGapMs
+    this.leaseTtlMs = settings.fleetLeaseTtlMs
+    this.timeoutMs = settings.fleetTimeoutMs
+    this.heartbeatMs = settings.fleetHeartbeatMs
+    this.storm = settings.fleetStorm
+    this.host = settings.fleetHost ?? os.hostname()
+    this.id = `${this.host}:${process.pid}`
+    this.version = version
+    this.recycler = recycler
+    this.native = native
+    this.token = null // the lease held (granted or registered by a bypass)
+    this.asking = false
+    this.draining = false
+    this.pendingWork = new Set()
+    this.timers = new Set()
+    this.closed = false
+    this.client = null
+    this.own = false
+    this.clientError = null
+    this.ready = this._connect(redis)
+  }
+
+  async _connect (redis) {
+    try {
+      let target = typeof redis === 'function' ? redis() : redis
+      target = await target
+      if (isClient(target)) {
+        this.client = target
+      } else if (typeof target === 'string' || (target && typeof target === 'object')) {
+        this.client = ownClient(target, this.timeoutMs)
+        this.own = true
+      } else {
+        throw new Error(`fleet.redis must be an ioredis client, a redis:// URL or ioredis options, got ${target === null ? 'null' : typeof target}`)
+      }
+      if (this.closed) this._quit()
+    } catch (error) {
+      this.clientError = describeError(error)
+      process.emitWarning(`self-recycle: the fleet cannot use Redis: ${this.clientError}; recycles follow the local rules`, { code: 'SELF_RECYCLE_FLEET' })
+    }
+  }
+
+  start () {
+    this._every(this.heartbeatMs, () => this.heartbeat())
+    // The first beat as soon as the connection is up (ours connects in the background).
+    this.ready.then(() => {
+      if (this.client?.status === 'ready') return this.heartbeat()
+      this.client?.once?.('ready', () => { this.heartbeat().catch(() => {}) })
+    }).catch(() => {})
+    return this
+  }
+
+  _every (ms, fn) {
+    const timer = setInterval(() => { fn().catch(() => {}) }, ms)
+    timer.unref()
+    this.timers.add(timer)
+    return timer
+  }
+
+  _later (ms, fn) {
+    const timer = setTimeout(() => { this.timers.delete(timer); fn() }, ms)
+    timer.unref()
+    this.timers.add(timer)
+  }
+
+  /** One bounded Redis call: refused at once unless connected, abandoned after FLEET_TIMEOUT. */
+  async _call (fn) {
+    const client = this.client
+    if (!client) throw new FleetUnavailable(this.clientError ?? 'no Redis client yet')
+    if (client.status !== 'ready') throw new FleetUnavailable(`the Redis connection is ${client.status}`)
+    let timer
+    const timeout = new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new FleetUnavailable(`Redis did not answer in ${this.timeoutMs} ms`)), this.timeoutMs)
+    })
+    try {
+      return await Promise.race([fn(client), timeout])
+    } catch (error) {
+      throw error instanceof FleetUnavailable ? error : new FleetUnavailable(`Redis failed: ${describeError(error)}`)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  async _script (name, keys, args) {
+    return this._call(async (client) => {
+      try {
+        return await client.evalsha(SHAS[name], keys.length, ...keys, ...args)
+      } catch (error) {
+        if (!String(error?.message).includes('NOSCRIPT')) throw error
+        return client.eval(SCRIPTS[name], keys.length, ...keys, ...args)
+      }
+    })
+  }
+
+  /** Takes a lease: `{ granted: true }` or `{ granted: false, why }`; throws when unavailable. */
+  async acquire (forced = false) {
+    const token = this.token ?? `${this.id}:${crypto.randomBytes(4).toString('hex')}`
+    const { leases, gap, storm } = this.keys
+    const [granted, what, detail] = await this._script('acquire', [leases, gap, storm], [token, this.leaseTtlMs, this.maxConcurrent, this.gapMs, this.stormGapMs, forced ? '1' : '0'])
+    if (granted === 1) {
+      this.token = token
+      return { granted: true }
+    }
+    if (what === 'gap') return { granted: false, why: `fleet gap: ${detail} ms left`, retryMs: Math.min(Math.max(Number(detail), 50), 1000) }
+    return { granted: false, why: `lease held by ${String(detail).replace(/:[0-9a-f]{8}$/, '')}`, retryMs: RETRY_MS }
+  }
+
+  /** The native gate asks for a lease: try until granted, unavailable or no longer wanted. */
+  ask () {
+    if (this.asking || this.closed) return
+    this.asking = true
+    const attempt = async () => {
+      let status, why, retryMs
+      try {
+        await this.ready
+        const result = await this.acquire(false)
+        status = result.granted ? 'granted' : 'wait'
+        why = result.why
+        retryMs = result.retryMs
+      } catch (error) {
+        status = 'unavailable'
+        why = describeError(error)
+      }
+      let wanted = false
+      try { wanted = this.native()?.fleetAnswer(status, why ?? null) ?? false } catch {}
+      if (status === 'wait' && wanted) {
+        this._later(retryMs + Math.floor(Math.random() * 100), attempt)
+        return
+      }
+      this.asking = false
+      // A grant nobody waits for any more (the recycle went ahead another way): give it back.
+      if (status === 'granted' && !wanted && !this.draining) {
+        this.release().catch(() => {})
+      }
+    }
+    attempt()
+  }
+
+  /** A recycle drains: hold (or register) a lease while it lasts, record it, watch for a storm. */
+  onRecycle (event) {
+    if (this.closed) return
+    if (!event.dryRun) this.draining = true
+    if (event.dryRun) {
+      if (this.token) this.release().catch(() => {})
+      return
+    }
+    const hold = this.token ? Promise.resolve() : this.acquire(true).catch(() => {})
+    hold.then(() => {
+      if (!this.token) return
+      this._every(Math.max(Math.floor(this.leaseTtlMs / 3), 200), () => this._script('renew', [this.keys.leases], [this.token, this.leaseTtlMs]))
+    })
+    this._pending(this.heartbeat('draining'))
+    this._pending(this.append(event))
+    if (this.storm) this._pending(this._checkStorm(event))
+  }
+
+  /** Work the exit waits for (within its bound): the stream entries, the storm check. */
+  _pending (promise) {
+    const settled = promise.catch(() => {})
+    this.pendingWork.add(settled)
+    settled.then(() => this.pendingWork.delete(settled))
+  }
+
+  async _checkStorm (event) {
+    const member = JSON.stringify({ t: Date.now(), host: this.host, pid: process.pid, reason: event.reason, uptimeMs: event.uptimeMs })
+    const result = await this._script('storm', [this.keys.recent, this.keys.storm], [member, this.storm.windowMs, this.storm.recycles])
+    if (!Array.isArray(result)) return
+    const reasons = {}
+    const hosts = {}
+    const uptimes = []
+    for (const text of result) {
+      try {
+        const entry = JSON.parse(text)
+        reasons[entry.reason] = (reasons[entry.reason] ?? 0) + 1
+        hosts[entry.host] = (hosts[entry.host] ?? 0) + 1
+        if (Number.isFinite(entry.uptimeMs)) uptimes.push(entry.uptimeMs)
+      } catch {}
+    }
+    uptimes.sort((a, b) => a - b)
+    const native = this.native()
+    if (!native) return
+    const storm = native.stormEvent({
+      fleet: this.name,
+      recycles: result.length,
+      threshold: this.storm.recycles,
+      windowMs: this.storm.windowMs,
+      reasons,
+      hosts,
+      medianUptimeMs: uptimes.length ? uptimes[Math.floor(uptimes.length / 2)] : null,
+      gapMs: this.stormGapMs !== this.gapMs ? this.stormGapMs : null
+    })
+    this.recycler._emitEvent(storm)
+    await this.append(storm)
+  }
+
+  /** Appends an event to the fleet's stream (capped at about 1000 entries). */
+  async append (event) {
+    const entry = { ...event, host: this.host }
+    delete entry.topSites // kept in the report; the stream stays small
+    await this._call((client) => client.xadd(this.keys.events, 'MAXLEN', '~', STREAM_LENGTH, '*', 'event', event.event, 'host', this.host, 'data', JSON.stringify(entry)))
+  }
+
+  /** Gives the lease back (compare-and-delete); the fleet gap starts now. */
+  async release () {
+    const token = this.token
+    if (!token) return false
+    this.token = null
+    return (await this._script('release', [this.keys.leases, this.keys.gap, this.keys.storm], [token, this.gapMs, this.stormGapMs])) === 1
+  }
+
+  heartbeatBody (stateOverride) {
+    const stats = this.recycler.stats()
+    const sample = stats.sample ?? {}
+    const limits = stats.limits ?? {}
+    const rss = limits.rssMetric === 'anon' ? sample.rssAnon : sample.rss
+    const shares = [[rss, limits.rss], [sample.heapUsed, limits.heap]]
+      .filter(([value, limit]) => limit > 0 && Number.isFinite(value))
+      .map(([value, limit]) => value / limit)
+    return {
+      id: this.id,
+      host: this.host,
+      pid: process.pid,
+      state: stateOverride ?? (stats.staggerPending ? 'queued' : stats.state),
+      rss: sample.rss ?? null,
+      heapUsed: sample.heapUsed ?? null,
+      heapLimit: sample.heapLimit ?? null,
+      limits: { rss: limits.rss ?? null, heap: limits.heap ?? null },
+      pressure: shares.length ? Math.round(Math.max(...shares) * 1000) / 1000 : null,
+      uptimeMs: Math.round(process.uptime() * 1000),
+      recycles: stats.counters?.recycles ?? 0,
+      jobsDone: stats.counters?.jobsDone ?? 0,
+      inFlight: stats.inFlight ?? 0,
+      lease: this.token !== null,
+      version: this.version,
+      node: process.version,
+      time: Date.now()
+    }
+  }
+
+  /** Writes this worker's heartbeat (expires after three beats). */
+  async heartbeat (state) {
+    if (this.closed) return
+    const body = this.heartbeatBody(state)
+    const ttl = this.heartbeatMs * 3
+    await this._call((client) => client.pipeline()
+      .set(this.keys.worker(this.id), JSON.stringify(body), 'PX', ttl)
+      .zadd(this.keys.workers, Date.now() + ttl, this.id)
+      .zremrangebyscore(this.keys.workers, '-inf', Date.now() - ttl)
+      .exec())
+  }
+
+  /**
+   * The process exits: record the `exit` event, give the lease back and take this worker
+   * off the status, within `boundMs` (the exit never waits longer for Redis).
+   */
+  async close (exitEvent, boundMs) {
+    if (this.closed) return
+    const work = (async () => {
+      await Promise.allSettled([...this.pendingWork])
+      await Promise.allSettled([
+        exitEvent ? this.append(exitEvent) : null,
+        this.release(),
+        this._call((client) => client.pipeline().del(this.keys.worker(this.id)).zrem(this.keys.workers, this.id).exec())
+      ])
+    })()
+    let timer
+    await Promise.race([work, new Promise((resolve) => { timer = setTimeout(resolve, boundMs) })])
+    clearTimeout(timer)
+    this.stop()
+  }
+
+  /** Stops the timers (and our own connection); the lease, if any, expires on its own. */
+  stop () {
+    this.closed = true
+    for (const timer of this.timers) clearInterval(timer)
+    this.timers.clear()
+    this._quit()
+  }
+
+  _quit () {
+    if (this.own && this.client) {
+      this.client.disconnect()
+      this.client = null
+    }
+  }
+}
+
+/**
+ * The fleet as stored: live workers' heartbeats and the last events, for the CLI and tests.
+ * `client`: an ioredis client.
+ */
+async function readFleet (client, name, { events = 20 } = {}) {
+  const keys = keysOf(name)
+  const ids = await client.zrangebyscore(keys.workers, Date.now() - 60_000, '+inf')
+  const bodies = ids.length ? await client.mget(ids.map((id) => keys.worker(id))) : []
+  const workers = bodies.filter(Boolean).map((text) => { try { return JSON.parse(text) } catch { return null } }).filter(Boolean)
+  workers.sort((a, b) => a.host.localeCompare(b.host) || a.pid - b.pid)
+  const entries = await client.xrevrange(keys.events, '+', '-', 'COUNT', events)
+  const history = entries.map(([id, fields]) => {
+    const data = fields[fields.indexOf('data') + 1]
+    try { return { id, ...JSON.parse(data) } } catch { return { id } }
+  }).reverse()
+  const leases = await client.zrangebyscore(keys.leases, '-inf', '+inf', 'WITHSCORES')
+  const storm = await client.pttl(keys.storm)
+  return { name, workers, events: history, leases: leases.filter((_, i) => i % 2 === 0).map((token) => token.replace(/:[0-9a-f]{8}$/, '')), storm: storm > 0 ? { leftMs: storm } : null }
+}
+
+module.exports = { Fleet, FleetUnavailable, readFleet, keysOf, loadIoredis, isClient, SCRIPTS }
