@@ -267,6 +267,25 @@ test('self-recycle fleet --json lists every live worker and the last recycles', 
   assert.doesNotMatch(down.stdout, /secret/)
 })
 
+test('the fleet never keeps a process alive: with Redis unreachable, or up, the app ends when its work ends', async () => {
+  for (const url of ['redis://127.0.0.1:1', redis.url]) {
+    const started = Date.now()
+    const result = await new Promise((resolve) => {
+      const child = spawn(process.execPath, ['-e', `
+        const r = require(${JSON.stringify(path.join(__dirname, '..'))}).start({ fleet: { redis: ${JSON.stringify(url)}, name: 'alive' }, log: 'off' })
+        setTimeout(() => console.log('work done'), 300)`], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+      let out = ''
+      child.stdout.on('data', (chunk) => { out += chunk })
+      const kill = setTimeout(() => child.kill('SIGKILL'), 10000)
+      child.on('close', (code, signal) => { clearTimeout(kill); resolve({ code, signal, out }) })
+    })
+    assert.equal(result.signal, null, `${url}: the process had to be killed`)
+    assert.equal(result.code, 0)
+    assert.match(result.out, /work done/)
+    assert.ok(Date.now() - started < 5000, `${url}: ${Date.now() - started} ms`)
+  }
+})
+
 test('fleet options: bad values name the option, the value and what is accepted', () => {
   const { start } = require('..')
   const cases = [

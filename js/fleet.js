@@ -123,15 +123,28 @@ function isClient (value) {
   return value !== null && typeof value === 'object' && typeof value.evalsha === 'function' && typeof value.status === 'string'
 }
 
-/** Our own connection: no offline queue, one retry, never keeps the process alive. */
+/**
+ * Our own connection: no offline queue, one retry per command, and no reconnect loop of
+ * its own (ioredis's retry timers would keep the process alive while Redis is down): the
+ * fleet connects on demand, each attempt bounded by connectTimeout, and the socket is
+ * unref'd once connected.
+ */
 function ownClient (target, timeoutMs) {
   const Redis = loadIoredis()
-  const options = { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: Math.max(timeoutMs, 1000), retryStrategy: (times) => Math.min(times * 200, 2000) }
-  const client = typeof target === 'string' ? new Redis(target, options) : new Redis({ ...target, ...options })
+  const options = { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: Math.max(timeoutMs, 1000), retryStrategy: () => null }
+  let client
+  if (typeof target === 'string') client = new Redis(target, options)
+  else if (typeof target.url === 'string') {
+    // BullMQ accepts { url, ...options }; ioredis wants the URL first.
+    const { url, ...rest } = target
+    client = new Redis(url, { ...rest, ...options })
+  } else client = new Redis({ ...target, ...options })
   client.on('error', () => {}) // unavailability is reported by the calls that fail
   client.on('connect', () => client.stream?.unref?.())
   return client
 }
+
+const IDLE_STATES = new Set(['wait', 'end', 'close'])
 
 class Fleet {
   /**
@@ -163,10 +176,10 @@ class Fleet {
     this.client = null
     this.own = false
     this.clientError = null
-    this.ready = this._connect(redis)
+    this.ready = this._resolveClient(redis)
   }
 
-  async _connect (redis) {
+  async _resolveClient (redis) {
     try {
       let target = typeof redis === 'function' ? redis() : redis
       target = await target
@@ -187,11 +200,8 @@ class Fleet {
 
   start () {
     this._every(this.heartbeatMs, () => this.heartbeat())
-    // The first beat as soon as the connection is up (ours connects in the background).
-    this.ready.then(() => {
-      if (this.client?.status === 'ready') return this.heartbeat()
-      this.client?.once?.('ready', () => { this.heartbeat().catch(() => {}) })
-    }).catch(() => {})
+    // The first beat as soon as the connection is up.
+    this.ready.then(() => this.heartbeat()).catch(() => {})
     return this
   }
 
@@ -208,8 +218,30 @@ class Fleet {
     this.timers.add(timer)
   }
 
-  /** One bounded Redis call: refused at once unless connected, abandoned after FLEET_TIMEOUT. */
+  /** Our own connection, (re)connected on demand; waits at most `ms` for it. */
+  async _connect (ms) {
+    const client = this.client
+    if (!this.own || !client || client.status === 'ready') return
+    if (IDLE_STATES.has(client.status)) client.connect().catch(() => {})
+    let timer
+    let onReady
+    await new Promise((resolve) => {
+      onReady = resolve
+      timer = setTimeout(resolve, ms)
+      client.once('ready', onReady)
+      client.once('end', onReady)
+    })
+    clearTimeout(timer)
+    client.removeListener('ready', onReady)
+    client.removeListener('end', onReady)
+  }
+
+  /**
+   * One bounded Redis call: the app's client is used only when ready (its reconnects are
+   * the app's business); ours gets one connect attempt; all abandoned after FLEET_TIMEOUT.
+   */
   async _call (fn) {
+    await this._connect(this.timeoutMs)
     const client = this.client
     if (!client) throw new FleetUnavailable(this.clientError ?? 'no Redis client yet')
     if (client.status !== 'ready') throw new FleetUnavailable(`the Redis connection is ${client.status}`)
@@ -414,18 +446,21 @@ class Fleet {
     this.stop()
   }
 
-  /** Stops the timers (and our own connection); the lease, if any, expires on its own. */
+  /** Stops the timers and gives a lease back (best effort); then closes our own connection. */
   stop () {
+    if (this.closed) return
     this.closed = true
     for (const timer of this.timers) clearInterval(timer)
     this.timers.clear()
-    this._quit()
+    const releasing = this.token ? this.release().catch(() => {}) : Promise.resolve()
+    releasing.finally(() => this._quit())
   }
 
   _quit () {
     if (this.own && this.client) {
-      this.client.disconnect()
+      const client = this.client
       this.client = null
+      client.quit().catch(() => client.disconnect())
     }
   }
 }
