@@ -27,7 +27,7 @@ const SELF_RECYCLE_OPTIONS = 'SELF_RECYCLE_OPTIONS'
 const SELF_RECYCLE_NEST_OPTIONS = 'SELF_RECYCLE_NEST_OPTIONS'
 
 /** Events worth a warning; the rest are information. */
-const WARN_EVENTS = new Set(['recycle', 'pressure', 'misconfigured', 'leak', 'reinit'])
+const WARN_EVENTS = new Set(['recycle', 'pressure', 'misconfigured', 'leak', 'reinit', 'storm'])
 
 /** Whether Nest's Logger would print at `level` (false after `logger: false`). */
 function nestLogs (level) {
