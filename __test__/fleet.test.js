@@ -225,6 +225,11 @@ test('a storm: more recycles than FLEET_STORM in its window emits storm once, wi
   assert.match(storm.msg, /recycle storm in fleet t-\w+: 4 recycles in 1\.0m \(more than 3\)/)
   assert.match(storm.msg, /limits too tight/)
   assert.ok((await history(client, name)).some((e) => e.event === 'storm'))
+  // The storm lasts its window (the gap is widened meanwhile); the fleet's status says so.
+  const left = await client.pttl(`self-recycle:{${name}}:storm`)
+  assert.ok(left > 50000 && left <= 60000, `storm key ttl ${left}`)
+  const shown = JSON.parse((await cli(['fleet', '--redis', redis.url, '--name', name, '--json'])).stdout)
+  assert.ok(shown.storm.leftMs > 0)
 })
 
 function cli (args) {

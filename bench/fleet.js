@@ -73,7 +73,7 @@ async function main () {
       `# Fleet heartbeats: ${WORKERS} simulated workers (node ${process.version}, ${SECONDS} s each, 2 cores)`,
       '',
       'Written by `node bench/fleet.js`. Each worker is a Fleet client with its own Redis connection,',
-      'writing its heartbeat (SET with expiry, ZADD and ZREMRANGEBYSCORE in one pipeline).',
+      'writing its heartbeat (one script: SET with expiry, ZADD and ZREMRANGEBYSCORE on the Redis clock).',
       '',
       '| heartbeat | workers seen live | Redis commands/s | redis-server CPU | client CPU per worker |',
       '|---|---|---|---|---|'

@@ -431,6 +431,7 @@ async function commandFleet (argv) {
   if (!url) throw new UsageError('fleet needs --redis URL (or SELF_RECYCLE_FLEET_REDIS)')
   if (!/^rediss?:\/\/\S+$/.test(url)) throw new UsageError(`--redis=${JSON.stringify(url)}: expected a redis:// or rediss:// URL`)
   const name = options.name ?? process.env.SELF_RECYCLE_FLEET_NAME ?? 'default'
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new UsageError(`--name=${JSON.stringify(name)}: expected 1 to 64 letters, digits, '.', '_' or '-'`)
   const events = options.events === undefined ? 50 : Number(options.events)
   if (!Number.isInteger(events) || events < 0 || events > 1000) throw new UsageError(`--events=${JSON.stringify(options.events)}: expected a whole number from 0 to 1000`)
   const intervalMs = options.interval === undefined ? 2000 : parseDuration(options.interval, 'interval')

@@ -78,6 +78,14 @@ return 0`,
   return 1
 end
 return 0`,
+  // KEYS workers, the worker's key; ARGV id, body, ttl. The heartbeat, on Redis's clock so a
+  // host whose clock is off is neither dropped early nor kept late.
+  beat: `${NOW}
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return 1`,
   // KEYS recent, storm; ARGV member, window, threshold. The recent recycles when this one
   // starts a storm (once per window fleet-wide), else how many there are.
   storm: `${NOW}
@@ -168,6 +176,7 @@ class Fleet {
     this.recycler = recycler
     this.native = native
     this.token = null // the lease held (granted or registered by a bypass)
+    this.candidate = null // the token this recycle asks with
     this.asking = false
     this.draining = false
     this.pendingWork = new Set()
@@ -271,7 +280,10 @@ class Fleet {
 
   /** Takes a lease: `{ granted: true }` or `{ granted: false, why }`; throws when unavailable. */
   async acquire (forced = false) {
-    const token = this.token ?? `${this.id}:${crypto.randomBytes(4).toString('hex')}`
+    // One token per recycle: an attempt that timed out here but succeeded in Redis is found
+    // again by the next one (the script renews a lease it already holds).
+    this.candidate ??= `${this.id}:${crypto.randomBytes(4).toString('hex')}`
+    const token = this.token ?? this.candidate
     const { leases, gap, storm } = this.keys
     const [granted, what, detail] = await this._script('acquire', [leases, gap, storm], [token, this.leaseTtlMs, this.maxConcurrent, this.gapMs, this.stormGapMs, forced ? '1' : '0'])
     if (granted === 1) {
@@ -379,9 +391,10 @@ class Fleet {
 
   /** Gives the lease back (compare-and-delete); the fleet gap starts now. */
   async release () {
-    const token = this.token
+    const token = this.token ?? this.candidate
     if (!token) return false
     this.token = null
+    this.candidate = null
     return (await this._script('release', [this.keys.leases, this.keys.gap, this.keys.storm], [token, this.gapMs, this.stormGapMs])) === 1
   }
 
@@ -418,12 +431,7 @@ class Fleet {
   async heartbeat (state) {
     if (this.closed) return
     const body = this.heartbeatBody(state)
-    const ttl = this.heartbeatMs * 3
-    await this._call((client) => client.pipeline()
-      .set(this.keys.worker(this.id), JSON.stringify(body), 'PX', ttl)
-      .zadd(this.keys.workers, Date.now() + ttl, this.id)
-      .zremrangebyscore(this.keys.workers, '-inf', Date.now() - ttl)
-      .exec())
+    await this._script('beat', [this.keys.workers, this.keys.worker(this.id)], [this.id, JSON.stringify(body), this.heartbeatMs * 3])
   }
 
   /**
@@ -452,7 +460,7 @@ class Fleet {
     this.closed = true
     for (const timer of this.timers) clearInterval(timer)
     this.timers.clear()
-    const releasing = this.token ? this.release().catch(() => {}) : Promise.resolve()
+    const releasing = (this.token ?? this.candidate) ? this.release().catch(() => {}) : Promise.resolve()
     releasing.finally(() => this._quit())
   }
 
@@ -471,7 +479,9 @@ class Fleet {
  */
 async function readFleet (client, name, { events = 20 } = {}) {
   const keys = keysOf(name)
-  const ids = await client.zrangebyscore(keys.workers, Date.now() - 60_000, '+inf')
+  const [seconds, micros] = await client.time()
+  const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)
+  const ids = await client.zrangebyscore(keys.workers, now, '+inf')
   const bodies = ids.length ? await client.mget(ids.map((id) => keys.worker(id))) : []
   const workers = bodies.filter(Boolean).map((text) => { try { return JSON.parse(text) } catch { return null } }).filter(Boolean)
   workers.sort((a, b) => a.host.localeCompare(b.host) || a.pid - b.pid)
