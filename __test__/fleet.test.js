@@ -291,6 +291,62 @@ test('the fleet never keeps a process alive: with Redis unreachable, or up, the 
   }
 })
 
+test('lease scripts: maxConcurrent, the gap after a release and between grants, forced bypass, a retried grant, a lost lease', async () => {
+  const { Fleet } = require('../js/fleet.js')
+  const name = fleetName()
+  const settings = { fleetName: name, fleetMaxConcurrent: 2, fleetGapMs: 0, fleetStormGapMs: null, fleetLeaseTtlMs: 1000, fleetTimeoutMs: 1000, fleetHeartbeatMs: 5000, fleetStorm: null, fleetHost: 'unit' }
+  const recycler = { stats: () => ({}), _emitEvent () {} }
+  const make = (extra = {}, id) => {
+    const fleet = new Fleet({ settings: { ...settings, ...extra }, redis: redis.url, recycler, native: () => null, version: 'test' })
+    fleet.id = id
+    return fleet
+  }
+  const [a, b, c] = ['unit:1', 'unit:2', 'unit:3'].map((id) => make({}, id))
+  try {
+    await Promise.all([a, b, c].map((f) => f.ready))
+    assert.deepEqual(await a.acquire(), { granted: true })
+    assert.deepEqual(await b.acquire(), { granted: true })
+    const third = await c.acquire()
+    assert.equal(third.granted, false)
+    assert.match(third.why, /^lease held by unit:[12]$/)
+    // A retry of a grant that already happened (an answer lost to a timeout) finds it again.
+    assert.deepEqual(await a.acquire(), { granted: true })
+    assert.equal(await client.zcard(`self-recycle:{${name}}:leases`), 2)
+    // A bypass registers whatever the count.
+    assert.deepEqual(await c.acquire(true), { granted: true })
+    assert.equal(await client.zcard(`self-recycle:{${name}}:leases`), 3)
+    // Compare-and-delete: releasing twice frees one lease once.
+    assert.equal(await c.release(), true)
+    assert.equal(await c.release(), false)
+    // Leases expire when not renewed; a renewal of a lost lease says so.
+    await new Promise((resolve) => setTimeout(resolve, 1100))
+    assert.equal(await b._script('renew', [b.keys.leases], [b.token, 1000]), 0)
+    assert.deepEqual(await c.acquire(), { granted: true })
+    assert.equal(await client.zcard(`self-recycle:{${name}}:leases`), 1)
+    await c.release()
+  } finally {
+    for (const f of [a, b, c]) f.stop()
+  }
+  // The gap: after a release, and after a grant.
+  const gapName = fleetName()
+  const [d, e] = ['unit:4', 'unit:5'].map((id) => make({ fleetName: gapName, fleetMaxConcurrent: 5, fleetGapMs: 600 }, id))
+  try {
+    await Promise.all([d, e].map((f) => f.ready))
+    assert.deepEqual(await d.acquire(), { granted: true })
+    const waiting = await e.acquire()
+    assert.equal(waiting.granted, false)
+    assert.match(waiting.why, /^fleet gap: \d+ ms left$/)
+    assert.ok(waiting.retryMs > 0 && waiting.retryMs <= 600)
+    await new Promise((resolve) => setTimeout(resolve, 650))
+    await d.release()
+    assert.equal((await e.acquire()).granted, false, 'a release starts the gap again')
+    await new Promise((resolve) => setTimeout(resolve, 650))
+    assert.deepEqual(await e.acquire(), { granted: true })
+  } finally {
+    for (const f of [d, e]) f.stop()
+  }
+})
+
 test('fleet options: bad values name the option, the value and what is accepted', () => {
   const { start } = require('..')
   const cases = [

@@ -232,3 +232,27 @@ test('a worker thread\'s recycler does not profile (the main thread\'s does)', a
   assert.match(result.lines[0], /^off: worker thread/)
   fs.rmSync(path.dirname(file), { recursive: true, force: true })
 })
+
+test('a profile that cannot be read (V8 gives a layout we refuse) never crashes the worker: the recycle goes on and says why', { timeout: 60000 }, async () => {
+  // The native read is replaced, inside the worker, by one that throws as it does when the
+  // profile's layout is not recognized: at the baseline and at the recycle.
+  const script = `
+    const binding = require(${JSON.stringify(path.join(__dirname, '..', 'js', 'native.js'))})
+    binding.heapProfileTake = () => { throw new Error('AllocationProfile layout not recognized (test)') }
+    require(${JSON.stringify(path.join(__dirname, '..', FIXTURE_FILE))})
+  `
+  const file = path.join(tempDir('unreadable'), 'unreadable.js')
+  fs.writeFileSync(file, script)
+  try {
+    const result = await runFixture(file, { env: LEAK, timeoutMs: 50000 })
+    assert.equal(result.code, 75, describe(result))
+    assert.ok(eventsNamed(result, 'baseline').length === 1, describe(result))
+    const [recycle] = eventsNamed(result, 'recycle')
+    assert.equal(recycle.topSites, undefined)
+    assert.match(recycle.profileSkipped, /the profile could not be read: AllocationProfile layout not recognized \(test\)/)
+    const [exit] = eventsNamed(result, 'exit')
+    assert.equal(exit.drained, true)
+  } finally {
+    fs.rmSync(path.dirname(file), { recursive: true, force: true })
+  }
+})

@@ -63,8 +63,9 @@ local gap = tonumber(ARGV[4])
 if redis.call('EXISTS', KEYS[3]) == 1 then gap = tonumber(ARGV[5]) end
 if gap > 0 then redis.call('SET', KEYS[2], token, 'PX', gap) end
 return {1, 'granted'}`,
-  // KEYS leases; ARGV token, ttl. 0: the lease was lost (expired and taken).
+  // KEYS leases; ARGV token, ttl. 0: the lease was lost (it expired).
   renew: `${NOW}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   return 1
@@ -336,7 +337,13 @@ class Fleet {
     const hold = this.token ? Promise.resolve() : this.acquire(true).catch(() => {})
     hold.then(() => {
       if (!this.token) return
-      this._every(Math.max(Math.floor(this.leaseTtlMs / 3), 200), () => this._script('renew', [this.keys.leases], [this.token, this.leaseTtlMs]))
+      // A lease that lapsed (the loop was blocked longer than leaseTtl) is registered again:
+      // the drain goes on, and the others should wait for it.
+      this._every(Math.max(Math.floor(this.leaseTtlMs / 3), 200), async () => {
+        if (!this.token) return
+        const renewed = await this._script('renew', [this.keys.leases], [this.token, this.leaseTtlMs])
+        if (renewed === 0 && this.token) await this.acquire(true)
+      })
     })
     this._pending(this.heartbeat('draining'))
     this._pending(this.append(event))

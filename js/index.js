@@ -477,8 +477,13 @@ class Recycler extends EventEmitter {
     if (event.event === EVENTS.BASELINE && event.ready && this[kState].config?.ready === 'baseline' && typeof process.send === 'function') {
       try { process.send('ready') } catch {}
     }
-    if (event.event === EVENTS.BASELINE) this._profiler()?.takeBaseline()
-    if (event.event === EVENTS.LEAK || event.event === EVENTS.RECYCLE) this._attachSites(event)
+    // The profiler names sites; it must never be why an event (or a recycle) is lost.
+    try {
+      if (event.event === EVENTS.BASELINE) this._profiler()?.takeBaseline()
+      if (event.event === EVENTS.LEAK || event.event === EVENTS.RECYCLE) this._attachSites(event)
+    } catch (error) {
+      event.profileSkipped = `the profile could not be read: ${describeError(error)}`
+    }
     if (event.event === EVENTS.RECYCLE) this[kState].fleet?.onRecycle(event)
     if (event.event === EVENTS.RECYCLE && !event.dryRun) {
       this._emitEvent(event)

@@ -231,10 +231,18 @@ class SiteProfiler {
     return this.fallback ? this.fallback.take() : null
   }
 
-  /** The baseline: what is live at the end of warm-up is not growth. */
+  /**
+   * The baseline: what is live at the end of warm-up is not growth. A profile that cannot
+   * be read leaves no baseline (sites then count from the start) and never throws.
+   */
   takeBaseline () {
-    const profile = this.take()
-    if (profile) this.baseline = sitesOf(profile, { recentSamples: this.recentSamples() })
+    try {
+      const profile = this.take()
+      if (profile) this.baseline = sitesOf(profile, { recentSamples: this.recentSamples() })
+    } catch (error) {
+      this.baseline = null
+      this.baselineError = error?.message ?? String(error)
+    }
   }
 
   /**
@@ -250,9 +258,13 @@ class SiteProfiler {
       return { skipped: `the profile could not be read: ${error?.message ?? error}` }
     }
     if (!profile) return { skipped: 'the sampling heap profiler was stopped by another inspector client' }
-    const now = sitesOf(profile, { recentSamples: this.recentSamples() })
-    const sites = grownSites(now, this.baseline, { limit, minGrowth: 2 * this.interval })
-    return { profile, sites, counted: totalOf(now), total: treeTotal(profile), since: this.baseline ? 'baseline' : 'start' }
+    try {
+      const now = sitesOf(profile, { recentSamples: this.recentSamples() })
+      const sites = grownSites(now, this.baseline, { limit, minGrowth: 2 * this.interval })
+      return { profile, sites, counted: totalOf(now), total: treeTotal(profile), since: this.baseline ? 'baseline' : 'start' }
+    } catch (error) {
+      return { skipped: `the profile could not be read: ${error?.message ?? error}` }
+    }
   }
 
   stop () {
