@@ -219,6 +219,7 @@ test('a storm: more recycles than FLEET_STORM in its window emits storm once, wi
   const [storm] = storms
   assert.equal(storm.recycles, 4)
   assert.equal(storm.threshold, 3)
+  assert.equal(storm.fleetName, name)
   assert.deepEqual(storm.reasons, { age: 4 })
   assert.deepEqual(Object.keys(storm.hosts).sort(), ['h0', 'h1'])
   assert.equal(storm.gapMs, 200)

@@ -389,7 +389,7 @@ function fleetLines (fleet, now = Date.now()) {
   const recyclesByHost = {}
   const lastByHost = {}
   for (const event of fleet.events) {
-    if (event.event !== 'recycle') continue
+    if (event.event !== 'recycle' || !event.host || !Number.isFinite(Date.parse(event.time))) continue
     recyclesByHost[event.host] = (recyclesByHost[event.host] ?? 0) + 1
     lastByHost[event.host] = event
   }
@@ -416,7 +416,7 @@ function fleetLines (fleet, now = Date.now()) {
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)))
   for (const row of rows) lines.push(row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd())
-  const recycles = fleet.events.filter((e) => e.event === 'recycle' || e.event === 'storm')
+  const recycles = fleet.events.filter((e) => (e.event === 'recycle' || e.event === 'storm') && typeof e.time === 'string')
   lines.push('', recycles.length ? 'last recycles:' : 'no recycle in the fleet\'s history yet')
   for (const event of recycles.slice(-10)) {
     lines.push(`  ${event.time} ${event.host} ${event.pid} ${event.event === 'storm' ? 'STORM' : event.reason}${event.fleet ? ` [fleet ${event.fleet}]` : ''}: ${event.msg}`)

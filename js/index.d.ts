@@ -353,7 +353,7 @@ export interface ReinitEvent extends BaseEvent {
 /** More recycles fleet-wide than `fleet.storm` allows within its window (emitted once per window). */
 export interface StormEvent extends BaseEvent {
   event: 'storm'
-  fleet: string
+  fleetName: string
   recycles: number
   threshold: number
   windowMs: number

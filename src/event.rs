@@ -699,7 +699,7 @@ impl Event {
                 }
             }
             Event::Storm(storm) => {
-                put("fleet", json!(storm.fleet));
+                put("fleetName", json!(storm.fleet));
                 put("recycles", json!(storm.recycles));
                 put("threshold", json!(storm.threshold));
                 put("windowMs", json!(storm.window_ms));

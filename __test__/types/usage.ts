@@ -32,3 +32,10 @@ try { start({ maxRss: 'banana' }) } catch (error) { if (error instanceof SelfRec
 const detach: () => void = drainHttp(http.createServer(), { idleGraceMs: 500 })
 detach()
 recycle.drainHttp(http.createServer())
+// A fleet on the app's Redis client, and its events.
+const fleetRedis = { status: 'ready', evalsha: async (..._args: unknown[]) => null, eval: async (..._args: unknown[]) => null }
+start({ fleet: { redis: fleetRedis, name: 'invoices-workers', maxConcurrent: 2, gap: '10s', leaseTtl: 15000, storm: { recycles: 10, window: '5m' }, stormGap: '1m' } })
+start({ fleet: { redis: 'redis://redis:6379', storm: 'off' } })
+start({ fleet: false })
+start().on('storm', (event) => console.log(event.fleetName, event.recycles, event.reasons.rss, event.hosts, event.medianUptimeMs))
+start().on('recycle', (event) => console.log(event.fleet === 'unavailable' ? event.fleetWhy : event.fleetWaitMs))
