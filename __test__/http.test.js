@@ -274,3 +274,68 @@ test('an http2 server drains its sessions: GOAWAY, the stream in flight finishes
     tls.remove()
   }
 })
+
+test('underPressure: past `above` a growing share of requests gets 503 + Retry-After before the app sees it (excluded paths still served); below it, 200', { timeout: 30000 }, async () => {
+  const service = startService('http-single.js', { SELF_RECYCLE_SIGNALS: 'on', SELF_RECYCLE_MAX_RSS: '400MiB', SELF_RECYCLE_INTERVAL: '100ms', UNDER_PRESSURE: JSON.stringify({ above: 0.3, maxShed: 1, retryAfter: 7 }) })
+  const port = await service.port
+  const calm = await get(port, '/', false)
+  assert.equal(calm.status, 200, 'under `above`: served')
+  assert.equal((await get(port, '/grow?mib=300', false)).status, 200)
+  await new Promise((resolve) => setTimeout(resolve, 400)) // a few samples: pressure near 0.87
+  // From `above` (0.3) to the limit the shed share grows to maxShed (1 here): near 0.87 of
+  // the limit about 80% of requests are shed, never all before the limit.
+  const answers = []
+  for (let i = 0; i < 40; i++) answers.push(await get(port, '/', false))
+  const shedCount = answers.filter((a) => a.status === 503).length
+  assert.ok(shedCount >= 20 && shedCount < 40, `${shedCount} of 40 shed`)
+  const shed = answers.find((a) => a.status === 503)
+  assert.deepEqual([shed.status, shed.headers['retry-after'], shed.headers.connection], [503, '7', 'close'])
+  assert.match(shed.body, /under memory pressure/)
+  assert.equal((await get(port, '/health', false)).status, 200, 'an excluded path is served')
+  const { code, events } = await service.stop()
+  assert.equal(code, 0)
+  assert.equal(events.filter((e) => e.event === 'recycle').length, 0)
+})
+
+test('underPressure while draining: a request on a kept-alive socket gets 503 + Connection: close (whileDraining); the one in flight finishes', { timeout: 30000 }, async () => {
+  const service = startService('http-single.js', { SELF_RECYCLE_DRAIN_TIMEOUT: '10s', UNDER_PRESSURE: JSON.stringify({ above: 1 }) })
+  const port = await service.port
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  assert.equal((await get(port, '/', agent)).status, 200, 'not under pressure: served')
+  const inFlight = get(port, '/slow?ms=800', false)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  await get(port, '/recycle', false)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const during = await get(port, '/', agent)
+  assert.deepEqual([during.status, during.reused, during.headers['retry-after'], during.headers.connection], [503, true, '5', 'close'])
+  assert.equal((await inFlight).status, 200)
+  const { code, events } = await service.closed
+  assert.equal(code, 75)
+  assert.equal(events.find((e) => e.event === 'exit').drained, true)
+  agent.destroy()
+})
+
+test('underPressure options are checked: each bad value named with what is accepted', () => {
+  const script = `
+    const http = require('node:http')
+    const r = require(${JSON.stringify(path.join(__dirname, '..'))})
+    const recycler = r.start({ interval: '1s' })
+    const out = []
+    for (const underPressure of [{ above: 2 }, { retryAfter: 0.5 }, { whileDraining: 'yes' }, { exclude: '/health' }, { abov: 0.9 }, 'on', { maxShed: 0 }]) {
+      try { r.drainHttp(http.createServer(), { underPressure }); out.push('ok') } catch (e) { out.push(e.name + ': ' + e.message) }
+    }
+    out.push(typeof recycler.pressure(), recycler.pressure() >= 0, recycler.draining)
+    console.log(JSON.stringify(out))
+    recycler.stop()
+  `
+  const { execFileSync } = require('node:child_process')
+  const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { env: cleanEnv(), encoding: 'utf8' }))
+  assert.match(out[0], /TypeError: .*underPressure: \{ above \}.*2 is not valid; expected \{ above: a share/)
+  assert.match(out[1], /retryAfter.*0\.5 is not valid/)
+  assert.match(out[2], /whileDraining.*"yes" is not valid/)
+  assert.match(out[3], /exclude.*"\/health" is not valid/)
+  assert.match(out[4], /abov.*0\.9 is not valid/)
+  assert.match(out[5], /expected true or \{ above/)
+  assert.match(out[6], /maxShed.*0 is not valid/)
+  assert.deepEqual(out.slice(7), ['number', true, false])
+})

@@ -23,8 +23,10 @@ function recycler () {
 /**
  * Drains `server` on every recycle or stop of the running recycler. Returns a function that
  * detaches it. Options: `idleGraceMs` (default 1000): how long a keep-alive socket may stay
- * idle during a drain before it is closed. Call it before `listen()`: connections accepted
- * earlier are not known to it.
+ * idle during a drain before it is closed; `underPressure` (off): answer 503 with
+ * Retry-After while memory pressure is high (and, by default, while draining) so a load
+ * balancer shifts traffic first. Call it before `listen()`: connections accepted earlier
+ * are not known to it.
  */
 function drainHttp (server, options) {
   const { drain, detach } = httpDrain(server, options)
@@ -35,17 +37,74 @@ function drainHttp (server, options) {
   }
 }
 
+const PRESSURE_ACCEPTS = '{ above: a share of the limit from 0.1 to 1 (default 0.9), maxShed: the share of requests shed at the limit, above 0 and at most 1 (default 0.5), retryAfter: seconds from 1 to 3600 (default 5), whileDraining: boolean (default true), exclude: (req) => boolean }'
+
+/** `underPressure` as given -> its settings, or a TypeError that names what is accepted. */
+function pressureOptions (given) {
+  if (given === undefined || given === false || given === null) return null
+  const options = given === true ? {} : given
+  if (typeof options !== 'object') throw new TypeError(`drainHttp(server, { underPressure }): expected true or ${PRESSURE_ACCEPTS}, got ${typeof options}`)
+  const { above = 0.9, maxShed = 0.5, retryAfter = 5, whileDraining = true, exclude = null, ...unknown } = options
+  const bad = (what, value) => new TypeError(`drainHttp(server, { underPressure: { ${what} } }): ${JSON.stringify(value) ?? String(value)} is not valid; expected ${PRESSURE_ACCEPTS}`)
+  if (Object.keys(unknown).length > 0) throw bad(Object.keys(unknown)[0], unknown[Object.keys(unknown)[0]])
+  if (typeof above !== 'number' || !(above >= 0.1 && above <= 1)) throw bad('above', above)
+  if (typeof maxShed !== 'number' || !(maxShed > 0 && maxShed <= 1)) throw bad('maxShed', maxShed)
+  if (!Number.isInteger(retryAfter) || retryAfter < 1 || retryAfter > 3600) throw bad('retryAfter', retryAfter)
+  if (typeof whileDraining !== 'boolean') throw bad('whileDraining', whileDraining)
+  if (exclude !== null && typeof exclude !== 'function') throw bad('exclude', exclude)
+  return { above, maxShed, retryAfter, whileDraining, exclude }
+}
+
+/**
+ * Early relief: from `above`, a growing share of requests is answered 503 before the app
+ * sees it: none at `above`, `maxShed` at the limit (all of them while draining). Never all
+ * before the drain: a worker whose growth comes from its requests would stop growing, never
+ * reach its limit and shed forever. Node's EventEmitter cannot stop the app's 'request'
+ * listener, so the server's emit is wrapped (and restored on detach).
+ */
+function shedUnderPressure (server, r, settings, state) {
+  let checkedAt = 0
+  let share = 0
+  const shedding = (req) => {
+    if (settings.exclude?.(req)) return false
+    if (state.draining) return settings.whileDraining
+    const now = Date.now()
+    if (now - checkedAt >= 50) {
+      checkedAt = now
+      const over = (r.pressure() - settings.above) / Math.max(1 - settings.above, 0.01)
+      share = Math.min(Math.max(over, 0), 1) * settings.maxShed
+    }
+    return share > 0 && Math.random() < share
+  }
+  const emit = server.emit
+  const wrapped = function (name, req, res, ...rest) {
+    if (name === 'request' && !res.headersSent && shedding(req)) {
+      state.shed++
+      res.writeHead(503, { 'Retry-After': String(settings.retryAfter), 'Content-Type': 'text/plain', ...(req.stream ? {} : { Connection: 'close' }) })
+      res.end('Service Unavailable: this worker is under memory pressure; retry on another\n')
+      return true
+    }
+    return emit.call(this, name, req, res, ...rest)
+  }
+  server.emit = wrapped
+  return () => {
+    if (server.emit === wrapped) server.emit = emit
+  }
+}
+
 /** The drain of `server` as a function of the drain context, for a caller that orders its hooks. */
-function httpDrain (server, { idleGraceMs = 1000 } = {}) {
+function httpDrain (server, { idleGraceMs = 1000, underPressure } = {}) {
   if (!server || typeof server.on !== 'function' || typeof server.close !== 'function') {
     throw new TypeError('drainHttp(server): expected a node:http, node:https or http2 server (for Fastify: fastify.server)')
   }
   if (!Number.isFinite(idleGraceMs) || idleGraceMs < 0) {
     throw new TypeError(`drainHttp(server, { idleGraceMs }): expected a number of milliseconds from 0, got ${idleGraceMs}`)
   }
+  const pressure = pressureOptions(underPressure)
   if (server[kState]) return server[kState]
   const r = recycler()
-  const state = { draining: false, sockets: new Map(), sessions: new Set(), idleGraceMs }
+  const state = { draining: false, sockets: new Map(), sessions: new Set(), idleGraceMs, shed: 0 }
+  const unshed = pressure ? shedUnderPressure(server, r, pressure, state) : () => {}
 
   // Sockets and how many requests are in flight on each (HTTP/1). A TLS server's requests
   // run on its TLS sockets: those are the ones to count and close.
@@ -120,10 +179,11 @@ function httpDrain (server, { idleGraceMs = 1000 } = {}) {
     server.removeListener(connectionEvent, onConnection)
     server.removeListener('session', onSession)
     server.removeListener('request', onRequest)
+    unshed()
     unserve()
     delete server[kState]
   }
-  server[kState] = { drain, detach }
+  server[kState] = { drain, detach, shed: () => state.shed }
   return server[kState]
 }
 

@@ -456,6 +456,13 @@ export declare class Recycler extends EventEmitter {
   recycle(reason?: string): boolean
   /** The latest sample, limits in force, counters, baseline and state. */
   stats(): Stats
+  /**
+   * The highest share of a limit in force the latest sample reached (RSS, heap, the hard
+   * ceiling): 0.93 is 93%; 0 without limits or when not running. Cheap per request.
+   */
+  pressure(): number
+  /** A recycle or stop is draining this process. */
+  readonly draining: boolean
   /** Stops sampling (no exit); `false` while a recycle is under way. */
   stop(): boolean
   /**
@@ -529,6 +536,30 @@ export interface DrainHttpOptions {
    * it at once races a client reusing it). @default 1000
    */
   idleGraceMs?: number
+  /**
+   * Early relief for servers behind a load balancer that retries elsewhere: answer 503 with
+   * `Retry-After` (and `Connection: close`) before the app sees the request: a growing share
+   * of requests from `above` to the limit, and all of them while draining. `true` for the
+   * defaults.
+   * @default off
+   */
+  underPressure?: boolean | UnderPressureOptions
+}
+
+export interface UnderPressureOptions {
+  /** The share of a limit (RSS, heap, the hard ceiling) from which requests are shed. @default 0.9 */
+  above?: number
+  /**
+   * The share of requests shed at the limit; it grows from none at `above`. Never all: a
+   * worker that grows with its requests would never reach its limit. @default 0.5
+   */
+  maxShed?: number
+  /** Seconds for `Retry-After`. @default 5 */
+  retryAfter?: number
+  /** Also shed while the worker drains (instead of serving with `Connection: close`). @default true */
+  whileDraining?: boolean
+  /** Requests never shed (say, a metrics endpoint). */
+  exclude?: (req: any) => boolean
 }
 
 /** A node:http, node:https or http2 server: what `drainHttp` accepts (Fastify: `fastify.server`). */

@@ -738,6 +738,20 @@ class Recycler extends EventEmitter {
     return true
   }
 
+  /**
+   * The highest share of a limit in force that the latest sample reached (RSS, heap, the
+   * hard ceiling): 0.93 is 93% of a limit; 0 without limits or when not running. Cheap
+   * enough to ask per request.
+   */
+  pressure () {
+    return this[kNative]?.pressure() ?? 0
+  }
+
+  /** Whether a recycle or stop is draining (or exiting) this process. */
+  get draining () {
+    return this[kState].draining
+  }
+
   /** The latest sample, limits in force, counters, baseline and state. */
   stats () {
     const state = this[kState]

@@ -720,6 +720,12 @@ impl NativeRecycler {
             .map(|p| p.display().to_string()))
     }
 
+    /// The highest share of a limit the latest sample reached (0 without limits).
+    #[napi(catch_unwind)]
+    pub fn pressure(&self) -> Result<f64> {
+        Ok(self.monitor()?.pressure())
+    }
+
     /// The `storm` event, from what the fleet's history says (js/fleet.js counts it).
     #[napi(catch_unwind)]
     pub fn storm_event(&self, storm: StormInput) -> Result<Map<String, Value>> {

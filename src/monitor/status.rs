@@ -117,6 +117,28 @@ impl Monitor {
         })
     }
 
+    /// The highest share of a limit in force the latest sample reached (RSS, heap, the hard
+    /// ceiling); 0 without limits. Cheap: `drainHttp`'s `underPressure` asks per request.
+    pub fn pressure(&self) -> f64 {
+        let sample = self.latest();
+        let sampling = self.sampling.lock();
+        let limits = sampling.policy.limits().clone();
+        drop(sampling);
+        let rss = if limits.rss_anon {
+            sample.rss_anon
+        } else {
+            sample.rss
+        };
+        [
+            (rss, limits.rss),
+            (sample.heap_used, limits.heap),
+            (rss, limits.ceiling),
+        ]
+        .into_iter()
+        .filter_map(|(value, limit)| limit.filter(|l| *l > 0).map(|l| value as f64 / l as f64))
+        .fold(0.0, f64::max)
+    }
+
     /// The status file's content: what `self-recycle status|check|preflight` read.
     pub fn status_json(&self) -> Value {
         let sample = self.latest();
