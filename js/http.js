@@ -23,7 +23,9 @@ function recycler () {
 /**
  * Drains `server` on every recycle or stop of the running recycler. Returns a function that
  * detaches it. Options: `idleGraceMs` (default 1000): how long a keep-alive socket may stay
- * idle during a drain before it is closed; `underPressure` (off): answer 503 with
+ * idle during a drain before it is closed; `rebalance` (default true): once a sibling's
+ * replacement listens, each socket here closes after its next answer, so the cluster
+ * spreads the connections again; `underPressure` (off): answer 503 with
  * Retry-After while memory pressure is high (and, by default, while draining) so a load
  * balancer shifts traffic first. Call it before `listen()`: connections accepted earlier
  * are not known to it.
@@ -92,8 +94,41 @@ function shedUnderPressure (server, r, settings, state) {
   }
 }
 
+/**
+ * Rebalance: when a sibling's replacement starts listening (it writes `listening`, "<ms>
+ * <pid>", in the stagger directory), every socket open here answers its next request with
+ * `Connection: close`, so its client reconnects and the cluster primary spreads the
+ * connections over every worker again, the new one included. Without it the keep-alive
+ * connections of the worker that recycled all land on the sibling that stayed up, and the
+ * replacement sits idle until the next recycle.
+ */
+function watchSiblings (dir, onReplacement) {
+  const fs = require('node:fs')
+  const path = require('node:path')
+  let watcher
+  try {
+    watcher = fs.watch(dir, (kind, filename) => {
+      if (filename !== 'listening') return
+      let text = ''
+      try {
+        const fd = fs.openSync(path.join(dir, 'listening'), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+        try { text = fs.readFileSync(fd, 'latin1').slice(0, 64) } finally { fs.closeSync(fd) }
+      } catch {
+        return
+      }
+      const pid = Number(text.trim().split(/\s+/)[1])
+      if (Number.isInteger(pid) && pid !== process.pid) onReplacement(pid)
+    })
+  } catch {
+    return () => {} // no stagger directory yet, or no inotify: no rebalance
+  }
+  watcher.on('error', () => {})
+  watcher.unref()
+  return () => watcher.close()
+}
+
 /** The drain of `server` as a function of the drain context, for a caller that orders its hooks. */
-function httpDrain (server, { idleGraceMs = 1000, underPressure } = {}) {
+function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = true } = {}) {
   if (!server || typeof server.on !== 'function' || typeof server.close !== 'function') {
     throw new TypeError('drainHttp(server): expected a node:http, node:https or http2 server (for Fastify: fastify.server)')
   }
@@ -103,7 +138,8 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure } = {}) {
   const pressure = pressureOptions(underPressure)
   if (server[kState]) return server[kState]
   const r = recycler()
-  const state = { draining: false, sockets: new Map(), sessions: new Set(), idleGraceMs, shed: 0 }
+  if (typeof rebalance !== 'boolean') throw new TypeError(`drainHttp(server, { rebalance }): expected true or false, got ${typeof rebalance}`)
+  const state = { draining: false, sockets: new Map(), sessions: new Set(), idleGraceMs, shed: 0, closeAfterNext: new Set() }
   const unshed = pressure ? shedUnderPressure(server, r, pressure, state) : () => {}
 
   // Sockets and how many requests are in flight on each (HTTP/1). A TLS server's requests
@@ -123,7 +159,8 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure } = {}) {
     const socket = req.socket
     const http2 = Boolean(req.stream)
     if (!http2) state.sockets.set(socket, (state.sockets.get(socket) ?? 0) + 1)
-    if (state.draining && !http2 && !res.headersSent) res.setHeader('Connection', 'close')
+    const closing = state.draining || state.closeAfterNext.delete(socket)
+    if (closing && !http2 && !res.headersSent) res.setHeader('Connection', 'close')
     r.track(new Promise((resolve) => {
       const done = () => {
         res.removeListener('finish', done)
@@ -171,6 +208,19 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure } = {}) {
   }
 
   const unserve = r._serves(server)
+  // Watched once this worker listens: by then its own `listening` mark made the directory.
+  const staggerDir = r.config?.staggerDir
+  let unwatch = () => {}
+  const watch = () => {
+    unwatch()
+    unwatch = watchSiblings(staggerDir, () => {
+      if (!state.draining) state.closeAfterNext = new Set(state.sockets.keys())
+    })
+  }
+  if (rebalance && staggerDir) {
+    server.on('listening', watch)
+    if (server.listening) watch()
+  }
   const connectionEvent = tls ? 'secureConnection' : 'connection'
   server.on(connectionEvent, onConnection)
   server.on('session', onSession)
@@ -180,6 +230,8 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure } = {}) {
     server.removeListener('session', onSession)
     server.removeListener('request', onRequest)
     unshed()
+    server.removeListener('listening', watch)
+    unwatch()
     unserve()
     delete server[kState]
   }

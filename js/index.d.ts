@@ -537,6 +537,12 @@ export interface DrainHttpOptions {
    */
   idleGraceMs?: number
   /**
+   * In a cluster (or with STAGGER_DIR): once a sibling's replacement listens, each socket of
+   * this server closes after its next answer, so the primary spreads the connections over
+   * every worker again instead of leaving the replacement idle. @default true
+   */
+  rebalance?: boolean
+  /**
    * Early relief for servers behind a load balancer that retries elsewhere: answer 503 with
    * `Retry-After` (and `Connection: close`) before the app sees the request: a growing share
    * of requests from `above` to the limit, and all of them while draining. `true` for the

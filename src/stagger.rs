@@ -79,7 +79,8 @@ impl Stagger {
         private_dir(&self.dir)?;
         write_bytes_atomically(
             &self.dir.join(LISTENING_FILE),
-            now_ms().to_string().as_bytes(),
+            // The pid lets the siblings tell a replacement from themselves (drainHttp's rebalance).
+            format!("{} {}", now_ms(), std::process::id()).as_bytes(),
         )
     }
 
@@ -173,7 +174,7 @@ impl Stagger {
         let file = File::open(self.dir.join(name));
         let mut text = String::new();
         file.ok()?.take(64).read_to_string(&mut text).ok()?;
-        text.trim().parse().ok()
+        text.split_whitespace().next()?.parse().ok()
     }
 }
 
