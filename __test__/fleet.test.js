@@ -209,6 +209,28 @@ test('a slow Redis (paused) and a failing one (a key of the wrong type): the rec
   }
 })
 
+test('a Redis that accepts and never answers: the recycle goes ahead within the bound, and nothing hangs', async () => {
+  const net = require('node:net')
+  const sockets = new Set()
+  const blackhole = net.createServer((socket) => { sockets.add(socket); socket.on('error', () => {}) })
+  await new Promise((resolve) => blackhole.listen(0, '127.0.0.1', resolve))
+  try {
+    const url = `redis://127.0.0.1:${blackhole.address().port}`
+    const started = Date.now()
+    const result = await worker({ SELF_RECYCLE_FLEET_REDIS: url, SELF_RECYCLE_FLEET_NAME: fleetName(), SELF_RECYCLE_MAX_AGE: '300ms' }).done
+    assert.equal(result.code, 75, result.stderr)
+    const recycle = result.events.find((e) => e.event === 'recycle')
+    assert.equal(recycle.fleet, 'unavailable', JSON.stringify(recycle))
+    assert.match(recycle.fleetWhy, /Redis (connection is|did not answer)/)
+    assert.ok(recycle.fleetWaitMs < 3500, JSON.stringify(recycle))
+    assert.ok(sockets.size >= 1, 'it did connect')
+    assert.ok(Date.now() - started < 10000)
+  } finally {
+    for (const socket of sockets) socket.destroy()
+    blackhole.close()
+  }
+})
+
 test('a storm: more recycles than FLEET_STORM in its window emits storm once, with reasons and hosts', async () => {
   const name = fleetName()
   const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_STORM: '3/1m', SELF_RECYCLE_FLEET_STORM_GAP: '200ms', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '10', SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: '50' }
@@ -358,7 +380,10 @@ test('fleet options: bad values name the option, the value and what is accepted'
     [{ fleet: { redis: 'redis://x', color: 'red' } }, /option fleet\.color is not a fleet option/],
     [{ fleet: { name: 'a' } }, /option fleet\.redis is missing/],
     [{ fleet: 'redis://x' }, /option fleet=redis:\/\/x is not valid/],
-    [{ fleetRedis: 'http://x' }, /option fleetRedis="http:\/\/x" .*redis:\/\//]
+    [{ fleetRedis: 'http://x' }, /option fleetRedis="http:\/\/x" .*redis:\/\//],
+    [{ fleet: { redis: 42 } }, /option fleet\.redis=42 is not valid: expected an ioredis client/],
+    [{ fleet: { redis: 'localhost:6379' } }, /option fleet\.redis="localhost:6379" is not valid/],
+    [{ fleet: { redis: ['redis://x'] } }, /option fleet\.redis=redis:\/\/x is not valid/]
   ]
   for (const [options, pattern] of cases) {
     assert.throws(() => start(options), (error) => error.code === 'ERR_SELF_RECYCLE_CONFIG' && pattern.test(error.message), JSON.stringify(options))

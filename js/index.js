@@ -164,9 +164,16 @@ function splitFleet (options) {
     rest[field] = key === 'storm' && value !== null && typeof value === 'object' ? `${value.recycles}/${value.window}` : value
   }
   const fromEnv = (process.env[`${ENV_PREFIX}FLEET_REDIS`] ?? '').trim() !== '' || rest.fleetRedis !== undefined
+  const what = 'an ioredis client (the one the app uses), a redis:// URL, ioredis options, or a function or promise of a client'
   if ((fleet.redis === undefined || fleet.redis === null) && !fromEnv) {
-    const what = 'an ioredis client (the one the app uses), a redis:// URL, ioredis options, or a function or promise of a client'
     throw optionError(`option fleet.redis is missing: expected ${what}`, 'option fleet.redis', String(fleet.redis), what)
+  }
+  const redis = fleet.redis
+  const usable = redis === undefined || redis === null || typeof redis === 'function' ||
+    (typeof redis === 'object' && !Array.isArray(redis)) ||
+    (typeof redis === 'string' && /^rediss?:\/\/\S+$/.test(redis.trim()))
+  if (!usable) {
+    throw optionError(`option fleet.redis=${typeof redis === 'string' ? JSON.stringify(redis) : String(redis)} is not valid: expected ${what}`, 'option fleet.redis', String(redis), what)
   }
   return { options: rest, fleet }
 }
