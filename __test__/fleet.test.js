@@ -144,6 +144,31 @@ test('a lease holder killed mid-drain: the next worker gets the lease within lea
   assert.equal((await holder.done).signal, 'SIGKILL')
 })
 
+test('a held lease never holds a recycle back for good: STAGGER_MAX_WAIT ends the wait (timeout), 1.25x the limit skips it (bypass)', async () => {
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '60s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }
+  const holder = worker({ ...env, SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: 'forever' })
+  try {
+    await holder.until('drain-start')
+    const [patient, leaking] = await Promise.all([
+      worker({ ...env, SELF_RECYCLE_MAX_AGE: '200ms', SELF_RECYCLE_STAGGER_MAX_WAIT: '1500ms', DRAIN_MS: '50' }).done,
+      worker({ ...env, SELF_RECYCLE_MAX_RSS: '60MiB', SELF_RECYCLE_RSS_METRIC: 'anon', LEAK_MIB: '120', LEAK_MIB_PER_S: '60', DRAIN_MS: '50' }).done
+    ])
+    const waited = patient.events.find((e) => e.event === 'recycle')
+    assert.equal(patient.code, 75, patient.stderr)
+    assert.equal(waited.fleet, 'timeout', JSON.stringify(waited))
+    assert.match(waited.fleetWhy, /waited \d+ ms \(lease held by /)
+    assert.ok(waited.fleetWaitMs >= 1500 && waited.fleetWaitMs < 3500, JSON.stringify(waited))
+    const bypassed = leaking.events.find((e) => e.event === 'recycle')
+    assert.equal(leaking.code, 75, leaking.stderr)
+    assert.equal(bypassed.fleet, 'bypass', JSON.stringify(bypassed))
+    assert.ok(bypassed.value >= bypassed.limit * 1.25, JSON.stringify(bypassed))
+  } finally {
+    holder.child.kill('SIGKILL')
+    await holder.done
+  }
+})
+
 test('Redis killed mid-run: recycles go on with local rules and say why; coordination resumes once it is back', async () => {
   const own = await startRedis({ own: true })
   const name = fleetName()
