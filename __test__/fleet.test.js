@@ -414,3 +414,19 @@ test('fleet options: bad values name the option, the value and what is accepted'
     assert.throws(() => start(options), (error) => error.code === 'ERR_SELF_RECYCLE_CONFIG' && pattern.test(error.message), JSON.stringify(options))
   }
 })
+
+test('Nest: forRoot({ fleet: { name } }) takes the connection of BullModule.forRoot, and of forRootAsync resolved later', { timeout: 60000 }, async () => {
+  const { runFixture } = require('./processes')
+  for (const async of ['0', '1']) {
+    const name = fleetName()
+    const result = await runFixture('nest-fleet.js', {
+      env: { REDIS_URL: redis.url, FLEET_NAME: name, FIXTURE_ASYNC: async, SELF_RECYCLE_MAX_AGE: '1500ms', SELF_RECYCLE_MIN_UPTIME: '0', SELF_RECYCLE_WARMUP: '0', SELF_RECYCLE_JITTER: '0%', SELF_RECYCLE_LOG: 'json' },
+      timeoutMs: 20000
+    })
+    assert.equal(result.code, 75, `${async}: ${result.stderr}`)
+    const recycle = JSON.parse(result.lines.find((l) => l.startsWith('recycle ')).slice('recycle '.length))
+    assert.equal(recycle.fleet, 'granted', `${async}: ${JSON.stringify(recycle)}`)
+    const events = await history(client, name)
+    assert.deepEqual(events.map((e) => e.event), ['recycle', 'exit'], `${async}: ${JSON.stringify(events)}`)
+  }
+})
