@@ -452,7 +452,17 @@ async function commandFleet (argv) {
       return fail(options, `cannot reach Redis at ${shown}: ${error.message}`)
     }
     for (;;) {
-      const fleet = await readFleet(client, name, { events })
+      let fleet
+      try {
+        fleet = await readFleet(client, name, { events })
+      } catch (error) {
+        // Watching goes on through a Redis restart; a single read says what failed.
+        if (!options.watch) return fail(options, `cannot read the fleet from Redis at ${shown}: ${error.message}`)
+        say(options.json ? JSON.stringify({ ok: false, error: error.message }) : `\x1b[2J\x1b[Hself-recycle: cannot read the fleet from Redis at ${shown}: ${error.message}; retrying`)
+        if (client.status === 'end') client.connect().catch(() => {})
+        await new Promise((resolve) => setTimeout(resolve, intervalMs))
+        continue
+      }
       if (options.json) say(JSON.stringify(fleet))
       else say(`${options.watch ? '\x1b[2J\x1b[H' : ''}${fleetLines(fleet).join('\n')}`)
       if (!options.watch) return 0
