@@ -97,8 +97,8 @@ const RECYCLING = {
 }
 
 /** Runs the cluster fixture with `app` workers under load and checks that nothing was lost. */
-async function clusterUnderLoad (app, seconds) {
-  const service = startService('http-cluster.js', { ...RECYCLING, APP: app })
+async function clusterUnderLoad (app, seconds, extraEnv = {}) {
+  const service = startService('http-cluster.js', { ...RECYCLING, APP: app, ...extraEnv })
   const port = await service.port
   const counts = await loadWithKeepAlive(port, seconds)
   const { stdout, events } = await service.stop()
@@ -127,6 +127,20 @@ test('a node:cluster HTTP service recycles under a keep-alive load: 0 resets, 0 
     return n.length > 0 && Math.max(...n) / n.reduce((a, b) => a + b, 0) > 0.8
   })
   assert.ok(lopsided.length <= 4, `one worker served > 80% in ${lopsided.length} seconds: ${JSON.stringify(counts.perSecond)}`)
+})
+
+test('a node:cluster HTTP service in a fleet on Redis: the fleet grants, and the sibling rules still hold (0 refusals)', { timeout: 120000 }, async () => {
+  const { startRedis } = require('./redis')
+  const redis = await startRedis()
+  try {
+    const { events } = await clusterUnderLoad('node', 20, { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: `http-${process.pid}-${Date.now()}`, SELF_RECYCLE_FLEET_GAP: '0' })
+    // Every recycle was granted by the fleet and then admitted by the sibling queue, whose
+    // rule (the last recycled sibling's replacement listens first) a gap of 0 leaves alone.
+    const recycles = events.filter((e) => e.event === 'recycle')
+    assert.ok(recycles.every((e) => e.fleet === 'granted' && e.stagger === 'granted'), JSON.stringify(recycles.map((e) => [e.fleet, e.stagger])))
+  } finally {
+    await redis.stop()
+  }
 })
 
 test('a Nest HTTP app on the Express adapter recycles through closeOnDrain without dropping a request', { timeout: 120000 }, async () => {

@@ -180,6 +180,7 @@ class Fleet {
     this.candidate = null // the token this recycle asks with
     this.asking = false
     this.draining = false
+    this.renewing = null
     this.pendingWork = new Set()
     this.timers = new Set()
     this.closed = false
@@ -318,6 +319,7 @@ class Fleet {
         return
       }
       this.asking = false
+      if (status === 'granted' && wanted) this._keepLease()
       // A grant nobody waits for any more (the recycle went ahead another way): give it back.
       if (status === 'granted' && !wanted && !this.draining) {
         this.release().catch(() => {})
@@ -335,19 +337,24 @@ class Fleet {
       return
     }
     const hold = this.token ? Promise.resolve() : this.acquire(true).catch(() => {})
-    hold.then(() => {
-      if (!this.token) return
-      // A lease that lapsed (the loop was blocked longer than leaseTtl) is registered again:
-      // the drain goes on, and the others should wait for it.
-      this._every(Math.max(Math.floor(this.leaseTtlMs / 3), 200), async () => {
-        if (!this.token) return
-        const renewed = await this._script('renew', [this.keys.leases], [this.token, this.leaseTtlMs])
-        if (renewed === 0 && this.token) await this.acquire(true)
-      })
-    })
+    hold.then(() => this._keepLease())
     this._pending(this.heartbeat('draining'))
     this._pending(this.append(event))
     if (this.storm) this._pending(this._checkStorm(event))
+  }
+
+  /**
+   * Renews the lease every third of its TTL from the grant (the recycle may still wait for
+   * the sibling queue) until the exit. A lease that lapsed (the loop was blocked longer
+   * than leaseTtl) is registered again: the drain goes on, and the others should wait.
+   */
+  _keepLease () {
+    if (!this.token || this.renewing) return
+    this.renewing = this._every(Math.max(Math.floor(this.leaseTtlMs / 3), 200), async () => {
+      if (!this.token) return
+      const renewed = await this._script('renew', [this.keys.leases], [this.token, this.leaseTtlMs])
+      if (renewed === 0 && this.token) await this.acquire(true)
+    })
   }
 
   /** Work the exit waits for (within its bound): the stream entries, the storm check. */
@@ -402,6 +409,11 @@ class Fleet {
     if (!token) return false
     this.token = null
     this.candidate = null
+    if (this.renewing) {
+      clearInterval(this.renewing)
+      this.timers.delete(this.renewing)
+      this.renewing = null
+    }
     return (await this._script('release', [this.keys.leases, this.keys.gap, this.keys.storm], [token, this.gapMs, this.stormGapMs])) === 1
   }
 

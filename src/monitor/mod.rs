@@ -556,7 +556,7 @@ impl Monitor {
     }
 
     /// Tries the queued recycle again (each tick), with the latest value of its gauge:
-    /// first the fleet, then (unless the fleet granted it) the sibling queue.
+    /// first the fleet, then the sibling queue.
     fn admit_pending(&self, sample: Option<&Sample>) {
         if self.stagger.is_none() && self.fleet.is_none() {
             return;
@@ -606,8 +606,10 @@ impl Monitor {
                     FleetAdmission::Unavailable(why) => ("unavailable", Some(why)),
                 }
             };
-            // Only a fleet that cannot be used falls back to the sibling queue.
-            go_local = outcome.0 == "unavailable";
+            // A grant still passes the sibling queue: on one host its rules also keep a server
+            // from draining before the last recycled sibling's replacement listens. A fleet
+            // that cannot be used falls back to it; a timeout or a bypass goes ahead.
+            go_local = matches!(outcome.0, "granted" | "unavailable");
             recycle.fleet = Some((outcome.0.to_string(), outcome.1, waited_ms));
         }
         if let (Some(stagger), true) = (&self.stagger, go_local) {
