@@ -7,69 +7,18 @@
 // the workers' RSS at exit. Writes bench/http.md. Usage: node bench/http.js [seconds]
 
 const fs = require('node:fs')
-const http = require('node:http')
 const path = require('node:path')
-const { spawn } = require('node:child_process')
+const { startService, keepAliveLoad } = require('./http-load.js')
 
 const SECONDS = Number(process.argv[2] || 30)
 const SOCKETS = 50
 // The service the HTTP tests run (APP=node: node:http; APP=express: a Nest app).
 const SERVICE = path.join(__dirname, '..', '__test__', 'fixtures', 'http-cluster.js')
 
-function startService (env) {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('SELF_RECYCLE_')))
-  const child = spawn(process.execPath, [SERVICE], { env: { ...clean, SELF_RECYCLE_LOG: 'json', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stderr.on('data', (chunk) => { stderr += chunk })
-  const port = new Promise((resolve) => child.stdout.on('data', (chunk) => {
-    stdout += chunk
-    const match = /port:(\d+)/.exec(stdout)
-    if (match) resolve(Number(match[1]))
-  }))
-  const stop = () => new Promise((resolve) => {
-    child.once('close', () => resolve({ stdout, stderr }))
-    child.kill('SIGTERM')
-  })
-  return { port, stop }
-}
-
-async function load (port, seconds) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: SOCKETS })
-  const latencies = []
-  const errors = {}
-  let non2xx = 0
-  const until = Date.now() + seconds * 1000
-  const one = () => new Promise((resolve) => {
-    const started = process.hrtime.bigint()
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
-      res.resume()
-      res.on('end', () => {
-        if (res.statusCode < 200 || res.statusCode > 299) non2xx++
-        latencies.push(Number(process.hrtime.bigint() - started) / 1e6)
-        resolve()
-      })
-    })
-    req.on('error', (error) => {
-      errors[error.code ?? error.message] = (errors[error.code ?? error.message] ?? 0) + 1
-      resolve()
-    })
-  })
-  const began = Date.now()
-  await Promise.all(Array.from({ length: SOCKETS }, async () => {
-    while (Date.now() < until) await one()
-  }))
-  const elapsed = (Date.now() - began) / 1000
-  agent.destroy()
-  latencies.sort((a, b) => a - b)
-  const at = (q) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * q))] ?? NaN
-  return { requests: latencies.length, perSecond: latencies.length / elapsed, p50: at(0.5), p99: at(0.99), max: latencies.at(-1), errors, non2xx }
-}
-
 async function arm (name, env) {
-  const service = startService(env)
+  const service = startService([SERVICE], { SELF_RECYCLE_LOG: 'json', ...env })
   const port = await service.port
-  const result = await load(port, SECONDS)
+  const result = await keepAliveLoad(port, SECONDS, { sockets: SOCKETS })
   const { stdout, stderr } = await service.stop()
   const exits = stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
   const events = stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => { try { return JSON.parse(l) } catch { return {} } })

@@ -10,6 +10,7 @@ const fs = require('node:fs')
 const http = require('node:http')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
+const { keepAliveLoad } = require('./http-load.js')
 
 const SECONDS = Number(process.argv[2] || 20)
 const SOCKETS = 30
@@ -103,44 +104,13 @@ function proxy (ports) {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ port: server.address().port, retries, close: () => { server.close(); agent.destroy() } })))
 }
 
-async function load (port, seconds) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: SOCKETS })
-  const latencies = []
-  const errors = {}
-  let non2xx = 0
-  const until = Date.now() + seconds * 1000
-  const one = () => new Promise((resolve) => {
-    const started = process.hrtime.bigint()
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
-      res.resume()
-      res.on('end', () => {
-        if (res.statusCode < 200 || res.statusCode > 299) non2xx++
-        latencies.push(Number(process.hrtime.bigint() - started) / 1e6)
-        resolve()
-      })
-    })
-    req.on('error', (error) => {
-      errors[error.code ?? error.message] = (errors[error.code ?? error.message] ?? 0) + 1
-      resolve()
-    })
-  })
-  const began = Date.now()
-  await Promise.all(Array.from({ length: SOCKETS }, async () => {
-    while (Date.now() < until) await one()
-  }))
-  agent.destroy()
-  latencies.sort((a, b) => a - b)
-  const at = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]
-  return { requests: latencies.length, perSecond: latencies.length / ((Date.now() - began) / 1000), p50: at(0.5), p99: at(0.99), non2xx, errors }
-}
-
 async function run (underPressure) {
   const ports = [await freePort(), await freePort()]
   // Limits 150 and 180 MiB: two workers rarely recycle at the same moment.
   const backends = ports.map((port, i) => supervise(port, underPressure, i === 0 ? '150MiB' : '180MiB'))
   await Promise.all(backends.map((b) => b.ready))
   const lb = await proxy(ports)
-  const result = await load(lb.port, SECONDS)
+  const result = await keepAliveLoad(lb.port, SECONDS, { sockets: SOCKETS })
   lb.close()
   await Promise.all(backends.map((b) => b.stop()))
   const exits = backends.flatMap((b) => b.exits).filter((e) => e.code === 75)

@@ -8,71 +8,36 @@
 // Writes bench/rebalance.md. Usage: node bench/rebalance.js [seconds]
 
 const fs = require('node:fs')
-const http = require('node:http')
 const path = require('node:path')
-const { spawn } = require('node:child_process')
+const { startService, keepAliveLoad } = require('./http-load.js')
 
 const SECONDS = Number(process.argv[2] || 30)
 const SOCKETS = 50
 const SERVICE = path.join(__dirname, '..', '__test__', 'fixtures', 'http-cluster.js')
 
-function startService (env) {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('SELF_RECYCLE_')))
-  const child = spawn(process.execPath, [SERVICE], { env: { ...clean, SELF_RECYCLE_LOG: 'off', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  const port = new Promise((resolve) => child.stdout.on('data', (chunk) => {
-    stdout += chunk
-    const match = /port:(\d+)/.exec(stdout)
-    if (match) resolve(Number(match[1]))
-  }))
-  const stop = () => new Promise((resolve) => {
-    child.once('close', () => resolve(stdout))
-    child.kill('SIGTERM')
-  })
-  return { port, stop }
-}
-
+/** The load, with each second's answers counted by the worker pid in their body. */
 async function load (port, seconds) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: SOCKETS })
   const buckets = new Map() // second -> Map(pid -> requests)
-  const latencies = []
-  let errors = 0
-  let fresh = 0
   const began = Date.now()
-  const until = began + seconds * 1000
-  const one = () => new Promise((resolve) => {
-    const started = process.hrtime.bigint()
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk) => { body += chunk })
-      res.on('end', () => {
-        if (!req.reusedSocket) fresh++
-        latencies.push(Number(process.hrtime.bigint() - started) / 1e6)
-        const second = Math.floor((Date.now() - began) / 1000)
-        const pid = body.trim().split(' ')[1]
-        if (!buckets.has(second)) buckets.set(second, new Map())
-        buckets.get(second).set(pid, (buckets.get(second).get(pid) ?? 0) + 1)
-        resolve()
-      })
-    })
-    req.on('error', () => { errors++; resolve() })
+  const result = await keepAliveLoad(port, seconds, {
+    sockets: SOCKETS,
+    onResponse: (body) => {
+      const second = Math.floor((Date.now() - began) / 1000)
+      const pid = body.trim().split(' ')[1]
+      if (!buckets.has(second)) buckets.set(second, new Map())
+      buckets.get(second).set(pid, (buckets.get(second).get(pid) ?? 0) + 1)
+    }
   })
-  await Promise.all(Array.from({ length: SOCKETS }, async () => {
-    while (Date.now() < until) await one()
-  }))
-  agent.destroy()
-  latencies.sort((a, b) => a - b)
   // Seconds after the first (warm-up), busiest worker's share of that second.
   const shares = [...buckets.entries()].filter(([second]) => second >= 1 && second < seconds).map(([, pids]) => {
     const counts = [...pids.values()]
     return Math.max(...counts) / counts.reduce((a, b) => a + b, 0)
   })
   return {
-    requests: latencies.length,
-    p99: latencies[Math.floor(latencies.length * 0.99)],
-    errors,
-    reconnections: fresh - SOCKETS,
+    requests: result.requests,
+    p99: result.p99,
+    errors: result.non2xx + Object.values(result.errors).reduce((a, b) => a + b, 0),
+    reconnections: result.fresh - SOCKETS,
     meanBusiest: shares.reduce((a, b) => a + b, 0) / shares.length,
     lopsided: shares.filter((s) => s > 0.8).length,
     seconds: shares.length
@@ -80,9 +45,9 @@ async function load (port, seconds) {
 }
 
 async function arm (rebalance) {
-  const service = startService({ REBALANCE: rebalance ? '1' : '0', SELF_RECYCLE_MAX_RSS: '150MiB', SELF_RECYCLE_MAX_HEAP: 'off', SELF_RECYCLE_MIN_UPTIME: '0', SELF_RECYCLE_WARMUP: '0', SELF_RECYCLE_DRAIN_TIMEOUT: '10s', SELF_RECYCLE_SIGNALS: 'on' })
+  const service = startService([SERVICE], { SELF_RECYCLE_LOG: 'off', REBALANCE: rebalance ? '1' : '0', SELF_RECYCLE_MAX_RSS: '150MiB', SELF_RECYCLE_MAX_HEAP: 'off', SELF_RECYCLE_MIN_UPTIME: '0', SELF_RECYCLE_WARMUP: '0', SELF_RECYCLE_DRAIN_TIMEOUT: '10s', SELF_RECYCLE_SIGNALS: 'on' })
   const result = await load(await service.port, SECONDS)
-  const stdout = await service.stop()
+  const { stdout } = await service.stop()
   const recycles = stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).filter((e) => e.code === 75).length
   return { rebalance, recycles, ...result }
 }

@@ -14,7 +14,7 @@
 //! Must run on the isolate's thread (a napi call), inside its handle scope.
 
 use std::collections::HashSet;
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use once_cell::sync::Lazy;
@@ -87,26 +87,6 @@ struct Symbols {
     get_profile: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
     /// `Ok`: the old `WriteUtf8`; `Err`: `WriteUtf8V2`, preferred where it exists.
     write_utf8: Result<WriteUtf8, WriteUtf8V2>,
-}
-
-#[cfg(unix)]
-fn lookup(name: &CStr) -> Option<*mut c_void> {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads.
-    let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-    (!address.is_null()).then_some(address)
-}
-
-#[cfg(not(unix))]
-fn lookup(_name: &CStr) -> Option<*mut c_void> {
-    None
-}
-
-macro_rules! resolve {
-    ($name:literal) => {
-        // SAFETY: the mangled name pins the C++ signature; a member function takes `this`
-        // as its first argument, like the declared C signature (x86-64 and arm64).
-        lookup($name).map(|address| unsafe { std::mem::transmute::<*mut c_void, _>(address) })
-    };
 }
 
 static SYMBOLS: Lazy<Result<Symbols, String>> = Lazy::new(|| {

@@ -6,7 +6,7 @@
 //! Heap figures must only be read on the isolate's own thread (a napi call, an interrupt
 //! or a GC callback): V8 holds no lock for a reader on another thread.
 
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_int, c_void};
 
 use once_cell::sync::Lazy;
 
@@ -51,27 +51,6 @@ struct Symbols {
         Option<unsafe extern "C" fn(*mut c_void, NearHeapLimitCallback, *mut c_void)>,
     remove_near_heap_limit: Option<unsafe extern "C" fn(*mut c_void, NearHeapLimitCallback, usize)>,
     set_oom_handler: Option<(unsafe extern "C" fn(*mut c_void, OomCallback), OomSignature)>,
-}
-
-#[cfg(unix)]
-fn lookup(name: &CStr) -> Option<*mut c_void> {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads.
-    let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-    (!address.is_null()).then_some(address)
-}
-
-#[cfg(not(unix))]
-fn lookup(_name: &CStr) -> Option<*mut c_void> {
-    None
-}
-
-/// Resolves a symbol as a function pointer of type `F`.
-macro_rules! resolve {
-    ($name:literal) => {
-        // SAFETY: the mangled name pins the C++ signature; on x86-64/arm64 SysV a member
-        // function takes `this` as its first argument, like the declared C signature.
-        lookup($name).map(|address| unsafe { std::mem::transmute::<*mut c_void, _>(address) })
-    };
 }
 
 static SYMBOLS: Lazy<Result<Symbols, String>> = Lazy::new(|| {
