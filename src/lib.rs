@@ -17,6 +17,7 @@ mod recycle;
 mod report;
 mod sampler;
 mod stagger;
+mod trend;
 mod units;
 
 use std::cell::Cell;
