@@ -297,6 +297,9 @@ class Recycler extends EventEmitter {
       heapTimer: null,
       onExit: null,
       signalHandlers: null,
+      // The native watcher sees stop signals (Linux): the listeners only keep libuv's
+      // handler installed.
+      nativeSignals: false,
       // Signals a library is about to re-raise for its own shutdown (Nest's
       // enableShutdownHooks): they belong to the stop under way.
       expectedSignals: new Set(),
@@ -413,7 +416,11 @@ class Recycler extends EventEmitter {
   /**
    * SIGTERM/SIGINT stop the worker: the same drain as a recycle, then exit 0 (128 + the
    * signal number if the drain ran out of time). A signal during a recycle drain joins it;
-   * a second signal of the same stop exits at once with 128 + the signal number.
+   * a second signal of the same stop exits at once with 128 + the signal number; the same
+   * signal again within 100 ms is the same stop. On Linux the native side sees the signal
+   * (chained in front of the listeners added here), so all of this holds while JS is stuck:
+   * the stop's deadline runs from the signal, and `stop`/`exit` events reach `_receive`.
+   * Elsewhere the listeners decide.
    */
   _installSignalHandlers () {
     const state = this[kState]
@@ -422,6 +429,7 @@ class Recycler extends EventEmitter {
       process.on(name, handler)
       return [name, handler]
     })
+    state.nativeSignals = this[kNative].armStopSignals() === null
   }
 
   _onSignal (name) {
@@ -429,6 +437,7 @@ class Recycler extends EventEmitter {
     const native = this[kNative]
     if (!native) return
     if (state.expectedSignals.delete(name)) return // a library's re-raise of this stop
+    if (state.nativeSignals) return // the native watcher decided already (see _receive)
     const { outcome, event } = native.requestStop(name, SIGNAL_NUMBERS[name])
     if (outcome === 'again') {
       const exit = native.interrupt(name, SIGNAL_NUMBERS[name])
@@ -446,7 +455,10 @@ class Recycler extends EventEmitter {
    * under way instead of counting as a second signal. Used by `self-recycle/nest`.
    */
   expectSignal (signal) {
-    if (signal in SIGNAL_NUMBERS) this[kState].expectedSignals.add(signal)
+    if (!(signal in SIGNAL_NUMBERS)) return
+    const state = this[kState]
+    if (state.nativeSignals) this[kNative]?.expectSignal(SIGNAL_NUMBERS[signal])
+    else state.expectedSignals.add(signal)
   }
 
   /** JS fallback heap probe: an unref'd timer; it cannot sample a blocked loop. */
@@ -480,6 +492,20 @@ class Recycler extends EventEmitter {
       return
     }
     if (event.event === EVENTS.SAMPLE) this[kNative]?.sampleConsumed()
+    // A stop signal the native watcher took: a stop drain started (or joined a recycle's).
+    if (event.event === EVENTS.STOP) {
+      this._emitEvent(event)
+      if (!event.joined) this._drain(event)
+      return
+    }
+    // A second stop signal: leave at once (the native thread does it if JS cannot).
+    if (event.event === EVENTS.EXIT) {
+      const native = this[kNative]
+      this._emitEvent(event)
+      native?.interruptExitLogged()
+      native?.shutDown()
+      process.exit(event.code)
+    }
     // READY=baseline: PM2's wait_ready (and a cluster primary) hear it once the baseline passes.
     if (event.event === EVENTS.BASELINE && event.ready && this[kState].config?.ready === 'baseline' && typeof process.send === 'function') {
       try { process.send('ready') } catch {}

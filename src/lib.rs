@@ -17,6 +17,7 @@ mod recycle;
 mod report;
 mod sampler;
 mod stagger;
+mod stop_signal;
 mod trend;
 mod units;
 
@@ -296,10 +297,15 @@ struct Attachments {
     heap: Option<&'static HeapCell>,
     /// We started V8's sampling heap profiler: stop it with the recycler.
     profiling: bool,
+    /// The native stop-signal handler is armed for this recycler.
+    stop_signals: bool,
 }
 
 impl Attachments {
     fn detach(&mut self) {
+        if std::mem::take(&mut self.stop_signals) {
+            stop_signal::disarm();
+        }
         if std::mem::take(&mut self.profiling) {
             // JS thread (napi call or env cleanup hook).
             probe::sampling::stop();
@@ -403,6 +409,7 @@ impl NativeRecycler {
                     gc_isolate: None,
                     heap: None,
                     profiling: false,
+                    stop_signals: false,
                 })),
             });
         }
@@ -503,6 +510,7 @@ impl NativeRecycler {
             gc_isolate,
             heap: Some(heap),
             profiling,
+            stop_signals: false,
         }));
         // Runs when the isolate's environment is torn down (worker.terminate(), normal
         // exit): the thread must be joined before the isolate goes away.
@@ -551,6 +559,40 @@ impl NativeRecycler {
             StopOutcome::Again => "again",
         };
         Ok(serde_json::json!({ "outcome": outcome, "event": event }))
+    }
+
+    /// Chains the native stop-signal handler in front of the JS listeners just added
+    /// (`SIGNALS=on`, main thread): `null` once armed, else why not (JS then decides alone).
+    #[napi(catch_unwind)]
+    pub fn arm_stop_signals(&self) -> Result<Option<String>> {
+        let monitor = self.monitor()?;
+        if !monitor.can_exit_process() {
+            return Ok(Some(
+                "a worker thread's recycler does not own the process's signals".to_string(),
+            ));
+        }
+        let weak: std::sync::Weak<Monitor> = Arc::downgrade(monitor);
+        let handler: std::sync::Weak<dyn stop_signal::StopSignalHandler> = weak;
+        match stop_signal::arm(handler) {
+            Ok(()) => {
+                self.attachments.lock().stop_signals = true;
+                Ok(None)
+            }
+            Err(why) => Ok(Some(why)),
+        }
+    }
+
+    /// A library will re-raise `number` for the stop under way (Nest's shutdown hooks).
+    #[napi(catch_unwind)]
+    pub fn expect_signal(&self, number: i32) {
+        stop_signal::expect(number);
+    }
+
+    /// JS logged the `exit` event a second signal handed it and is leaving itself.
+    #[napi(catch_unwind)]
+    pub fn interrupt_exit_logged(&self) -> Result<()> {
+        self.monitor()?.interrupt_exit_logged();
+        Ok(())
     }
 
     /// The second signal of a stop: the `exit` event for leaving at once.

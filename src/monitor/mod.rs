@@ -24,6 +24,7 @@ use crate::sampler::{SampleRing, SampleSource, Waker};
 use crate::stagger::{Admission, Stagger};
 
 /// `stats()`, the `start` event's views and the recycle report.
+mod signals;
 mod status;
 
 /// Samples kept for `stats()` and reports.
@@ -128,6 +129,8 @@ pub struct Monitor {
     jobs_done: AtomicU64,
     sample_events: AtomicBool,
     sample_in_flight: AtomicBool,
+    /// JS logged the `exit` event of a second stop signal (signals.rs).
+    interrupt_exit_logged: AtomicBool,
 }
 
 impl Monitor {
@@ -176,6 +179,7 @@ impl Monitor {
             jobs_done: AtomicU64::new(0),
             sample_events: AtomicBool::new(false),
             sample_in_flight: AtomicBool::new(false),
+            interrupt_exit_logged: AtomicBool::new(false),
         }
     }
 

@@ -12,6 +12,11 @@ use crate::recycle::Drain;
 use crate::report;
 
 impl Monitor {
+    /// Only the main thread's recycler may end the process (and so own its signals).
+    pub fn can_exit_process(&self) -> bool {
+        self.can_exit_process
+    }
+
     pub fn state_name(&self) -> &'static str {
         self.recycle.lock().name()
     }
