@@ -350,6 +350,24 @@ export interface ReinitEvent extends BaseEvent {
   stack: string
 }
 
+/**
+ * A due recycle waits for its turn: behind siblings (`STAGGER_DIR`) or for a fleet lease.
+ * Said once per recycle, when the wait starts; the `recycle` event follows when it goes
+ * (`staggerWaitMs`, `fleetWaitMs`), early with `stagger`/`fleet` `bypass` if a hard limit
+ * (V8's heap limit, the RSS ceiling) would be reached before a drain could finish.
+ */
+export interface QueuedEvent extends BaseEvent {
+  event: 'queued'
+  reason: RecycleReason
+  value: number
+  limit: number
+  waitingFor: 'siblings' | 'fleet'
+  /** What it waits for, in words (`a sibling recycled 1200 ms ago, the gap is 30000 ms`). */
+  why: string
+  /** The longest it will wait (`STAGGER_MAX_WAIT`, or the fleet's timeout). */
+  maxWaitMs: number
+}
+
 /** More recycles fleet-wide than `fleet.storm` allows within its window (emitted once per window). */
 export interface StormEvent extends BaseEvent {
   event: 'storm'
@@ -375,6 +393,7 @@ export interface EventMap {
   recycle: RecycleEvent
   baseline: BaselineEvent
   stop: StopEvent
+  queued: QueuedEvent
   drain: DrainEvent
   exit: ExitEvent
   storm: StormEvent
@@ -508,6 +527,7 @@ export declare const EVENTS: Readonly<{
   RECYCLE: 'recycle'
   BASELINE: 'baseline'
   STOP: 'stop'
+  QUEUED: 'queued'
   DRAIN: 'drain'
   EXIT: 'exit'
   STORM: 'storm'

@@ -24,6 +24,7 @@ const EVENTS = Object.freeze({
   RECYCLE: 'recycle',
   BASELINE: 'baseline',
   STOP: 'stop',
+  QUEUED: 'queued',
   DRAIN: 'drain',
   EXIT: 'exit',
   STORM: 'storm',

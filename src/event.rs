@@ -52,6 +52,8 @@ pub enum Event {
         joined: bool,
         drain_timeout_ms: u64,
     },
+    /// A due recycle waits for its turn (siblings or the fleet); said once per recycle.
+    Queued(Box<Queued>),
     Drain(Drain),
     Exit(Box<Exit>),
     /// More recycles fleet-wide than `FLEET_STORM` allows within its window.
@@ -66,6 +68,18 @@ pub enum Event {
         call_site: String,
         stack: String,
     },
+}
+
+/// What a due recycle waits for, and for how long at most.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    pub reason: Reason,
+    pub value: u64,
+    pub limit: u64,
+    /// `siblings` (STAGGER_DIR) or `fleet`.
+    pub waiting_for: &'static str,
+    pub why: String,
+    pub max_wait_ms: u64,
 }
 
 /// A recycle storm seen in the fleet's history: counts by reason and by host.
@@ -386,6 +400,7 @@ impl Event {
             Event::Recycle(_) => "recycle",
             Event::Baseline(_) => "baseline",
             Event::Stop { .. } => "stop",
+            Event::Queued(_) => "queued",
             Event::Drain(_) => "drain",
             Event::Exit(_) => "exit",
             Event::Storm(_) => "storm",
@@ -534,6 +549,24 @@ impl Event {
                     }
                 }
             },
+            Event::Queued(queued) => {
+                let what = if queued.reason.is_bytes() {
+                    format!(
+                        "{} recycle due ({} of limit {})",
+                        queued.reason.as_str(),
+                        format_size(queued.value),
+                        format_size(queued.limit)
+                    )
+                } else {
+                    format!("{} recycle due", queued.reason.as_str())
+                };
+                format!(
+                    "{what}; waiting for the {}: {} (at most {}, sooner if a hard limit comes near)",
+                    queued.waiting_for,
+                    queued.why,
+                    format_duration(queued.max_wait_ms)
+                )
+            }
             Event::Exit(exit) => exit.msg(),
             Event::Storm(storm) => storm.msg(),
             Event::Reinit {
@@ -658,6 +691,14 @@ impl Event {
                 put("signal", json!(signal));
                 put("joined", json!(joined));
                 put("drainTimeoutMs", json!(drain_timeout_ms));
+            }
+            Event::Queued(queued) => {
+                put("reason", json!(queued.reason.as_str()));
+                put("value", json!(queued.value));
+                put("limit", json!(queued.limit));
+                put("waitingFor", json!(queued.waiting_for));
+                put("why", json!(queued.why));
+                put("maxWaitMs", json!(queued.max_wait_ms));
             }
             Event::Drain(drain) => {
                 put("reason", json!(drain.reason.as_str()));

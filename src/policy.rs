@@ -2,7 +2,7 @@
 //! passes the uptime in every sample, so unit tests drive it with synthetic sequences.
 
 use crate::trend::{FloorHistory, Series};
-use crate::units::Growth;
+use crate::units::{format_size, Growth};
 
 pub use crate::trend::theil_sen_slope;
 
@@ -240,6 +240,18 @@ impl Policy {
         theil_sen_slope(&points).map(|per_ms| per_ms * 1000.0)
     }
 
+    /// How fast a series grows now, for a recycle waiting at its limit: the faster of the
+    /// recent samples' slope and the slope of the per-second lows over the last 5 s (which
+    /// minor GCs' sawtooth does not hide).
+    pub fn growth_per_s(&self, heap: bool, now_ms: u64) -> Option<f64> {
+        let series = if heap { Series::Heap } else { Series::Rss };
+        let floor = self.floors.recent_floor_slope_per_s(series, now_ms, 5000);
+        match (self.recent_slope_per_s(heap), floor) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -440,6 +452,40 @@ impl Policy {
             }
         }
         verdicts
+    }
+}
+
+/// A limit a recycle waiting for its turn must never reach (V8's heap limit, the RSS
+/// ceiling): where the value is and how fast it grows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HardLimit {
+    /// What the limit is, in words (`90% of V8's heap limit`).
+    pub name: String,
+    pub value: u64,
+    pub limit: u64,
+    pub slope_per_s: Option<f64>,
+}
+
+impl HardLimit {
+    /// Why a waiting recycle must go now: the value is at the limit, or at its rate it would
+    /// reach it within `lead_ms` (the drain it still needs plus a margin). `None`: it may
+    /// wait on.
+    pub fn must_go_within(&self, lead_ms: u64) -> Option<String> {
+        if self.value >= self.limit {
+            return Some(format!("at {} of {}", format_size(self.value), self.name));
+        }
+        let slope = self.slope_per_s.filter(|s| *s > 0.0)?;
+        let seconds_left = (self.limit - self.value) as f64 / slope;
+        (seconds_left * 1000.0 <= lead_ms as f64).then(|| {
+            format!(
+                "{} would reach {} in {:.1} s at {}/s, sooner than the {:.1} s a drain needs",
+                format_size(self.value),
+                self.name,
+                seconds_left,
+                format_size(slope as u64),
+                lead_ms as f64 / 1000.0
+            )
+        })
     }
 }
 
@@ -1370,6 +1416,27 @@ mod tests {
 
     fn share(limit: u64, percent: f64) -> u64 {
         (limit as f64 * percent / 100.0) as u64
+    }
+
+    #[test]
+    fn a_waiting_recycle_goes_before_a_hard_limit() {
+        let hard = |value: u64, slope: Option<f64>| HardLimit {
+            name: "90% of V8's heap limit (144 MiB)".to_string(),
+            value: value * MIB,
+            limit: 144 * MIB,
+            slope_per_s: slope,
+        };
+        // At the limit: go, whatever the slope.
+        assert!(hard(144, None).must_go_within(0).is_some());
+        // 2 MiB/s, 10 MiB left: 5 s; a 4 s lead waits, a 5 s lead goes.
+        let growing = hard(134, Some(2.0 * MIB as f64));
+        assert_eq!(growing.must_go_within(4000), None);
+        let why = growing.must_go_within(5000).expect("goes");
+        assert!(why.contains("in 5.0 s"), "{why}");
+        // Flat or falling: waits.
+        assert_eq!(hard(140, Some(0.0)).must_go_within(60_000), None);
+        assert_eq!(hard(140, Some(-1.0)).must_go_within(60_000), None);
+        assert_eq!(hard(140, None).must_go_within(60_000), None);
     }
 
     #[test]

@@ -80,6 +80,28 @@ impl FloorHistory {
         }
     }
 
+    /// Bytes per second of the per-second lows of `series` over the last `span_ms` (Theil-Sen,
+    /// at least 3 seconds seen): how fast a series grows under the sawtooth of minor GCs,
+    /// for a worker that already waits at its limit. Not a trend test: any rise counts.
+    pub fn recent_floor_slope_per_s(
+        &self,
+        series: Series,
+        now_ms: u64,
+        span_ms: u64,
+    ) -> Option<f64> {
+        let from = now_ms.saturating_sub(span_ms);
+        let points: Vec<(u64, u64)> = self
+            .buckets
+            .iter()
+            .map(|b| b.point(series))
+            .filter(|(t, _)| *t >= from)
+            .collect();
+        if points.len() < 3 {
+            return None;
+        }
+        theil_sen_slope(&points).map(|per_ms| per_ms * 1000.0)
+    }
+
     /// The window a projection over `horizon_ms` must be judged on.
     pub fn window_for(horizon_ms: u64) -> u64 {
         horizon_ms
@@ -312,6 +334,23 @@ mod tests {
         });
         assert_eq!(
             h.sustained_slope_per_s(Series::Rss, 50_000, 1000, MIB),
+            None
+        );
+    }
+
+    #[test]
+    fn the_recent_floor_slope_sees_through_minor_gcs() {
+        // +4 MiB/s under a 10 MiB sawtooth every 300 ms.
+        let h = history(10_000, 25, |t| {
+            100 * MIB + t * 4 * MIB / 1000 + (t % 300) * 10 * MIB / 300
+        });
+        let slope = h
+            .recent_floor_slope_per_s(Series::Heap, 10_000, 5000)
+            .expect("slope");
+        assert!((slope / MIB as f64 - 4.0).abs() < 0.5, "{slope}");
+        let short = history(1500, 25, |t| t);
+        assert_eq!(
+            short.recent_floor_slope_per_s(Series::Heap, 1500, 5000),
             None
         );
     }

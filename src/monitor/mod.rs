@@ -16,7 +16,9 @@ use crate::fleet::{FleetAdmission, FleetAnswer, FleetGate};
 use crate::liveness::Liveness;
 use crate::near_heap::NearHeapHandler;
 use crate::notify::{self, Notifier};
-use crate::policy::{near_heap_action, Limits, NearHeapAction, Policy, Reason, Sample, Verdict};
+use crate::policy::{
+    near_heap_action, HardLimit, Limits, NearHeapAction, Policy, Reason, Sample, Verdict,
+};
 use crate::probe::cgroup::LimitSource;
 use crate::probe::v8::HeapFigures;
 use crate::recycle::{exit_process, Drain, RecycleState, StopOutcome, StopSignal};
@@ -36,6 +38,11 @@ const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 /// A queued recycle skips the sibling queue once its value reaches limit x this.
 const STAGGER_CEILING: f64 = 1.25;
+/// A waiting recycle goes before the used heap would reach this share of V8's limit.
+const HEAP_HARD_SHARE: f64 = 0.9;
+/// Time a waiting recycle keeps in hand beyond the drain it expects (sampling, the
+/// drain's own start, a GC).
+const WAIT_MARGIN_MS: u64 = 2000;
 
 pub trait EventSink: Send + Sync {
     /// Hands an event to JS; `false` when JS can no longer receive.
@@ -90,6 +97,8 @@ struct Sampling {
     counters: Counters,
     /// An automatic recycle waiting for its turn among siblings, since when.
     pending: Option<(Recycle, Instant)>,
+    /// The `queued` event of the pending recycle was emitted.
+    pending_announced: bool,
     last_watchdog: Option<Instant>,
     /// Major-GC count when the leak slope was last fitted (refit only on new points).
     leak_checked_at_gc: u64,
@@ -153,6 +162,7 @@ impl Monitor {
                 ring,
                 counters: Counters::default(),
                 pending: None,
+                pending_announced: false,
                 last_watchdog: None,
                 leak_checked_at_gc: 0,
                 tracked_work: None,
@@ -541,6 +551,7 @@ impl Monitor {
             let mut sampling = self.sampling.lock();
             if sampling.pending.is_none() {
                 sampling.pending = Some((recycle, Instant::now()));
+                sampling.pending_announced = false;
             }
         }
         self.admit_pending(None);
@@ -560,39 +571,59 @@ impl Monitor {
     }
 
     /// Tries the queued recycle again (each tick), with the latest value of its gauge:
-    /// first the fleet, then the sibling queue.
+    /// first the fleet, then the sibling queue. A recycle that would reach a hard limit
+    /// (V8's heap limit, the RSS ceiling, 1.25x its own limit) before a drain started now
+    /// could finish goes at once (`bypass`, saying why); the first wait says what it
+    /// waits for (`queued`).
     fn admit_pending(&self, sample: Option<&Sample>) {
         if self.stagger.is_none() && self.fleet.is_none() {
             return;
         }
-        let mut sampling = self.sampling.lock();
-        let rss = sample.map(|s| sampling.policy.rss_value(s));
+        let latest = match sample {
+            Some(sample) => *sample,
+            None => self.latest(),
+        };
+        let lead_ms = self.expected_drain_ms().unwrap_or(0) + WAIT_MARGIN_MS;
+        let mut guard = self.sampling.lock();
+        let sampling = &mut *guard;
+        let rss = sampling.policy.rss_value(&latest);
+        let hard_limits = self.hard_limits(&sampling.policy, &latest, rss);
         let Some((recycle, since)) = sampling.pending.as_mut() else {
             return;
         };
-        if let Some(sample) = sample {
+        if sample.is_some() {
             recycle.value = match recycle.reason {
-                Reason::Rss | Reason::Growth => rss.unwrap_or(recycle.value),
-                Reason::Heap => sample.heap_used,
-                Reason::Jobs => sample.jobs_done,
-                Reason::Age => sample.uptime_ms,
+                Reason::Rss | Reason::Growth => rss,
+                Reason::Heap => latest.heap_used,
+                Reason::Jobs => latest.jobs_done,
+                Reason::Age => latest.uptime_ms,
                 _ => recycle.value,
             };
         }
-        let over_ceiling = recycle.reason.is_bytes()
-            && recycle.value as f64 >= recycle.limit as f64 * STAGGER_CEILING;
+        let mut emergency = hard_limits
+            .iter()
+            .find_map(|hard| hard.must_go_within(lead_ms));
+        if recycle.reason.is_bytes()
+            && recycle.value as f64 >= recycle.limit as f64 * STAGGER_CEILING
+        {
+            emergency = Some(format!(
+                "over the ceiling ({:.0}% of its limit)",
+                STAGGER_CEILING * 100.0
+            ));
+        }
         let waited_ms = since.elapsed().as_millis() as u64;
         let max_wait = self.config.stagger_max_wait_ms;
         let mut go_local = true;
+        let mut waiting: Option<(&'static str, String)> = None;
         if let (Some(gate), None) = (&self.fleet, &recycle.fleet) {
-            let outcome = if over_ceiling {
+            let outcome = if let Some(why) = &emergency {
                 gate.reset();
-                ("bypass", Some("over the ceiling".to_string()))
+                ("bypass", Some(why.clone()))
             } else {
                 match gate.poll(Instant::now()) {
                     FleetAdmission::Ask => {
                         let ask = fleet_ask(recycle);
-                        drop(sampling);
+                        drop(guard);
                         if !self.sink.deliver(ask) {
                             self.fleet_answer(FleetAnswer::Unavailable(
                                 "JS can no longer receive".into(),
@@ -605,38 +636,102 @@ impl Monitor {
                         gate.reset();
                         ("timeout", Some(format!("waited {waited_ms} ms ({why})")))
                     }
-                    FleetAdmission::Wait(_) => return,
+                    FleetAdmission::Wait(why) => {
+                        waiting = Some(("fleet", why));
+                        ("wait", None)
+                    }
                     FleetAdmission::Granted => ("granted", None),
                     FleetAdmission::Unavailable(why) => ("unavailable", Some(why)),
                 }
             };
-            // A grant still passes the sibling queue: on one host its rules also keep a server
-            // from draining before the last recycled sibling's replacement listens. A fleet
-            // that cannot be used falls back to it; a timeout or a bypass goes ahead.
-            go_local = matches!(outcome.0, "granted" | "unavailable");
-            recycle.fleet = Some((outcome.0.to_string(), outcome.1, waited_ms));
+            if outcome.0 != "wait" {
+                // A grant still passes the sibling queue: on one host its rules also keep a
+                // server from draining before the last recycled sibling's replacement
+                // listens. A fleet that cannot be used falls back to it; a timeout or a
+                // bypass goes ahead.
+                go_local = matches!(outcome.0, "granted" | "unavailable");
+                recycle.fleet = Some((outcome.0.to_string(), outcome.1, waited_ms));
+            }
         }
-        if let (Some(stagger), true) = (&self.stagger, go_local) {
-            let admission = if over_ceiling {
-                "bypass: over the ceiling".to_string()
-            } else {
-                match stagger.try_admit() {
-                    Admission::Granted => "granted".to_string(),
-                    Admission::Unavailable(why) => format!("unavailable: {why}"),
-                    // Nobody may hold a recycle back for good, not even a hostile lock holder.
-                    Admission::Wait(why) if waited_ms >= max_wait => {
-                        format!("timeout: waited {waited_ms} ms ({why})")
+        if waiting.is_none() {
+            if let (Some(stagger), true) = (&self.stagger, go_local) {
+                let admission = if let Some(why) = &emergency {
+                    format!("bypass: {why}")
+                } else {
+                    match stagger.try_admit() {
+                        Admission::Granted => "granted".to_string(),
+                        Admission::Unavailable(why) => format!("unavailable: {why}"),
+                        // Nobody may hold a recycle back for good, not even a hostile lock
+                        // holder.
+                        Admission::Wait(why) if waited_ms >= max_wait => {
+                            format!("timeout: waited {waited_ms} ms ({why})")
+                        }
+                        Admission::Wait(why) => {
+                            waiting = Some(("siblings", why));
+                            String::new()
+                        }
                     }
-                    Admission::Wait(_) => return,
+                };
+                if waiting.is_none() {
+                    recycle.stagger = Some((admission, waited_ms));
                 }
-            };
-            recycle.stagger = Some((admission, waited_ms));
+            }
+        }
+        if let Some((waiting_for, why)) = waiting {
+            if std::mem::replace(&mut sampling.pending_announced, true) {
+                return;
+            }
+            let queued = Event::Queued(Box::new(event::Queued {
+                reason: recycle.reason,
+                value: recycle.value,
+                limit: recycle.limit,
+                waiting_for,
+                why,
+                max_wait_ms: max_wait.saturating_sub(waited_ms),
+            }));
+            drop(guard);
+            self.emit(&queued);
+            return;
         }
         let Some((recycle, _)) = sampling.pending.take() else {
             return;
         };
-        drop(sampling);
+        drop(guard);
         self.trigger(recycle, true);
+    }
+
+    /// The limits a waiting recycle must never reach: 90% of what V8's old space may grow
+    /// to (past it V8 collects without end, then calls near-heap-limit with little
+    /// headroom left, or aborts) and the RSS ceiling (the OOM killer is near).
+    fn hard_limits(&self, policy: &Policy, sample: &Sample, rss: u64) -> Vec<HardLimit> {
+        let mut limits = Vec::with_capacity(2);
+        let heap_limit = self
+            .machine
+            .old_space_limit
+            .or(self.machine.heap_size_limit)
+            .unwrap_or(sample.heap_limit);
+        if heap_limit > 0 {
+            let limit = (heap_limit as f64 * HEAP_HARD_SHARE) as u64;
+            limits.push(HardLimit {
+                name: format!(
+                    "{:.0}% of V8's heap limit ({})",
+                    HEAP_HARD_SHARE * 100.0,
+                    crate::units::format_size(limit)
+                ),
+                value: sample.heap_used,
+                limit,
+                slope_per_s: policy.growth_per_s(true, sample.uptime_ms),
+            });
+        }
+        if let Some(ceiling) = policy.limits().ceiling {
+            limits.push(HardLimit {
+                name: format!("the RSS ceiling ({})", crate::units::format_size(ceiling)),
+                value: rss,
+                limit: ceiling,
+                slope_per_s: policy.growth_per_s(false, sample.uptime_ms),
+            });
+        }
+        limits
     }
 
     /// Decides a recycle (automatic, manual or near-heap-limit) and returns its event;
@@ -660,6 +755,10 @@ impl Monitor {
             // The sampler may be asleep for a whole INTERVAL: it must wake for the deadline.
             if let Some(waker) = self.waker.lock().as_ref() {
                 waker.wake();
+            }
+            // Every recycle counts toward the siblings' gap, whatever way it went.
+            if let Some(stagger) = &self.stagger {
+                stagger.count_recycle();
             }
         }
         self.sampling.lock().counters.recycles += 1;
