@@ -89,6 +89,13 @@ export interface Options {
   drainTimeout?: Duration
   /** Exit code after a recycle (75 = EX_TEMPFAIL, restarted by every process manager). @default 75 */
   exitCode?: number
+  /**
+   * How a recycled worker comes back: `exit` with `exitCode` (the process manager restarts
+   * it), or `exec`: it re-executes itself in place (same PID, fresh memory), so a container
+   * orchestrator sees no restart. Linux; not with an IPC channel to a parent (cluster, PM2).
+   * @default 'exit'
+   */
+  restart?: 'exit' | 'exec'
   /** Recycle when the event loop is unresponsive this long. @default off */
   stallTimeout?: Duration | 'off'
   /** Sibling workers sharing this directory recycle one at a time. @default off */
@@ -142,6 +149,8 @@ export interface BaseEvent {
   rss: number
   heapUsed: number
   heapLimit: number
+  /** With `restart: 'exec'`: how many times this process re-executed itself (0 at first). */
+  generation?: number
   /** One human sentence, ready for a logger. */
   msg: string
 }
@@ -163,6 +172,8 @@ export interface Probes {
    * GC), `busy: ...` (another inspector client runs the profiler), `off`, `off: ...`.
    */
   profile: string
+  /** What a recycle ends with: `exec` (re-executes in place) or `exit`. */
+  restart: 'exit' | 'exec'
 }
 
 /** An allocation site and what it holds (sampled live bytes). */
@@ -211,6 +222,7 @@ export interface EffectiveConfig {
   minUptimeMs: number
   drainTimeoutMs: number
   exitCode: number
+  restart: 'exit' | 'exec'
   stallTimeoutMs: number | null
   staggerDir: string | null
   staggerGapMs: number
@@ -336,6 +348,8 @@ export interface ExitEvent extends BaseEvent {
   forced: boolean
   /** The stop signal, when the worker stops rather than recycles. */
   signal?: 'SIGTERM' | 'SIGINT'
+  /** `exec`: the process re-executes itself in place (`code` is used only if that fails). */
+  restart: 'exit' | 'exec'
   /** The recycle report (`REPORT_DIR`): its path, or why it could not be written. */
   report?: { path: string } | { error: string }
   /** The heap snapshot (`HEAP_SNAPSHOT`): its path, or why it was skipped. */

@@ -90,7 +90,8 @@ function takeNotifyEnv () {
 function readEnv (env) {
   const found = {}
   for (const [name, value] of Object.entries(env)) {
-    if (name.startsWith(ENV_PREFIX) && !name.startsWith(`${ENV_PREFIX}TEST_`) && typeof value === 'string') {
+    // TEST_ variables steer tests; GENERATION is set by a RESTART=exec re-execution.
+    if (name.startsWith(ENV_PREFIX) && !name.startsWith(`${ENV_PREFIX}TEST_`) && name !== `${ENV_PREFIX}GENERATION` && typeof value === 'string') {
       found[name.slice(ENV_PREFIX.length)] = value
     }
   }
@@ -353,6 +354,8 @@ class Recycler extends EventEmitter {
           nodeOwnsNearHeapLimit: [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]
             .some((arg) => arg.startsWith('--heapsnapshot-near-heap-limit')),
           nodeReportsFatalErrors: process.report?.reportOnFatalError === true,
+          // RESTART=exec would cut an IPC channel to the parent (cluster, PM2, fork).
+          ipcChannel: typeof process.send === 'function',
           ...takeNotifyEnv()
         },
         (event) => this._receive(event)
@@ -667,6 +670,14 @@ class Recycler extends EventEmitter {
     native.shutDown()
     const code = exit?.code ?? state.config.exitCode
     process.exitCode = code
+    // RESTART=exec: the process re-executes itself once every `exit` listener ran (this
+    // one is added last); it returns only if that failed, and the exit goes on.
+    if (exit?.restart === 'exec') {
+      process.once('exit', () => {
+        const why = binding.execSelf()
+        process.stderr.write(`self-recycle: could not re-execute in place (${why}); exiting with code ${code}\n`)
+      })
+    }
     process.exit(code)
   }
 

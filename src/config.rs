@@ -21,6 +21,21 @@ pub enum RssMetric {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    Exit,
+    Exec,
+}
+
+impl Restart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::Exit => "exit",
+            Restart::Exec => "exec",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogMode {
     Auto,
     Json,
@@ -200,6 +215,16 @@ settings! {
             _ => Err("an exit code from 0 to 255 (75 = EX_TEMPFAIL)".to_string()),
         },
         show "exitCode" |c, _| json!(c.exit_code);
+    /// How a recycled worker comes back: `exit` with `EXIT_CODE` (the process manager
+    /// restarts it) or `exec`: it re-executes itself in place (same PID, fresh memory), so
+    /// an orchestrator sees no restart (no CrashLoopBackOff).
+    RESTART => restart: Restart = Restart::Exit,
+        parse |t| match t.trim() {
+            "exit" => Ok(Restart::Exit),
+            "exec" => Ok(Restart::Exec),
+            _ => Err("exit or exec".to_string()),
+        },
+        show "restart" |c, _| json!(c.restart.as_str());
     /// Event loop unresponsive this long: recycle.
     STALL_TIMEOUT => stall_timeout_ms: Option<u64> = None,
         parse |t| optional(t, |t| duration_at_least(t, 100, "100ms")),

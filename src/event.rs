@@ -20,6 +20,8 @@ pub struct Envelope {
     pub rss: u64,
     pub heap_used: u64,
     pub heap_limit: u64,
+    /// With `RESTART=exec`: how many times this process re-executed itself.
+    pub generation: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +157,8 @@ pub struct Start {
     pub v8_native: bool,
     pub has_rss: bool,
     pub exit_code: i32,
+    /// `RESTART=exec` works here: a recycle re-executes the process in place.
+    pub restart_exec: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -339,6 +343,8 @@ pub struct Exit {
     pub heap_snapshot: Option<Value>,
     /// The stop signal, when the process stops rather than recycles.
     pub signal: Option<String>,
+    /// `RESTART=exec`: the generation the process re-executes itself as (`None`: it exits).
+    pub exec_generation: Option<u64>,
 }
 
 impl Exit {
@@ -363,27 +369,38 @@ impl Exit {
         }
     }
 
+    /// How the process leaves: exits with `code`, or re-executes itself in place.
+    fn leaving(&self, code: i32) -> String {
+        match self.exec_generation {
+            Some(next) => format!(
+                "re-executing in place as generation {next} (exit code {code} if that fails)"
+            ),
+            None => format!("exiting with code {code}"),
+        }
+    }
+
     fn how(&self, code: i32) -> String {
+        let leaving = self.leaving(code);
         match self.cause {
             ExitCause::Drained => {
-                format!("drained in {} ms; exiting with code {code}", self.duration_ms)
+                format!("drained in {} ms; {leaving}", self.duration_ms)
             }
             ExitCause::TimedOut => format!(
-                "drain timed out after {}; exiting with code {code}",
+                "drain timed out after {}; {leaving}",
                 format_duration(self.drain_timeout_ms)
             ),
             ExitCause::NativeDeadline => format!(
-                "drain did not finish within {} (JS unresponsive or a hook hung); exiting with code {code} from the native thread",
+                "drain did not finish within {} (JS unresponsive or a hook hung); {leaving} from the native thread",
                 format_duration(self.drain_timeout_ms)
             ),
             ExitCause::NearHeapLimit(why) => {
-                format!("{}; exiting with code {code} before V8 aborts", why.why())
+                format!("{}; {leaving} before V8 aborts", why.why())
             }
             ExitCause::Interrupted => {
                 format!("a second signal; exiting at once with code {code}")
             }
             ExitCause::Oom => format!(
-                "V8 could not allocate and would abort; exiting with code {code} instead (work in flight is lost)"
+                "V8 could not allocate and would abort; {leaving} instead (work in flight is lost)"
             ),
         }
     }
@@ -413,13 +430,17 @@ impl Event {
         match self {
             Event::Start(start) => {
                 let show = |limit: Option<u64>| limit.map_or("off".to_string(), format_size);
+                let after = if start.restart_exec {
+                    "re-executes in place after a recycle".to_string()
+                } else {
+                    format!("exit code {} after a recycle", start.exit_code)
+                };
                 let mut msg = format!(
-                    "sampling every {} (rss limit {}, heap limit {}, heap probe {}); exit code {} after a recycle",
+                    "sampling every {} (rss limit {}, heap limit {}, heap probe {}); {after}",
                     format_duration(start.interval_ms),
                     show(start.rss_limit),
                     show(start.heap_limit),
                     if start.v8_native { "native" } else { "js" },
-                    start.exit_code
                 );
                 if !start.has_rss {
                     msg.push_str(
@@ -732,6 +753,14 @@ impl Event {
                 if let Some(signal) = &exit.signal {
                     put("signal", json!(signal));
                 }
+                put(
+                    "restart",
+                    json!(if exit.exec_generation.is_some() {
+                        "exec"
+                    } else {
+                        "exit"
+                    }),
+                );
                 if let Some(report) = &exit.report {
                     put("report", report.clone());
                 }
@@ -779,6 +808,9 @@ impl Event {
         object.insert("rss".into(), json!(envelope.rss));
         object.insert("heapUsed".into(), json!(envelope.heap_used));
         object.insert("heapLimit".into(), json!(envelope.heap_limit));
+        if let Some(generation) = envelope.generation {
+            object.insert("generation".into(), json!(generation));
+        }
         object.insert("msg".into(), json!(self.msg()));
         for (key, value) in self.fields() {
             // The envelope is the contract: fields never overwrite it.
@@ -820,6 +852,11 @@ pub fn write_stderr(event: &Map<String, Value>, mode: LogMode) {
         line.push('\n');
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
+}
+
+/// One plain line on stderr, for what happens after the last event (a failed re-exec).
+pub fn write_stderr_line(line: &str) {
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 /// `2026-11-29T15:47:31.123Z`
@@ -874,6 +911,7 @@ mod tests {
             rss: 10,
             heap_used: 3,
             heap_limit: 100,
+            generation: None,
         };
         let event = Event::Pressure {
             reason: Reason::Rss,
@@ -927,6 +965,7 @@ mod tests {
             report: None,
             heap_snapshot: None,
             signal: None,
+            exec_generation: None,
         };
         let object = Event::Exit(Box::new(exit)).to_json(&Envelope::default());
         assert_eq!(
@@ -949,6 +988,7 @@ mod tests {
             report: None,
             heap_snapshot: None,
             signal: None,
+            exec_generation: None,
         };
         let object = Event::Exit(Box::new(exit)).to_json(&Envelope::default());
         let msg = object["msg"].as_str().unwrap_or_default();

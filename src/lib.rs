@@ -14,6 +14,7 @@ mod notify;
 mod policy;
 mod probe;
 mod recycle;
+mod reexec;
 mod report;
 mod sampler;
 mod stagger;
@@ -129,6 +130,9 @@ pub struct StartInput {
     /// Node writes a diagnostic report on fatal errors (`--report-on-fatalerror`): its
     /// OOM handler must stay in place.
     pub node_reports_fatal_errors: bool,
+    /// The process has an IPC channel to its parent (`process.send`): `RESTART=exec`
+    /// would cut it.
+    pub ipc_channel: Option<bool>,
     /// `{ node, v8, platform, arch }`, for the recycle report.
     pub versions: Value,
     /// `Date.now()` at start.
@@ -491,6 +495,7 @@ impl NativeRecycler {
             notifier,
             jitter_unit: random_unit(),
             fleet: input.fleet.unwrap_or(false),
+            ipc_channel: input.ipc_channel.unwrap_or(false),
         }));
         monitor.notify_ready();
         let (profile_status, profiling) = start_heap_profiler(&monitor, &input, main_thread);
@@ -858,6 +863,13 @@ fn thread_id() -> u64 {
     THREAD_ID.with(|id| *id)
 }
 
+/// `RESTART=exec`: re-executes the process in place (after the `exit` listeners ran).
+/// Returns only if that failed, with why.
+#[napi(catch_unwind)]
+pub fn exec_self() -> String {
+    reexec::exec_self()
+}
+
 /// Returns this thread's value store, adopting `fresh` the first time.
 #[napi(catch_unwind)]
 pub fn guard_store<'env>(env: &'env Env, fresh: Object<'env>) -> Result<Object<'env>> {
@@ -1038,6 +1050,7 @@ pub fn reinit_event(
         rss: procfs::resident().map_or(0, |r| r.rss),
         heap_used: to_bytes(heap_used),
         heap_limit: to_bytes(heap_limit),
+        generation: None,
     };
     Event::Reinit {
         key,

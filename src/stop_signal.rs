@@ -173,20 +173,22 @@ mod linux {
             let flags = libc::fcntl(write_fd, libc::F_GETFL);
             libc::fcntl(write_fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
+        // Taken before any handler of ours is installed, so no delivery can fall between
+        // this snapshot and the watcher's first read.
+        let mut handled = [0u32; 2];
+        for (i, slot) in SLOTS.iter().enumerate() {
+            handled[i] = slot.delivered.load(Ordering::Acquire);
+        }
         std::thread::Builder::new()
             .name("self-recycle-signals".to_string())
-            .spawn(move || watch(read_fd))
+            .spawn(move || watch(read_fd, handled))
             .map_err(|e| format!("cannot start the signal watcher thread: {e}"))?;
         WAKE_FD.store(write_fd, Ordering::Release);
         Ok(())
     }
 
     /// Blocks on the pipe; each wake-up dispatches the deliveries counted since the last.
-    fn watch(read_fd: c_int) {
-        let mut handled = [0u32; 2];
-        for (i, slot) in SLOTS.iter().enumerate() {
-            handled[i] = slot.delivered.load(Ordering::Acquire);
-        }
+    fn watch(read_fd: c_int, mut handled: [u32; 2]) {
         let mut buffer = [0u8; 64];
         loop {
             // SAFETY: read(2) into a buffer we own.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
-use crate::config::{self, Config, Machine};
+use crate::config::{self, Config, Machine, Restart};
 use crate::event::{self, DrainPhase, Envelope, Event, Exit, ExitCause, Recycle};
 use crate::fleet::{FleetAdmission, FleetAnswer, FleetGate};
 use crate::liveness::Liveness;
@@ -22,6 +22,7 @@ use crate::policy::{
 use crate::probe::cgroup::LimitSource;
 use crate::probe::v8::HeapFigures;
 use crate::recycle::{exit_process, Drain, RecycleState, StopOutcome, StopSignal};
+use crate::reexec;
 use crate::sampler::{SampleRing, SampleSource, Waker};
 use crate::stagger::{Admission, Stagger};
 
@@ -80,6 +81,8 @@ pub struct MonitorSetup {
     pub jitter_unit: f64,
     /// A fleet client runs in JS: automatic recycles ask it for a lease first.
     pub fleet: bool,
+    /// The process has an IPC channel to its parent (`RESTART=exec` would cut it).
+    pub ipc_channel: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -140,6 +143,10 @@ pub struct Monitor {
     sample_in_flight: AtomicBool,
     /// JS logged the `exit` event of a second stop signal (signals.rs).
     interrupt_exit_logged: AtomicBool,
+    /// `RESTART=exec` works here: a recycle re-executes the process instead of exiting.
+    exec_on_recycle: bool,
+    /// Why `RESTART=exec` cannot work here, when it was asked for.
+    exec_refused: Option<String>,
 }
 
 impl Monitor {
@@ -153,7 +160,17 @@ impl Monitor {
         let fleet = setup.fleet.then(|| FleetGate::new(config.fleet_timeout_ms));
         let mut ring = SampleRing::new(RING_CAPACITY);
         ring.push(setup.source.take(0, &Sample::default()));
+        let exec_refused = match (config.restart, setup.can_exit_process) {
+            (Restart::Exit, _) => None,
+            (Restart::Exec, false) => {
+                Some("a worker thread's recycler does not own the process".to_string())
+            }
+            (Restart::Exec, true) => reexec::prepare(setup.ipc_channel),
+        };
+        let exec_on_recycle = config.restart == Restart::Exec && exec_refused.is_none();
         Monitor {
+            exec_on_recycle,
+            exec_refused,
             recycle: Mutex::new(RecycleState::new(Duration::from_millis(
                 config.drain_timeout_ms,
             ))),
@@ -258,6 +275,7 @@ impl Monitor {
             rss: self.source.resident().map_or(sample.rss, |r| r.rss),
             heap_used: heap.used,
             heap_limit: heap.limit,
+            generation: (self.config.restart == Restart::Exec).then(reexec::generation),
         }
     }
 
@@ -883,6 +901,11 @@ impl Monitor {
             report: None,
             heap_snapshot,
             signal: drain.stop.as_ref().map(|s| s.name.clone()),
+            // A stop stops; every other way out of a recycle comes back in place.
+            exec_generation: (self.exec_on_recycle
+                && drain.stop.is_none()
+                && cause != ExitCause::Interrupted)
+                .then(|| reexec::generation() + 1),
         };
         // A report tells why a worker recycled; a plain stop has nothing to report.
         if drain.reason != Reason::Signal && self.report_path().is_some() {
@@ -914,7 +937,14 @@ impl Monitor {
         }
         let exit = self.exit_event(drain, cause, None);
         event::write_stderr(&exit, mode);
-        exit_process(self.exit_code(drain, cause))
+        let code = self.exit_code(drain, cause);
+        if exit.get("restart").and_then(Value::as_str) == Some("exec") {
+            let why = reexec::exec_self();
+            event::write_stderr_line(&format!(
+                "self-recycle: could not re-execute in place ({why}); exiting with code {code}"
+            ));
+        }
+        exit_process(code)
     }
 
     fn cgroup_limit(&self) -> Option<u64> {

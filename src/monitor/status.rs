@@ -52,6 +52,7 @@ impl Monitor {
             "nearHeapLimit": *self.near_heap_status.lock(),
             "oomHandler": *self.oom_status.lock(),
             "profile": *self.profile_status.lock(),
+            "restart": if self.exec_on_recycle { "exec" } else { "exit" },
         })
     }
 
@@ -70,6 +71,11 @@ impl Monitor {
         let limits = self.limits();
         let mut warnings = self.config.warnings.clone();
         warnings.extend(config::unreachable_limits(&limits, &self.machine));
+        if let Some(why) = &self.exec_refused {
+            warnings.push(format!(
+                "SELF_RECYCLE_RESTART=exec cannot work here ({why}): a recycle exits with EXIT_CODE instead"
+            ));
+        }
         self.render(&Event::Start(Box::new(Start {
             config: self.config_json(),
             probes: self.probes_json(),
@@ -82,6 +88,7 @@ impl Monitor {
             v8_native: self.probes.v8_native,
             has_rss: self.source.has_rss(),
             exit_code: self.config.exit_code,
+            restart_exec: self.exec_on_recycle,
         })))
     }
 
