@@ -96,6 +96,12 @@ export interface Options {
    * @default 'exit'
    */
   restart?: 'exit' | 'exec'
+  /**
+   * The memory cgroup as one budget: when its working set (usage minus inactive file cache)
+   * reaches this size or share of its limit, the largest self-recycle worker in it recycles
+   * (`reason: 'container'`). @default '90%' when the cgroup has a limit and more than one process
+   */
+  containerMax?: SizeOrPercent | 'off'
   /** Recycle when the event loop is unresponsive this long. @default off */
   stallTimeout?: Duration | 'off'
   /** Sibling workers sharing this directory recycle one at a time. @default off */
@@ -134,7 +140,7 @@ export interface Options {
 }
 
 export type RecycleReason =
-  | 'rss' | 'heap' | 'growth' | 'leak' | 'near-heap-limit' | 'oom' | 'jobs' | 'age' | 'stall' | 'manual'
+  | 'rss' | 'heap' | 'growth' | 'leak' | 'near-heap-limit' | 'oom' | 'jobs' | 'age' | 'stall' | 'manual' | 'container'
 /** A drain's reason: a recycle's, or `signal` for a stop. */
 export type DrainReason = RecycleReason | 'signal'
 
@@ -223,6 +229,7 @@ export interface EffectiveConfig {
   drainTimeoutMs: number
   exitCode: number
   restart: 'exit' | 'exec'
+  containerMax: number | string
   stallTimeoutMs: number | null
   staggerDir: string | null
   staggerGapMs: number
@@ -457,6 +464,20 @@ export interface Stats {
   probes?: Probes
   memoryLimit?: MemoryLimit | null
   staggerPending?: { reason: RecycleReason; waitingMs: number } | null
+  /** The memory cgroup as one budget (`containerMax`): its last reading; null outside a memory cgroup. */
+  container?: {
+    workingSet: number
+    usage: number
+    inactiveFile: number
+    limit: number | null
+    /** cgroup v2 `memory.high`, when set. */
+    high: number | null
+    threshold: number | null
+    ceiling: number | null
+    processes: number
+    /** cgroup v2 `memory.events` (`high`, `max`, `oom`, `oom_kill`); v1 `oom_kill`. */
+    events: Record<string, number>
+  } | null
   heap?: { majorGcs: number; ageMs: number | null }
   drainHooks?: number
   reportPath?: string | null

@@ -129,6 +129,17 @@ settings! {
     MAX_RSS => max_rss: LimitSetting = LimitSetting::Default,
         parse |t| limit_setting(t, 100.0),
         show "maxRss" |_, l| json!(l.rss);
+    /// The memory cgroup as one budget: its working set (usage minus inactive file cache)
+    /// against a size or % of its limit; the largest self-recycle worker recycles
+    /// (`container`). Default: 90% when the cgroup has a limit and holds several processes.
+    CONTAINER_MAX => container_max: LimitSetting = LimitSetting::Default,
+        parse |t| limit_setting(t, 100.0),
+        show "containerMax" |c, _| match c.container_max {
+            LimitSetting::Off => json!("off"),
+            LimitSetting::Default => json!("default"),
+            LimitSetting::Set(Limit::Bytes(b)) => json!(b),
+            LimitSetting::Set(Limit::Fraction(f)) => json!(format!("{}%", f * 100.0)),
+        };
     /// Which RSS figure the RSS and growth limits apply to.
     RSS_METRIC => rss_metric: RssMetric = RssMetric::Rss,
         parse |t| match t.trim() {

@@ -20,6 +20,8 @@ pub enum Reason {
     Stall,
     Manual,
     Signal,
+    /// The memory cgroup's working set neared `CONTAINER_MAX` and this is its largest worker.
+    Container,
 }
 
 impl Reason {
@@ -36,6 +38,7 @@ impl Reason {
             Reason::Stall => "stall",
             Reason::Manual => "manual",
             Reason::Signal => "signal",
+            Reason::Container => "container",
         }
     }
 
@@ -43,7 +46,12 @@ impl Reason {
     pub fn is_bytes(self) -> bool {
         matches!(
             self,
-            Reason::Rss | Reason::Heap | Reason::Growth | Reason::NearHeapLimit | Reason::Oom
+            Reason::Rss
+                | Reason::Heap
+                | Reason::Growth
+                | Reason::NearHeapLimit
+                | Reason::Oom
+                | Reason::Container
         )
     }
 }
@@ -166,6 +174,8 @@ pub struct Policy {
     growth: Gauge,
     jobs_fired: bool,
     age_fired: bool,
+    /// The container budget (`observe_container`).
+    container: Gauge,
     baseline: Option<Baseline>,
     first_seen: bool,
     leak_reported: bool,
@@ -202,6 +212,7 @@ impl Policy {
             growth: Gauge::default(),
             jobs_fired: false,
             age_fired: false,
+            container: Gauge::default(),
             baseline: None,
             first_seen: false,
             leak_reported: false,
@@ -559,6 +570,45 @@ impl Policy {
 
 impl Policy {
     /// The event loop has left a ping unanswered for `unanswered_ms` (None: it answered).
+    /// The container budget: the cgroup's working set against `threshold` (and the
+    /// `ceiling`, which needs neither strikes nor `MIN_UPTIME`). Only the largest worker
+    /// acts (`largest`: decided by the caller over the cgroup's processes); the others
+    /// keep counting, so one of them acts at once if the largest goes away without
+    /// bringing the working set down.
+    pub fn observe_container(
+        &mut self,
+        working_set: u64,
+        threshold: u64,
+        ceiling: u64,
+        largest: bool,
+        uptime_ms: u64,
+    ) -> Option<Verdict> {
+        // Near the budget, sample fast (observe() just set `near` for this sample).
+        self.near |= working_set >= scaled(threshold, PRESSURE);
+        let gauge = &mut self.container;
+        if working_set < threshold {
+            gauge.strikes = 0;
+            gauge.fired = false;
+            return None;
+        }
+        gauge.strikes = gauge.strikes.saturating_add(1);
+        let is_ceiling = working_set >= ceiling;
+        let sustained = gauge.strikes >= self.limits.strikes.max(1) || is_ceiling;
+        let may = uptime_ms >= self.limits.min_uptime_ms || is_ceiling;
+        if !(largest && sustained && may) || gauge.fired {
+            return None;
+        }
+        gauge.fired = true;
+        Some(Verdict::Recycle {
+            reason: Reason::Container,
+            value: working_set,
+            limit: threshold,
+            strikes: gauge.strikes,
+            ceiling: is_ceiling,
+            prediction: None,
+        })
+    }
+
     pub fn observe_stall(&mut self, unanswered_ms: Option<u64>, uptime_ms: u64) -> Option<Verdict> {
         let limit = self.limits.stall_ms?;
         match unanswered_ms {
@@ -1437,6 +1487,62 @@ mod tests {
         assert_eq!(hard(140, Some(0.0)).must_go_within(60_000), None);
         assert_eq!(hard(140, Some(-1.0)).must_go_within(60_000), None);
         assert_eq!(hard(140, None).must_go_within(60_000), None);
+    }
+
+    #[test]
+    fn the_container_budget_recycles_its_largest_worker_only() {
+        let mut policy = Policy::new(Limits {
+            strikes: 3,
+            min_uptime_ms: 30_000,
+            ..Limits::default()
+        });
+        let (threshold, ceiling) = (630 * MIB, 665 * MIB);
+        // Under the budget: nothing.
+        assert_eq!(
+            policy.observe_container(600 * MIB, threshold, ceiling, true, 60_000),
+            None
+        );
+        // Over it but not the largest: nothing, however long.
+        for _ in 0..5 {
+            assert_eq!(
+                policy.observe_container(640 * MIB, threshold, ceiling, false, 60_000),
+                None
+            );
+        }
+        // Now the largest (a sibling went away without the working set falling): at once,
+        // its strikes already counted.
+        let verdict = policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000);
+        assert!(
+            matches!(
+                verdict,
+                Some(Verdict::Recycle {
+                    reason: Reason::Container,
+                    ceiling: false,
+                    ..
+                })
+            ),
+            "{verdict:?}"
+        );
+        assert_eq!(
+            policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000),
+            None,
+            "once per crossing"
+        );
+        // The ceiling acts before MIN_UPTIME and without strikes.
+        let mut young = Policy::new(Limits {
+            strikes: 3,
+            min_uptime_ms: 30_000,
+            ..Limits::default()
+        });
+        assert_eq!(
+            young.observe_container(640 * MIB, threshold, ceiling, true, 1000),
+            None
+        );
+        let verdict = young.observe_container(670 * MIB, threshold, ceiling, true, 1000);
+        assert!(
+            matches!(verdict, Some(Verdict::Recycle { ceiling: true, .. })),
+            "{verdict:?}"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::sampler::{SampleRing, SampleSource, Waker};
 use crate::stagger::{Admission, Stagger};
 
 /// `stats()`, the `start` event's views and the recycle report.
+mod container;
 mod signals;
 mod status;
 
@@ -147,6 +148,9 @@ pub struct Monitor {
     exec_on_recycle: bool,
     /// Why `RESTART=exec` cannot work here, when it was asked for.
     exec_refused: Option<String>,
+    /// This process's memory cgroup (the container budget).
+    container: Option<crate::probe::container::Container>,
+    container_view: Mutex<Option<container::ContainerView>>,
 }
 
 impl Monitor {
@@ -171,6 +175,8 @@ impl Monitor {
         Monitor {
             exec_on_recycle,
             exec_refused,
+            container: crate::probe::container::Container::detect(),
+            container_view: Mutex::new(None),
             recycle: Mutex::new(RecycleState::new(Duration::from_millis(
                 config.drain_timeout_ms,
             ))),
@@ -430,6 +436,9 @@ impl Monitor {
         let mut sampling = self.sampling.lock();
         sampling.policy.set_expected_drain(expected_drain_ms);
         let mut verdicts = sampling.policy.observe(sample);
+        drop(sampling);
+        verdicts.extend(self.observe_container(sample));
+        let mut sampling = self.sampling.lock();
         verdicts.extend(
             sampling
                 .policy

@@ -122,6 +122,7 @@ impl Monitor {
             "probes": self.probes_json(),
             "memoryLimit": self.memory_limit_json(),
             "staggerPending": pending,
+            "container": self.container_json(),
             "heap": {
                 "majorGcs": self.source.heap().major_gcs(),
                 "ageMs": self.source.heap().age_ms(),
