@@ -20,6 +20,7 @@ async function runShape (shape, predict) {
   const startedAt = Date.now()
   let recycles = 0
   let peakShare = 0
+  let peakRss = 0
   const uptimes = []
   while (Date.now() < until) {
     const child = spawn(process.execPath, ['--expose-gc', path.join(__dirname, 'shape-worker.js')], {
@@ -32,7 +33,10 @@ async function runShape (shape, predict) {
         SELF_RECYCLE_PREDICT: predict ? 'on' : 'off',
         SELF_RECYCLE_LOG: 'json'
       },
-      stdio: ['ignore', 'ignore', 'pipe']
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    child.stdout.on('data', (chunk) => {
+      for (const match of String(chunk).matchAll(/share:([\d.]+)/g)) peakRss = Math.max(peakRss, Number(match[1]))
     })
     let stderr = ''
     child.stderr.on('data', (chunk) => { stderr += chunk })
@@ -50,7 +54,7 @@ async function runShape (shape, predict) {
     }
     if (code !== 75) break
   }
-  return { recycles, uptimes, peakShare }
+  return { recycles, uptimes, peakShare, peakRss }
 }
 
 async function stuckStop () {
@@ -71,7 +75,7 @@ async function main () {
   for (const shape of SHAPES) {
     const on = await runShape(shape, true)
     const off = await runShape(shape, false)
-    rows.push(`| ${shape} | ${on.recycles} | ${off.recycles} | ${on.uptimes.map((u) => (u / 1000).toFixed(1)).join(', ') || '-'} |`)
+    rows.push(`| ${shape} | ${(on.peakRss * 100).toFixed(1)}% | ${on.recycles} | ${off.recycles} | ${on.uptimes.map((u) => (u / 1000).toFixed(1)).join(', ') || '-'} |`)
     console.error(rows[rows.length - 1])
   }
   const stops = await stuckStop()
@@ -82,11 +86,11 @@ async function main () {
     '',
     `\`MAX_RSS=400MiB\`, every other setting default; 4 tracked jobs of 0.5-3 s; each worker restarted on exit; ${seconds} s per shape and setting, run one after the other.`,
     '',
-    '| shape (share of the limit) | recycles, PREDICT on (default) | recycles, PREDICT off | uptimes at recycle (s), on |',
-    '|---|---|---|---|',
+    '| shape | highest RSS seen (share of the limit) | recycles, PREDICT on (default) | recycles, PREDICT off | uptimes at recycle (s), on |',
+    '|---|---|---|---|---|',
     ...rows,
     '',
-    'Shapes: sawtooth 60% to a 90-97% peak every 9 s, freed; burst +30% for 2 s of every 8 s from 60%; steady at 98%; plateau: a warm-up ramp from 30% that levels at 85% by 40 s; refill: 65% to 90% over 10 s at 50 s; late-gc: a 60-78% sawtooth whose GC runs late once (18 s rise); leak: 0.2 MiB/s from 60% (the only one that should recycle, and only once it reaches the limit).',
+    'Shapes: sawtooth 60% to a 90-97% peak every 9 s, freed; burst +30% for 2 s of every 8 s from 60%; steady at 98%; plateau: a warm-up ramp from 30% that levels at 85% by 40 s; refill: 65% to 90% over 10 s at 50 s; late-gc: a 60-78% sawtooth whose GC runs late once (18 s rise); leak: 0.2 MiB/s from 97% (the only one that should recycle, once it crosses the limit at about 60 s, and again in each replacement).',
     '',
     '## A worker stuck in JS, SIGTERM with `SIGNALS=on`, `DRAIN_TIMEOUT=3s`',
     '',
