@@ -166,3 +166,33 @@ test('page cache written through a small cgroup by an idle worker is not a reaso
   assert.equal(result.events.filter((e) => e.event === 'recycle').length, 0, result.dump)
   assert.ok(report.container.usage > report.container.workingSet, JSON.stringify(report.container))
 })
+
+test('an in-place resize of the cgroup is followed: a limits event, MAX_RSS re-resolved', { skip: unavailable || false }, async () => {
+  const cgroup = createMemoryCgroup('self-recycle-resize', 500 * MIB)
+  const script = `
+    const r = require(${JSON.stringify(path.join(__dirname, '..'))}).start({ interval: '50ms' })
+    r.on('limits', (event) => { console.log(JSON.stringify({ event, rss: r.stats().limits.rss })); process.exit(0) })
+    console.log('ready')
+    setInterval(() => {}, 1000)
+  `
+  const [command, args] = inCgroup(cgroup.procs, process.execPath, ['-e', script])
+  const result = await new Promise((resolve) => {
+    const child = spawn(command, args, { env: cleanEnv({}), stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30000)
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk
+      if (String(chunk).includes('ready')) {
+        const limitFile = require('node:fs').existsSync(path.join(path.dirname(cgroup.procs), 'memory.limit_in_bytes')) ? 'memory.limit_in_bytes' : 'memory.max'
+        require('node:fs').writeFileSync(path.join(path.dirname(cgroup.procs), limitFile), String(300 * MIB))
+      }
+    })
+    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout }) })
+  })
+  cgroup.remove()
+  assert.equal(result.code, 0, result.stdout)
+  const { event, rss } = JSON.parse(result.stdout.trim().split('\n').pop())
+  assert.deepEqual([event.previous, event.current, event.rssLimit], [500 * MIB, 300 * MIB, Math.floor(300 * MIB * 0.9)])
+  assert.equal(rss, Math.floor(300 * MIB * 0.9))
+  assert.match(event.msg, /limit changed from 500 MiB to 300 MiB; rss limit now 270 MiB/)
+})

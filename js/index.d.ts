@@ -389,6 +389,17 @@ export interface QueuedEvent extends BaseEvent {
   maxWaitMs: number
 }
 
+/** The memory cgroup's limit changed while running (an in-place resize); the limits follow it. */
+export interface LimitsEvent extends BaseEvent {
+  event: 'limits'
+  previous: number | null
+  current: number | null
+  /** `MAX_RSS` in force now. */
+  rssLimit: number | null
+  /** The hard ceiling in force now. */
+  ceiling: number | null
+}
+
 /** More recycles fleet-wide than `fleet.storm` allows within its window (emitted once per window). */
 export interface StormEvent extends BaseEvent {
   event: 'storm'
@@ -415,6 +426,7 @@ export interface EventMap {
   baseline: BaselineEvent
   stop: StopEvent
   queued: QueuedEvent
+  limits: LimitsEvent
   drain: DrainEvent
   exit: ExitEvent
   storm: StormEvent
@@ -563,6 +575,7 @@ export declare const EVENTS: Readonly<{
   BASELINE: 'baseline'
   STOP: 'stop'
   QUEUED: 'queued'
+  LIMITS: 'limits'
   DRAIN: 'drain'
   EXIT: 'exit'
   STORM: 'storm'

@@ -25,6 +25,7 @@ const EVENTS = Object.freeze({
   BASELINE: 'baseline',
   STOP: 'stop',
   QUEUED: 'queued',
+  LIMITS: 'limits',
   DRAIN: 'drain',
   EXIT: 'exit',
   STORM: 'storm',

@@ -56,6 +56,14 @@ pub enum Event {
     },
     /// A due recycle waits for its turn (siblings or the fleet); said once per recycle.
     Queued(Box<Queued>),
+    /// The memory cgroup's limit changed while the worker runs (an in-place resize): the
+    /// limits that refer to it now follow it.
+    Limits {
+        previous: Option<u64>,
+        current: Option<u64>,
+        rss_limit: Option<u64>,
+        ceiling: Option<u64>,
+    },
     Drain(Drain),
     Exit(Box<Exit>),
     /// More recycles fleet-wide than `FLEET_STORM` allows within its window.
@@ -418,6 +426,7 @@ impl Event {
             Event::Baseline(_) => "baseline",
             Event::Stop { .. } => "stop",
             Event::Queued(_) => "queued",
+            Event::Limits { .. } => "limits",
             Event::Drain(_) => "drain",
             Event::Exit(_) => "exit",
             Event::Storm(_) => "storm",
@@ -588,6 +597,20 @@ impl Event {
                     format_duration(queued.max_wait_ms)
                 )
             }
+            Event::Limits {
+                previous,
+                current,
+                rss_limit,
+                ..
+            } => {
+                let show = |v: &Option<u64>| v.map_or("none".to_string(), format_size);
+                format!(
+                    "the memory cgroup's limit changed from {} to {}; rss limit now {}",
+                    show(previous),
+                    show(current),
+                    show(rss_limit)
+                )
+            }
             Event::Exit(exit) => exit.msg(),
             Event::Storm(storm) => storm.msg(),
             Event::Reinit {
@@ -712,6 +735,17 @@ impl Event {
                 put("signal", json!(signal));
                 put("joined", json!(joined));
                 put("drainTimeoutMs", json!(drain_timeout_ms));
+            }
+            Event::Limits {
+                previous,
+                current,
+                rss_limit,
+                ceiling,
+            } => {
+                put("previous", json!(previous));
+                put("current", json!(current));
+                put("rssLimit", json!(rss_limit));
+                put("ceiling", json!(ceiling));
             }
             Event::Queued(queued) => {
                 put("reason", json!(queued.reason.as_str()));

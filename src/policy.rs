@@ -224,6 +224,19 @@ impl Policy {
         }
     }
 
+    /// New limits while running (the cgroup was resized): gauges, baseline and history
+    /// stay; a limit that moved re-arms its pressure report.
+    pub fn set_limits(&mut self, limits: Limits) {
+        if limits.rss != self.limits.rss {
+            self.rss.pressure_reported = false;
+            self.rss.fired = false;
+        }
+        if limits.ceiling != self.limits.ceiling {
+            self.ceiling.fired = false;
+        }
+        self.limits = limits;
+    }
+
     /// The drain time to plan for (the JS side measures tracked work); `None`: no work.
     pub fn set_expected_drain(&mut self, ms: Option<u64>) {
         self.expected_drain_ms = ms;

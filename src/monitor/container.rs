@@ -5,8 +5,10 @@
 use serde_json::{json, Value};
 
 use super::Monitor;
-use crate::config::{LimitSetting, CEILING_SHARE, DEFAULT_RSS_SHARE};
+use crate::config::{self, LimitSetting, Machine, CEILING_SHARE, DEFAULT_RSS_SHARE};
+use crate::event::Event;
 use crate::policy::{Sample, Verdict};
+use crate::probe::cgroup::{LimitSource, MemoryLimit};
 use crate::probe::container::{is_largest, self_recycle_workers, Figures};
 
 /// What a reading decided: the threshold and ceiling in force, for stats.
@@ -22,10 +24,16 @@ impl Monitor {
     /// default) siblings.
     pub(super) fn observe_container(&self, sample: &Sample) -> Option<Verdict> {
         let container = self.container.as_ref()?;
+        let figures = container.read()?;
+        self.follow_resize(figures.limit);
         if self.config.container_max == LimitSetting::Off {
+            *self.container_view.lock() = Some(ContainerView {
+                figures,
+                threshold: None,
+                ceiling: None,
+            });
             return None;
         }
-        let figures = container.read()?;
         // memory.high, when set and lower, is where throttling starts: the budget's base.
         let reference = match (figures.limit, figures.high) {
             (Some(limit), Some(high)) => Some(limit.min(high)),
@@ -62,6 +70,51 @@ impl Monitor {
             ceiling,
         });
         verdict
+    }
+
+    /// An in-place resize (Kubernetes changes `memory.max` of a running pod): the limits
+    /// that refer to the cgroup limit are resolved again, and a `limits` event says so.
+    fn follow_resize(&self, own_limit: Option<u64>) {
+        // The cgroup's own limit is read each tick; the binding one (the smallest up the
+        // hierarchy) only when the own one moved.
+        {
+            let mut seen = self.own_limit_seen.lock();
+            let unchanged = seen.is_none_or(|before| before == own_limit);
+            *seen = Some(own_limit);
+            if unchanged {
+                return;
+            }
+        }
+        let limit = crate::probe::cgroup::cgroup_limit().map(|m| m.bytes);
+        let previous = {
+            let mut now = self.cgroup_limit_now.lock();
+            if *now == limit || limit.is_none() {
+                return;
+            }
+            std::mem::replace(&mut *now, limit)
+        };
+        let source = self
+            .machine
+            .memory_limit
+            .map_or(LimitSource::CgroupV2, |m| m.source);
+        let source = if source == LimitSource::Physical {
+            LimitSource::CgroupV2
+        } else {
+            source
+        };
+        let machine = Machine {
+            memory_limit: limit.map(|bytes| MemoryLimit { bytes, source }),
+            ..self.machine
+        };
+        let limits = config::resolve(&self.config, &machine, self.jitter_unit);
+        let (rss_limit, ceiling) = (limits.rss, limits.ceiling);
+        self.sampling.lock().policy.set_limits(limits);
+        self.emit(&Event::Limits {
+            previous,
+            current: limit,
+            rss_limit,
+            ceiling,
+        });
     }
 
     /// The last container reading, for `stats()` and the status file.

@@ -151,6 +151,11 @@ pub struct Monitor {
     /// This process's memory cgroup (the container budget).
     container: Option<crate::probe::container::Container>,
     container_view: Mutex<Option<container::ContainerView>>,
+    /// The cgroup limit the limits were last resolved against (it follows a resize).
+    cgroup_limit_now: Mutex<Option<u64>>,
+    /// The cgroup's own limit at the last reading (`None`: not read yet).
+    own_limit_seen: Mutex<Option<Option<u64>>>,
+    jitter_unit: f64,
 }
 
 impl Monitor {
@@ -177,6 +182,15 @@ impl Monitor {
             exec_refused,
             container: crate::probe::container::Container::detect(),
             container_view: Mutex::new(None),
+            cgroup_limit_now: Mutex::new(
+                setup
+                    .machine
+                    .memory_limit
+                    .filter(|m| m.source != LimitSource::Physical)
+                    .map(|m| m.bytes),
+            ),
+            own_limit_seen: Mutex::new(None),
+            jitter_unit: setup.jitter_unit,
             recycle: Mutex::new(RecycleState::new(Duration::from_millis(
                 config.drain_timeout_ms,
             ))),
