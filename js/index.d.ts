@@ -198,12 +198,48 @@ export interface TopSite {
   share: number
 }
 
+export interface TrackOptions {
+  /**
+   * The job's type (BullMQ's `job.name`, a route): `leak` and `recycle` events then say
+   * which type the heap grew with and how much per job (`topJobs`). Up to 200 characters.
+   */
+  name?: string
+}
+
 /** Fields PROFILE=heap adds to `leak` and `recycle` events. */
 export interface SiteFields {
   /** The 5 sites that grew most since the baseline (the report keeps 50). */
   topSites?: TopSite[]
   /** Why no sites: the profiler is busy or stopped, or the headroom was too small. */
   profileSkipped?: string
+  /**
+   * With named jobs (`track(promise, { name })`): the job types the post-GC heap grew with,
+   * most first; a name is left out rather than guessed (see `jobsFit`).
+   */
+  topJobs?: TopJob[]
+  jobsFit?: JobsFit
+}
+
+export interface TopJob {
+  name: string
+  /** Jobs of this name seen in the fitted windows. */
+  jobs: number
+  /** Bytes one such job leaves on the heap, estimated. */
+  retainedPerJob: number
+  /** This name's part of the growth the fit explains, 0-1. */
+  share: number
+}
+
+/** How sure the job attribution is. */
+export interface JobsFit {
+  /** Windows between major GCs fitted. */
+  windows: number
+  /** Named jobs in them. */
+  jobs: number
+  /** Share of the heap growth the job counts explain (null when too few windows). */
+  r2: number | null
+  /** Why no name is given, when none is. */
+  why?: string
 }
 
 export interface MemoryLimit { bytes: number; source: 'cgroup2' | 'cgroup1' | 'physical' }
@@ -514,8 +550,8 @@ export declare class Recycler extends EventEmitter {
   /** Registers a drain hook; returns a function that unregisters it. */
   onDrain(hook: (context: DrainContext) => unknown): () => void
   /** Counts in-flight work, including work started during a drain; the drain waits for it. Returns the same promise. */
-  track<T>(promise: Promise<T>): Promise<T>
-  track<T>(promise: PromiseLike<T>): PromiseLike<T>
+  track<T>(promise: Promise<T>, options?: TrackOptions): Promise<T>
+  track<T>(promise: PromiseLike<T>, options?: TrackOptions): PromiseLike<T>
   /** Counts finished jobs for `maxJobs`; returns the total. */
   jobDone(count?: number): number
   /** Starts a recycle now (reason `manual`, `detail` = the text); `false` if one is under way. */

@@ -113,7 +113,9 @@ class SelfRecycleService {
     // job id -> the function that settles the promise tracked for it
     const running = new Map()
     const onActive = (job) => {
-      this.recycler.track(new Promise((resolve) => running.set(job.id, resolve)))
+      // The job's name lets a leak or recycle say which job type the heap grew with.
+      const name = typeof job?.name === 'string' && job.name !== '' ? job.name.slice(0, 200) : undefined
+      this.recycler.track(new Promise((resolve) => running.set(job.id, resolve)), name === undefined ? undefined : { name })
     }
     const onSettled = (job, done) => {
       running.get(job?.id)?.()

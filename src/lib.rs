@@ -587,6 +587,13 @@ impl NativeRecycler {
         }
     }
 
+    /// The post-GC used heap as `[epoch ms, bytes]` pairs, oldest first (the job
+    /// attribution fits per-job growth between them).
+    #[napi(catch_unwind)]
+    pub fn post_gc_series(&self) -> Result<Vec<Vec<f64>>> {
+        Ok(self.monitor()?.post_gc_series_epoch())
+    }
+
     /// A library will re-raise `number` for the stop under way (Nest's shutdown hooks).
     #[napi(catch_unwind)]
     pub fn expect_signal(&self, number: i32) {

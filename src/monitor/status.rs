@@ -17,6 +17,22 @@ impl Monitor {
         self.can_exit_process
     }
 
+    /// The post-GC series on the wall clock: `[epoch ms, used bytes]`.
+    pub fn post_gc_series_epoch(&self) -> Vec<Vec<f64>> {
+        let heap = self.source.heap();
+        let now_elapsed = heap.elapsed_ms();
+        let now_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        heap.post_gc_series()
+            .into_iter()
+            .map(|(at, used)| {
+                let epoch = now_epoch.saturating_sub(now_elapsed.saturating_sub(at));
+                vec![epoch as f64, used as f64]
+            })
+            .collect()
+    }
+
     pub fn state_name(&self) -> &'static str {
         self.recycle.lock().name()
     }
