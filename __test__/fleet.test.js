@@ -402,6 +402,10 @@ test('fleet options: bad values name the option, the value and what is accepted'
     [{ fleet: { redis: 'redis://x', maxConcurrent: 0 } }, /option fleet\.maxConcurrent="0" .*1 to 10000/],
     [{ fleet: { redis: 'redis://x', name: 'a b' } }, /option fleet\.name="a b" .*letters, digits/],
     [{ fleet: { redis: 'redis://x', storm: '20' } }, /option fleet\.storm="20" .*N\/window/],
+    // Durations a JS timer cannot hold (Node fires them at once): refused, like every duration setting.
+    [{ fleet: { redis: 'redis://x', heartbeat: '25d' } }, /option fleet\.heartbeat="25d" is not valid: expected .*at most 24d \(2147483647 ms\)/],
+    [{ fleet: { redis: 'redis://x', leaseTtl: '100d' } }, /option fleet\.leaseTtl="100d" is not valid: expected .*at most 24d/],
+    [{ fleet: { redis: 'redis://x', gap: 2 ** 31 } }, /option fleet\.gap="2147483648" is not valid: expected .*at most 24d/],
     [{ fleet: { redis: 'redis://x', color: 'red' } }, /option fleet\.color is not a fleet option/],
     [{ fleet: { name: 'a' } }, /option fleet\.redis is missing/],
     [{ fleet: 'redis://x' }, /option fleet=redis:\/\/x is not valid/],

@@ -435,6 +435,8 @@ async function commandFleet (argv) {
   const events = options.events === undefined ? 50 : Number(options.events)
   if (!Number.isInteger(events) || events < 0 || events > 1000) throw new UsageError(`--events=${JSON.stringify(options.events)}: expected a whole number from 0 to 1000`)
   const intervalMs = options.interval === undefined ? 2000 : parseDuration(options.interval, 'interval')
+  // A timer of 2^31 ms or more fires at once: the watch would spin.
+  if (intervalMs < 100 || intervalMs > 2 ** 31 - 1) throw new UsageError(`--interval=${JSON.stringify(options.interval)}: expected a duration from 100ms to 24d`)
   const { loadIoredis, readFleet } = require('./fleet.js')
   let Redis
   try {

@@ -21,6 +21,9 @@ const crypto = require('node:crypto')
 
 const STREAM_LENGTH = 1000
 const RETRY_MS = 250
+/** Node fires a timer of 2^31 ms or more at once; the settings stay below it, and so do we. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+const timerMs = (ms) => Math.min(Math.max(Number(ms) || 0, 1), MAX_TIMER_MS)
 
 function keysOf (name) {
   const base = `self-recycle:{${name}}`
@@ -217,14 +220,14 @@ class Fleet {
   }
 
   _every (ms, fn) {
-    const timer = setInterval(() => { fn().catch(() => {}) }, ms)
+    const timer = setInterval(() => { fn().catch(() => {}) }, timerMs(ms))
     timer.unref()
     this.timers.add(timer)
     return timer
   }
 
   _later (ms, fn) {
-    const timer = setTimeout(() => { this.timers.delete(timer); fn() }, ms)
+    const timer = setTimeout(() => { this.timers.delete(timer); fn() }, timerMs(ms))
     timer.unref()
     this.timers.add(timer)
   }
@@ -238,7 +241,7 @@ class Fleet {
     let onReady
     await new Promise((resolve) => {
       onReady = resolve
-      timer = setTimeout(resolve, ms)
+      timer = setTimeout(resolve, timerMs(ms))
       client.once('ready', onReady)
       client.once('end', onReady)
     })
@@ -258,7 +261,7 @@ class Fleet {
     if (client.status !== 'ready') throw new FleetUnavailable(`the Redis connection is ${client.status}`)
     let timer
     const timeout = new Promise((resolve, reject) => {
-      timer = setTimeout(() => reject(new FleetUnavailable(`Redis did not answer in ${this.timeoutMs} ms`)), this.timeoutMs)
+      timer = setTimeout(() => reject(new FleetUnavailable(`Redis did not answer in ${this.timeoutMs} ms`)), timerMs(this.timeoutMs))
     })
     try {
       return await Promise.race([fn(client), timeout])
@@ -468,7 +471,7 @@ class Fleet {
       ])
     })()
     let timer
-    await Promise.race([work, new Promise((resolve) => { timer = setTimeout(resolve, boundMs) })])
+    await Promise.race([work, new Promise((resolve) => { timer = setTimeout(resolve, timerMs(boundMs)) })])
     clearTimeout(timer)
     this.stop()
   }
