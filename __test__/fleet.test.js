@@ -144,6 +144,46 @@ test('a lease holder killed mid-drain: the next worker gets the lease within lea
   assert.equal((await holder.done).signal, 'SIGKILL')
 })
 
+/** Waits until Redis lists a waiter of `host` in the fleet's queue (a fact, not a sleep). */
+async function queued (name, host, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const line = await client.zrange(`self-recycle:{${name}}:queue`, 0, -1)
+    if (line.some((token) => token.startsWith(`${host}:`))) return line
+    if (Date.now() > deadline) throw new Error(`${host} never queued: ${line}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+test('grants go in ask order: 6 workers asking one after another are granted in that order, and one killed while queued blocks nobody', async () => {
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '2s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }
+  const holder = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'holder', SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: 'forever' })
+  const waiters = []
+  try {
+    await holder.until('drain-start')
+    for (let i = 0; i < 6; i++) {
+      waiters.push(worker({ ...env, SELF_RECYCLE_FLEET_HOST: `q${i}`, SELF_RECYCLE_MAX_AGE: '100ms', DRAIN_MS: '50' }))
+      await queued(name, `q${i}`)
+    }
+    // q2 dies in line; then the holder dies: its lease lapses after 2 s.
+    waiters[2].child.kill('SIGKILL')
+    holder.child.kill('SIGKILL')
+    const results = await Promise.all(waiters.map((w) => w.done))
+    for (const [i, result] of results.entries()) {
+      if (i === 2) continue
+      assert.equal(result.code, 75, result.stderr)
+      assert.equal(result.events.find((e) => e.event === 'recycle').fleet, 'granted', result.stderr)
+    }
+    const order = (await history(client, name)).filter((e) => e.event === 'recycle').map((e) => e.host)
+    assert.deepEqual(order, ['holder', 'q0', 'q1', 'q3', 'q4', 'q5'])
+    assert.deepEqual(await client.zrange(`self-recycle:{${name}}:queue`, 0, -1), [])
+  } finally {
+    holder.child.kill('SIGKILL')
+    for (const w of waiters) w.child.kill('SIGKILL')
+  }
+})
+
 test('a held lease never holds a recycle back for good: STAGGER_MAX_WAIT ends the wait (timeout), 1.25x the limit skips it (bypass)', async () => {
   const name = fleetName()
   const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '60s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }

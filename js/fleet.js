@@ -9,6 +9,8 @@
 // Keys share the hash tag `{name}`, so the scripts also run on Redis Cluster:
 //   self-recycle:{name}:leases   sorted set: lease token -> expiry (ms, Redis clock)
 //   self-recycle:{name}:gap      set for `gap` ms after a grant and after a release
+//   self-recycle:{name}:queue    sorted set: waiting token -> first ask (us, Redis clock)
+//   self-recycle:{name}:asks     sorted set: waiting token -> when its place lapses (ms)
 //   self-recycle:{name}:workers  sorted set: worker id -> heartbeat expiry (ms)
 //   self-recycle:{name}:w:<id>   the worker's heartbeat (JSON), expires after 3 beats
 //   self-recycle:{name}:events   stream of recycle, exit and storm events (capped)
@@ -30,6 +32,8 @@ function keysOf (name) {
   return {
     leases: `${base}:leases`,
     gap: `${base}:gap`,
+    queue: `${base}:queue`,
+    asks: `${base}:asks`,
     workers: `${base}:workers`,
     worker: (id) => `${base}:w:${id}`,
     events: `${base}:events`,
@@ -46,22 +50,39 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
 const SCRIPTS = {
-  // KEYS leases, gap, storm; ARGV token, ttl, max, gap, storm gap, forced ('1': a bypass
-  // registers itself whatever the count, so the others wait for it).
+  // KEYS leases, gap, storm, queue, asks; ARGV token, ttl, max, gap, storm gap, forced ('1': a
+  // bypass registers itself whatever the count, so the others wait for it), place ttl.
+  // Grants go in ask order: the first ask fixes a waiter's place, each retry keeps it, and a
+  // waiter that stops asking (it died) loses it after the place ttl.
   acquire: `${NOW}
 local token, ttl, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
+for _, lapsed in ipairs(gone) do redis.call('ZREM', KEYS[4], lapsed) end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
 if redis.call('ZSCORE', KEYS[1], token) then
   redis.call('ZADD', KEYS[1], now + ttl, token)
+  redis.call('ZREM', KEYS[4], token)
+  redis.call('ZREM', KEYS[5], token)
   return {1, 'granted'}
 end
 if ARGV[6] ~= '1' then
+  local place = tonumber(ARGV[7])
+  -- As text: Lua would print a 16-digit number rounded to 14.
+  redis.call('ZADD', KEYS[4], 'NX', t[1] .. string.format('%06d', tonumber(t[2])), token)
+  redis.call('ZADD', KEYS[5], now + place, token)
+  redis.call('PEXPIRE', KEYS[4], place * 2)
+  redis.call('PEXPIRE', KEYS[5], place * 2)
+  local rank = redis.call('ZRANK', KEYS[4], token)
   local wait = redis.call('PTTL', KEYS[2])
-  if wait > 0 then return {0, 'gap', wait} end
+  if wait > 0 then return {0, 'gap', wait, rank} end
   local holders = redis.call('ZRANGE', KEYS[1], 0, -1)
-  if #holders >= max then return {0, 'held', holders[1]} end
+  if #holders >= max then return {0, 'held', holders[1], rank} end
+  if rank >= max - #holders then return {0, 'queued', redis.call('ZRANGE', KEYS[4], 0, 0)[1], rank} end
 end
 redis.call('ZADD', KEYS[1], now + ttl, token)
+redis.call('ZREM', KEYS[4], token)
+redis.call('ZREM', KEYS[5], token)
 local gap = tonumber(ARGV[4])
 if redis.call('EXISTS', KEYS[3]) == 1 then gap = tonumber(ARGV[5]) end
 if gap > 0 then redis.call('SET', KEYS[2], token, 'PX', gap) end
@@ -74,8 +95,11 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   return 1
 end
 return 0`,
-  // KEYS leases, gap, storm; ARGV token, gap, storm gap. Compare-and-delete.
-  release: `if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  // KEYS leases, gap, storm, queue, asks; ARGV token, gap, storm gap. Compare-and-delete; a
+  // waiter that gives up leaves the line.
+  release: `redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   local gap = tonumber(ARGV[2])
   if redis.call('EXISTS', KEYS[3]) == 1 then gap = tonumber(ARGV[3]) end
   if gap > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', gap) end
@@ -106,6 +130,11 @@ return count`
 const SHAS = Object.fromEntries(Object.entries(SCRIPTS).map(([name, body]) => [name, crypto.createHash('sha1').update(body).digest('hex')]))
 
 class FleetUnavailable extends Error {}
+
+/** A lease token without its random part: `host:pid`. */
+function shortToken (token) {
+  return String(token).replace(/:[0-9a-f]{8}$/, '')
+}
 
 function describeError (error) {
   return String(error?.message ?? error).split('\n')[0]
@@ -289,14 +318,16 @@ class Fleet {
     // again by the next one (the script renews a lease it already holds).
     this.candidate ??= `${this.id}:${crypto.randomBytes(4).toString('hex')}`
     const token = this.token ?? this.candidate
-    const { leases, gap, storm } = this.keys
-    const [granted, what, detail] = await this._script('acquire', [leases, gap, storm], [token, this.leaseTtlMs, this.maxConcurrent, this.gapMs, this.stormGapMs, forced ? '1' : '0'])
+    const { leases, gap, storm, queue, asks } = this.keys
+    const [granted, what, detail, rank] = await this._script('acquire', [leases, gap, storm, queue, asks], [token, this.leaseTtlMs, this.maxConcurrent, this.gapMs, this.stormGapMs, forced ? '1' : '0', this.leaseTtlMs])
     if (granted === 1) {
       this.token = token
       return { granted: true }
     }
-    if (what === 'gap') return { granted: false, why: `fleet gap: ${detail} ms left`, retryMs: Math.min(Math.max(Number(detail), 50), 1000) }
-    return { granted: false, why: `lease held by ${String(detail).replace(/:[0-9a-f]{8}$/, '')}`, retryMs: RETRY_MS }
+    const line = rank > 0 ? `; ${rank} ahead in line` : ''
+    if (what === 'gap') return { granted: false, why: `fleet gap: ${detail} ms left${line}`, retryMs: Math.min(Math.max(Number(detail), 50), 1000) }
+    if (what === 'queued') return { granted: false, why: `${rank} ahead in line (first: ${shortToken(detail)})`, retryMs: RETRY_MS }
+    return { granted: false, why: `lease held by ${shortToken(detail)}${line}`, retryMs: RETRY_MS }
   }
 
   /** The native gate asks for a lease: try until granted, unavailable or no longer wanted. */
@@ -322,6 +353,8 @@ class Fleet {
         return
       }
       this.asking = false
+      // A waiter nobody waits for any more (timeout, or the recycle went ahead): leave the line.
+      if (status === 'wait' && !wanted && !this.draining && !this.token) this.release().catch(() => {})
       if (status === 'granted' && wanted) this._keepLease()
       // A grant nobody waits for any more (the recycle went ahead another way): give it back.
       if (status === 'granted' && !wanted && !this.draining) {
@@ -417,7 +450,8 @@ class Fleet {
       this.timers.delete(this.renewing)
       this.renewing = null
     }
-    return (await this._script('release', [this.keys.leases, this.keys.gap, this.keys.storm], [token, this.gapMs, this.stormGapMs])) === 1
+    const { leases, gap, storm, queue, asks } = this.keys
+    return (await this._script('release', [leases, gap, storm, queue, asks], [token, this.gapMs, this.stormGapMs])) === 1
   }
 
   heartbeatBody (stateOverride) {
@@ -514,7 +548,9 @@ async function readFleet (client, name, { events = 20 } = {}) {
   }).reverse()
   const leases = await client.zrangebyscore(keys.leases, '-inf', '+inf', 'WITHSCORES')
   const storm = await client.pttl(keys.storm)
-  return { name, workers, events: history, leases: leases.filter((_, i) => i % 2 === 0).map((token) => token.replace(/:[0-9a-f]{8}$/, '')), storm: storm > 0 ? { leftMs: storm } : null }
+  const asks = await client.zrangebyscore(keys.asks, now, '+inf')
+  const queue = (await client.zrange(keys.queue, 0, -1)).filter((token) => asks.includes(token))
+  return { name, workers, events: history, leases: leases.filter((_, i) => i % 2 === 0).map(shortToken), queue: queue.map(shortToken), storm: storm > 0 ? { leftMs: storm } : null }
 }
 
 module.exports = { Fleet, FleetUnavailable, readFleet, keysOf, loadIoredis, isClient, SCRIPTS }
