@@ -184,6 +184,45 @@ test('grants go in ask order: 6 workers asking one after another are granted in 
   }
 })
 
+test('members that disagree on maxConcurrent or gap: each says so once, in a warning event naming the others', async () => {
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_HEARTBEAT: '500ms', SELF_RECYCLE_MAX_RSS: '1GiB', IDLE_EXIT_MS: '20000' }
+  const one = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'one', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '1' })
+  const three = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'three', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '3' })
+  const same = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'same', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '3' })
+  try {
+    await Promise.all([one.until('warning '), three.until('warning '), same.until('warning ')])
+    // Three more beats each (their heartbeat times in Redis say so): no second warning.
+    const since = Date.now()
+    for (;;) {
+      const times = await Promise.all([one, three, same].map(async (w) => {
+        const ids = await client.zrange(`self-recycle:{${name}}:workers`, 0, -1)
+        const id = ids.find((i) => i.endsWith(`:${w.child.pid}`))
+        const body = id && await client.get(`self-recycle:{${name}}:w:${id}`)
+        return body ? JSON.parse(body).time : 0
+      }))
+      if (times.every((t) => t >= since + 1500)) break
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  } finally {
+    for (const w of [one, three, same]) w.child.kill('SIGKILL')
+  }
+  const results = await Promise.all([one, three, same].map((w) => w.done))
+  const parsed = results.map((r) => r.stdout.split('\n').filter((l) => l.startsWith('warning ')).map((l) => JSON.parse(l.slice(8))))
+  for (const [i, hosts] of [[0, null], [1, ['one']], [2, ['one']]]) {
+    assert.equal(parsed[i].length, 1, JSON.stringify(parsed[i]))
+    const [warning] = parsed[i]
+    assert.equal(warning.event, 'warning')
+    assert.equal(warning.code, 'mismatch')
+    assert.equal(warning.fleetName, name)
+    assert.match(warning.msg, /members disagree on maxConcurrent\/gap/)
+    const named = Object.keys(warning.detail.others).map((id) => id.split(':')[0])
+    if (hosts) assert.deepEqual(named, hosts)
+    else assert.ok(named.length >= 1 && named.every((h) => h === 'three' || h === 'same'), JSON.stringify(warning))
+  }
+  assert.equal(parsed[0][0].detail.others[Object.keys(parsed[0][0].detail.others)[0]].maxConcurrent, 3)
+})
+
 test('a held lease never holds a recycle back for good: STAGGER_MAX_WAIT ends the wait (timeout), 1.25x the limit skips it (bypass)', async () => {
   const name = fleetName()
   const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '60s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }

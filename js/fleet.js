@@ -13,6 +13,7 @@
 //   self-recycle:{name}:asks     sorted set: waiting token -> when its place lapses (ms)
 //   self-recycle:{name}:workers  sorted set: worker id -> heartbeat expiry (ms)
 //   self-recycle:{name}:w:<id>   the worker's heartbeat (JSON), expires after 3 beats
+//   self-recycle:{name}:rules    hash: worker id -> its `maxConcurrent/gap`, to compare
 //   self-recycle:{name}:events   stream of recycle, exit and storm events (capped)
 //   self-recycle:{name}:recent   sorted set of recent recycles, for the storm guard
 //   self-recycle:{name}:storm    set while a storm lasts (the gap widens)
@@ -36,6 +37,7 @@ function keysOf (name) {
     asks: `${base}:asks`,
     workers: `${base}:workers`,
     worker: (id) => `${base}:w:${id}`,
+    rules: `${base}:rules`,
     events: `${base}:events`,
     recent: `${base}:recent`,
     storm: `${base}:storm`
@@ -106,14 +108,26 @@ if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   return 1
 end
 return 0`,
-  // KEYS workers, the worker's key; ARGV id, body, ttl. The heartbeat, on Redis's clock so a
-  // host whose clock is off is neither dropped early nor kept late.
+  // KEYS workers, the worker's key, rules; ARGV id, body, ttl, rules. The heartbeat, on
+  // Redis's clock so a host whose clock is off is neither dropped early nor kept late.
+  // Returns the live workers' rules (id, rules, ...) for the caller to compare with its own.
   beat: `${NOW}
 local ttl = tonumber(ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return 1`,
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+local all = redis.call('HGETALL', KEYS[3])
+local live = {}
+for i = 1, #all, 2 do
+  if redis.call('ZSCORE', KEYS[1], all[i]) then
+    live[#live + 1] = all[i]
+    live[#live + 1] = all[i + 1]
+  else
+    redis.call('HDEL', KEYS[3], all[i])
+  end
+end
+return live`,
   // KEYS recent, storm; ARGV member, window, threshold. The recent recycles when this one
   // starts a storm (once per window fleet-wide), else how many there are.
   storm: `${NOW}
@@ -214,6 +228,7 @@ class Fleet {
     this.draining = false
     this.renewing = null
     this.pendingWork = new Set()
+    this.warned = new Set()
     this.timers = new Set()
     this.closed = false
     this.client = null
@@ -483,11 +498,45 @@ class Fleet {
     }
   }
 
-  /** Writes this worker's heartbeat (expires after three beats). */
+  /** Writes this worker's heartbeat (expires after three beats) and compares the fleet's rules. */
   async heartbeat (state) {
     if (this.closed) return
     const body = this.heartbeatBody(state)
-    await this._script('beat', [this.keys.workers, this.keys.worker(this.id)], [this.id, JSON.stringify(body), this.heartbeatMs * 3])
+    const rules = await this._script('beat', [this.keys.workers, this.keys.worker(this.id), this.keys.rules], [this.id, JSON.stringify(body), this.heartbeatMs * 3, `${this.maxConcurrent}/${this.gapMs}`])
+    this._compareRules(rules)
+  }
+
+  /**
+   * Each worker enforces its own maxConcurrent and gap: members that disagree make the
+   * strictest wait for the others' grants, so say so once per disagreement.
+   */
+  _compareRules (flat) {
+    if (!Array.isArray(flat)) return
+    const mine = `${this.maxConcurrent}/${this.gapMs}`
+    const others = {}
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      if (flat[i] !== this.id && flat[i + 1] !== mine) others[flat[i]] = flat[i + 1]
+    }
+    const ids = Object.keys(others).sort()
+    if (!ids.length) return
+    const show = (rules) => {
+      const [max, gap] = String(rules).split('/')
+      return `maxConcurrent ${max}, gap ${gap} ms`
+    }
+    const named = ids.slice(0, 5).map((id) => `${id} (${show(others[id])})`).join(', ')
+    this._warn('mismatch', `members disagree on maxConcurrent/gap: this worker has ${show(mine)}, ${named}${ids.length > 5 ? ` and ${ids.length - 5} more` : ''}; each enforces its own, so give them all the same`,
+      { maxConcurrent: this.maxConcurrent, gapMs: this.gapMs, others: Object.fromEntries(ids.map((id) => { const [max, gap] = others[id].split('/'); return [id, { maxConcurrent: Number(max), gapMs: Number(gap) }] })) },
+      `mismatch:${[...new Set(Object.values(others))].sort().join(',')}`)
+  }
+
+  /** A `warning` event, once per `key`. */
+  _warn (code, reason, detail = null, key = `${code}:${reason}`) {
+    if (this.warned.has(key)) return
+    this.warned.add(key)
+    try {
+      const event = this.native()?.fleetWarningEvent(this.name, code, reason, detail)
+      if (event) this.recycler._emitEvent(event)
+    } catch {}
   }
 
   /**
