@@ -335,6 +335,70 @@ test('a Redis that accepts and never answers: the recycle goes ahead within the 
   }
 })
 
+function cliWith (args, env, timeoutMs = 15000) {
+  return new Promise((resolve) => {
+    const started = Date.now()
+    execFile(process.execPath, [CLI, ...args], { env: cleanEnv({ NO_COLOR: '1', ...env }), timeout: timeoutMs }, (error, stdout, stderr) => resolve({ code: error?.code ?? 0, killed: error?.killed ?? false, stdout, stderr, ms: Date.now() - started }))
+  })
+}
+
+test('self-recycle fleet waits for Redis at most FLEET_TIMEOUT: a port that accepts and never answers, a Redis in DEBUG SLEEP', async () => {
+  const net = require('node:net')
+  const sockets = new Set()
+  const blackhole = net.createServer((socket) => { sockets.add(socket); socket.on('error', () => {}) })
+  await new Promise((resolve) => blackhole.listen(0, '127.0.0.1', resolve))
+  const own = await startRedis({ own: true, args: ['--enable-debug-command', 'yes'] })
+  const admin = new IORedis(own.url)
+  try {
+    const silent = await cliWith(['fleet', '--redis', `redis://127.0.0.1:${blackhole.address().port}`, '--json'], { SELF_RECYCLE_FLEET_TIMEOUT: '500ms' })
+    assert.equal(silent.killed, false, 'the command hung')
+    assert.equal(silent.code, 1, silent.stderr)
+    assert.match(JSON.parse(silent.stdout).error, /Redis did not answer in 500 ms/)
+    assert.ok(silent.ms < 5000, `${silent.ms} ms`)
+    assert.ok(sockets.size >= 1, 'it did connect')
+    // A Redis that is up but busy (DEBUG SLEEP blocks it for 25 s): the flag wins over the env.
+    const sleeping = admin.debug('SLEEP', 25).catch(() => {})
+    const busy = await cliWith(['fleet', '--redis', own.url, '--timeout', '700ms'], { SELF_RECYCLE_FLEET_TIMEOUT: '30s' })
+    assert.equal(busy.killed, false, 'the command hung')
+    assert.equal(busy.code, 1, busy.stderr)
+    assert.match(busy.stderr, /Redis did not answer in 700 ms/)
+    assert.ok(busy.ms < 5000, `${busy.ms} ms`)
+    void sleeping
+    const bad = await cliWith(['fleet', '--redis', own.url, '--timeout', '5m'], {})
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /--timeout="5m": expected a duration from 50ms to 60s/)
+  } finally {
+    for (const socket of sockets) socket.destroy()
+    blackhole.close()
+    admin.disconnect()
+    await own.stop()
+  }
+})
+
+test('a worker whose Redis sleeps (DEBUG SLEEP): the recycle goes ahead within FLEET_TIMEOUT and says why', async () => {
+  const own = await startRedis({ own: true, args: ['--enable-debug-command', 'yes'] })
+  const admin = new IORedis(own.url)
+  try {
+    const slow = worker({ SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: fleetName(), SELF_RECYCLE_FLEET_TIMEOUT: '300ms', SELF_RECYCLE_MAX_AGE: '1500ms', SELF_RECYCLE_FLEET_HEARTBEAT: '500ms' })
+    await slow.until('ready')
+    // Its first heartbeat is in Redis: the connection is up; then Redis goes to sleep.
+    for (;;) {
+      if ((await admin.keys('self-recycle:*:w:*')).length) break
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    admin.debug('SLEEP', 10).catch(() => {})
+    const result = await slow.done
+    assert.equal(result.code, 75, result.stderr)
+    const recycle = result.events.find((e) => e.event === 'recycle')
+    assert.equal(recycle.fleet, 'unavailable', JSON.stringify(recycle))
+    assert.match(recycle.fleetWhy, /Redis did not answer in 300 ms/)
+    assert.ok(recycle.fleetWaitMs < 1500, JSON.stringify(recycle))
+  } finally {
+    admin.disconnect()
+    await own.stop()
+  }
+})
+
 test('a storm: more recycles than FLEET_STORM in its window emits storm once, with reasons and hosts', async () => {
   const name = fleetName()
   const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_STORM: '3/1m', SELF_RECYCLE_FLEET_STORM_GAP: '200ms', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '10', SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: '50' }

@@ -367,10 +367,19 @@ exit 0 pass, 1 fail, 2 usage error`)
   return passed ? 0 : 1
 }
 
-const FLEET_USAGE = `usage: self-recycle fleet [--redis URL] [--name NAME] [--events N] [--watch [--interval 2s]] [--json]
+const FLEET_USAGE = `usage: self-recycle fleet [--redis URL] [--name NAME] [--events N] [--watch [--interval 2s]] [--timeout 1s] [--json]
 prints every live worker of a fleet (host, pid, state, RSS against its limit, heap, pressure,
 uptime, recycles of that host, the last recycle's reason), then the fleet's last recycles.
---redis defaults to SELF_RECYCLE_FLEET_REDIS, --name to SELF_RECYCLE_FLEET_NAME or "default".`
+--redis defaults to SELF_RECYCLE_FLEET_REDIS, --name to SELF_RECYCLE_FLEET_NAME or "default",
+--timeout (the longest wait for Redis, to connect and to read) to SELF_RECYCLE_FLEET_TIMEOUT or 1s.`
+
+/** Rejects after `ms`: a Redis that accepts and never answers must not hang the command. */
+function bounded (promise, ms) {
+  let timer
+  return Promise.race([promise, new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`Redis did not answer in ${ms} ms`)), ms)
+  })]).finally(() => clearTimeout(timer))
+}
 
 function ago (ms) {
   if (ms < 1000) return 'now'
@@ -425,7 +434,7 @@ function fleetLines (fleet, now = Date.now()) {
 }
 
 async function commandFleet (argv) {
-  const options = parseArgs(argv, { redis: 'value', name: 'value', events: 'value', watch: 'flag', interval: 'value', json: 'flag', help: 'flag' })
+  const options = parseArgs(argv, { redis: 'value', name: 'value', events: 'value', watch: 'flag', interval: 'value', timeout: 'value', json: 'flag', help: 'flag' })
   if (options.help) return say(FLEET_USAGE), 0
   const url = options.redis ?? process.env.SELF_RECYCLE_FLEET_REDIS
   if (!url) throw new UsageError('fleet needs --redis URL (or SELF_RECYCLE_FLEET_REDIS)')
@@ -437,6 +446,9 @@ async function commandFleet (argv) {
   const intervalMs = options.interval === undefined ? 2000 : parseDuration(options.interval, 'interval')
   // A timer of 2^31 ms or more fires at once: the watch would spin.
   if (intervalMs < 100 || intervalMs > 2 ** 31 - 1) throw new UsageError(`--interval=${JSON.stringify(options.interval)}: expected a duration from 100ms to 24d`)
+  const timeoutText = options.timeout ?? (process.env.SELF_RECYCLE_FLEET_TIMEOUT || '1s')
+  const timeoutMs = parseDuration(timeoutText, 'timeout')
+  if (timeoutMs < 50 || timeoutMs > 60000) throw new UsageError(`--timeout=${JSON.stringify(timeoutText)}: expected a duration from 50ms to 60s (SELF_RECYCLE_FLEET_TIMEOUT)`)
   const { loadIoredis, readFleet } = require('./fleet.js')
   let Redis
   try {
@@ -445,18 +457,18 @@ async function commandFleet (argv) {
     return fail(options, error.message.replace(/^self-recycle: /, ''))
   }
   const shown = url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@')
-  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, connectTimeout: 3000, retryStrategy: () => null })
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, connectTimeout: timeoutMs, retryStrategy: () => null })
   client.on('error', () => {})
   try {
     try {
-      await client.connect()
+      await bounded(client.connect(), timeoutMs)
     } catch (error) {
       return fail(options, `cannot reach Redis at ${shown}: ${error.message}`)
     }
     for (;;) {
       let fleet
       try {
-        fleet = await readFleet(client, name, { events })
+        fleet = await bounded(readFleet(client, name, { events }), timeoutMs)
       } catch (error) {
         // Watching goes on through a Redis restart; a single read says what failed.
         if (!options.watch) return fail(options, `cannot read the fleet from Redis at ${shown}: ${error.message}`)

@@ -276,6 +276,14 @@ class Fleet {
     this.timers.add(timer)
   }
 
+  /** The client given as a promise or function, waited for at most FLEET_TIMEOUT. */
+  async _whenReady () {
+    let timer
+    await Promise.race([this.ready, new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new FleetUnavailable(`the fleet's Redis client was not there within ${this.timeoutMs} ms`)), timerMs(this.timeoutMs))
+    })]).finally(() => clearTimeout(timer))
+  }
+
   /** Our own connection, (re)connected on demand; waits at most `ms` for it. */
   async _connect (ms) {
     const client = this.client
@@ -352,7 +360,7 @@ class Fleet {
     const attempt = async () => {
       let status, why, retryMs
       try {
-        await this.ready
+        await this._whenReady()
         const result = await this.acquire(false)
         status = result.granted ? 'granted' : 'wait'
         why = result.why
