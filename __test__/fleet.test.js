@@ -399,6 +399,46 @@ test('a worker whose Redis sleeps (DEBUG SLEEP): the recycle goes ahead within F
   }
 })
 
+test('a Redis that refuses the password or the database: the worker warns at start and names it, the CLI exits 1 with the reason, the secret is never printed', async () => {
+  const secret = 'hunter2-' + crypto.randomBytes(4).toString('hex')
+  const wrong = 'not-it-' + crypto.randomBytes(4).toString('hex')
+  const own = await startRedis({ own: true, args: ['--requirepass', secret] })
+  try {
+    const at = (auth, db = '') => `redis://${auth}127.0.0.1:${own.port}${db}`
+    const cases = [
+      [at(`:${wrong}@`), /Redis refused the password \(WRONGPASS\)/],
+      [at(''), /Redis requires a password \(NOAUTH\)/]
+    ]
+    for (const [url, named] of cases) {
+      const w = worker({ SELF_RECYCLE_FLEET_REDIS: url, SELF_RECYCLE_FLEET_NAME: fleetName(), SELF_RECYCLE_MAX_AGE: '1500ms' })
+      await w.until('warning ')
+      const result = await w.done
+      assert.equal(result.code, 75, result.stderr)
+      const warning = JSON.parse(result.stdout.split('\n').find((l) => l.startsWith('warning ')).slice(8))
+      assert.equal(warning.code, 'auth')
+      assert.match(warning.msg, named)
+      const recycle = result.events.find((e) => e.event === 'recycle')
+      assert.equal(recycle.fleet, 'unavailable', JSON.stringify(recycle))
+      assert.match(recycle.fleetWhy, named)
+      assert.doesNotMatch(result.stdout + result.stderr, new RegExp(`${secret}|${wrong}`))
+      const shown = await cliWith(['fleet', '--redis', url, '--json'], {})
+      assert.equal(shown.code, 1, shown.stderr)
+      assert.match(JSON.parse(shown.stdout).error, named)
+      assert.doesNotMatch(shown.stdout + shown.stderr, new RegExp(`${secret}|${wrong}`))
+    }
+    // The right password, a database Redis does not have: exit 1 and the reason, not an empty fleet.
+    const db = await cliWith(['fleet', '--redis', at(`:${secret}@`, '/99')], {})
+    assert.equal(db.code, 1, db.stdout)
+    assert.match(db.stderr, /Redis refused the database \(ERR DB index is out of range\)/)
+    assert.doesNotMatch(db.stdout + db.stderr, new RegExp(secret))
+    const fine = await cliWith(['fleet', '--redis', at(`:${secret}@`, '/2'), '--json'], {})
+    assert.equal(fine.code, 0, fine.stderr)
+    assert.deepEqual(JSON.parse(fine.stdout).workers, [])
+  } finally {
+    await own.stop()
+  }
+})
+
 test('a storm: more recycles than FLEET_STORM in its window emits storm once, with reasons and hosts', async () => {
   const name = fleetName()
   const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_STORM: '3/1m', SELF_RECYCLE_FLEET_STORM_GAP: '200ms', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '10', SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: '50' }

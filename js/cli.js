@@ -449,7 +449,7 @@ async function commandFleet (argv) {
   const timeoutText = options.timeout ?? (process.env.SELF_RECYCLE_FLEET_TIMEOUT || '1s')
   const timeoutMs = parseDuration(timeoutText, 'timeout')
   if (timeoutMs < 50 || timeoutMs > 60000) throw new UsageError(`--timeout=${JSON.stringify(timeoutText)}: expected a duration from 50ms to 60s (SELF_RECYCLE_FLEET_TIMEOUT)`)
-  const { loadIoredis, readFleet } = require('./fleet.js')
+  const { loadIoredis, readFleet, refusal } = require('./fleet.js')
   let Redis
   try {
     Redis = loadIoredis()
@@ -458,13 +458,17 @@ async function commandFleet (argv) {
   }
   const shown = url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@')
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, connectTimeout: timeoutMs, retryStrategy: () => null })
-  client.on('error', () => {})
+  // What Redis refused while connecting (a password, a database): ioredis only says
+  // "Connection is closed", or carries on in database 0.
+  let refused = null
+  client.on('error', (error) => { refused = refusal(error) ?? refused })
   try {
     try {
       await bounded(client.connect(), timeoutMs)
     } catch (error) {
-      return fail(options, `cannot reach Redis at ${shown}: ${error.message}`)
+      return fail(options, `cannot reach Redis at ${shown}: ${refused?.why ?? error.message}`)
     }
+    if (refused) return fail(options, `cannot read the fleet from Redis at ${shown}: ${refused.why}`)
     for (;;) {
       let fleet
       try {

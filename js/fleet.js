@@ -150,8 +150,20 @@ function shortToken (token) {
   return String(token).replace(/:[0-9a-f]{8}$/, '')
 }
 
+/**
+ * Redis's refusals, named: what it says about a password or a database (never the secret,
+ * which Redis does not repeat). `null` for any other error.
+ */
+function refusal (error) {
+  const text = String(error?.message ?? error)
+  if (/^NOAUTH\b/.test(text)) return { code: 'auth', why: 'Redis requires a password (NOAUTH): none was given' }
+  if (/^WRONGPASS\b|invalid password|invalid username-password/i.test(text)) return { code: 'auth', why: 'Redis refused the password (WRONGPASS)' }
+  if (/DB index is out of range|invalid DB index|SELECT is not allowed/i.test(text)) return { code: 'redis', why: `Redis refused the database (${text.split('\n')[0]})` }
+  return null
+}
+
 function describeError (error) {
-  return String(error?.message ?? error).split('\n')[0]
+  return refusal(error)?.why ?? String(error?.message ?? error).split('\n')[0]
 }
 
 /**
@@ -184,7 +196,7 @@ function isClient (value) {
  * fleet connects on demand, each attempt bounded by connectTimeout, and the socket is
  * unref'd once connected.
  */
-function ownClient (target, timeoutMs) {
+function ownClient (target, timeoutMs, onError = () => {}) {
   const Redis = loadIoredis()
   const options = { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: Math.max(timeoutMs, 1000), retryStrategy: () => null }
   let client
@@ -194,7 +206,7 @@ function ownClient (target, timeoutMs) {
     const { url, ...rest } = target
     client = new Redis(url, { ...rest, ...options })
   } else client = new Redis({ ...target, ...options })
-  client.on('error', () => {}) // unavailability is reported by the calls that fail
+  client.on('error', onError) // unavailability is reported by the calls that fail
   client.on('connect', () => client.stream?.unref?.())
   return client
 }
@@ -234,6 +246,7 @@ class Fleet {
     this.client = null
     this.own = false
     this.clientError = null
+    this.refused = null // a refusal our own connection heard: { code, why }
     this.ready = this._resolveClient(redis)
   }
 
@@ -244,7 +257,8 @@ class Fleet {
       if (isClient(target)) {
         this.client = target
       } else if (typeof target === 'string' || (target && typeof target === 'object')) {
-        this.client = ownClient(target, this.timeoutMs)
+        // A refusal (password, database) is what a failed connection reports, not "end".
+        this.client = ownClient(target, this.timeoutMs, (error) => { this.refused = refusal(error) ?? this.refused })
         this.own = true
       } else {
         throw new Error(`fleet.redis must be an ioredis client, a redis:// URL or ioredis options, got ${target === null ? 'null' : typeof target}`)
@@ -310,6 +324,7 @@ class Fleet {
     await this._connect(this.timeoutMs)
     const client = this.client
     if (!client) throw new FleetUnavailable(this.clientError ?? 'no Redis client yet')
+    if (this.refused && (client.status !== 'ready' || this.refused.code === 'redis')) throw Object.assign(new FleetUnavailable(this.refused.why), { refused: this.refused })
     if (client.status !== 'ready') throw new FleetUnavailable(`the Redis connection is ${client.status}`)
     let timer
     const timeout = new Promise((resolve, reject) => {
@@ -318,7 +333,9 @@ class Fleet {
     try {
       return await Promise.race([fn(client), timeout])
     } catch (error) {
-      throw error instanceof FleetUnavailable ? error : new FleetUnavailable(`Redis failed: ${describeError(error)}`)
+      if (error instanceof FleetUnavailable) throw error
+      const refused = refusal(error)
+      throw Object.assign(new FleetUnavailable(refused ? refused.why : `Redis failed: ${describeError(error)}`), { refused })
     } finally {
       clearTimeout(timer)
     }
@@ -510,7 +527,15 @@ class Fleet {
   async heartbeat (state) {
     if (this.closed) return
     const body = this.heartbeatBody(state)
-    const rules = await this._script('beat', [this.keys.workers, this.keys.worker(this.id), this.keys.rules], [this.id, JSON.stringify(body), this.heartbeatMs * 3, `${this.maxConcurrent}/${this.gapMs}`])
+    let rules
+    try {
+      rules = await this._script('beat', [this.keys.workers, this.keys.worker(this.id), this.keys.rules], [this.id, JSON.stringify(body), this.heartbeatMs * 3, `${this.maxConcurrent}/${this.gapMs}`])
+    } catch (error) {
+      // Said at start (the first beat) rather than at the first recycle.
+      const refused = error?.refused ?? refusal(error)
+      if (refused) this._warn(refused.code, `${refused.why}; recycles follow the local rules until it is fixed`)
+      throw error
+    }
     this._compareRules(rules)
   }
 
@@ -610,4 +635,4 @@ async function readFleet (client, name, { events = 20 } = {}) {
   return { name, workers, events: history, leases: leases.filter((_, i) => i % 2 === 0).map(shortToken), queue: queue.map(shortToken), storm: storm > 0 ? { leftMs: storm } : null }
 }
 
-module.exports = { Fleet, FleetUnavailable, readFleet, keysOf, loadIoredis, isClient, SCRIPTS }
+module.exports = { Fleet, FleetUnavailable, readFleet, keysOf, loadIoredis, isClient, refusal, SCRIPTS }
