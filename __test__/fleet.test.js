@@ -47,6 +47,11 @@ function worker (env) {
 
 const fleetName = () => `t-${crypto.randomBytes(4).toString('hex')}`
 
+/** A fleet this Redis has known for a while (its epoch is old): no settling wait. */
+async function settled (name, on = client) {
+  await on.set(`self-recycle:{${name}}:epoch`, '0')
+}
+
 /** The fleet's stream: [{ event, host, pid, time, ... }] oldest first. */
 async function history (client, name) {
   const entries = await client.xrange(`self-recycle:{${name}}:events`, '-', '+')
@@ -223,6 +228,42 @@ test('members that disagree on maxConcurrent or gap: each says so once, in a war
   assert.equal(parsed[0][0].detail.others[Object.keys(parsed[0][0].detail.others)[0]].maxConcurrent, 3)
 })
 
+test('Redis loses the leases (FLUSHALL) while one drains with maxConcurrent 1: the holder re-asserts its lease and nobody else drains until it releases', async () => {
+  const own = await startRedis({ own: true })
+  const admin = new IORedis(own.url)
+  try {
+    const name = fleetName()
+    const env = { SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '3s', SELF_RECYCLE_FLEET_TIMEOUT: '300ms', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }
+    await settled(name, admin)
+    const holder = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'holder', SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: '4000' })
+    await holder.until('drain-start')
+    const waiters = [0, 1].map((i) => worker({ ...env, SELF_RECYCLE_FLEET_HOST: `w${i}`, SELF_RECYCLE_MAX_AGE: '100ms', DRAIN_MS: '50' }))
+    for (let i = 0; i < 2; i++) {
+      for (;;) {
+        if ((await admin.zrange(`self-recycle:{${name}}:queue`, 0, -1)).some((t) => t.startsWith(`w${i}:`))) break
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    }
+    const flushedAt = Date.now()
+    await admin.flushall()
+    const [held, ...rest] = await Promise.all([holder.done, ...waiters.map((w) => w.done)])
+    assert.equal(held.code, 75, held.stderr)
+    const releasedAt = Date.parse(held.events.find((e) => e.event === 'exit').time)
+    assert.ok(releasedAt - flushedAt > 2000, 'the holder still drained well after the flush')
+    for (const result of rest) {
+      assert.equal(result.code, 75, result.stderr)
+      const recycle = result.events.find((e) => e.event === 'recycle')
+      assert.equal(recycle.fleet, 'granted', JSON.stringify(recycle))
+      assert.ok(Date.parse(recycle.time) >= releasedAt, `granted ${releasedAt - Date.parse(recycle.time)} ms before the holder released`)
+    }
+    const starts = rest.map((r) => Date.parse(r.events.find((e) => e.event === 'recycle').time)).sort((a, b) => a - b)
+    assert.ok(starts[1] >= Date.parse(rest.find((r) => Date.parse(r.events.find((e) => e.event === 'recycle').time) === starts[0]).events.find((e) => e.event === 'exit').time), 'the two waiters took turns')
+  } finally {
+    admin.disconnect()
+    await own.stop()
+  }
+})
+
 test('a held lease never holds a recycle back for good: STAGGER_MAX_WAIT ends the wait (timeout), 1.25x the limit skips it (bypass)', async () => {
   const name = fleetName()
   const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '60s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }
@@ -252,6 +293,9 @@ test('Redis killed mid-run: recycles go on with local rules and say why; coordin
   const own = await startRedis({ own: true })
   const name = fleetName()
   const env = { SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', FLEET_URL: own.url, SELF_RECYCLE_FLEET_REDIS: own.url }
+  const admin = new IORedis(own.url)
+  await settled(name, admin)
+  admin.disconnect()
   // An env-only worker (our own connection) and one given the app's BullMQ-style client.
   const before = worker({ ...env, SELF_RECYCLE_MAX_AGE: '300ms' })
   const duringOwn = worker({ ...env, SELF_RECYCLE_MAX_AGE: '2500ms' })
@@ -535,6 +579,7 @@ test('lease scripts: maxConcurrent, the gap after a release and between grants, 
   const [a, b, c] = ['unit:1', 'unit:2', 'unit:3'].map((id) => make({}, id))
   try {
     await Promise.all([a, b, c].map((f) => f.ready))
+    await settled(name)
     assert.deepEqual(await a.acquire(), { granted: true })
     assert.deepEqual(await b.acquire(), { granted: true })
     const third = await c.acquire()
@@ -551,7 +596,7 @@ test('lease scripts: maxConcurrent, the gap after a release and between grants, 
     assert.equal(await c.release(), false)
     // Leases expire when not renewed; a renewal of a lost lease says so.
     await new Promise((resolve) => setTimeout(resolve, 1100))
-    assert.equal(await b._script('renew', [b.keys.leases], [b.token, 1000]), 0)
+    assert.equal(await b._script('renew', [b.keys.leases, b.keys.epoch, b.keys.settle], [b.token, 1000, b.settleMs]), 0)
     assert.deepEqual(await c.acquire(), { granted: true })
     assert.equal(await client.zcard(`self-recycle:{${name}}:leases`), 1)
     await c.release()
@@ -563,6 +608,7 @@ test('lease scripts: maxConcurrent, the gap after a release and between grants, 
   const [d, e] = ['unit:4', 'unit:5'].map((id) => make({ fleetName: gapName, fleetMaxConcurrent: 5, fleetGapMs: 600 }, id))
   try {
     await Promise.all([d, e].map((f) => f.ready))
+    await settled(gapName)
     assert.deepEqual(await d.acquire(), { granted: true })
     const waiting = await e.acquire()
     assert.equal(waiting.granted, false)

@@ -14,6 +14,8 @@
 //   self-recycle:{name}:workers  sorted set: worker id -> heartbeat expiry (ms)
 //   self-recycle:{name}:w:<id>   the worker's heartbeat (JSON), expires after 3 beats
 //   self-recycle:{name}:rules    hash: worker id -> its `maxConcurrent/gap`, to compare
+//   self-recycle:{name}:epoch    when this Redis first saw the fleet (gone: Redis lost it all)
+//   self-recycle:{name}:settle   set for one renew period after the epoch (re)appears
 //   self-recycle:{name}:events   stream of recycle, exit and storm events (capped)
 //   self-recycle:{name}:recent   sorted set of recent recycles, for the storm guard
 //   self-recycle:{name}:storm    set while a storm lasts (the gap widens)
@@ -38,6 +40,8 @@ function keysOf (name) {
     workers: `${base}:workers`,
     worker: (id) => `${base}:w:${id}`,
     rules: `${base}:rules`,
+    epoch: `${base}:epoch`,
+    settle: `${base}:settle`,
     events: `${base}:events`,
     recent: `${base}:recent`,
     storm: `${base}:storm`
@@ -51,14 +55,29 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
+// A Redis that restarted empty or was flushed has forgotten the leases held: their holders
+// re-assert them at their next renewal, so nobody is granted one until a renew period has
+// passed since the fleet's epoch key (re)appeared. Every script that touches the fleet
+// (first heartbeat, ask, renewal) notices; a first start waits the same, once.
+// EPOCH(epoch key, settle key, settle ms).
+const EPOCH = `local function epoch (key, settle, ms)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, now)
+    redis.call('SET', settle, now, 'PX', ms)
+  end
+end
+`
+
 const SCRIPTS = {
   // KEYS leases, gap, storm, queue, asks; ARGV token, ttl, max, gap, storm gap, forced ('1': a
   // bypass registers itself whatever the count, so the others wait for it), place ttl.
   // Grants go in ask order: the first ask fixes a waiter's place, each retry keeps it, and a
   // waiter that stops asking (it died) loses it after the place ttl.
-  acquire: `${NOW}
+  // KEYS[6], KEYS[7], ARGV[8]: the epoch, settle and settle ms.
+  acquire: `${NOW}${EPOCH}
 local token, ttl, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+epoch(KEYS[6], KEYS[7], tonumber(ARGV[8]))
 local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
 for _, lapsed in ipairs(gone) do redis.call('ZREM', KEYS[4], lapsed) end
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
@@ -76,6 +95,8 @@ if ARGV[6] ~= '1' then
   redis.call('PEXPIRE', KEYS[4], place * 2)
   redis.call('PEXPIRE', KEYS[5], place * 2)
   local rank = redis.call('ZRANK', KEYS[4], token)
+  local settling = redis.call('PTTL', KEYS[7])
+  if settling > 0 then return {0, 'settle', settling, rank} end
   local wait = redis.call('PTTL', KEYS[2])
   if wait > 0 then return {0, 'gap', wait, rank} end
   local holders = redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -89,9 +110,11 @@ local gap = tonumber(ARGV[4])
 if redis.call('EXISTS', KEYS[3]) == 1 then gap = tonumber(ARGV[5]) end
 if gap > 0 then redis.call('SET', KEYS[2], token, 'PX', gap) end
 return {1, 'granted'}`,
-  // KEYS leases; ARGV token, ttl. 0: the lease was lost (it expired).
-  renew: `${NOW}
+  // KEYS leases, epoch, settle; ARGV token, ttl, settle ms. 0: the lease was lost (it
+  // expired, or Redis forgot it).
+  renew: `${NOW}${EPOCH}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+epoch(KEYS[2], KEYS[3], tonumber(ARGV[3]))
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   return 1
@@ -111,7 +134,9 @@ return 0`,
   // KEYS workers, the worker's key, rules; ARGV id, body, ttl, rules. The heartbeat, on
   // Redis's clock so a host whose clock is off is neither dropped early nor kept late.
   // Returns the live workers' rules (id, rules, ...) for the caller to compare with its own.
-  beat: `${NOW}
+  // KEYS[4], KEYS[5], ARGV[5]: the epoch, settle and settle ms.
+  beat: `${NOW}${EPOCH}
+epoch(KEYS[4], KEYS[5], tonumber(ARGV[5]))
 local ttl = tonumber(ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
@@ -228,6 +253,9 @@ class Fleet {
     this.leaseTtlMs = settings.fleetLeaseTtlMs
     this.timeoutMs = settings.fleetTimeoutMs
     this.heartbeatMs = settings.fleetHeartbeatMs
+    this.renewMs = Math.max(Math.floor(this.leaseTtlMs / 3), 200)
+    // A renewal comes within a renew period, and takes at most a timeout.
+    this.settleMs = this.renewMs + this.timeoutMs
     this.storm = settings.fleetStorm
     this.host = settings.fleetHost ?? os.hostname()
     this.id = `${this.host}:${process.pid}`
@@ -358,13 +386,14 @@ class Fleet {
     // again by the next one (the script renews a lease it already holds).
     this.candidate ??= `${this.id}:${crypto.randomBytes(4).toString('hex')}`
     const token = this.token ?? this.candidate
-    const { leases, gap, storm, queue, asks } = this.keys
-    const [granted, what, detail, rank] = await this._script('acquire', [leases, gap, storm, queue, asks], [token, this.leaseTtlMs, this.maxConcurrent, this.gapMs, this.stormGapMs, forced ? '1' : '0', this.leaseTtlMs])
+    const { leases, gap, storm, queue, asks, epoch, settle } = this.keys
+    const [granted, what, detail, rank] = await this._script('acquire', [leases, gap, storm, queue, asks, epoch, settle], [token, this.leaseTtlMs, this.maxConcurrent, this.gapMs, this.stormGapMs, forced ? '1' : '0', this.leaseTtlMs, this.settleMs])
     if (granted === 1) {
       this.token = token
       return { granted: true }
     }
     const line = rank > 0 ? `; ${rank} ahead in line` : ''
+    if (what === 'settle') return { granted: false, why: `the fleet's Redis lost its leases or is new: ${detail} ms for holders to re-assert theirs${line}`, retryMs: Math.min(Math.max(Number(detail), 50), 1000) }
     if (what === 'gap') return { granted: false, why: `fleet gap: ${detail} ms left${line}`, retryMs: Math.min(Math.max(Number(detail), 50), 1000) }
     if (what === 'queued') return { granted: false, why: `${rank} ahead in line (first: ${shortToken(detail)})`, retryMs: RETRY_MS }
     return { granted: false, why: `lease held by ${shortToken(detail)}${line}`, retryMs: RETRY_MS }
@@ -426,9 +455,9 @@ class Fleet {
    */
   _keepLease () {
     if (!this.token || this.renewing) return
-    this.renewing = this._every(Math.max(Math.floor(this.leaseTtlMs / 3), 200), async () => {
+    this.renewing = this._every(this.renewMs, async () => {
       if (!this.token) return
-      const renewed = await this._script('renew', [this.keys.leases], [this.token, this.leaseTtlMs])
+      const renewed = await this._script('renew', [this.keys.leases, this.keys.epoch, this.keys.settle], [this.token, this.leaseTtlMs, this.settleMs])
       if (renewed === 0 && this.token) await this.acquire(true)
     })
   }
@@ -529,7 +558,7 @@ class Fleet {
     const body = this.heartbeatBody(state)
     let rules
     try {
-      rules = await this._script('beat', [this.keys.workers, this.keys.worker(this.id), this.keys.rules], [this.id, JSON.stringify(body), this.heartbeatMs * 3, `${this.maxConcurrent}/${this.gapMs}`])
+      rules = await this._script('beat', [this.keys.workers, this.keys.worker(this.id), this.keys.rules, this.keys.epoch, this.keys.settle], [this.id, JSON.stringify(body), this.heartbeatMs * 3, `${this.maxConcurrent}/${this.gapMs}`, this.settleMs])
     } catch (error) {
       // Said at start (the first beat) rather than at the first recycle.
       const refused = error?.refused ?? refusal(error)
