@@ -133,26 +133,25 @@ end
 return 0`,
   // KEYS workers, the worker's key, rules; ARGV id, body, ttl, rules. The heartbeat, on
   // Redis's clock so a host whose clock is off is neither dropped early nor kept late.
-  // Returns the live workers' rules (id, rules, ...) for the caller to compare with its own.
+  // Returns the members whose rules differ from the caller's (id, rules, ...; at most 20).
   // KEYS[4], KEYS[5], ARGV[5]: the epoch, settle and settle ms.
   beat: `${NOW}${EPOCH}
 epoch(KEYS[4], KEYS[5], tonumber(ARGV[5]))
 local ttl = tonumber(ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do redis.call('HDEL', KEYS[3], gone) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 local all = redis.call('HGETALL', KEYS[3])
-local live = {}
+local differ = {}
 for i = 1, #all, 2 do
-  if redis.call('ZSCORE', KEYS[1], all[i]) then
-    live[#live + 1] = all[i]
-    live[#live + 1] = all[i + 1]
-  else
-    redis.call('HDEL', KEYS[3], all[i])
+  if all[i + 1] ~= ARGV[4] and #differ < 40 then
+    differ[#differ + 1] = all[i]
+    differ[#differ + 1] = all[i + 1]
   end
 end
-return live`,
+return differ`,
   // KEYS recent, storm; ARGV member, window, threshold. The recent recycles when this one
   // starts a storm (once per window fleet-wide), else how many there are.
   storm: `${NOW}
@@ -586,7 +585,7 @@ class Fleet {
       return `maxConcurrent ${max}, gap ${gap} ms`
     }
     const named = ids.slice(0, 5).map((id) => `${id} (${show(others[id])})`).join(', ')
-    this._warn('mismatch', `members disagree on maxConcurrent/gap: this worker has ${show(mine)}, ${named}${ids.length > 5 ? ` and ${ids.length - 5} more` : ''}; each enforces its own, so give them all the same`,
+    this._warn('mismatch', `members disagree on maxConcurrent/gap: this worker has ${show(mine)}, ${named}${ids.length > 5 ? ' and more' : ''}; each enforces its own, so give them all the same`,
       { maxConcurrent: this.maxConcurrent, gapMs: this.gapMs, others: Object.fromEntries(ids.map((id) => { const [max, gap] = others[id].split('/'); return [id, { maxConcurrent: Number(max), gapMs: Number(gap) }] })) },
       `mismatch:${[...new Set(Object.values(others))].sort().join(',')}`)
   }
@@ -612,7 +611,7 @@ class Fleet {
       await Promise.allSettled([
         exitEvent ? this.append(exitEvent) : null,
         this.release(),
-        this._call((client) => client.pipeline().del(this.keys.worker(this.id)).zrem(this.keys.workers, this.id).exec())
+        this._call((client) => client.pipeline().del(this.keys.worker(this.id)).zrem(this.keys.workers, this.id).hdel(this.keys.rules, this.id).exec())
       ])
     })()
     let timer
