@@ -470,7 +470,17 @@ test('a Redis that refuses the password or the database: the worker warns at sta
       assert.match(JSON.parse(shown.stdout).error, named)
       assert.doesNotMatch(shown.stdout + shown.stderr, new RegExp(`${secret}|${wrong}`))
     }
-    // The right password, a database Redis does not have: exit 1 and the reason, not an empty fleet.
+    // The right password, a database Redis does not have: the worker warns and counts the
+    // fleet unavailable (not database 0); the CLI exits 1 with the reason, not an empty fleet.
+    const inDb = worker({ SELF_RECYCLE_FLEET_REDIS: at(`:${secret}@`, '/99'), SELF_RECYCLE_FLEET_NAME: fleetName(), SELF_RECYCLE_MAX_AGE: '1500ms' })
+    await inDb.until('warning ')
+    const dbResult = await inDb.done
+    assert.equal(dbResult.code, 75, dbResult.stderr)
+    const dbWarning = JSON.parse(dbResult.stdout.split('\n').find((l) => l.startsWith('warning ')).slice(8))
+    assert.equal(dbWarning.code, 'redis')
+    assert.match(dbWarning.msg, /Redis refused the database \(ERR DB index is out of range\)/)
+    assert.equal(dbResult.events.find((e) => e.event === 'recycle').fleet, 'unavailable')
+    assert.doesNotMatch(dbResult.stdout + dbResult.stderr, new RegExp(secret))
     const db = await cliWith(['fleet', '--redis', at(`:${secret}@`, '/99')], {})
     assert.equal(db.code, 1, db.stdout)
     assert.match(db.stderr, /Redis refused the database \(ERR DB index is out of range\)/)

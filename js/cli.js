@@ -406,6 +406,7 @@ function fleetLines (fleet, now = Date.now()) {
   const lines = [
     `fleet ${fleet.name}: ${fleet.workers.length} worker(s)${draining ? `, ${draining} draining` : ''}; ` +
       `${fleet.leases.length ? `lease held by ${fleet.leases.join(', ')}` : 'no lease held'}; ` +
+      `${fleet.queue?.length ? `${fleet.queue.length} waiting (next: ${fleet.queue[0]}); ` : ''}` +
       `${fleet.storm ? `STORM (gap widened for ${ago(fleet.storm.leftMs)} more)` : 'no storm'}`
   ]
   const rows = [['HOST', 'PID', 'STATE', 'RSS/LIMIT', 'HEAP', 'PRESSURE', 'UPTIME', 'RECYCLES', 'LAST RECYCLE']]
