@@ -174,7 +174,10 @@ test('grants go in ask order: 6 workers asking one after another are granted in 
     // q2 dies in line; then the holder dies: its lease lapses after 2 s.
     waiters[2].child.kill('SIGKILL')
     holder.child.kill('SIGKILL')
+    const killedAt = Date.now()
     const results = await Promise.all(waiters.map((w) => w.done))
+    // The dead waiter's place lapses 5 s after its last ask (leaseTtl, at least 5 s).
+    assert.ok(Date.now() - killedAt < 9000, `the line moved on ${Date.now() - killedAt} ms after the kill`)
     for (const [i, result] of results.entries()) {
       if (i === 2) continue
       assert.equal(result.code, 75, result.stderr)

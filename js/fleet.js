@@ -253,8 +253,12 @@ class Fleet {
     this.timeoutMs = settings.fleetTimeoutMs
     this.heartbeatMs = settings.fleetHeartbeatMs
     this.renewMs = Math.max(Math.floor(this.leaseTtlMs / 3), 200)
-    // A renewal comes within a renew period, and takes at most a timeout.
-    this.settleMs = this.renewMs + this.timeoutMs
+    // A holder renews within a renew period; the renewal and the re-registration that
+    // follows a lost lease take at most a timeout each.
+    this.settleMs = this.renewMs + 2 * this.timeoutMs
+    // A waiter retries at least every ~1.1 s (RETRY_MS, or the gap's rest capped at 1 s): its
+    // place outlives a few retries, and a dead waiter's lapses within leaseTtl (at least 5 s).
+    this.placeMs = Math.max(this.leaseTtlMs, 5000)
     this.storm = settings.fleetStorm
     this.host = settings.fleetHost ?? os.hostname()
     this.id = `${this.host}:${process.pid}`
@@ -386,7 +390,7 @@ class Fleet {
     this.candidate ??= `${this.id}:${crypto.randomBytes(4).toString('hex')}`
     const token = this.token ?? this.candidate
     const { leases, gap, storm, queue, asks, epoch, settle } = this.keys
-    const [granted, what, detail, rank] = await this._script('acquire', [leases, gap, storm, queue, asks, epoch, settle], [token, this.leaseTtlMs, this.maxConcurrent, this.gapMs, this.stormGapMs, forced ? '1' : '0', this.leaseTtlMs, this.settleMs])
+    const [granted, what, detail, rank] = await this._script('acquire', [leases, gap, storm, queue, asks, epoch, settle], [token, this.leaseTtlMs, this.maxConcurrent, this.gapMs, this.stormGapMs, forced ? '1' : '0', this.placeMs, this.settleMs])
     if (granted === 1) {
       this.token = token
       return { granted: true }
