@@ -47,7 +47,7 @@ function worker (env) {
 
 const fleetName = () => `t-${crypto.randomBytes(4).toString('hex')}`
 
-/** A fleet this Redis has known for a while (its epoch is old): no settling wait. */
+/** A fleet this Redis has known for a while: its epoch is old, and the workers learn it. */
 async function settled (name, on = client) {
   await on.set(`self-recycle:{${name}}:epoch`, '0')
 }
@@ -609,12 +609,31 @@ test('lease scripts: maxConcurrent, the gap after a release and between grants, 
     assert.equal(await c.release(), false)
     // Leases expire when not renewed; a renewal of a lost lease says so.
     await new Promise((resolve) => setTimeout(resolve, 1100))
-    assert.equal(await b._script('renew', [b.keys.leases, b.keys.epoch, b.keys.settle], [b.token, 1000, b.settleMs]), 0)
+    assert.deepEqual(await b._script('renew', [b.keys.leases, b.keys.epoch, b.keys.settle], [b.token, 1000, b.settleMs, b.epoch]), [0, '0'])
     assert.deepEqual(await c.acquire(), { granted: true })
     assert.equal(await client.zcard(`self-recycle:{${name}}:leases`), 1)
     await c.release()
   } finally {
     for (const f of [a, b, c]) f.stop()
+  }
+  // A new fleet grants at once; once Redis forgets the fleet (its epoch changes), a worker
+  // that knew the old epoch holds grants back while the holder re-asserts its lease.
+  const freshName = fleetName()
+  const [f, g] = ['unit:6', 'unit:7'].map((id) => make({ fleetName: freshName, fleetMaxConcurrent: 1, fleetGapMs: 0, fleetLeaseTtlMs: 3000, fleetTimeoutMs: 100 }, id))
+  try {
+    await Promise.all([f, g].map((x) => x.ready))
+    assert.deepEqual(await f.acquire(), { granted: true }, 'no wait on a new fleet')
+    assert.equal((await g.acquire()).granted, false)
+    await client.del(`self-recycle:{${freshName}}:epoch`, `self-recycle:{${freshName}}:leases`)
+    const held = await g.acquire()
+    assert.equal(held.granted, false)
+    assert.match(held.why, /^the fleet's Redis lost its leases: \d+ ms for holders to re-assert theirs$/)
+    assert.deepEqual((await f._script('renew', [f.keys.leases, f.keys.epoch, f.keys.settle], [f.token, 3000, f.settleMs, f.epoch]))[0], 0)
+    assert.deepEqual(await f.acquire(true), { granted: true }, 'the holder re-asserts')
+    await new Promise((resolve) => setTimeout(resolve, g.settleMs + 50))
+    assert.match((await g.acquire()).why, /^lease held by unit:6$/)
+  } finally {
+    for (const x of [f, g]) x.stop()
   }
   // The gap: after a release, and after a grant.
   const gapName = fleetName()

@@ -56,15 +56,23 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
 // A Redis that restarted empty or was flushed has forgotten the leases held: their holders
-// re-assert them at their next renewal, so nobody is granted one until a renew period has
-// passed since the fleet's epoch key (re)appeared. Every script that touches the fleet
-// (first heartbeat, ask, renewal) notices; a first start waits the same, once.
-// EPOCH(epoch key, settle key, settle ms).
-const EPOCH = `local function epoch (key, settle, ms)
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('SET', key, now)
-    redis.call('SET', settle, now, 'PX', ms)
+// re-assert them at their next renewal. The epoch key (when this Redis first saw the fleet)
+// tells: every script that touches the fleet (heartbeat, ask, renewal) sets it when missing
+// and returns it; a worker that knew another epoch has seen Redis forget, and then nobody is
+// granted a lease until a renew period has passed since the new epoch. A new fleet (nobody
+// knew an epoch) does not wait.
+// epoch(epoch key, settle key, settle ms, the epoch the caller knew or '') -> the epoch.
+const EPOCH = `local function epoch (key, settle, ms, known)
+  local current = redis.call('GET', key)
+  if not current then
+    current = tostring(now)
+    redis.call('SET', key, current)
   end
+  if known ~= '' and known ~= current then
+    local left = (tonumber(current) or 0) + ms - now
+    if left > 0 and redis.call('EXISTS', settle) == 0 then redis.call('SET', settle, current, 'PX', left) end
+  end
+  return current
 end
 `
 
@@ -73,11 +81,12 @@ const SCRIPTS = {
   // bypass registers itself whatever the count, so the others wait for it), place ttl.
   // Grants go in ask order: the first ask fixes a waiter's place, each retry keeps it, and a
   // waiter that stops asking (it died) loses it after the place ttl.
-  // KEYS[6], KEYS[7], ARGV[8]: the epoch, settle and settle ms.
+  // KEYS[6], KEYS[7], ARGV[8], ARGV[9]: the epoch, settle, settle ms, known epoch. The
+  // epoch comes back last.
   acquire: `${NOW}${EPOCH}
 local token, ttl, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-epoch(KEYS[6], KEYS[7], tonumber(ARGV[8]))
+local ep = epoch(KEYS[6], KEYS[7], tonumber(ARGV[8]), ARGV[9])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
 for _, lapsed in ipairs(gone) do redis.call('ZREM', KEYS[4], lapsed) end
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
@@ -85,7 +94,7 @@ if redis.call('ZSCORE', KEYS[1], token) then
   redis.call('ZADD', KEYS[1], now + ttl, token)
   redis.call('ZREM', KEYS[4], token)
   redis.call('ZREM', KEYS[5], token)
-  return {1, 'granted'}
+  return {1, 'granted', '', 0, ep}
 end
 if ARGV[6] ~= '1' then
   local place = tonumber(ARGV[7])
@@ -96,12 +105,12 @@ if ARGV[6] ~= '1' then
   redis.call('PEXPIRE', KEYS[5], place * 2)
   local rank = redis.call('ZRANK', KEYS[4], token)
   local settling = redis.call('PTTL', KEYS[7])
-  if settling > 0 then return {0, 'settle', settling, rank} end
+  if settling > 0 then return {0, 'settle', settling, rank, ep} end
   local wait = redis.call('PTTL', KEYS[2])
-  if wait > 0 then return {0, 'gap', wait, rank} end
+  if wait > 0 then return {0, 'gap', wait, rank, ep} end
   local holders = redis.call('ZRANGE', KEYS[1], 0, -1)
-  if #holders >= max then return {0, 'held', holders[1], rank} end
-  if rank >= max - #holders then return {0, 'queued', redis.call('ZRANGE', KEYS[4], 0, 0)[1], rank} end
+  if #holders >= max then return {0, 'held', holders[1], rank, ep} end
+  if rank >= max - #holders then return {0, 'queued', redis.call('ZRANGE', KEYS[4], 0, 0)[1], rank, ep} end
 end
 redis.call('ZADD', KEYS[1], now + ttl, token)
 redis.call('ZREM', KEYS[4], token)
@@ -109,17 +118,17 @@ redis.call('ZREM', KEYS[5], token)
 local gap = tonumber(ARGV[4])
 if redis.call('EXISTS', KEYS[3]) == 1 then gap = tonumber(ARGV[5]) end
 if gap > 0 then redis.call('SET', KEYS[2], token, 'PX', gap) end
-return {1, 'granted'}`,
-  // KEYS leases, epoch, settle; ARGV token, ttl, settle ms. 0: the lease was lost (it
-  // expired, or Redis forgot it).
+return {1, 'granted', '', 0, ep}`,
+  // KEYS leases, epoch, settle; ARGV token, ttl, settle ms, known epoch. {1 or 0 (the lease
+  // was lost: it expired, or Redis forgot it), epoch}.
   renew: `${NOW}${EPOCH}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-epoch(KEYS[2], KEYS[3], tonumber(ARGV[3]))
+local ep = epoch(KEYS[2], KEYS[3], tonumber(ARGV[3]), ARGV[4])
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-  return 1
+  return {1, ep}
 end
-return 0`,
+return {0, ep}`,
   // KEYS leases, gap, storm, queue, asks; ARGV token, gap, storm gap. Compare-and-delete; a
   // waiter that gives up leaves the line.
   release: `redis.call('ZREM', KEYS[4], ARGV[1])
@@ -133,10 +142,10 @@ end
 return 0`,
   // KEYS workers, the worker's key, rules; ARGV id, body, ttl, rules. The heartbeat, on
   // Redis's clock so a host whose clock is off is neither dropped early nor kept late.
-  // Returns the members whose rules differ from the caller's (id, rules, ...; at most 20).
-  // KEYS[4], KEYS[5], ARGV[5]: the epoch, settle and settle ms.
+  // Returns the epoch, then the members whose rules differ from the caller's (id, rules, ...;
+  // at most 20). KEYS[4], KEYS[5], ARGV[5], ARGV[6]: the epoch, settle, settle ms, known epoch.
   beat: `${NOW}${EPOCH}
-epoch(KEYS[4], KEYS[5], tonumber(ARGV[5]))
+local ep = epoch(KEYS[4], KEYS[5], tonumber(ARGV[5]), ARGV[6])
 local ttl = tonumber(ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
@@ -144,9 +153,9 @@ for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do redi
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 local all = redis.call('HGETALL', KEYS[3])
-local differ = {}
+local differ = {ep}
 for i = 1, #all, 2 do
-  if all[i + 1] ~= ARGV[4] and #differ < 40 then
+  if all[i + 1] ~= ARGV[4] and #differ < 41 then
     differ[#differ + 1] = all[i]
     differ[#differ + 1] = all[i + 1]
   end
@@ -278,6 +287,7 @@ class Fleet {
     this.own = false
     this.clientError = null
     this.refused = null // a refusal our own connection heard: { code, why }
+    this.epoch = '' // the fleet's epoch last seen in Redis ('' : none yet)
     this.ready = this._resolveClient(redis)
   }
 
@@ -390,13 +400,14 @@ class Fleet {
     this.candidate ??= `${this.id}:${crypto.randomBytes(4).toString('hex')}`
     const token = this.token ?? this.candidate
     const { leases, gap, storm, queue, asks, epoch, settle } = this.keys
-    const [granted, what, detail, rank] = await this._script('acquire', [leases, gap, storm, queue, asks, epoch, settle], [token, this.leaseTtlMs, this.maxConcurrent, this.gapMs, this.stormGapMs, forced ? '1' : '0', this.placeMs, this.settleMs])
+    const [granted, what, detail, rank, seen] = await this._script('acquire', [leases, gap, storm, queue, asks, epoch, settle], [token, this.leaseTtlMs, this.maxConcurrent, this.gapMs, this.stormGapMs, forced ? '1' : '0', this.placeMs, this.settleMs, this.epoch])
+    this._saw(seen)
     if (granted === 1) {
       this.token = token
       return { granted: true }
     }
     const line = rank > 0 ? `; ${rank} ahead in line` : ''
-    if (what === 'settle') return { granted: false, why: `the fleet's Redis lost its leases or is new: ${detail} ms for holders to re-assert theirs${line}`, retryMs: Math.min(Math.max(Number(detail), 50), 1000) }
+    if (what === 'settle') return { granted: false, why: `the fleet's Redis lost its leases: ${detail} ms for holders to re-assert theirs${line}`, retryMs: Math.min(Math.max(Number(detail), 50), 1000) }
     if (what === 'gap') return { granted: false, why: `fleet gap: ${detail} ms left${line}`, retryMs: Math.min(Math.max(Number(detail), 50), 1000) }
     if (what === 'queued') return { granted: false, why: `${rank} ahead in line (first: ${shortToken(detail)})`, retryMs: RETRY_MS }
     return { granted: false, why: `lease held by ${shortToken(detail)}${line}`, retryMs: RETRY_MS }
@@ -460,7 +471,8 @@ class Fleet {
     if (!this.token || this.renewing) return
     this.renewing = this._every(this.renewMs, async () => {
       if (!this.token) return
-      const renewed = await this._script('renew', [this.keys.leases, this.keys.epoch, this.keys.settle], [this.token, this.leaseTtlMs, this.settleMs])
+      const [renewed, seen] = await this._script('renew', [this.keys.leases, this.keys.epoch, this.keys.settle], [this.token, this.leaseTtlMs, this.settleMs, this.epoch])
+      this._saw(seen)
       if (renewed === 0 && this.token) await this.acquire(true)
     })
   }
@@ -561,14 +573,21 @@ class Fleet {
     const body = this.heartbeatBody(state)
     let rules
     try {
-      rules = await this._script('beat', [this.keys.workers, this.keys.worker(this.id), this.keys.rules, this.keys.epoch, this.keys.settle], [this.id, JSON.stringify(body), this.heartbeatMs * 3, `${this.maxConcurrent}/${this.gapMs}`, this.settleMs])
+      rules = await this._script('beat', [this.keys.workers, this.keys.worker(this.id), this.keys.rules, this.keys.epoch, this.keys.settle], [this.id, JSON.stringify(body), this.heartbeatMs * 3, `${this.maxConcurrent}/${this.gapMs}`, this.settleMs, this.epoch])
     } catch (error) {
       // Said at start (the first beat) rather than at the first recycle.
       const refused = error?.refused ?? refusal(error)
       if (refused) this._warn(refused.code, `${refused.why}; recycles follow the local rules until it is fixed`)
       throw error
     }
-    this._compareRules(rules)
+    if (!Array.isArray(rules)) return
+    this._saw(rules[0])
+    this._compareRules(rules.slice(1))
+  }
+
+  /** The fleet's epoch as Redis returned it: the next script tells Redis what we knew. */
+  _saw (epoch) {
+    if (typeof epoch === 'string' && epoch !== '') this.epoch = epoch
   }
 
   /**
