@@ -343,7 +343,11 @@ class Fleet {
   async _connect (ms) {
     const client = this.client
     if (!this.own || !client || client.status === 'ready') return
-    if (IDLE_STATES.has(client.status)) client.connect().catch(() => {})
+    if (IDLE_STATES.has(client.status)) {
+      // A new attempt: a password refused before may be accepted now, or Redis be down.
+      if (this.refused?.code === 'auth') this.refused = null
+      client.connect().catch(() => {})
+    }
     let timer
     let onReady
     await new Promise((resolve) => {
