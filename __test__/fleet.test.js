@@ -267,6 +267,42 @@ test('Redis loses the leases (FLUSHALL) while one drains with maxConcurrent 1: t
   }
 })
 
+test('Redis restarts (down 1 s) while one drains with maxConcurrent 1: the waiters ride it out and drain one at a time after the holder', async () => {
+  let own = await startRedis({ own: true })
+  const admin = new IORedis(own.url)
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '3s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }
+  const holder = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'holder', SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: '5000' })
+  const waiters = []
+  try {
+    await holder.until('drain-start')
+    for (let i = 0; i < 3; i++) {
+      waiters.push(worker({ ...env, SELF_RECYCLE_FLEET_HOST: `w${i}`, SELF_RECYCLE_MAX_AGE: '100ms', DRAIN_MS: '300' }))
+      for (;;) {
+        if ((await admin.zrange(`self-recycle:{${name}}:queue`, 0, -1)).some((t) => t.startsWith(`w${i}:`))) break
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    }
+    admin.disconnect()
+    await own.stop()
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    own = await startRedis({ own: true, port: own.port })
+    const [held, ...rest] = await Promise.all([holder.done, ...waiters.map((w) => w.done)])
+    assert.equal(held.code, 75, held.stderr)
+    const intervals = [held, ...rest].map((r) => ({ start: Date.parse(r.events.find((e) => e.event === 'recycle').time), end: Date.parse(r.events.find((e) => e.event === 'exit').time) }))
+    assert.equal(maxOverlap(intervals), 1, JSON.stringify(intervals))
+    for (const result of rest) {
+      const recycle = result.events.find((e) => e.event === 'recycle')
+      assert.equal(result.code, 75, result.stderr)
+      assert.equal(recycle.fleet, 'granted', JSON.stringify(recycle))
+    }
+  } finally {
+    holder.child.kill('SIGKILL')
+    for (const w of waiters) w.child.kill('SIGKILL')
+    await own.stop()
+  }
+})
+
 test('a held lease never holds a recycle back for good: STAGGER_MAX_WAIT ends the wait (timeout), 1.25x the limit skips it (bypass)', async () => {
   const name = fleetName()
   const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '60s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }

@@ -288,6 +288,8 @@ class Fleet {
     this.clientError = null
     this.refused = null // a refusal our own connection heard: { code, why }
     this.epoch = '' // the fleet's epoch last seen in Redis ('' : none yet)
+    this.connected = false // a Redis call got through once: a later failure is a drop
+    this.droppedAt = null // when asks first found the connection dropped
     this.ready = this._resolveClient(redis)
   }
 
@@ -370,7 +372,8 @@ class Fleet {
     const client = this.client
     if (!client) throw new FleetUnavailable(this.clientError ?? 'no Redis client yet')
     if (this.refused && (client.status !== 'ready' || this.refused.code === 'redis')) throw Object.assign(new FleetUnavailable(this.refused.why), { refused: this.refused })
-    if (client.status !== 'ready') throw new FleetUnavailable(`the Redis connection is ${client.status}`)
+    if (client.status !== 'ready') throw Object.assign(new FleetUnavailable(`the Redis connection is ${client.status}`), { dropped: this.connected })
+    this.connected = true
     let timer
     const timeout = new Promise((resolve, reject) => {
       timer = setTimeout(() => reject(new FleetUnavailable(`Redis did not answer in ${this.timeoutMs} ms`)), timerMs(this.timeoutMs))
@@ -380,7 +383,8 @@ class Fleet {
     } catch (error) {
       if (error instanceof FleetUnavailable) throw error
       const refused = refusal(error)
-      throw Object.assign(new FleetUnavailable(refused ? refused.why : `Redis failed: ${describeError(error)}`), { refused })
+      const dropped = !refused && /Connection is closed|ECONNRESET|ECONNREFUSED|EPIPE/.test(String(error?.message))
+      throw Object.assign(new FleetUnavailable(refused ? refused.why : `Redis failed: ${describeError(error)}`), { refused, dropped })
     } finally {
       clearTimeout(timer)
     }
@@ -429,9 +433,22 @@ class Fleet {
         status = result.granted ? 'granted' : 'wait'
         why = result.why
         retryMs = result.retryMs
+        this.droppedAt = null
       } catch (error) {
         status = 'unavailable'
         why = describeError(error)
+        // A connection that was up and dropped (a Redis restart, a failover) gets 2x
+        // FLEET_TIMEOUT to come back before the recycle goes ahead alone: a short restart
+        // must not let every waiter drain at once. Slow or refusing Redis: no grace.
+        if (error?.dropped) {
+          this.droppedAt ??= Date.now()
+          const left = this.droppedAt + 2 * this.timeoutMs - Date.now()
+          if (left > 0) {
+            status = 'wait'
+            why = `the Redis connection dropped (${why}); retrying for ${left} ms`
+            retryMs = RETRY_MS
+          }
+        }
       }
       let wanted = false
       try { wanted = this.native()?.fleetAnswer(status, why ?? null) ?? false } catch {}
