@@ -489,6 +489,8 @@ async function commandFleet (argv) {
     }
   } finally {
     client.disconnect()
+    // A peer that never answers never closes either: drop the socket, or it keeps us alive.
+    client.stream?.destroy?.()
   }
 }
 
