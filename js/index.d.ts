@@ -452,6 +452,20 @@ export interface StormEvent extends BaseEvent {
   gapMs: number | null
 }
 
+/**
+ * Something about the fleet this worker cannot fix by itself, once per finding: members that
+ * disagree on `maxConcurrent`/`gap` (`mismatch`, checked at each heartbeat), a Redis that
+ * refuses the password (`auth`) or another Redis refusal (`redis`). Never carries a secret.
+ */
+export interface WarningEvent extends BaseEvent {
+  event: 'warning'
+  fleetName: string
+  code: 'mismatch' | 'auth' | 'redis'
+  reason: string
+  /** `mismatch`: this worker's rules and the others' (`host:pid` -> rules). */
+  detail?: { maxConcurrent: number; gapMs: number; others: Record<string, { maxConcurrent: number; gapMs: number }> }
+}
+
 export interface EventMap {
   start: StartEvent
   sample: SampleEvent
@@ -466,6 +480,7 @@ export interface EventMap {
   drain: DrainEvent
   exit: ExitEvent
   storm: StormEvent
+  warning: WarningEvent
   reinit: ReinitEvent
 }
 export type AnyEvent = EventMap[keyof EventMap]
@@ -615,6 +630,7 @@ export declare const EVENTS: Readonly<{
   DRAIN: 'drain'
   EXIT: 'exit'
   STORM: 'storm'
+  WARNING: 'warning'
   REINIT: 'reinit'
 }>
 

@@ -29,6 +29,7 @@ const EVENTS = Object.freeze({
   DRAIN: 'drain',
   EXIT: 'exit',
   STORM: 'storm',
+  WARNING: 'warning',
   REINIT: 'reinit'
 })
 

@@ -68,6 +68,14 @@ pub enum Event {
     Exit(Box<Exit>),
     /// More recycles fleet-wide than `FLEET_STORM` allows within its window.
     Storm(Box<Storm>),
+    /// Something about the fleet a worker cannot fix by itself: members that disagree on
+    /// `maxConcurrent`/`gap` (`mismatch`), or a Redis that refuses it (`auth`, `redis`).
+    Warning {
+        fleet: String,
+        code: String,
+        reason: String,
+        detail: Value,
+    },
     Reinit {
         key: String,
         attempts: u64,
@@ -430,6 +438,7 @@ impl Event {
             Event::Drain(_) => "drain",
             Event::Exit(_) => "exit",
             Event::Storm(_) => "storm",
+            Event::Warning { .. } => "warning",
             Event::Reinit { .. } => "reinit",
         }
     }
@@ -613,6 +622,7 @@ impl Event {
             }
             Event::Exit(exit) => exit.msg(),
             Event::Storm(storm) => storm.msg(),
+            Event::Warning { fleet, reason, .. } => format!("fleet {fleet}: {reason}"),
             Event::Reinit {
                 key,
                 attempts,
@@ -800,6 +810,19 @@ impl Event {
                 }
                 if let Some(snapshot) = &exit.heap_snapshot {
                     put("heapSnapshot", snapshot.clone());
+                }
+            }
+            Event::Warning {
+                fleet,
+                code,
+                reason,
+                detail,
+            } => {
+                put("fleetName", json!(fleet));
+                put("code", json!(code));
+                put("reason", json!(reason));
+                if !detail.is_null() {
+                    put("detail", detail.clone());
                 }
             }
             Event::Storm(storm) => {

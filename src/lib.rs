@@ -801,6 +801,23 @@ impl NativeRecycler {
         }))))
     }
 
+    /// A `warning` event about the fleet (js/fleet.js finds it: a mismatch, a refusal).
+    #[napi(catch_unwind)]
+    pub fn fleet_warning_event(
+        &self,
+        fleet: String,
+        code: String,
+        reason: String,
+        detail: Option<Value>,
+    ) -> Result<Map<String, Value>> {
+        Ok(self.monitor()?.render(&event::Event::Warning {
+            fleet,
+            code,
+            reason,
+            detail: detail.unwrap_or(Value::Null),
+        }))
+    }
+
     #[napi(catch_unwind)]
     pub fn stats(&self) -> Result<Value> {
         Ok(self.monitor()?.stats())

@@ -38,4 +38,5 @@ start({ fleet: { redis: fleetRedis, name: 'invoices-workers', maxConcurrent: 2, 
 start({ fleet: { redis: 'redis://redis:6379', storm: 'off' } })
 start({ fleet: false })
 start().on('storm', (event) => console.log(event.fleetName, event.recycles, event.reasons.rss, event.hosts, event.medianUptimeMs))
+start().on('warning', (event) => console.log(event.fleetName, event.code === 'mismatch', event.reason, event.detail?.others))
 start().on('recycle', (event) => console.log(event.fleet === 'unavailable' ? event.fleetWhy : event.fleetWaitMs))
