@@ -13,6 +13,7 @@ macro_rules! resolve {
 
 pub mod cgroup;
 pub mod heap_cell;
+pub mod layout;
 pub mod procfs;
 pub mod sampling;
 mod symbols;
