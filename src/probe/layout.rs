@@ -15,7 +15,6 @@
 //! only, so they are tested without V8.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 /// The class whose vtable is checked.
 pub const VTABLE: &str = "_ZTVN2v88internal17AllocationProfileE";
@@ -302,11 +301,18 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
+#[cfg(unix)]
 fn read_exact_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::FileExt;
     let mut buffer = vec![0u8; len];
     file.read_exact_at(&mut buffer, offset)
         .map_err(|e| format!("cannot read the binary's symbol table: {e}"))?;
     Ok(buffer)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(_file: &File, _offset: u64, _len: usize) -> Result<Vec<u8>, String> {
+    Err("ELF symbol tables are read on Linux only".to_string())
 }
 
 /// The values of `names` in the ELF64 little-endian `.symtab` of `file` (`None`: absent or

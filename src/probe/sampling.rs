@@ -19,7 +19,7 @@
 
 use std::collections::HashSet;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use once_cell::sync::{Lazy, OnceCell};
 use serde_json::{json, Map, Value};
@@ -124,7 +124,13 @@ static SYMBOLS: Lazy<Result<Symbols, String>> = Lazy::new(|| {
 struct Layout {
     expected: Expected,
     image: Image,
+    /// Tests only (`SELF_RECYCLE_TEST_FORCE_PROFILE_LAYOUT=mismatch-later`): what profiles
+    /// after the first are checked against, as if V8 changed under a running reader.
+    later: Option<Expected>,
 }
+
+/// A profile was taken (the first one is the start's `confirm`).
+static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// Found once (a file read on Node 24 and later, where only the static symbol table names
 /// the class); every profile is checked against it before a slot is called.
@@ -149,7 +155,7 @@ fn find_layout() -> Result<Layout, String> {
         .ok_or_else(|| "the file V8 runs from is not mapped under its name".to_string())?;
     // The dynamic symbol table first (Node 18-22 export the class's methods).
     let mut expected = Expected {
-        vtable: dynamic(layout::VTABLE).map(|v| v + layout::ADDRESS_POINT),
+        vtable: dynamic(layout::VTABLE).map(|v| v.wrapping_add(layout::ADDRESS_POINT)),
         slots: std::array::from_fn(|i| dynamic(layout::SLOTS[i])),
     };
     if expected.slots[2].is_none() {
@@ -174,18 +180,28 @@ fn find_layout() -> Result<Layout, String> {
         }
         expected.slots[2] = expected.slots[2].or_else(|| at(2 + layout::SLOTS.len()));
     }
-    if std::env::var("SELF_RECYCLE_TEST_FORCE_PROFILE_LAYOUT").as_deref() == Ok("mismatch") {
-        // Tests: as if V8 had declared another virtual function before the destructor, so
-        // slot 3 would no longer be the deleting destructor. The vtable is not compared.
-        expected.slots[3] = expected.slots[2];
-        expected.vtable = None;
+    // Tests: as if V8 had declared another virtual function before the destructor, so slot
+    // 3 would no longer be the deleting destructor (the vtable itself is not compared).
+    let moved = |mut e: Expected| {
+        e.slots[3] = e.slots[2];
+        e.vtable = None;
+        e
+    };
+    let forced = std::env::var("SELF_RECYCLE_TEST_FORCE_PROFILE_LAYOUT").ok();
+    if forced.as_deref() == Some("mismatch") {
+        expected = moved(expected);
     }
     let expected = expected.check(&image, |at| {
         // SAFETY: `check` calls this only for an aligned `at` with all VTABLE_WORDS words
         // inside a read-only mapping of the binary (its own segments stay mapped).
         unsafe { std::ptr::read(at as *const [usize; layout::VTABLE_WORDS]) }
     })?;
-    Ok(Layout { expected, image })
+    let later = (forced.as_deref() == Some("mismatch-later")).then(|| moved(expected.clone()));
+    Ok(Layout {
+        expected,
+        image,
+        later,
+    })
 }
 
 /// The checks of one profile, reading only its first word and, when that points into the
@@ -193,7 +209,7 @@ fn find_layout() -> Result<Layout, String> {
 ///
 /// # Safety
 /// `profile` must be a live object returned by `GetAllocationProfile` (at least one word).
-unsafe fn inspect(layout: &Layout, profile: *mut c_void) -> Checks {
+unsafe fn inspect(expected: &Expected, image: &Image, profile: *mut c_void) -> Checks {
     if !(profile as usize).is_multiple_of(std::mem::align_of::<usize>()) {
         return Checks {
             vtable: layout::Check::Wrong,
@@ -204,7 +220,7 @@ unsafe fn inspect(layout: &Layout, profile: *mut c_void) -> Checks {
     // SAFETY: a live, aligned C++ object with virtual functions starts with its vtable
     // pointer (caller's contract); only the word is read, nothing is called.
     let vptr = unsafe { *(profile as *const usize) };
-    layout::check_object(&layout.expected, &layout.image, vptr, |at| {
+    layout::check_object(expected, image, vptr, |at| {
         // SAFETY: check_object calls this only for `at` aligned with all VTABLE_WORDS words
         // inside a read-only mapping of the binary (its own segments stay mapped).
         unsafe { std::ptr::read(at as *const [usize; layout::VTABLE_WORDS]) }
@@ -295,20 +311,24 @@ pub fn take() -> Result<Option<Value>, String> {
     if profile.is_null() {
         return Ok(None);
     }
+    let expected = match (&layout.later, TAKEN.swap(true, Ordering::Relaxed)) {
+        (Some(later), true) => later,
+        _ => &layout.expected,
+    };
     // SAFETY: `profile` is the live object V8 just returned.
-    let checks = unsafe { inspect(layout, profile) };
+    let checks = unsafe { inspect(expected, &layout.image, profile) };
     if let Decision::Leak(why) = layout::decide(&checks) {
         // Nothing of it is called: the object is leaked once, and no other one is read.
         let why = format!("AllocationProfile layout not confirmed: {why} (one profile leaked)");
         return Err(REFUSED.get_or_init(|| why).clone());
     }
-    let result = read_profile(symbols, &layout.expected, profile);
+    let result = read_profile(symbols, expected, profile);
     // SAFETY: `decide` confirmed the object's vtable slot 3 is the running binary's
     // `v8::internal::AllocationProfile::~AllocationProfile()` deleting destructor, which
     // destroys the object and frees it (`delete profile`); it is not used afterwards.
     unsafe {
         let delete: unsafe extern "C" fn(*mut c_void) =
-            std::mem::transmute(confirmed(&layout.expected, 3)?);
+            std::mem::transmute(confirmed(expected, 3)?);
         delete(profile);
     }
     result.map(Some)
