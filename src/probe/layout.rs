@@ -87,7 +87,8 @@ pub struct Image {
 }
 
 impl Image {
-    /// The image holding `address`, if a named, present file is mapped there.
+    /// The image holding `address` (its ELF header, say), if a named, present file is
+    /// mapped there.
     pub fn of(mappings: Vec<Mapping>, address: usize) -> Option<Image> {
         let path = mappings
             .iter()
@@ -112,13 +113,22 @@ impl Image {
         })
     }
 
-    /// `address` is in an executable mapping (of this file, or anonymous remapped text).
+    /// `address` is in an executable mapping of this file, or in anonymous read-execute
+    /// memory inside the file's span (text Node remapped to huge pages in place).
     pub fn executable(&self, address: usize) -> bool {
+        let own = self.mappings.iter().filter(|m| m.path == self.path);
+        let span = own
+            .clone()
+            .map(|m| m.start)
+            .min()
+            .zip(own.map(|m| m.end).max());
         self.mappings.iter().any(|m| {
             m.executable
                 && !m.writable
-                && (m.path == self.path || m.path.is_empty())
                 && (m.start..m.end).contains(&address)
+                && (m.path == self.path
+                    || (m.path.is_empty()
+                        && span.is_some_and(|(start, end)| start <= m.start && m.end <= end)))
         })
     }
 }
@@ -446,7 +456,9 @@ mod tests {
 
     const MAPS: &str = "\
 00400000-0074d000 r--p 00000000 08:01 123 /opt/node/bin/node
-0074d000-03081000 r-xp 0034d000 08:01 123 /opt/node/bin/node
+0074d000-00800000 r-xp 0034d000 08:01 123 /opt/node/bin/node
+00800000-03000000 r-xp 00000000 00:00 0 
+03000000-03081000 r-xp 02c00000 08:01 123 /opt/node/bin/node
 03201000-06b83000 r--p 02e01000 08:01 123 /opt/node/bin/node
 06b87000-06bae000 rw-p 06786000 08:01 123 /opt/node/bin/node
 06be8000-06e36000 rw-p 00000000 00:00 0 [heap]
@@ -457,7 +469,7 @@ garbage line
 ";
 
     fn image() -> Image {
-        Image::of(parse_maps(MAPS), 0x0100_0000).expect("node is mapped")
+        Image::of(parse_maps(MAPS), 0x0040_0000).expect("node is mapped")
     }
 
     const VT: usize = 0x03dc_1780;
@@ -481,20 +493,20 @@ garbage line
     #[test]
     fn maps_lines_parse_with_permissions_and_paths() {
         let maps = parse_maps(MAPS);
-        assert_eq!(maps.len(), 8);
+        assert_eq!(maps.len(), 10);
         assert_eq!(
             maps[1],
             Mapping {
                 start: 0x74d000,
-                end: 0x3081000,
+                end: 0x800000,
                 readable: true,
                 writable: false,
                 executable: true,
                 path: "/opt/node/bin/node".to_string()
             }
         );
-        assert_eq!(maps[5].path, "");
-        assert_eq!(maps[7].path, "/usr/lib/my lib.so (deleted)");
+        assert_eq!(maps[2].path, "");
+        assert_eq!(maps[9].path, "/usr/lib/my lib.so (deleted)");
     }
 
     #[test]
@@ -506,15 +518,24 @@ garbage line
             "deleted"
         );
         assert!(Image::of(parse_maps(MAPS), 0x10).is_none(), "unmapped");
+        assert!(
+            Image::of(parse_maps(MAPS), 0x0137_c3a0).is_none(),
+            "text remapped to huge pages: found from the ELF header instead"
+        );
     }
 
     #[test]
     fn ranges_text_and_read_only_data_of_the_image_only() {
         let image = image();
         assert!(image.executable(0x0137_c3a0));
+        assert!(image.executable(0x0074_d000), "the file's own text");
         assert!(
-            image.executable(0x7fff_d7dc_1000),
-            "text remapped to huge pages"
+            image.executable(0x0137_c3a0),
+            "text remapped to huge pages in place"
+        );
+        assert!(
+            !image.executable(0x7fff_d7dc_1000),
+            "anonymous code elsewhere (a JIT)"
         );
         assert!(!image.executable(0x7fff_f7a4_5000), "libc's text");
         assert!(!image.executable(0x0040_1000), "read-only data");
@@ -527,10 +548,10 @@ garbage line
         );
         assert!(!image.read_only(usize::MAX - 4, 8), "overflow");
         assert!(
-            image.read_only(0x0137_c3a0, 8),
+            image.read_only(0x0074_d000, 8),
             "a read-execute segment is not writable"
         );
-        assert!(!image.read_only(0x7fff_d7dc_1000, 8), "anonymous");
+        assert!(!image.read_only(0x0080_1000, 8), "anonymous");
     }
 
     #[test]

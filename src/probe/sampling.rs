@@ -146,12 +146,34 @@ fn dynamic(name: &str) -> Option<usize> {
     super::symbols::lookup(&name).map(|address| address as usize)
 }
 
+/// Where the shared object (or executable) holding `address` is loaded.
+#[cfg(unix)]
+fn object_base(address: usize) -> Result<usize, String> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only reads the loader's tables and fills `info` (zeroed, so every
+    // pointer in it is null or set by dladdr).
+    let found = unsafe { libc::dladdr(address as *const c_void, info.as_mut_ptr()) };
+    // SAFETY: zero-initialised above; dladdr wrote plain pointers or left them null.
+    let base = unsafe { info.assume_init() }.dli_fbase as usize;
+    if found == 0 || base == 0 {
+        return Err("the loader does not know which file V8 runs from".to_string());
+    }
+    Ok(base)
+}
+
+#[cfg(not(unix))]
+fn object_base(_address: usize) -> Result<usize, String> {
+    Err("V8's binary is checked on Linux only".to_string())
+}
+
 fn find_layout() -> Result<Layout, String> {
     let anchor =
         dynamic(layout::ANCHOR).ok_or_else(|| format!("{} is not exported", layout::ANCHOR))?;
     let maps = std::fs::read_to_string("/proc/self/maps")
         .map_err(|e| format!("cannot read /proc/self/maps: {e}"))?;
-    let image = Image::of(layout::parse_maps(&maps), anchor)
+    // The object's ELF header, not the anchor's text: Node may have remapped its text to
+    // anonymous huge pages (--use-largepages).
+    let image = Image::of(layout::parse_maps(&maps), object_base(anchor)?)
         .ok_or_else(|| "the file V8 runs from is not mapped under its name".to_string())?;
     // The dynamic symbol table first (Node 18-22 export the class's methods).
     let mut expected = Expected {
