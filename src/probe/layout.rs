@@ -341,7 +341,7 @@ pub fn find_symbols(
     let section_offset = u64_at(&header, 0x28).ok_or_else(|| malformed("e_shoff"))?;
     let entry_size = usize::from(u16_at(&header, 0x3A).ok_or_else(|| malformed("e_shentsize"))?);
     let count = usize::from(u16_at(&header, 0x3C).ok_or_else(|| malformed("e_shnum"))?);
-    if entry_size < 64 || count == 0 || count > 4096 {
+    if entry_size != 64 || count == 0 || count > 4096 {
         return Err(malformed("section headers"));
     }
     let sections = read_exact_at(file, section_offset, entry_size * count)?;
