@@ -311,17 +311,23 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
-#[cfg(unix)]
 fn read_exact_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::FileExt;
-    let mut buffer = vec![0u8; len];
-    file.read_exact_at(&mut buffer, offset)
-        .map_err(|e| format!("cannot read the binary's symbol table: {e}"))?;
+    let mut buffer = Vec::new();
+    read_into(file, &mut buffer, offset, len)?;
     Ok(buffer)
 }
 
+/// Reads `len` bytes at `offset` into `buffer` (reused: no allocation per piece).
+#[cfg(unix)]
+fn read_into(file: &File, buffer: &mut Vec<u8>, offset: u64, len: usize) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    buffer.resize(len, 0);
+    file.read_exact_at(buffer, offset)
+        .map_err(|e| format!("cannot read the binary's symbol table: {e}"))
+}
+
 #[cfg(not(unix))]
-fn read_exact_at(_file: &File, _offset: u64, _len: usize) -> Result<Vec<u8>, String> {
+fn read_into(_file: &File, _buffer: &mut Vec<u8>, _offset: u64, _len: usize) -> Result<(), String> {
     Err("ELF symbol tables are read on Linux only".to_string())
 }
 
@@ -373,10 +379,11 @@ pub fn find_symbols(
     // Where the needle sits in each name (a name without it is never found).
     let needle_at: Vec<Option<usize>> = names.iter().map(|n| n.find(needle)).collect();
     let finder = memchr::memmem::Finder::new(needle.as_bytes());
+    let mut chunk = Vec::with_capacity(CHUNK + longest);
     let mut start: u64 = 0;
     while start < strings_size {
         let len = (strings_size - start).min((CHUNK + longest) as u64) as usize;
-        let chunk = read_exact_at(file, strings_offset + start, len)?;
+        read_into(file, &mut chunk, strings_offset + start, len)?;
         let last = start + len as u64 == strings_size;
         for hit in finder.find_iter(&chunk) {
             for (i, name) in names.iter().enumerate() {
@@ -405,7 +412,7 @@ pub fn find_symbols(
     let total = symbols_size / 24;
     while index < total {
         let n = (total - index).min(per_chunk as u64) as usize;
-        let chunk = read_exact_at(file, symbols_offset + index * 24, n * 24)?;
+        read_into(file, &mut chunk, symbols_offset + index * 24, n * 24)?;
         for entry in chunk.chunks_exact(24) {
             let (Some(name), Some(value), Some(shndx)) =
                 (u32_at(entry, 0), u64_at(entry, 8), u16_at(entry, 6))
