@@ -281,3 +281,21 @@ test('a layout that stops matching after the start: the profile is leaked, not c
   assert.equal(eventsNamed(result, 'exit')[0].drained, true)
   assert.doesNotMatch(result.stderr, /panick/)
 })
+
+test('text remapped to huge pages (--use-largepages=on) keeps the native read: the binary is found from its ELF header', async () => {
+  const script = `
+    const r = require(${JSON.stringify(path.join(__dirname, '..'))}).start({ log: 'off' })
+    const profile = require(${JSON.stringify(path.join(__dirname, '..', 'js', 'native.js'))}).heapProfileTake()
+    console.log(JSON.stringify({ status: r.stats().probes.profile, root: profile.head.callFrame.functionName }))
+    r.stop()
+  `
+  const file = path.join(tempDir('largepages'), 'largepages.js')
+  fs.writeFileSync(file, script)
+  try {
+    const result = await runFixture(file, { nodeArgs: ['--use-largepages=on'], timeoutMs: 20000 })
+    assert.equal(result.code, 0, describe(result))
+    assert.deepEqual(JSON.parse(result.lines[0]), { status: 'native', root: '(root)' })
+  } finally {
+    fs.rmSync(path.dirname(file), { recursive: true, force: true })
+  }
+})
