@@ -147,7 +147,14 @@ test('page cache written through a small cgroup by an idle worker is not a reaso
     const chunk = Buffer.alloc(4 << 20, 7)
     for (let i = 0; i < 256; i++) fs.writeSync(fd, chunk)
     fs.closeSync(fd)
-    setTimeout(() => { console.log(JSON.stringify({ recycles: r.stats().counters.recycles, container: r.stats().container })); process.exit(0) }, 1000)
+    const client = require('prom-client')
+    const register = new client.Registry()
+    require(${JSON.stringify(path.join(__dirname, '..', 'js', 'prometheus.js'))}).collectMetrics({ register })
+    setTimeout(async () => {
+      const metrics = await register.metrics()
+      console.log(JSON.stringify({ recycles: r.stats().counters.recycles, container: r.stats().container, metrics }))
+      process.exit(0)
+    }, 1000)
   `
   const [command, args] = inCgroup(cgroup.procs, process.execPath, ['-e', script])
   const result = await new Promise((resolve) => {
@@ -165,6 +172,11 @@ test('page cache written through a small cgroup by an idle worker is not a reaso
   assert.equal(report.recycles, 0, result.dump)
   assert.equal(result.events.filter((e) => e.event === 'recycle').length, 0, result.dump)
   assert.ok(report.container.usage > report.container.workingSet, JSON.stringify(report.container))
+  // The same figures as metrics: the working set and the kernel's OOM-kill count.
+  const metric = (name) => Number(report.metrics.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ').pop())
+  assert.ok(metric('self_recycle_container_working_set_bytes') > 0, report.metrics)
+  assert.equal(metric('self_recycle_container_limit_bytes'), 300 * MIB)
+  assert.equal(metric('self_recycle_container_memory_events{event="oom_kill"}'), 0)
 })
 
 test('an in-place resize of the cgroup is followed: a limits event, MAX_RSS re-resolved', { skip: unavailable || false }, async () => {

@@ -62,6 +62,18 @@ function collectMetrics ({ register, prefix = 'self_recycle_', recycler = recycl
     heapLimit: sampleGauge('heap_limit_bytes', "V8's heap_size_limit", (s) => s.sample?.heapLimit),
     inFlight: sampleGauge('in_flight', 'Tracked work in flight (a drain waits for it)', (s) => s.inFlight),
     jobsDone: sampleGauge('jobs_done', 'jobDone() count of this process', (s) => s.counters?.jobsDone),
+    containerWorkingSet: sampleGauge('container_working_set_bytes', "The memory cgroup's working set (usage minus inactive file cache), what the OOM killer acts on", (s) => s.container?.workingSet),
+    containerLimit: sampleGauge('container_limit_bytes', "The memory cgroup's limit now (it follows an in-place resize)", (s) => s.container?.limit),
+    containerEvents: new client.Gauge({
+      name: `${prefix}container_memory_events`,
+      help: "The memory cgroup's memory.events counts (high, max, oom, oom_kill; v1: oom_kill)",
+      labelNames: ['event'],
+      registers,
+      collect () {
+        this.reset()
+        for (const [event, count] of Object.entries(stats().container?.events ?? {})) this.set({ event }, count)
+      }
+    }),
     limit: new client.Gauge({
       name: `${prefix}limit_bytes`,
       help: 'Limits in force (absent when off)',
