@@ -48,8 +48,8 @@ test('spikes resident for less than (STRIKES - 1) fast intervals (about 20 ms) n
   assert.ok(eventsNamed(clean, 'pressure').length >= 1, 'it sat near the limit')
 })
 
-test('a steady leak with 2 s tracked jobs is drained before the crossing (predicted)', async () => {
-  const result = await runFixture('adaptive.js', { env: env('predict'), timeoutMs: 30000 })
+test('a steady leak with 2 s tracked jobs, seen rising for 30 s, is drained before the crossing (predicted)', async () => {
+  const result = await runFixture('adaptive.js', { env: env('predict'), timeoutMs: 120000 })
   assert.equal(result.code, 75, describe(result))
   const [recycle] = eventsNamed(result, 'recycle')
   assert.equal(recycle.predicted, true, describe(result))

@@ -483,10 +483,13 @@ impl Policy {
 /// ceiling): where the value is and how fast it grows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HardLimit {
-    /// What the limit is, in words (`90% of V8's heap limit`).
+    /// What the limit is, in words (`85% of V8's heap limit`).
     pub name: String,
     pub value: u64,
+    /// What a growing value must not be projected to reach within the lead.
     pub limit: u64,
+    /// Where it goes at once, growing or not (at least `limit`).
+    pub at_once: u64,
     pub slope_per_s: Option<f64>,
 }
 
@@ -495,11 +498,15 @@ impl HardLimit {
     /// reach it within `lead_ms` (the drain it still needs plus a margin). `None`: it may
     /// wait on.
     pub fn must_go_within(&self, lead_ms: u64) -> Option<String> {
-        if self.value >= self.limit {
-            return Some(format!("at {} of {}", format_size(self.value), self.name));
+        if self.value >= self.at_once.max(self.limit) {
+            return Some(format!(
+                "at {} of {}",
+                format_size(self.value),
+                format_size(self.at_once.max(self.limit))
+            ));
         }
         let slope = self.slope_per_s.filter(|s| *s > 0.0)?;
-        let seconds_left = (self.limit - self.value) as f64 / slope;
+        let seconds_left = self.limit.saturating_sub(self.value) as f64 / slope;
         (seconds_left * 1000.0 <= lead_ms as f64).then(|| {
             format!(
                 "{} would reach {} in {:.1} s at {}/s, sooner than the {:.1} s a drain needs",
@@ -1490,10 +1497,14 @@ mod tests {
             name: "90% of V8's heap limit (144 MiB)".to_string(),
             value: value * MIB,
             limit: 144 * MIB,
+            at_once: 152 * MIB,
             slope_per_s: slope,
         };
-        // At the limit: go, whatever the slope.
-        assert!(hard(144, None).must_go_within(0).is_some());
+        // Past the projection target but flat: it may wait, until the at-once mark.
+        assert!(hard(146, None).must_go_within(60_000).is_none());
+        assert!(hard(152, None).must_go_within(0).is_some());
+        // Past the target and growing: at once.
+        assert!(hard(146, Some(1.0)).must_go_within(0).is_some());
         // 2 MiB/s, 10 MiB left: 5 s; a 4 s lead waits, a 5 s lead goes.
         let growing = hard(134, Some(2.0 * MIB as f64));
         assert_eq!(growing.must_go_within(4000), None);

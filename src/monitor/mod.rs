@@ -40,8 +40,13 @@ const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 /// A queued recycle skips the sibling queue once its value reaches limit x this.
 const STAGGER_CEILING: f64 = 1.25;
-/// A waiting recycle goes before the used heap would reach this share of V8's limit.
-const HEAP_HARD_SHARE: f64 = 0.9;
+/// A waiting recycle goes before the used heap, growing, would reach this share of the
+/// old-space limit, and at once past `HEAP_AT_ONCE_SHARE`. V8 called near-heap-limit with
+/// as little as 84% of it used here (fragmentation and garbage not yet collected fill the
+/// rest), so with the default `MAX_HEAP` (85%) a growing heap does not wait at all; a
+/// flat one may.
+const HEAP_HARD_SHARE: f64 = 0.80;
+const HEAP_AT_ONCE_SHARE: f64 = 0.95;
 /// Time a waiting recycle keeps in hand beyond the drain it expects (sampling, the
 /// drain's own start, a GC).
 const WAIT_MARGIN_MS: u64 = 2000;
@@ -761,6 +766,7 @@ impl Monitor {
                 ),
                 value: sample.heap_used,
                 limit,
+                at_once: (heap_limit as f64 * HEAP_AT_ONCE_SHARE) as u64,
                 slope_per_s: policy.growth_per_s(true, sample.uptime_ms),
             });
         }
@@ -769,6 +775,7 @@ impl Monitor {
                 name: format!("the RSS ceiling ({})", crate::units::format_size(ceiling)),
                 value: rss,
                 limit: ceiling,
+                at_once: ceiling,
                 slope_per_s: policy.growth_per_s(false, sample.uptime_ms),
             });
         }
