@@ -350,6 +350,27 @@ export interface ReinitEvent extends BaseEvent {
   stack: string
 }
 
+/** Something keeps self-recycle from doing part of its job; said once per occurrence. */
+export type WarningEvent = BaseEvent & (
+  | {
+      event: 'warning'
+      /** The status file cannot be written (said once until a write succeeds again). */
+      code: 'status-file-unwritable'
+      /** The file, placeholders expanded. */
+      path: string
+      error: string
+      /** `EACCES`, `EROFS`, `EISDIR`...; null for a refusal of our own (a symlinked or shared directory). */
+      errno: string | null
+    }
+  | {
+      event: 'warning'
+      /** Another live process writes the same status file. */
+      code: 'status-file-shared'
+      path: string
+      otherPid: number
+    }
+)
+
 /** More recycles fleet-wide than `fleet.storm` allows within its window (emitted once per window). */
 export interface StormEvent extends BaseEvent {
   event: 'storm'
@@ -379,6 +400,7 @@ export interface EventMap {
   exit: ExitEvent
   storm: StormEvent
   reinit: ReinitEvent
+  warning: WarningEvent
 }
 export type AnyEvent = EventMap[keyof EventMap]
 export type EventName = keyof EventMap
@@ -425,6 +447,11 @@ export interface Stats {
   memoryLimit?: MemoryLimit | null
   staggerPending?: { reason: RecycleReason; waitingMs: number } | null
   heap?: { majorGcs: number; ageMs: number | null }
+  /** What keeps failing right now (absent keys: nothing fails). */
+  failures?: {
+    /** The status file cannot be written: since when nothing succeeded, how many writes failed. */
+    statusFile?: { path: string; error: string; errno: string | null; count: number }
+  }
   drainHooks?: number
   reportPath?: string | null
 }

@@ -27,7 +27,8 @@ const EVENTS = Object.freeze({
   DRAIN: 'drain',
   EXIT: 'exit',
   STORM: 'storm',
-  REINIT: 'reinit'
+  REINIT: 'reinit',
+  WARNING: 'warning'
 })
 
 /** Thrown for a malformed env var or option; `code` is stable. */

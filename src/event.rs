@@ -66,6 +66,40 @@ pub enum Event {
         call_site: String,
         stack: String,
     },
+    /// Something that keeps self-recycle from doing part of its job, said once.
+    Warning(Warning),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Warning {
+    /// The status file cannot be written: probes reading it will fail.
+    StatusFileUnwritable {
+        path: String,
+        error: String,
+        errno: Option<String>,
+    },
+    /// Another live process writes the same status file.
+    StatusFileShared { path: String, other_pid: u32 },
+}
+
+impl Warning {
+    fn code(&self) -> &'static str {
+        match self {
+            Warning::StatusFileUnwritable { .. } => "status-file-unwritable",
+            Warning::StatusFileShared { .. } => "status-file-shared",
+        }
+    }
+
+    fn msg(&self) -> String {
+        match self {
+            Warning::StatusFileUnwritable { path, error, .. } => format!(
+                "cannot write the status file {path}: {error}; `self-recycle check` fails until it can (said once; stats().failures.statusFile while it lasts)"
+            ),
+            Warning::StatusFileShared { path, other_pid } => format!(
+                "another live process (pid {other_pid}) writes the status file {path} too: each shows only the last writer; give each instance its own file with {{pid}} or {{instance}} in STATUS_FILE"
+            ),
+        }
+    }
 }
 
 /// A recycle storm seen in the fleet's history: counts by reason and by host.
@@ -390,6 +424,7 @@ impl Event {
             Event::Exit(_) => "exit",
             Event::Storm(_) => "storm",
             Event::Reinit { .. } => "reinit",
+            Event::Warning(_) => "warning",
         }
     }
 
@@ -536,6 +571,7 @@ impl Event {
             },
             Event::Exit(exit) => exit.msg(),
             Event::Storm(storm) => storm.msg(),
+            Event::Warning(warning) => warning.msg(),
             Event::Reinit {
                 key,
                 attempts,
@@ -722,6 +758,20 @@ impl Event {
                 put("cached", json!(cached));
                 put("callSite", json!(call_site));
                 put("stack", json!(stack));
+            }
+            Event::Warning(warning) => {
+                put("code", json!(warning.code()));
+                match warning {
+                    Warning::StatusFileUnwritable { path, error, errno } => {
+                        put("path", json!(path));
+                        put("error", json!(error));
+                        put("errno", json!(errno));
+                    }
+                    Warning::StatusFileShared { path, other_pid } => {
+                        put("path", json!(path));
+                        put("otherPid", json!(other_pid));
+                    }
+                }
             }
         }
         fields

@@ -17,6 +17,7 @@ mod recycle;
 mod report;
 mod sampler;
 mod stagger;
+mod status_file;
 mod units;
 
 use std::cell::Cell;
