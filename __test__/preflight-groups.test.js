@@ -62,20 +62,30 @@ function gone (pid) {
   }
 }
 
-test('a slope that cannot be measured (no major GC in the window) is inconclusive and fails; --allow-inconclusive passes', async () => {
-  const result = await preflight(['--window', '2s', '--max-slope', '5MiB/min', '--json'])
+test('a slope that cannot be measured (no major GC in the window, --no-gc) is inconclusive and fails; --allow-inconclusive passes', async () => {
+  const result = await preflight(['--window', '2s', '--max-slope', '5MiB/min', '--no-gc', '--json'])
   assert.equal(result.code, 1, result.dump)
   const report = JSON.parse(result.stdout)
   assert.equal(report.passed, false)
   assert.equal(report.verdict, 'inconclusive')
   assert.match(report.inconclusive[0], /post-GC heap slope: not measurable, \d+ major GC\(s\) in the window/)
-  const text = await preflight(['--window', '2s', '--max-slope', '5MiB/min'])
+  const text = await preflight(['--window', '2s', '--max-slope', '5MiB/min', '--no-gc'])
   assert.equal(text.code, 1, text.dump)
   assert.match(text.stdout, /preflight inconclusive/)
   assert.doesNotMatch(text.stdout, /preflight passed/)
-  const allowed = await preflight(['--window', '2s', '--max-slope', '5MiB/min', '--allow-inconclusive', '--json'])
+  const allowed = await preflight(['--window', '2s', '--max-slope', '5MiB/min', '--no-gc', '--allow-inconclusive', '--json'])
   assert.equal(allowed.code, 0, allowed.dump)
   assert.equal(JSON.parse(allowed.stdout).verdict, 'passed')
+})
+
+test('by default the worker gets full GCs during the window: an idle worker\'s slope is measured', async () => {
+  const result = await preflight(['--window', '2s', '--max-slope', '5MiB/min', '--json'])
+  assert.equal(result.code, 0, result.dump)
+  const report = JSON.parse(result.stdout)
+  assert.equal(report.verdict, 'passed')
+  assert.equal(report.forcedGc, true)
+  assert.ok(report.figures.postGcPoints >= 3, `${report.figures.postGcPoints} points`)
+  assert.equal(typeof report.figures.postGcSlopeBytesPerMin, 'number')
 })
 
 test('the worker\'s own children are gone when preflight returns, and so is its temp directory', async () => {

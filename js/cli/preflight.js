@@ -19,6 +19,9 @@ const USAGE = `usage: self-recycle preflight [options] -- <command...>
   --load 'CMD'          a shell command run beside the worker once it started self-recycle
                         (feeds it work: a leak that grows per job shows only under load);
                         stopped with the worker; exiting non-zero fails the pre-flight
+  --no-gc               do not force a full GC every twentieth of the window (by default the
+                        worker runs with --expose-gc and a preloaded timer, so that the
+                        post-GC slope has points even when V8 would run no major GC)
   --allow-inconclusive  a check that could not be measured (too few major GCs for the
                         slope) passes with a note instead of failing
   --start-timeout 30s   how long the child may take to start self-recycle
@@ -38,12 +41,12 @@ function describeExit (status) {
 }
 
 /** The verdict on a status whose baseline is taken: failures, and checks that could not run. */
-function judgeBaseline (status, { maxSlope, noReinit }) {
+function judgeBaseline (status, { maxSlope, noReinit, noGc }) {
   const failures = [...status.baseline.failures]
   const inconclusive = []
   if (maxSlope !== null) {
     if (status.postGcSlopeBytesPerMin === null) {
-      inconclusive.push(`post-GC heap slope: not measurable, ${status.postGcPoints} major GC(s) in the window and at least 3 are needed; feed the worker work during the window (--load) or lengthen --window`)
+      inconclusive.push(`post-GC heap slope: not measurable, ${status.postGcPoints} major GC(s) in the window and at least 3 are needed; ${noGc ? 'leave out --no-gc, ' : ''}feed the worker work during the window (--load) or lengthen --window`)
     } else if (status.postGcSlopeBytesPerMin > maxSlope) {
       failures.push(`the post-GC heap grows ${mib(status.postGcSlopeBytesPerMin)}/min over the window, more than ${mib(maxSlope)}/min`)
     }
@@ -82,6 +85,7 @@ async function commandPreflight (argv) {
     'no-reinit': 'flag',
     load: 'value',
     'allow-inconclusive': 'flag',
+    'no-gc': 'flag',
     'start-timeout': 'value',
     'stop-timeout': 'value'
   }, 0)
@@ -99,6 +103,10 @@ async function commandPreflight (argv) {
   const env = { ...process.env, SELF_RECYCLE_STATUS_FILE: statusFile, SELF_RECYCLE_READY_MAX_BASELINE: `${maxBaseline * 100}%` }
   if (env.SELF_RECYCLE_WARMUP === undefined) env.SELF_RECYCLE_WARMUP = `${windowMs}ms`
   const effectiveWindowMs = env.SELF_RECYCLE_WARMUP === `${windowMs}ms` ? windowMs : null
+  if (!options['no-gc']) {
+    const preload = path.join(__dirname, 'preflight-gc.js')
+    env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --expose-gc --require ${JSON.stringify(preload)}`.trim()
+  }
 
   // A signal to us stops the loop; the groups are stopped and the directory removed below.
   let interrupted = null
@@ -152,7 +160,7 @@ async function commandPreflight (argv) {
     failures.push(`the worker did not reach the end of its warm-up (${Math.round(status.warmupMs / 1000)} s) in time`)
   } else {
     figures = figuresOf(status)
-    const verdict = judgeBaseline(status, { maxSlope, noReinit: Boolean(options['no-reinit']) })
+    const verdict = judgeBaseline(status, { maxSlope, noReinit: Boolean(options['no-reinit']), noGc: Boolean(options['no-gc']) })
     failures.push(...verdict.failures)
     inconclusive = verdict.inconclusive
   }
@@ -181,6 +189,7 @@ async function commandPreflight (argv) {
       inconclusive,
       figures,
       thresholds: { maxBaseline, maxSlopeBytesPerMin: maxSlope, noReinit: Boolean(options['no-reinit']), allowInconclusive },
+      forcedGc: !options['no-gc'],
       load: options.load ?? null,
       window: effectiveWindowMs ?? status?.warmupMs ?? null
     }))
