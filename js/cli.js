@@ -16,7 +16,8 @@ commands:
   fleet [--redis URL] [--name N]       the workers of a fleet (FLEET_REDIS) and its last recycles,
         [--watch] [--events N]         like pm2 ls for every host
 
-every command: --json (one JSON object on stdout), --help; exit 0 ok, 1 failed check, 2 usage error`
+every command: --json (one JSON object on stdout), --help; exit 0 ok, 1 failed check, 2 usage error
+self-recycle --version (or -v) prints the version`
 
 const { UsageError, parseArgs, parseDuration, parseRate, mib, percent, say, fail } = require('./cli/args.js')
 const { judge, commandStatus, commandCheck } = require('./cli/status.js')
@@ -119,7 +120,7 @@ function reportLines (summary) {
 }
 
 function commandReport (argv) {
-  const options = parseArgs(argv, { json: 'flag', help: 'flag' })
+  const options = parseArgs(argv, { json: 'flag', help: 'flag' }, 1)
   if (options.help) return say('usage: self-recycle report FILE [--json]\nprints a recycle report (written to SELF_RECYCLE_REPORT_DIR) for a person: the reason, the memory\nseries, the allocation sites that grew (PROFILE=heap) and the guarded initializations'), 0
   const [file] = options._
   if (!file) throw new UsageError('report needs the report FILE')
@@ -246,6 +247,14 @@ const COMMANDS = {
 
 async function main (argv) {
   const [command, ...rest] = argv
+  if (command === '--version' || command === '-v' || command === 'version') {
+    if (rest.length) {
+      process.stderr.write(`self-recycle: ${command} takes no argument (given ${rest.map((a) => JSON.stringify(a)).join(' ')})\n`)
+      return 2
+    }
+    say(require('../package.json').version)
+    return 0
+  }
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     say(USAGE)
     return command ? 0 : 2

@@ -520,6 +520,11 @@ impl Monitor {
                 let mut recycle = Recycle::new(reason, value, limit, strikes);
                 recycle.ceiling = ceiling;
                 recycle.prediction = prediction;
+                recycle.configured_limit = match reason {
+                    Reason::Jobs => self.config.max_jobs,
+                    Reason::Age => self.config.max_age_ms,
+                    _ => None,
+                };
                 self.request_recycle(recycle);
             }
         }
