@@ -290,6 +290,8 @@ export interface RecycleEvent extends LimitEvent, SiteFields {
   fleetWaitMs?: number
   /** Heap headroom granted by the near-heap-limit rescue, in bytes. */
   headroom?: number
+  /** `jobs` and `age`: MAX_JOBS or MAX_AGE as configured (`limit` is that less JITTER). */
+  configuredLimit?: number
   /** Decided before the crossing (PREDICT): the value projected at the drain's end. */
   predicted?: true
   projected?: number
