@@ -23,8 +23,8 @@ function scratch () {
 }
 
 /**
- * Starts the worker with `env`; resolves once `until(state)` holds for what it printed
- * (`state.events` from stderr, `state.stdout`), then kills it. Fails after 20 s.
+ * Starts the worker with `env`; resolves once `until(state)` holds (for what it printed:
+ * `state.events` from stderr, `state.stdout`; or for files), then kills it. Fails after 20 s.
  */
 function runWorker (env, until, spawnOptions = {}) {
   return new Promise((resolve, reject) => {
@@ -34,15 +34,20 @@ function runWorker (env, until, spawnOptions = {}) {
       ...spawnOptions
     })
     const state = { stdout: '', stderr: '', events: [], pid: child.pid }
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`timed out\n${state.stdout}\n${state.stderr}`)) }, 20000)
+    const timer = setTimeout(() => { clearInterval(poll); child.kill('SIGKILL'); reject(new Error(`timed out\n${state.stdout}\n${state.stderr}`)) }, 20000)
+    let done = false
     const look = () => {
       state.events = parseEvents(state.stderr)
-      if (until(state)) {
+      if (!done && until(state)) {
+        done = true
         clearTimeout(timer)
+        clearInterval(poll)
         child.kill('SIGKILL')
         child.once('close', () => resolve(state))
       }
     }
+    // Some facts are files, not output: look again now and then, too.
+    const poll = setInterval(look, 20)
     child.stdout.on('data', (chunk) => { state.stdout += chunk; look() })
     child.stderr.on('data', (chunk) => { state.stderr += chunk; look() })
   })
