@@ -152,3 +152,9 @@ test('--load runs beside the worker and is stopped with it; a load command that 
   assert.match(failing.stdout, /the load command exited with code 7 before the end of the warm-up/)
   assert.ok(gone(failing.markers['worker-pid']))
 })
+
+test('a worker command that does not exist fails, saying so', async () => {
+  const result = await preflight(['--window', '1s'], { command: ['/nonexistent/self-recycle-worker'] })
+  assert.equal(result.code, 1, result.dump)
+  assert.match(result.stdout, /the worker could not start: spawn \/nonexistent\/self-recycle-worker ENOENT/)
+})

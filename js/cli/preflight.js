@@ -150,6 +150,8 @@ async function commandPreflight (argv) {
   let figures = null
   if (outcome === 'interrupted') {
     failures.push(`preflight received ${interrupted}; the worker was stopped before the end of its warm-up`)
+  } else if (outcome === 'exited' && worker.status.error) {
+    failures.push(`the worker could not start: ${worker.status.error}`)
   } else if (outcome === 'exited') {
     failures.push(`the worker ${describeExit(worker.status)} before the end of its warm-up (${Math.round((status?.uptimeMs ?? (Date.now() - started)) / 1000)} s in)${status ? '' : '; it never started self-recycle'}`)
   } else if (outcome === 'load-failed') {
