@@ -100,3 +100,42 @@ test("a library's re-raise of the signal (Nest's shutdown hooks) joins the stop,
     assert.equal(result.events.find((e) => e.event === 'exit')?.code, 0)
   }
 })
+
+test('a stuck worker still stops: the stop drain is bounded by DRAIN_TIMEOUT from the signal, exit 143', async () => {
+  const result = await run('stuck', { SELF_RECYCLE_DRAIN_TIMEOUT: '2s' }, (line, child) => {
+    if (line === 'ready') child.kill('SIGTERM')
+  })
+  assert.equal(result.code, 143, result.dump)
+  const names = result.events.map((e) => e.event).filter((n) => n !== 'start')
+  assert.deepEqual(names, ['stop', 'exit'], result.dump)
+  const exit = result.events.find((e) => e.event === 'exit')
+  assert.deepEqual([exit.code, exit.drained, exit.forced, exit.signal], [143, false, true, 'SIGTERM'], result.dump)
+  assert.match(exit.msg, /^stopping on SIGTERM: drain did not finish within 2(\.0)?s/)
+})
+
+test('a second signal ends a stuck worker at once (128 + its number)', async () => {
+  const result = await run('stuck', { SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }, (line, child) => {
+    if (line !== 'ready') return
+    child.kill('SIGTERM')
+    // Past the 100 ms in which the same signal counts as the same stop.
+    setTimeout(() => child.kill('SIGINT'), 300)
+  })
+  assert.equal(result.code, 130, result.dump)
+  const exit = result.events.find((e) => e.event === 'exit')
+  assert.equal(exit?.code, 130, result.dump)
+  assert.match(exit.msg, /a second signal; exiting at once with code 130/)
+})
+
+test('the same signal twice within 100 ms (timeout(1) signals the child and its group) is one stop', async () => {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const result = await run('twice', {}, (line, child) => {
+      if (line !== 'ready') return
+      child.kill('SIGTERM')
+      child.kill('SIGTERM')
+    })
+    assert.equal(result.code, 0, result.dump)
+    assert.match(result.stdout, /hook-finished/, result.dump)
+    assert.equal(result.events.filter((e) => e.event === 'stop').length, 1, result.dump)
+    assert.equal(result.events.find((e) => e.event === 'exit')?.code, 0, result.dump)
+  }
+})

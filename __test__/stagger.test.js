@@ -111,8 +111,60 @@ test('a worker far over its limit skips the queue (the ceiling)', async () => {
     await holder.done
     assert.equal(leaker.code, 75, leaker.stderr)
     const recycle = leaker.events.find((e) => e.event === 'recycle')
-    assert.equal(recycle.stagger, 'bypass: over the ceiling')
+    assert.match(recycle.stagger, /^bypass: over the ceiling/)
     assert.ok(recycle.value >= 1.25 * 150 * 1048576)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a recycle waiting for its turn says so, and goes before the heap reaches V8\'s limit (not near-heap-limit)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-stagger-'))
+  try {
+    const holder = sibling({ SELF_RECYCLE_MAX_AGE: '200ms', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_DRAIN_TIMEOUT: '60s', FIXTURE_MODE: 'hang-hook-on-recycle' }, (line) => {
+      if (line.startsWith('hook:')) holderDraining()
+    })
+    let holderDraining
+    await new Promise((resolve) => { holderDraining = resolve })
+    const leaker = await sibling({
+      FIXTURE_MODE: 'leak-heap-then-slow',
+      NODE_OPTIONS: '--max-old-space-size=64',
+      SELF_RECYCLE_MAX_HEAP: '70%',
+      SELF_RECYCLE_MAX_RSS: 'off',
+      SELF_RECYCLE_STAGGER_DIR: dir,
+      SELF_RECYCLE_STAGGER_MAX_WAIT: '5m',
+      SELF_RECYCLE_DRAIN_TIMEOUT: '5s',
+      SELF_RECYCLE_LOG: 'json'
+    }).done
+    holder.child.kill('SIGKILL')
+    await holder.done
+    assert.equal(leaker.code, 75, leaker.stderr)
+    const names = leaker.events.map((e) => e.event)
+    assert.ok(names.indexOf('queued') >= 0 && names.indexOf('queued') < names.indexOf('recycle'), leaker.stderr)
+    const queued = leaker.events.find((e) => e.event === 'queued')
+    assert.equal(queued.waitingFor, 'siblings')
+    assert.equal(queued.reason, 'heap')
+    assert.match(queued.why, /a sibling is recycling/)
+    assert.equal(queued.maxWaitMs > 290000, true, String(queued.maxWaitMs))
+    assert.match(queued.msg, /^heap recycle due .*; waiting for the siblings: a sibling is recycling \(at most/)
+    const recycle = leaker.events.find((e) => e.event === 'recycle')
+    assert.equal(recycle.reason, 'heap', leaker.stderr)
+    assert.match(recycle.stagger, /^bypass: .*90% of V8's heap limit/)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a recycle that skipped the queue (a manual one) still counts toward the gap', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-stagger-'))
+  try {
+    const first = await sibling({ FIXTURE_MODE: 'manual', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_STAGGER_GAP: '1h' }).done
+    assert.equal(first.code, 75, first.stderr)
+    const second = await sibling({ SELF_RECYCLE_MAX_AGE: '200ms', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_STAGGER_GAP: '1h', SELF_RECYCLE_STAGGER_MAX_WAIT: '1s', SELF_RECYCLE_LOG: 'json' }).done
+    assert.equal(second.code, 75, second.stderr)
+    const queued = second.events.find((e) => e.event === 'queued')
+    assert.match(queued?.why ?? '', /a sibling recycled \d+ ms ago, the gap is 3600000 ms/, second.stderr)
+    assert.match(second.events.find((e) => e.event === 'recycle').stagger, /^timeout: waited/)
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }

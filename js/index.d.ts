@@ -89,6 +89,19 @@ export interface Options {
   drainTimeout?: Duration
   /** Exit code after a recycle (75 = EX_TEMPFAIL, restarted by every process manager). @default 75 */
   exitCode?: number
+  /**
+   * How a recycled worker comes back: `exit` with `exitCode` (the process manager restarts
+   * it), or `exec`: it re-executes itself in place (same PID, fresh memory), so a container
+   * orchestrator sees no restart. Linux; not with an IPC channel to a parent (cluster, PM2).
+   * @default 'exit'
+   */
+  restart?: 'exit' | 'exec'
+  /**
+   * The memory cgroup as one budget: when its working set (usage minus inactive file cache)
+   * reaches this size or share of its limit, the largest self-recycle worker in it recycles
+   * (`reason: 'container'`). @default '90%' when the cgroup has a limit and more than one process
+   */
+  containerMax?: SizeOrPercent | 'off'
   /** Recycle when the event loop is unresponsive this long. @default off */
   stallTimeout?: Duration | 'off'
   /** Sibling workers sharing this directory recycle one at a time. @default off */
@@ -127,7 +140,7 @@ export interface Options {
 }
 
 export type RecycleReason =
-  | 'rss' | 'heap' | 'growth' | 'leak' | 'near-heap-limit' | 'oom' | 'jobs' | 'age' | 'stall' | 'manual'
+  | 'rss' | 'heap' | 'growth' | 'leak' | 'near-heap-limit' | 'oom' | 'jobs' | 'age' | 'stall' | 'manual' | 'container'
 /** A drain's reason: a recycle's, or `signal` for a stop. */
 export type DrainReason = RecycleReason | 'signal'
 
@@ -142,6 +155,8 @@ export interface BaseEvent {
   rss: number
   heapUsed: number
   heapLimit: number
+  /** With `restart: 'exec'`: how many times this process re-executed itself (0 at first). */
+  generation?: number
   /** One human sentence, ready for a logger. */
   msg: string
 }
@@ -163,6 +178,8 @@ export interface Probes {
    * GC), `busy: ...` (another inspector client runs the profiler), `off`, `off: ...`.
    */
   profile: string
+  /** What a recycle ends with: `exec` (re-executes in place) or `exit`. */
+  restart: 'exit' | 'exec'
 }
 
 /** An allocation site and what it holds (sampled live bytes). */
@@ -211,6 +228,8 @@ export interface EffectiveConfig {
   minUptimeMs: number
   drainTimeoutMs: number
   exitCode: number
+  restart: 'exit' | 'exec'
+  containerMax: number | string
   stallTimeoutMs: number | null
   staggerDir: string | null
   staggerGapMs: number
@@ -338,6 +357,8 @@ export interface ExitEvent extends BaseEvent {
   forced: boolean
   /** The stop signal, when the worker stops rather than recycles. */
   signal?: 'SIGTERM' | 'SIGINT'
+  /** `exec`: the process re-executes itself in place (`code` is used only if that fails). */
+  restart: 'exit' | 'exec'
   /** The recycle report (`REPORT_DIR`): its path, or why it could not be written. */
   report?: { path: string } | { error: string }
   /** The heap snapshot (`HEAP_SNAPSHOT`): its path, or why it was skipped. */
@@ -373,6 +394,35 @@ export type WarningEvent = BaseEvent & (
     }
 )
 
+/**
+ * A due recycle waits for its turn: behind siblings (`STAGGER_DIR`) or for a fleet lease.
+ * Said once per recycle, when the wait starts; the `recycle` event follows when it goes
+ * (`staggerWaitMs`, `fleetWaitMs`), early with `stagger`/`fleet` `bypass` if a hard limit
+ * (V8's heap limit, the RSS ceiling) would be reached before a drain could finish.
+ */
+export interface QueuedEvent extends BaseEvent {
+  event: 'queued'
+  reason: RecycleReason
+  value: number
+  limit: number
+  waitingFor: 'siblings' | 'fleet'
+  /** What it waits for, in words (`a sibling recycled 1200 ms ago, the gap is 30000 ms`). */
+  why: string
+  /** The longest it will wait (`STAGGER_MAX_WAIT`, or the fleet's timeout). */
+  maxWaitMs: number
+}
+
+/** The memory cgroup's limit changed while running (an in-place resize); the limits follow it. */
+export interface LimitsEvent extends BaseEvent {
+  event: 'limits'
+  previous: number | null
+  current: number | null
+  /** `MAX_RSS` in force now. */
+  rssLimit: number | null
+  /** The hard ceiling in force now. */
+  ceiling: number | null
+}
+
 /** More recycles fleet-wide than `fleet.storm` allows within its window (emitted once per window). */
 export interface StormEvent extends BaseEvent {
   event: 'storm'
@@ -398,6 +448,8 @@ export interface EventMap {
   recycle: RecycleEvent
   baseline: BaselineEvent
   stop: StopEvent
+  queued: QueuedEvent
+  limits: LimitsEvent
   drain: DrainEvent
   exit: ExitEvent
   storm: StormEvent
@@ -448,6 +500,20 @@ export interface Stats {
   probes?: Probes
   memoryLimit?: MemoryLimit | null
   staggerPending?: { reason: RecycleReason; waitingMs: number } | null
+  /** The memory cgroup as one budget (`containerMax`): its last reading; null outside a memory cgroup. */
+  container?: {
+    workingSet: number
+    usage: number
+    inactiveFile: number
+    limit: number | null
+    /** cgroup v2 `memory.high`, when set. */
+    high: number | null
+    threshold: number | null
+    ceiling: number | null
+    processes: number
+    /** cgroup v2 `memory.events` (`high`, `max`, `oom`, `oom_kill`); v1 `oom_kill`. */
+    events: Record<string, number>
+  } | null
   heap?: { majorGcs: number; ageMs: number | null }
   /** What keeps failing right now (absent keys: nothing fails). */
   failures?: {
@@ -537,6 +603,8 @@ export declare const EVENTS: Readonly<{
   RECYCLE: 'recycle'
   BASELINE: 'baseline'
   STOP: 'stop'
+  QUEUED: 'queued'
+  LIMITS: 'limits'
   DRAIN: 'drain'
   EXIT: 'exit'
   STORM: 'storm'

@@ -24,6 +24,8 @@ const EVENTS = Object.freeze({
   RECYCLE: 'recycle',
   BASELINE: 'baseline',
   STOP: 'stop',
+  QUEUED: 'queued',
+  LIMITS: 'limits',
   DRAIN: 'drain',
   EXIT: 'exit',
   STORM: 'storm',
@@ -90,7 +92,8 @@ function takeNotifyEnv () {
 function readEnv (env) {
   const found = {}
   for (const [name, value] of Object.entries(env)) {
-    if (name.startsWith(ENV_PREFIX) && !name.startsWith(`${ENV_PREFIX}TEST_`) && typeof value === 'string') {
+    // TEST_ variables steer tests; GENERATION is set by a RESTART=exec re-execution.
+    if (name.startsWith(ENV_PREFIX) && !name.startsWith(`${ENV_PREFIX}TEST_`) && name !== `${ENV_PREFIX}GENERATION` && typeof value === 'string') {
       found[name.slice(ENV_PREFIX.length)] = value
     }
   }
@@ -298,6 +301,9 @@ class Recycler extends EventEmitter {
       heapTimer: null,
       onExit: null,
       signalHandlers: null,
+      // The native watcher sees stop signals (Linux): the listeners only keep libuv's
+      // handler installed.
+      nativeSignals: false,
       // Signals a library is about to re-raise for its own shutdown (Nest's
       // enableShutdownHooks): they belong to the stop under way.
       expectedSignals: new Set(),
@@ -350,6 +356,8 @@ class Recycler extends EventEmitter {
           nodeOwnsNearHeapLimit: [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]
             .some((arg) => arg.startsWith('--heapsnapshot-near-heap-limit')),
           nodeReportsFatalErrors: process.report?.reportOnFatalError === true,
+          // RESTART=exec would cut an IPC channel to the parent (cluster, PM2, fork).
+          ipcChannel: typeof process.send === 'function',
           ...takeNotifyEnv()
         },
         (event) => this._receive(event)
@@ -414,7 +422,11 @@ class Recycler extends EventEmitter {
   /**
    * SIGTERM/SIGINT stop the worker: the same drain as a recycle, then exit 0 (128 + the
    * signal number if the drain ran out of time). A signal during a recycle drain joins it;
-   * a second signal of the same stop exits at once with 128 + the signal number.
+   * a second signal of the same stop exits at once with 128 + the signal number; the same
+   * signal again within 100 ms is the same stop. On Linux the native side sees the signal
+   * (chained in front of the listeners added here), so all of this holds while JS is stuck:
+   * the stop's deadline runs from the signal, and `stop`/`exit` events reach `_receive`.
+   * Elsewhere the listeners decide.
    */
   _installSignalHandlers () {
     const state = this[kState]
@@ -423,6 +435,7 @@ class Recycler extends EventEmitter {
       process.on(name, handler)
       return [name, handler]
     })
+    state.nativeSignals = this[kNative].armStopSignals() === null
   }
 
   _onSignal (name) {
@@ -430,6 +443,7 @@ class Recycler extends EventEmitter {
     const native = this[kNative]
     if (!native) return
     if (state.expectedSignals.delete(name)) return // a library's re-raise of this stop
+    if (state.nativeSignals) return // the native watcher decided already (see _receive)
     const { outcome, event } = native.requestStop(name, SIGNAL_NUMBERS[name])
     if (outcome === 'again') {
       const exit = native.interrupt(name, SIGNAL_NUMBERS[name])
@@ -447,7 +461,10 @@ class Recycler extends EventEmitter {
    * under way instead of counting as a second signal. Used by `self-recycle/nest`.
    */
   expectSignal (signal) {
-    if (signal in SIGNAL_NUMBERS) this[kState].expectedSignals.add(signal)
+    if (!(signal in SIGNAL_NUMBERS)) return
+    const state = this[kState]
+    if (state.nativeSignals) this[kNative]?.expectSignal(SIGNAL_NUMBERS[signal])
+    else state.expectedSignals.add(signal)
   }
 
   /** JS fallback heap probe: an unref'd timer; it cannot sample a blocked loop. */
@@ -481,6 +498,20 @@ class Recycler extends EventEmitter {
       return
     }
     if (event.event === EVENTS.SAMPLE) this[kNative]?.sampleConsumed()
+    // A stop signal the native watcher took: a stop drain started (or joined a recycle's).
+    if (event.event === EVENTS.STOP) {
+      this._emitEvent(event)
+      if (!event.joined) this._drain(event)
+      return
+    }
+    // A second stop signal: leave at once (the native thread does it if JS cannot).
+    if (event.event === EVENTS.EXIT) {
+      const native = this[kNative]
+      this._emitEvent(event)
+      native?.interruptExitLogged()
+      native?.shutDown()
+      process.exit(event.code)
+    }
     // READY=baseline: PM2's wait_ready (and a cluster primary) hear it once the baseline passes.
     if (event.event === EVENTS.BASELINE && event.ready && this[kState].config?.ready === 'baseline' && typeof process.send === 'function') {
       try { process.send('ready') } catch {}
@@ -641,6 +672,14 @@ class Recycler extends EventEmitter {
     native.shutDown()
     const code = exit?.code ?? state.config.exitCode
     process.exitCode = code
+    // RESTART=exec: the process re-executes itself once every `exit` listener ran (this
+    // one is added last); it returns only if that failed, and the exit goes on.
+    if (exit?.restart === 'exec') {
+      process.once('exit', () => {
+        const why = binding.execSelf()
+        process.stderr.write(`self-recycle: could not re-execute in place (${why}); exiting with code ${code}\n`)
+      })
+    }
     process.exit(code)
   }
 

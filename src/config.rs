@@ -21,6 +21,21 @@ pub enum RssMetric {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    Exit,
+    Exec,
+}
+
+impl Restart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::Exit => "exit",
+            Restart::Exec => "exec",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogMode {
     Auto,
     Json,
@@ -114,6 +129,17 @@ settings! {
     MAX_RSS => max_rss: LimitSetting = LimitSetting::Default,
         parse |t| limit_setting(t, 100.0),
         show "maxRss" |_, l| json!(l.rss);
+    /// The memory cgroup as one budget: its working set (usage minus inactive file cache)
+    /// against a size or % of its limit; the largest self-recycle worker recycles
+    /// (`container`). Default: 90% when the cgroup has a limit and holds several processes.
+    CONTAINER_MAX => container_max: LimitSetting = LimitSetting::Default,
+        parse |t| limit_setting(t, 100.0),
+        show "containerMax" |c, _| match c.container_max {
+            LimitSetting::Off => json!("off"),
+            LimitSetting::Default => json!("default"),
+            LimitSetting::Set(Limit::Bytes(b)) => json!(b),
+            LimitSetting::Set(Limit::Fraction(f)) => json!(format!("{}%", f * 100.0)),
+        };
     /// Which RSS figure the RSS and growth limits apply to.
     RSS_METRIC => rss_metric: RssMetric = RssMetric::Rss,
         parse |t| match t.trim() {
@@ -206,6 +232,16 @@ settings! {
             _ => Err("an exit code from 0 to 255 (75 = EX_TEMPFAIL)".to_string()),
         },
         show "exitCode" |c, _| json!(c.exit_code);
+    /// How a recycled worker comes back: `exit` with `EXIT_CODE` (the process manager
+    /// restarts it) or `exec`: it re-executes itself in place (same PID, fresh memory), so
+    /// an orchestrator sees no restart (no CrashLoopBackOff).
+    RESTART => restart: Restart = Restart::Exit,
+        parse |t| match t.trim() {
+            "exit" => Ok(Restart::Exit),
+            "exec" => Ok(Restart::Exec),
+            _ => Err("exit or exec".to_string()),
+        },
+        show "restart" |c, _| json!(c.restart.as_str());
     /// Event loop unresponsive this long: recycle.
     STALL_TIMEOUT => stall_timeout_ms: Option<u64> = None,
         parse |t| optional(t, |t| duration_at_least(t, 100, "100ms")),

@@ -20,6 +20,8 @@ pub struct Envelope {
     pub rss: u64,
     pub heap_used: u64,
     pub heap_limit: u64,
+    /// With `RESTART=exec`: how many times this process re-executed itself.
+    pub generation: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +53,16 @@ pub enum Event {
         signal: String,
         joined: bool,
         drain_timeout_ms: u64,
+    },
+    /// A due recycle waits for its turn (siblings or the fleet); said once per recycle.
+    Queued(Box<Queued>),
+    /// The memory cgroup's limit changed while the worker runs (an in-place resize): the
+    /// limits that refer to it now follow it.
+    Limits {
+        previous: Option<u64>,
+        current: Option<u64>,
+        rss_limit: Option<u64>,
+        ceiling: Option<u64>,
     },
     Drain(Drain),
     Exit(Box<Exit>),
@@ -100,6 +112,18 @@ impl Warning {
             ),
         }
     }
+}
+
+/// What a due recycle waits for, and for how long at most.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    pub reason: Reason,
+    pub value: u64,
+    pub limit: u64,
+    /// `siblings` (STAGGER_DIR) or `fleet`.
+    pub waiting_for: &'static str,
+    pub why: String,
+    pub max_wait_ms: u64,
 }
 
 /// A recycle storm seen in the fleet's history: counts by reason and by host.
@@ -175,6 +199,8 @@ pub struct Start {
     pub v8_native: bool,
     pub has_rss: bool,
     pub exit_code: i32,
+    /// `RESTART=exec` works here: a recycle re-executes the process in place.
+    pub restart_exec: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -393,6 +419,8 @@ pub struct Exit {
     pub heap_snapshot: Option<Value>,
     /// The stop signal, when the process stops rather than recycles.
     pub signal: Option<String>,
+    /// `RESTART=exec`: the generation the process re-executes itself as (`None`: it exits).
+    pub exec_generation: Option<u64>,
 }
 
 impl Exit {
@@ -417,27 +445,38 @@ impl Exit {
         }
     }
 
+    /// How the process leaves: exits with `code`, or re-executes itself in place.
+    fn leaving(&self, code: i32) -> String {
+        match self.exec_generation {
+            Some(next) => format!(
+                "re-executing in place as generation {next} (exit code {code} if that fails)"
+            ),
+            None => format!("exiting with code {code}"),
+        }
+    }
+
     fn how(&self, code: i32) -> String {
+        let leaving = self.leaving(code);
         match self.cause {
             ExitCause::Drained => {
-                format!("drained in {} ms; exiting with code {code}", self.duration_ms)
+                format!("drained in {} ms; {leaving}", self.duration_ms)
             }
             ExitCause::TimedOut => format!(
-                "drain timed out after {}; exiting with code {code}",
+                "drain timed out after {}; {leaving}",
                 format_duration(self.drain_timeout_ms)
             ),
             ExitCause::NativeDeadline => format!(
-                "drain did not finish within {} (JS unresponsive or a hook hung); exiting with code {code} from the native thread",
+                "drain did not finish within {} (JS unresponsive or a hook hung); {leaving} from the native thread",
                 format_duration(self.drain_timeout_ms)
             ),
             ExitCause::NearHeapLimit(why) => {
-                format!("{}; exiting with code {code} before V8 aborts", why.why())
+                format!("{}; {leaving} before V8 aborts", why.why())
             }
             ExitCause::Interrupted => {
                 format!("a second signal; exiting at once with code {code}")
             }
             ExitCause::Oom => format!(
-                "V8 could not allocate and would abort; exiting with code {code} instead (work in flight is lost)"
+                "V8 could not allocate and would abort; {leaving} instead (work in flight is lost)"
             ),
         }
     }
@@ -454,6 +493,8 @@ impl Event {
             Event::Recycle(_) => "recycle",
             Event::Baseline(_) => "baseline",
             Event::Stop { .. } => "stop",
+            Event::Queued(_) => "queued",
+            Event::Limits { .. } => "limits",
             Event::Drain(_) => "drain",
             Event::Exit(_) => "exit",
             Event::Storm(_) => "storm",
@@ -467,13 +508,17 @@ impl Event {
         match self {
             Event::Start(start) => {
                 let show = |limit: Option<u64>| limit.map_or("off".to_string(), format_size);
+                let after = if start.restart_exec {
+                    "re-executes in place after a recycle".to_string()
+                } else {
+                    format!("exit code {} after a recycle", start.exit_code)
+                };
                 let mut msg = format!(
-                    "sampling every {} (rss limit {}, heap limit {}, heap probe {}); exit code {} after a recycle",
+                    "sampling every {} (rss limit {}, heap limit {}, heap probe {}); {after}",
                     format_duration(start.interval_ms),
                     show(start.rss_limit),
                     show(start.heap_limit),
                     if start.v8_native { "native" } else { "js" },
-                    start.exit_code
                 );
                 if !start.has_rss {
                     msg.push_str(
@@ -605,6 +650,38 @@ impl Event {
                     }
                 }
             },
+            Event::Queued(queued) => {
+                let what = if queued.reason.is_bytes() {
+                    format!(
+                        "{} recycle due ({} of limit {})",
+                        queued.reason.as_str(),
+                        format_size(queued.value),
+                        format_size(queued.limit)
+                    )
+                } else {
+                    format!("{} recycle due", queued.reason.as_str())
+                };
+                format!(
+                    "{what}; waiting for the {}: {} (at most {}, sooner if a hard limit comes near)",
+                    queued.waiting_for,
+                    queued.why,
+                    format_duration(queued.max_wait_ms)
+                )
+            }
+            Event::Limits {
+                previous,
+                current,
+                rss_limit,
+                ..
+            } => {
+                let show = |v: &Option<u64>| v.map_or("none".to_string(), format_size);
+                format!(
+                    "the memory cgroup's limit changed from {} to {}; rss limit now {}",
+                    show(previous),
+                    show(current),
+                    show(rss_limit)
+                )
+            }
             Event::Exit(exit) => exit.msg(),
             Event::Storm(storm) => storm.msg(),
             Event::Warning(warning) => warning.msg(),
@@ -734,6 +811,25 @@ impl Event {
                 put("joined", json!(joined));
                 put("drainTimeoutMs", json!(drain_timeout_ms));
             }
+            Event::Limits {
+                previous,
+                current,
+                rss_limit,
+                ceiling,
+            } => {
+                put("previous", json!(previous));
+                put("current", json!(current));
+                put("rssLimit", json!(rss_limit));
+                put("ceiling", json!(ceiling));
+            }
+            Event::Queued(queued) => {
+                put("reason", json!(queued.reason.as_str()));
+                put("value", json!(queued.value));
+                put("limit", json!(queued.limit));
+                put("waitingFor", json!(queued.waiting_for));
+                put("why", json!(queued.why));
+                put("maxWaitMs", json!(queued.max_wait_ms));
+            }
             Event::Drain(drain) => {
                 put("reason", json!(drain.reason.as_str()));
                 put("durationMs", json!(drain.duration_ms));
@@ -766,6 +862,14 @@ impl Event {
                 if let Some(signal) = &exit.signal {
                     put("signal", json!(signal));
                 }
+                put(
+                    "restart",
+                    json!(if exit.exec_generation.is_some() {
+                        "exec"
+                    } else {
+                        "exit"
+                    }),
+                );
                 if let Some(report) = &exit.report {
                     put("report", report.clone());
                 }
@@ -827,6 +931,9 @@ impl Event {
         object.insert("rss".into(), json!(envelope.rss));
         object.insert("heapUsed".into(), json!(envelope.heap_used));
         object.insert("heapLimit".into(), json!(envelope.heap_limit));
+        if let Some(generation) = envelope.generation {
+            object.insert("generation".into(), json!(generation));
+        }
         object.insert("msg".into(), json!(self.msg()));
         for (key, value) in self.fields() {
             // The envelope is the contract: fields never overwrite it.
@@ -868,6 +975,11 @@ pub fn write_stderr(event: &Map<String, Value>, mode: LogMode) {
         line.push('\n');
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
+}
+
+/// One plain line on stderr, for what happens after the last event (a failed re-exec).
+pub fn write_stderr_line(line: &str) {
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 /// `2026-11-29T15:47:31.123Z`
@@ -922,6 +1034,7 @@ mod tests {
             rss: 10,
             heap_used: 3,
             heap_limit: 100,
+            generation: None,
         };
         let event = Event::Pressure {
             reason: Reason::Rss,
@@ -1009,6 +1122,7 @@ mod tests {
             report: None,
             heap_snapshot: None,
             signal: None,
+            exec_generation: None,
         };
         let object = Event::Exit(Box::new(exit)).to_json(&Envelope::default());
         assert_eq!(
@@ -1031,6 +1145,7 @@ mod tests {
             report: None,
             heap_snapshot: None,
             signal: None,
+            exec_generation: None,
         };
         let object = Event::Exit(Box::new(exit)).to_json(&Envelope::default());
         let msg = object["msg"].as_str().unwrap_or_default();

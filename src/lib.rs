@@ -14,10 +14,13 @@ mod notify;
 mod policy;
 mod probe;
 mod recycle;
+mod reexec;
 mod report;
 mod sampler;
 mod stagger;
 mod status_file;
+mod stop_signal;
+mod trend;
 mod units;
 
 use std::cell::Cell;
@@ -128,6 +131,9 @@ pub struct StartInput {
     /// Node writes a diagnostic report on fatal errors (`--report-on-fatalerror`): its
     /// OOM handler must stay in place.
     pub node_reports_fatal_errors: bool,
+    /// The process has an IPC channel to its parent (`process.send`): `RESTART=exec`
+    /// would cut it.
+    pub ipc_channel: Option<bool>,
     /// `{ node, v8, platform, arch }`, for the recycle report.
     pub versions: Value,
     /// `Date.now()` at start.
@@ -296,10 +302,15 @@ struct Attachments {
     heap: Option<&'static HeapCell>,
     /// We started V8's sampling heap profiler: stop it with the recycler.
     profiling: bool,
+    /// The native stop-signal handler is armed for this recycler.
+    stop_signals: bool,
 }
 
 impl Attachments {
     fn detach(&mut self) {
+        if std::mem::take(&mut self.stop_signals) {
+            stop_signal::disarm();
+        }
         if std::mem::take(&mut self.profiling) {
             // JS thread (napi call or env cleanup hook).
             probe::sampling::stop();
@@ -403,6 +414,7 @@ impl NativeRecycler {
                     gc_isolate: None,
                     heap: None,
                     profiling: false,
+                    stop_signals: false,
                 })),
             });
         }
@@ -484,6 +496,7 @@ impl NativeRecycler {
             notifier,
             jitter_unit: random_unit(),
             fleet: input.fleet.unwrap_or(false),
+            ipc_channel: input.ipc_channel.unwrap_or(false),
         }));
         monitor.notify_ready();
         let (profile_status, profiling) = start_heap_profiler(&monitor, &input, main_thread);
@@ -503,6 +516,7 @@ impl NativeRecycler {
             gc_isolate,
             heap: Some(heap),
             profiling,
+            stop_signals: false,
         }));
         // Runs when the isolate's environment is torn down (worker.terminate(), normal
         // exit): the thread must be joined before the isolate goes away.
@@ -551,6 +565,40 @@ impl NativeRecycler {
             StopOutcome::Again => "again",
         };
         Ok(serde_json::json!({ "outcome": outcome, "event": event }))
+    }
+
+    /// Chains the native stop-signal handler in front of the JS listeners just added
+    /// (`SIGNALS=on`, main thread): `null` once armed, else why not (JS then decides alone).
+    #[napi(catch_unwind)]
+    pub fn arm_stop_signals(&self) -> Result<Option<String>> {
+        let monitor = self.monitor()?;
+        if !monitor.can_exit_process() {
+            return Ok(Some(
+                "a worker thread's recycler does not own the process's signals".to_string(),
+            ));
+        }
+        let weak: std::sync::Weak<Monitor> = Arc::downgrade(monitor);
+        let handler: std::sync::Weak<dyn stop_signal::StopSignalHandler> = weak;
+        match stop_signal::arm(handler) {
+            Ok(()) => {
+                self.attachments.lock().stop_signals = true;
+                Ok(None)
+            }
+            Err(why) => Ok(Some(why)),
+        }
+    }
+
+    /// A library will re-raise `number` for the stop under way (Nest's shutdown hooks).
+    #[napi(catch_unwind)]
+    pub fn expect_signal(&self, number: i32) {
+        stop_signal::expect(number);
+    }
+
+    /// JS logged the `exit` event a second signal handed it and is leaving itself.
+    #[napi(catch_unwind)]
+    pub fn interrupt_exit_logged(&self) -> Result<()> {
+        self.monitor()?.interrupt_exit_logged();
+        Ok(())
     }
 
     /// The second signal of a stop: the `exit` event for leaving at once.
@@ -816,6 +864,13 @@ fn thread_id() -> u64 {
     THREAD_ID.with(|id| *id)
 }
 
+/// `RESTART=exec`: re-executes the process in place (after the `exit` listeners ran).
+/// Returns only if that failed, with why.
+#[napi(catch_unwind)]
+pub fn exec_self() -> String {
+    reexec::exec_self()
+}
+
 /// Returns this thread's value store, adopting `fresh` the first time.
 #[napi(catch_unwind)]
 pub fn guard_store<'env>(env: &'env Env, fresh: Object<'env>) -> Result<Object<'env>> {
@@ -996,6 +1051,7 @@ pub fn reinit_event(
         rss: procfs::resident().map_or(0, |r| r.rss),
         heap_used: to_bytes(heap_used),
         heap_limit: to_bytes(heap_limit),
+        generation: None,
     };
     Event::Reinit {
         key,

@@ -1,7 +1,10 @@
 //! Pure decisions: samples + limits -> verdicts. No threads, no I/O, no clock: the caller
 //! passes the uptime in every sample, so unit tests drive it with synthetic sequences.
 
-use crate::units::Growth;
+use crate::trend::{FloorHistory, Series};
+use crate::units::{format_size, Growth};
+
+pub use crate::trend::theil_sen_slope;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -17,6 +20,8 @@ pub enum Reason {
     Stall,
     Manual,
     Signal,
+    /// The memory cgroup's working set neared `CONTAINER_MAX` and this is its largest worker.
+    Container,
 }
 
 impl Reason {
@@ -33,6 +38,7 @@ impl Reason {
             Reason::Stall => "stall",
             Reason::Manual => "manual",
             Reason::Signal => "signal",
+            Reason::Container => "container",
         }
     }
 
@@ -40,7 +46,12 @@ impl Reason {
     pub fn is_bytes(self) -> bool {
         matches!(
             self,
-            Reason::Rss | Reason::Heap | Reason::Growth | Reason::NearHeapLimit | Reason::Oom
+            Reason::Rss
+                | Reason::Heap
+                | Reason::Growth
+                | Reason::NearHeapLimit
+                | Reason::Oom
+                | Reason::Container
         )
     }
 }
@@ -163,13 +174,16 @@ pub struct Policy {
     growth: Gauge,
     jobs_fired: bool,
     age_fired: bool,
+    /// The container budget (`observe_container`).
+    container: Gauge,
     baseline: Option<Baseline>,
     first_seen: bool,
     leak_reported: bool,
     stall_fired: bool,
-    /// Recent (uptime, RSS figure, used heap) for the slopes of adaptive sampling and
-    /// prediction.
+    /// Recent (uptime, RSS figure, used heap) for the slope of adaptive sampling.
     recent: std::collections::VecDeque<(u64, u64, u64)>,
+    /// The floors a prediction may extrapolate from (only a sustained rise of them).
+    floors: FloorHistory,
     /// How long a drain is expected to take now (tracked work's recent durations), if any
     /// work is tracked.
     expected_drain_ms: Option<u64>,
@@ -177,6 +191,8 @@ pub struct Policy {
     near: bool,
 }
 
+/// A floor's rise over its window must exceed this share of the limit to be a trend.
+const TREND_NOISE: f64 = 0.01;
 /// Samples kept for the recent slope.
 const RECENT_SAMPLES: usize = 12;
 /// Far from every limit, sampling turns fast this many intervals before a projected crossing.
@@ -196,14 +212,29 @@ impl Policy {
             growth: Gauge::default(),
             jobs_fired: false,
             age_fired: false,
+            container: Gauge::default(),
             baseline: None,
             first_seen: false,
             leak_reported: false,
             stall_fired: false,
             recent: std::collections::VecDeque::with_capacity(RECENT_SAMPLES),
+            floors: FloorHistory::default(),
             expected_drain_ms: None,
             near: false,
         }
+    }
+
+    /// New limits while running (the cgroup was resized): gauges, baseline and history
+    /// stay; a limit that moved re-arms its pressure report.
+    pub fn set_limits(&mut self, limits: Limits) {
+        if limits.rss != self.limits.rss {
+            self.rss.pressure_reported = false;
+            self.rss.fired = false;
+        }
+        if limits.ceiling != self.limits.ceiling {
+            self.ceiling.fired = false;
+        }
+        self.limits = limits;
     }
 
     /// The drain time to plan for (the JS side measures tracked work); `None`: no work.
@@ -231,6 +262,18 @@ impl Policy {
             return None;
         }
         theil_sen_slope(&points).map(|per_ms| per_ms * 1000.0)
+    }
+
+    /// How fast a series grows now, for a recycle waiting at its limit: the faster of the
+    /// recent samples' slope and the slope of the per-second lows over the last 5 s (which
+    /// minor GCs' sawtooth does not hide).
+    pub fn growth_per_s(&self, heap: bool, now_ms: u64) -> Option<f64> {
+        let series = if heap { Series::Heap } else { Series::Rss };
+        let floor = self.floors.recent_floor_slope_per_s(series, now_ms, 5000);
+        match (self.recent_slope_per_s(heap), floor) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -281,6 +324,7 @@ impl Policy {
         }
         self.recent
             .push_back((sample.uptime_ms, rss, sample.heap_used));
+        self.floors.record(sample.uptime_ms, rss, sample.heap_used);
         let rss_slope = self.recent_slope_per_s(false);
         let heap_slope = self.recent_slope_per_s(true);
         let mut near = false;
@@ -311,6 +355,7 @@ impl Policy {
             near |= value >= scaled(limit, PRESSURE) || trending;
             let expected_drain_ms = self.expected_drain_ms;
             let predict = self.limits.predict;
+            let floors = &self.floors;
             let gauge = match (reason, is_ceiling) {
                 (_, true) => &mut self.ceiling,
                 (Reason::Rss, _) => &mut self.rss,
@@ -348,15 +393,27 @@ impl Policy {
                 }
             }
             // The projection at the end of a drain started now: tracked work's expected
-            // duration at the recent slope. A flat or falling series never projects a crossing.
-            let prediction = match (predict, expected_drain_ms, slope) {
-                (true, Some(drain_ms), Some(slope)) if slope > 0.0 && value < limit => {
-                    let projected = value as f64 + slope * drain_ms as f64 / 1000.0;
-                    (projected >= limit as f64).then_some(Prediction {
-                        projected: projected as u64,
-                        expected_drain_ms: drain_ms,
-                        slope_per_s: slope,
-                    })
+            // duration at the rate the series' floor rises. Only a sustained rise of the
+            // floor counts (trend.rs): a sawtooth, a burst, a plateau, a value held flat or
+            // a series that came back down never projects a crossing.
+            let prediction = match (predict, expected_drain_ms) {
+                (true, Some(drain_ms)) if value < limit => {
+                    let series = if reason == Reason::Heap {
+                        Series::Heap
+                    } else {
+                        Series::Rss
+                    };
+                    let noise = scaled(limit, TREND_NOISE);
+                    floors
+                        .sustained_slope_per_s(series, sample.uptime_ms, drain_ms, noise)
+                        .and_then(|slope| {
+                            let projected = value as f64 + slope * drain_ms as f64 / 1000.0;
+                            (projected >= limit as f64).then_some(Prediction {
+                                projected: projected as u64,
+                                expected_drain_ms: drain_ms,
+                                slope_per_s: slope,
+                            })
+                        })
                 }
                 _ => None,
             };
@@ -419,6 +476,40 @@ impl Policy {
             }
         }
         verdicts
+    }
+}
+
+/// A limit a recycle waiting for its turn must never reach (V8's heap limit, the RSS
+/// ceiling): where the value is and how fast it grows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HardLimit {
+    /// What the limit is, in words (`90% of V8's heap limit`).
+    pub name: String,
+    pub value: u64,
+    pub limit: u64,
+    pub slope_per_s: Option<f64>,
+}
+
+impl HardLimit {
+    /// Why a waiting recycle must go now: the value is at the limit, or at its rate it would
+    /// reach it within `lead_ms` (the drain it still needs plus a margin). `None`: it may
+    /// wait on.
+    pub fn must_go_within(&self, lead_ms: u64) -> Option<String> {
+        if self.value >= self.limit {
+            return Some(format!("at {} of {}", format_size(self.value), self.name));
+        }
+        let slope = self.slope_per_s.filter(|s| *s > 0.0)?;
+        let seconds_left = (self.limit - self.value) as f64 / slope;
+        (seconds_left * 1000.0 <= lead_ms as f64).then(|| {
+            format!(
+                "{} would reach {} in {:.1} s at {}/s, sooner than the {:.1} s a drain needs",
+                format_size(self.value),
+                self.name,
+                seconds_left,
+                format_size(slope as u64),
+                lead_ms as f64 / 1000.0
+            )
+        })
     }
 }
 
@@ -492,6 +583,45 @@ impl Policy {
 
 impl Policy {
     /// The event loop has left a ping unanswered for `unanswered_ms` (None: it answered).
+    /// The container budget: the cgroup's working set against `threshold` (and the
+    /// `ceiling`, which needs neither strikes nor `MIN_UPTIME`). Only the largest worker
+    /// acts (`largest`: decided by the caller over the cgroup's processes); the others
+    /// keep counting, so one of them acts at once if the largest goes away without
+    /// bringing the working set down.
+    pub fn observe_container(
+        &mut self,
+        working_set: u64,
+        threshold: u64,
+        ceiling: u64,
+        largest: bool,
+        uptime_ms: u64,
+    ) -> Option<Verdict> {
+        // Near the budget, sample fast (observe() just set `near` for this sample).
+        self.near |= working_set >= scaled(threshold, PRESSURE);
+        let gauge = &mut self.container;
+        if working_set < threshold {
+            gauge.strikes = 0;
+            gauge.fired = false;
+            return None;
+        }
+        gauge.strikes = gauge.strikes.saturating_add(1);
+        let is_ceiling = working_set >= ceiling;
+        let sustained = gauge.strikes >= self.limits.strikes.max(1) || is_ceiling;
+        let may = uptime_ms >= self.limits.min_uptime_ms || is_ceiling;
+        if !(largest && sustained && may) || gauge.fired {
+            return None;
+        }
+        gauge.fired = true;
+        Some(Verdict::Recycle {
+            reason: Reason::Container,
+            value: working_set,
+            limit: threshold,
+            strikes: gauge.strikes,
+            ceiling: is_ceiling,
+            prediction: None,
+        })
+    }
+
     pub fn observe_stall(&mut self, unanswered_ms: Option<u64>, uptime_ms: u64) -> Option<Verdict> {
         let limit = self.limits.stall_ms?;
         match unanswered_ms {
@@ -515,28 +645,6 @@ impl Policy {
             }
         }
     }
-}
-
-/// Median of pairwise slopes (Theil-Sen): robust to a few outliers such as one spike.
-pub fn theil_sen_slope(points: &[(u64, u64)]) -> Option<f64> {
-    let mut slopes = Vec::with_capacity(points.len() * points.len() / 2);
-    for (i, a) in points.iter().enumerate() {
-        for b in &points[i + 1..] {
-            if b.0 != a.0 {
-                slopes.push((b.1 as f64 - a.1 as f64) / (b.0 as f64 - a.0 as f64));
-            }
-        }
-    }
-    if slopes.is_empty() {
-        return None;
-    }
-    slopes.sort_by(f64::total_cmp);
-    let middle = slopes.len() / 2;
-    Some(if slopes.len() % 2 == 0 {
-        (slopes[middle - 1] + slopes[middle]) / 2.0
-    } else {
-        slopes[middle]
-    })
 }
 
 /// What to do when V8 reports the heap is about to run out.
@@ -1306,37 +1414,251 @@ mod tests {
 
     #[test]
     fn a_steady_leak_with_long_jobs_is_predicted_before_the_crossing() {
-        // 20 MiB/s, sampled every 25 ms near the limit, with 2 s jobs: the drain must start
-        // when value + 20 MiB/s x 2 s reaches 150 MiB, at about 110 MiB.
+        // 2 MiB/s from 60 MiB with 5 s jobs: once the rise has been seen for the 30 s window,
+        // the drain must start when value + 2 MiB/s x 5 s reaches 150 MiB, at about 140 MiB.
         let mut policy = adaptive(3);
-        policy.set_expected_drain(Some(2000));
-        let mut fired = None;
-        for step in 0..400u64 {
-            let t = step * 25;
-            let mib = 80.0 + 20.0 * t as f64 / 1000.0;
-            let verdicts = policy.observe(&sample(t, (mib * MIB as f64) as u64, MIB));
-            if let Some(v) = verdicts
-                .into_iter()
-                .find(|v| matches!(v, Verdict::Recycle { .. }))
-            {
-                fired = Some(v);
-                break;
-            }
-        }
-        let Some(Verdict::Recycle {
-            value,
-            limit,
-            prediction: Some(prediction),
-            ..
-        }) = fired
+        policy.set_expected_drain(Some(5000));
+        let fired = run_shape(&mut policy, 120_000, |t| {
+            60 * MIB + (2.0 * MIB as f64 * t as f64 / 1000.0) as u64
+        });
+        let Some((
+            _,
+            Verdict::Recycle {
+                value,
+                limit,
+                prediction: Some(prediction),
+                ..
+            },
+        )) = fired.first().copied()
         else {
             panic!("no predicted recycle: {fired:?}");
         };
         assert!(value < limit, "decided before the crossing");
-        assert!(value < 115 * MIB && value > 105 * MIB, "{}", value / MIB);
+        assert!(value < 143 * MIB && value > 137 * MIB, "{}", value / MIB);
         assert!(prediction.projected >= limit);
-        assert_eq!(prediction.expected_drain_ms, 2000);
-        assert!((prediction.slope_per_s / MIB as f64 - 20.0).abs() < 1.0);
+        assert_eq!(prediction.expected_drain_ms, 5000);
+        assert!((prediction.slope_per_s / MIB as f64 - 2.0).abs() < 0.2);
+    }
+
+    /// Samples `shape(t)` (RSS; heap 1 MiB) the way the monitor does: at the interval the
+    /// policy asks for next. Returns each recycle verdict with its time.
+    fn run_shape(
+        policy: &mut Policy,
+        until_ms: u64,
+        shape: impl Fn(u64) -> u64,
+    ) -> Vec<(u64, Verdict)> {
+        let mut fired = Vec::new();
+        let mut t = 0;
+        while t <= until_ms {
+            for verdict in policy.observe(&sample(t, shape(t), MIB)) {
+                if matches!(verdict, Verdict::Recycle { .. }) {
+                    fired.push((t, verdict));
+                }
+            }
+            t += policy.next_interval_ms();
+        }
+        fired
+    }
+
+    /// Default settings at `MAX_RSS=400MiB` (30 s of `MIN_UPTIME`, 3 strikes, 1 s / 25 ms
+    /// sampling, prediction on) with tracked jobs whose drain is expected to take `drain_ms`.
+    fn defaults_at_400_mib(drain_ms: u64) -> Policy {
+        let mut policy = Policy::new(Limits {
+            rss: Some(400 * MIB),
+            strikes: 3,
+            min_uptime_ms: 30_000,
+            warmup_ms: 30_000,
+            interval_ms: 1000,
+            fast_interval_ms: Some(25),
+            predict: true,
+            ..Limits::default()
+        });
+        policy.set_expected_drain(Some(drain_ms));
+        policy
+    }
+
+    fn share(limit: u64, percent: f64) -> u64 {
+        (limit as f64 * percent / 100.0) as u64
+    }
+
+    #[test]
+    fn a_waiting_recycle_goes_before_a_hard_limit() {
+        let hard = |value: u64, slope: Option<f64>| HardLimit {
+            name: "90% of V8's heap limit (144 MiB)".to_string(),
+            value: value * MIB,
+            limit: 144 * MIB,
+            slope_per_s: slope,
+        };
+        // At the limit: go, whatever the slope.
+        assert!(hard(144, None).must_go_within(0).is_some());
+        // 2 MiB/s, 10 MiB left: 5 s; a 4 s lead waits, a 5 s lead goes.
+        let growing = hard(134, Some(2.0 * MIB as f64));
+        assert_eq!(growing.must_go_within(4000), None);
+        let why = growing.must_go_within(5000).expect("goes");
+        assert!(why.contains("in 5.0 s"), "{why}");
+        // Flat or falling: waits.
+        assert_eq!(hard(140, Some(0.0)).must_go_within(60_000), None);
+        assert_eq!(hard(140, Some(-1.0)).must_go_within(60_000), None);
+        assert_eq!(hard(140, None).must_go_within(60_000), None);
+    }
+
+    #[test]
+    fn the_container_budget_recycles_its_largest_worker_only() {
+        let mut policy = Policy::new(Limits {
+            strikes: 3,
+            min_uptime_ms: 30_000,
+            ..Limits::default()
+        });
+        let (threshold, ceiling) = (630 * MIB, 665 * MIB);
+        // Under the budget: nothing.
+        assert_eq!(
+            policy.observe_container(600 * MIB, threshold, ceiling, true, 60_000),
+            None
+        );
+        // Over it but not the largest: nothing, however long.
+        for _ in 0..5 {
+            assert_eq!(
+                policy.observe_container(640 * MIB, threshold, ceiling, false, 60_000),
+                None
+            );
+        }
+        // Now the largest (a sibling went away without the working set falling): at once,
+        // its strikes already counted.
+        let verdict = policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000);
+        assert!(
+            matches!(
+                verdict,
+                Some(Verdict::Recycle {
+                    reason: Reason::Container,
+                    ceiling: false,
+                    ..
+                })
+            ),
+            "{verdict:?}"
+        );
+        assert_eq!(
+            policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000),
+            None,
+            "once per crossing"
+        );
+        // The ceiling acts before MIN_UPTIME and without strikes.
+        let mut young = Policy::new(Limits {
+            strikes: 3,
+            min_uptime_ms: 30_000,
+            ..Limits::default()
+        });
+        assert_eq!(
+            young.observe_container(640 * MIB, threshold, ceiling, true, 1000),
+            None
+        );
+        let verdict = young.observe_container(670 * MIB, threshold, ceiling, true, 1000);
+        assert!(
+            matches!(verdict, Some(Verdict::Recycle { ceiling: true, .. })),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn healthy_shapes_near_the_limit_are_never_recycled() {
+        let limit = 400 * MIB;
+        let pct = |p: f64| share(limit, p);
+        // Page-level noise, repeatable.
+        let noise = |t: u64| (t.wrapping_mul(2_654_435_761) % 97) * MIB / 64;
+        let shapes: Vec<(&str, Box<dyn Fn(u64) -> u64>)> = vec![
+            // From 60% up to a peak of 90-97% (varying per cycle), freed by GC, again.
+            (
+                "sawtooth",
+                Box::new(move |t| {
+                    let cycle = t / 9000;
+                    let peak = 90.0 + (cycle * 37 % 8) as f64;
+                    let phase = (t % 9000) as f64 / 9000.0;
+                    pct(60.0 + (peak - 60.0) * phase) + noise(t)
+                }),
+            ),
+            // +30% of the limit for 2 s of every 8 s, from 60%.
+            (
+                "burst",
+                Box::new(move |t| pct(if t % 8000 < 2000 { 90.0 } else { 60.0 }) + noise(t)),
+            ),
+            // Held steady at 98%.
+            ("steady at 98%", Box::new(move |t| pct(98.0) + noise(t))),
+            // A warm-up ramp from 30% that levels off at 85% by 40 s.
+            (
+                "warm-up plateau",
+                Box::new(move |t| {
+                    let s = (t as f64 / 1000.0).min(40.0);
+                    pct(30.0 + 55.0 * (1.0 - (1.0 - s / 40.0).powi(2))) + noise(t)
+                }),
+            ),
+            // A cache refilled once: +25% over 10 s at 50 s, from 65% to 90%.
+            (
+                "cache refill",
+                Box::new(move |t| {
+                    let s = t as f64 / 1000.0;
+                    pct(65.0 + 25.0 * ((s - 50.0) / 10.0).clamp(0.0, 1.0)) + noise(t)
+                }),
+            ),
+            // A sawtooth whose GC runs late once: one rise goes on twice as long (to 96%).
+            (
+                "late gc",
+                Box::new(move |t| {
+                    let phase = match t {
+                        45_000..=62_999 => (t - 45_000) as f64 / 9000.0,
+                        _ => (t % 9000) as f64 / 9000.0,
+                    };
+                    pct(60.0 + 18.0 * phase) + noise(t)
+                }),
+            ),
+        ];
+        for (name, shape) in &shapes {
+            for drain_ms in [500, 3000, 15_000] {
+                let mut policy = defaults_at_400_mib(drain_ms);
+                let fired = run_shape(&mut policy, 90_000, shape);
+                assert!(fired.is_empty(), "{name}, {drain_ms} ms drains: {fired:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn leaks_are_still_caught_near_the_limit() {
+        let limit = 400 * MIB;
+        // 0.2 MiB/s from 95%, 3 s drains: a crossing at about 100 s, by strikes.
+        let mut slow = defaults_at_400_mib(3000);
+        let start = share(limit, 95.0);
+        let fired = run_shape(&mut slow, 150_000, |t| start + t * MIB / 5000);
+        let (_, Verdict::Recycle { value, .. }) = fired[0] else {
+            panic!("{fired:?}")
+        };
+        assert!(value < share(limit, 100.5), "{} MiB", value / MIB);
+        // A step that stays: recycled by strikes within a few fast samples.
+        let mut step = defaults_at_400_mib(3000);
+        let fired = run_shape(&mut step, 90_000, |t| {
+            share(limit, if t < 50_000 { 70.0 } else { 101.0 })
+        });
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert!(fired[0].0 < 50_000 + 1000 + 3 * 25, "{fired:?}");
+        // 4 MiB/s with 15 s jobs, seen for over a minute: predicted, so the drain ends near
+        // the limit, not 60 MiB past it.
+        let mut fast = defaults_at_400_mib(15_000);
+        let fired = run_shape(&mut fast, 120_000, |t| {
+            share(limit, 10.0) + t * 4 * MIB / 1000
+        });
+        let (
+            _,
+            Verdict::Recycle {
+                value, prediction, ..
+            },
+        ) = fired[0]
+        else {
+            panic!("{fired:?}")
+        };
+        let prediction = prediction.expect("predicted");
+        assert!(
+            value + 60 * MIB >= limit && value < limit,
+            "{} MiB",
+            value / MIB
+        );
+        assert!(prediction.projected < limit + 8 * MIB, "{prediction:?}");
     }
 
     #[test]

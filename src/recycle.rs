@@ -26,6 +26,19 @@ pub struct Drain {
     pub stop: Option<StopSignal>,
 }
 
+impl Drain {
+    /// When the native thread ends the process: the deadline plus the grace once JS took
+    /// the event (it is draining and should finish itself), the deadline itself when JS
+    /// never did (it has been stuck for the whole drain: waiting longer helps nobody).
+    pub fn native_deadline(&self) -> Instant {
+        if self.acknowledged {
+            self.deadline + NATIVE_GRACE
+        } else {
+            self.deadline
+        }
+    }
+}
+
 /// SIGTERM or SIGINT, with its number for `128 + n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StopSignal {
@@ -174,12 +187,10 @@ impl RecycleState {
         }
     }
 
-    /// The drain, once past its deadline plus the native grace.
+    /// The drain, once past its native deadline.
     pub fn overdue(&self, now: Instant) -> Option<&Drain> {
         match &self.phase {
-            Phase::Draining(drain) | Phase::Exiting(drain)
-                if now >= drain.deadline + NATIVE_GRACE =>
-            {
+            Phase::Draining(drain) | Phase::Exiting(drain) if now >= drain.native_deadline() => {
                 Some(drain)
             }
             _ => None,
@@ -190,7 +201,7 @@ impl RecycleState {
     pub fn time_to_deadline(&self, now: Instant) -> Option<Duration> {
         match &self.phase {
             Phase::Draining(drain) | Phase::Exiting(drain) => {
-                Some((drain.deadline + NATIVE_GRACE).saturating_duration_since(now))
+                Some(drain.native_deadline().saturating_duration_since(now))
             }
             Phase::Running => None,
         }
@@ -222,12 +233,17 @@ mod tests {
         assert!(state.begin(Reason::Rss, Map::new(), now));
         assert!(!state.begin(Reason::Manual, Map::new(), now));
         assert_eq!(state.name(), "draining");
-        assert!(state.overdue(now + Duration::from_millis(1400)).is_none());
+        // JS never took the event: the native thread exits at the deadline itself.
+        assert!(state.overdue(now + Duration::from_millis(999)).is_none());
         let overdue = state
-            .overdue(now + Duration::from_millis(1500))
+            .overdue(now + Duration::from_millis(1000))
             .expect("overdue");
         assert_eq!(overdue.reason, Reason::Rss);
         assert!(!overdue.acknowledged);
+        // Once JS took it, it gets the grace to finish itself.
+        state.acknowledge(now);
+        assert!(state.overdue(now + Duration::from_millis(1400)).is_none());
+        assert!(state.overdue(now + Duration::from_millis(1500)).is_some());
     }
 
     #[test]

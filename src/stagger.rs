@@ -98,9 +98,33 @@ impl Stagger {
         }
     }
 
+    /// A recycle that did not pass the queue (near-heap-limit, the ceiling, a bypass, a
+    /// timeout, a manual recycle) still counts toward the gap: siblings wait `STAGGER_GAP`
+    /// from it (and, for servers, for its replacement to listen). It takes the lock when
+    /// free, so no sibling starts a drain beside it.
     #[cfg(unix)]
-    fn admit(&self) -> Result<File, Admission> {
+    pub fn count_recycle(&self) {
         use std::os::fd::AsRawFd;
+        let mut held = self.held.lock();
+        if held.is_some() {
+            return; // admitted: the timestamp is written
+        }
+        let Ok(lock) = self.open_lock() else {
+            return;
+        };
+        // SAFETY: a valid open descriptor; flock has no other preconditions.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            *held = Some(lock);
+        }
+        let _ = write_bytes_atomically(&self.dir.join(LAST_FILE), now_ms().to_string().as_bytes());
+    }
+
+    #[cfg(not(unix))]
+    pub fn count_recycle(&self) {}
+
+    /// The lock file, opened without following a symlink and owned by this user.
+    #[cfg(unix)]
+    fn open_lock(&self) -> Result<File, Admission> {
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         private_dir(&self.dir).map_err(Admission::Unavailable)?;
         let lock = OpenOptions::new()
@@ -120,6 +144,13 @@ impl Stagger {
                 "the stagger lock belongs to uid {owner}, not {me}: siblings must run as one user"
             )));
         }
+        Ok(lock)
+    }
+
+    #[cfg(unix)]
+    fn admit(&self) -> Result<File, Admission> {
+        use std::os::fd::AsRawFd;
+        let lock = self.open_lock()?;
         // SAFETY: a valid open descriptor; flock has no other preconditions.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(Admission::Wait("a sibling is recycling".to_string()));
@@ -202,6 +233,31 @@ mod tests {
         drop(first); // the holder exits
         assert!(matches!(second.try_admit(), Admission::Wait(w) if w.contains("gap")));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_recycle_that_skipped_the_queue_still_counts_toward_the_gap() {
+        let dir = scratch("counted");
+        let first = Stagger::new(&dir, 60_000);
+        let second = Stagger::new(&dir, 60_000);
+        // A near-heap-limit recycle of the first: it never asked the queue.
+        first.count_recycle();
+        assert!(matches!(second.try_admit(), Admission::Wait(w) if w.contains("recycling")));
+        first.count_recycle(); // idempotent while it holds the lock
+        drop(first);
+        assert!(matches!(second.try_admit(), Admission::Wait(w) if w.contains("gap")));
+        // Counted while a sibling holds the lock: the timestamp still moves.
+        let dir2 = scratch("counted-held");
+        let holder = Stagger::new(&dir2, 60_000);
+        let bypasser = Stagger::new(&dir2, 60_000);
+        let third = Stagger::new(&dir2, 60_000);
+        assert_eq!(holder.try_admit(), Admission::Granted);
+        std::fs::write(std::path::Path::new(&dir2).join(LAST_FILE), "1000").expect("old stamp");
+        bypasser.count_recycle();
+        drop(holder);
+        assert!(matches!(third.try_admit(), Admission::Wait(w) if w.contains("gap")));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&dir2);
     }
 
     #[test]

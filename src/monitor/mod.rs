@@ -10,20 +10,25 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
-use crate::config::{self, Config, Machine};
+use crate::config::{self, Config, Machine, Restart};
 use crate::event::{self, DrainPhase, Envelope, Event, Exit, ExitCause, Recycle};
 use crate::fleet::{FleetAdmission, FleetAnswer, FleetGate};
 use crate::liveness::Liveness;
 use crate::near_heap::NearHeapHandler;
 use crate::notify::{self, Notifier};
-use crate::policy::{near_heap_action, Limits, NearHeapAction, Policy, Reason, Sample, Verdict};
+use crate::policy::{
+    near_heap_action, HardLimit, Limits, NearHeapAction, Policy, Reason, Sample, Verdict,
+};
 use crate::probe::cgroup::LimitSource;
 use crate::probe::v8::HeapFigures;
 use crate::recycle::{exit_process, Drain, RecycleState, StopOutcome, StopSignal};
+use crate::reexec;
 use crate::sampler::{SampleRing, SampleSource, Waker};
 use crate::stagger::{Admission, Stagger};
 
 /// `stats()`, the `start` event's views and the recycle report.
+mod container;
+mod signals;
 mod status;
 
 /// Samples kept for `stats()` and reports.
@@ -35,6 +40,11 @@ const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 /// A queued recycle skips the sibling queue once its value reaches limit x this.
 const STAGGER_CEILING: f64 = 1.25;
+/// A waiting recycle goes before the used heap would reach this share of V8's limit.
+const HEAP_HARD_SHARE: f64 = 0.9;
+/// Time a waiting recycle keeps in hand beyond the drain it expects (sampling, the
+/// drain's own start, a GC).
+const WAIT_MARGIN_MS: u64 = 2000;
 
 pub trait EventSink: Send + Sync {
     /// Hands an event to JS; `false` when JS can no longer receive.
@@ -72,6 +82,8 @@ pub struct MonitorSetup {
     pub jitter_unit: f64,
     /// A fleet client runs in JS: automatic recycles ask it for a lease first.
     pub fleet: bool,
+    /// The process has an IPC channel to its parent (`RESTART=exec` would cut it).
+    pub ipc_channel: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -89,6 +101,8 @@ struct Sampling {
     counters: Counters,
     /// An automatic recycle waiting for its turn among siblings, since when.
     pending: Option<(Recycle, Instant)>,
+    /// The `queued` event of the pending recycle was emitted.
+    pending_announced: bool,
     last_watchdog: Option<Instant>,
     /// Major-GC count when the leak slope was last fitted (refit only on new points).
     leak_checked_at_gc: u64,
@@ -132,6 +146,20 @@ pub struct Monitor {
     jobs_done: AtomicU64,
     sample_events: AtomicBool,
     sample_in_flight: AtomicBool,
+    /// JS logged the `exit` event of a second stop signal (signals.rs).
+    interrupt_exit_logged: AtomicBool,
+    /// `RESTART=exec` works here: a recycle re-executes the process instead of exiting.
+    exec_on_recycle: bool,
+    /// Why `RESTART=exec` cannot work here, when it was asked for.
+    exec_refused: Option<String>,
+    /// This process's memory cgroup (the container budget).
+    container: Option<crate::probe::container::Container>,
+    container_view: Mutex<Option<container::ContainerView>>,
+    /// The cgroup limit the limits were last resolved against (it follows a resize).
+    cgroup_limit_now: Mutex<Option<u64>>,
+    /// The cgroup's own limit at the last reading (`None`: not read yet).
+    own_limit_seen: Mutex<Option<Option<u64>>>,
+    jitter_unit: f64,
 }
 
 impl Monitor {
@@ -155,7 +183,28 @@ impl Monitor {
             .map(|(path, _)| crate::status_file::StatusFile::new(std::path::PathBuf::from(path)));
         let mut ring = SampleRing::new(RING_CAPACITY);
         ring.push(setup.source.take(0, &Sample::default()));
+        let exec_refused = match (config.restart, setup.can_exit_process) {
+            (Restart::Exit, _) => None,
+            (Restart::Exec, false) => {
+                Some("a worker thread's recycler does not own the process".to_string())
+            }
+            (Restart::Exec, true) => reexec::prepare(setup.ipc_channel),
+        };
+        let exec_on_recycle = config.restart == Restart::Exec && exec_refused.is_none();
         Monitor {
+            exec_on_recycle,
+            exec_refused,
+            container: crate::probe::container::Container::detect(),
+            container_view: Mutex::new(None),
+            cgroup_limit_now: Mutex::new(
+                setup
+                    .machine
+                    .memory_limit
+                    .filter(|m| m.source != LimitSource::Physical)
+                    .map(|m| m.bytes),
+            ),
+            own_limit_seen: Mutex::new(None),
+            jitter_unit: setup.jitter_unit,
             recycle: Mutex::new(RecycleState::new(Duration::from_millis(
                 config.drain_timeout_ms,
             ))),
@@ -164,6 +213,7 @@ impl Monitor {
                 ring,
                 counters: Counters::default(),
                 pending: None,
+                pending_announced: false,
                 last_watchdog: None,
                 leak_checked_at_gc: 0,
                 tracked_work: None,
@@ -192,6 +242,7 @@ impl Monitor {
             jobs_done: AtomicU64::new(0),
             sample_events: AtomicBool::new(false),
             sample_in_flight: AtomicBool::new(false),
+            interrupt_exit_logged: AtomicBool::new(false),
         }
     }
 
@@ -260,6 +311,7 @@ impl Monitor {
             rss: self.source.resident().map_or(sample.rss, |r| r.rss),
             heap_used: heap.used,
             heap_limit: heap.limit,
+            generation: (self.config.restart == Restart::Exec).then(reexec::generation),
         }
     }
 
@@ -414,6 +466,9 @@ impl Monitor {
         let mut sampling = self.sampling.lock();
         sampling.policy.set_expected_drain(expected_drain_ms);
         let mut verdicts = sampling.policy.observe(sample);
+        drop(sampling);
+        verdicts.extend(self.observe_container(sample));
+        let mut sampling = self.sampling.lock();
         verdicts.extend(
             sampling
                 .policy
@@ -558,6 +613,7 @@ impl Monitor {
             let mut sampling = self.sampling.lock();
             if sampling.pending.is_none() {
                 sampling.pending = Some((recycle, Instant::now()));
+                sampling.pending_announced = false;
             }
         }
         self.admit_pending(None);
@@ -577,39 +633,59 @@ impl Monitor {
     }
 
     /// Tries the queued recycle again (each tick), with the latest value of its gauge:
-    /// first the fleet, then the sibling queue.
+    /// first the fleet, then the sibling queue. A recycle that would reach a hard limit
+    /// (V8's heap limit, the RSS ceiling, 1.25x its own limit) before a drain started now
+    /// could finish goes at once (`bypass`, saying why); the first wait says what it
+    /// waits for (`queued`).
     fn admit_pending(&self, sample: Option<&Sample>) {
         if self.stagger.is_none() && self.fleet.is_none() {
             return;
         }
-        let mut sampling = self.sampling.lock();
-        let rss = sample.map(|s| sampling.policy.rss_value(s));
+        let latest = match sample {
+            Some(sample) => *sample,
+            None => self.latest(),
+        };
+        let lead_ms = self.expected_drain_ms().unwrap_or(0) + WAIT_MARGIN_MS;
+        let mut guard = self.sampling.lock();
+        let sampling = &mut *guard;
+        let rss = sampling.policy.rss_value(&latest);
+        let hard_limits = self.hard_limits(&sampling.policy, &latest, rss);
         let Some((recycle, since)) = sampling.pending.as_mut() else {
             return;
         };
-        if let Some(sample) = sample {
+        if sample.is_some() {
             recycle.value = match recycle.reason {
-                Reason::Rss | Reason::Growth => rss.unwrap_or(recycle.value),
-                Reason::Heap => sample.heap_used,
-                Reason::Jobs => sample.jobs_done,
-                Reason::Age => sample.uptime_ms,
+                Reason::Rss | Reason::Growth => rss,
+                Reason::Heap => latest.heap_used,
+                Reason::Jobs => latest.jobs_done,
+                Reason::Age => latest.uptime_ms,
                 _ => recycle.value,
             };
         }
-        let over_ceiling = recycle.reason.is_bytes()
-            && recycle.value as f64 >= recycle.limit as f64 * STAGGER_CEILING;
+        let mut emergency = hard_limits
+            .iter()
+            .find_map(|hard| hard.must_go_within(lead_ms));
+        if recycle.reason.is_bytes()
+            && recycle.value as f64 >= recycle.limit as f64 * STAGGER_CEILING
+        {
+            emergency = Some(format!(
+                "over the ceiling ({:.0}% of its limit)",
+                STAGGER_CEILING * 100.0
+            ));
+        }
         let waited_ms = since.elapsed().as_millis() as u64;
         let max_wait = self.config.stagger_max_wait_ms;
         let mut go_local = true;
+        let mut waiting: Option<(&'static str, String)> = None;
         if let (Some(gate), None) = (&self.fleet, &recycle.fleet) {
-            let outcome = if over_ceiling {
+            let outcome = if let Some(why) = &emergency {
                 gate.reset();
-                ("bypass", Some("over the ceiling".to_string()))
+                ("bypass", Some(why.clone()))
             } else {
                 match gate.poll(Instant::now()) {
                     FleetAdmission::Ask => {
                         let ask = fleet_ask(recycle);
-                        drop(sampling);
+                        drop(guard);
                         if !self.sink.deliver(ask) {
                             self.fleet_answer(FleetAnswer::Unavailable(
                                 "JS can no longer receive".into(),
@@ -622,38 +698,102 @@ impl Monitor {
                         gate.reset();
                         ("timeout", Some(format!("waited {waited_ms} ms ({why})")))
                     }
-                    FleetAdmission::Wait(_) => return,
+                    FleetAdmission::Wait(why) => {
+                        waiting = Some(("fleet", why));
+                        ("wait", None)
+                    }
                     FleetAdmission::Granted => ("granted", None),
                     FleetAdmission::Unavailable(why) => ("unavailable", Some(why)),
                 }
             };
-            // A grant still passes the sibling queue: on one host its rules also keep a server
-            // from draining before the last recycled sibling's replacement listens. A fleet
-            // that cannot be used falls back to it; a timeout or a bypass goes ahead.
-            go_local = matches!(outcome.0, "granted" | "unavailable");
-            recycle.fleet = Some((outcome.0.to_string(), outcome.1, waited_ms));
+            if outcome.0 != "wait" {
+                // A grant still passes the sibling queue: on one host its rules also keep a
+                // server from draining before the last recycled sibling's replacement
+                // listens. A fleet that cannot be used falls back to it; a timeout or a
+                // bypass goes ahead.
+                go_local = matches!(outcome.0, "granted" | "unavailable");
+                recycle.fleet = Some((outcome.0.to_string(), outcome.1, waited_ms));
+            }
         }
-        if let (Some(stagger), true) = (&self.stagger, go_local) {
-            let admission = if over_ceiling {
-                "bypass: over the ceiling".to_string()
-            } else {
-                match stagger.try_admit() {
-                    Admission::Granted => "granted".to_string(),
-                    Admission::Unavailable(why) => format!("unavailable: {why}"),
-                    // Nobody may hold a recycle back for good, not even a hostile lock holder.
-                    Admission::Wait(why) if waited_ms >= max_wait => {
-                        format!("timeout: waited {waited_ms} ms ({why})")
+        if waiting.is_none() {
+            if let (Some(stagger), true) = (&self.stagger, go_local) {
+                let admission = if let Some(why) = &emergency {
+                    format!("bypass: {why}")
+                } else {
+                    match stagger.try_admit() {
+                        Admission::Granted => "granted".to_string(),
+                        Admission::Unavailable(why) => format!("unavailable: {why}"),
+                        // Nobody may hold a recycle back for good, not even a hostile lock
+                        // holder.
+                        Admission::Wait(why) if waited_ms >= max_wait => {
+                            format!("timeout: waited {waited_ms} ms ({why})")
+                        }
+                        Admission::Wait(why) => {
+                            waiting = Some(("siblings", why));
+                            String::new()
+                        }
                     }
-                    Admission::Wait(_) => return,
+                };
+                if waiting.is_none() {
+                    recycle.stagger = Some((admission, waited_ms));
                 }
-            };
-            recycle.stagger = Some((admission, waited_ms));
+            }
+        }
+        if let Some((waiting_for, why)) = waiting {
+            if std::mem::replace(&mut sampling.pending_announced, true) {
+                return;
+            }
+            let queued = Event::Queued(Box::new(event::Queued {
+                reason: recycle.reason,
+                value: recycle.value,
+                limit: recycle.limit,
+                waiting_for,
+                why,
+                max_wait_ms: max_wait.saturating_sub(waited_ms),
+            }));
+            drop(guard);
+            self.emit(&queued);
+            return;
         }
         let Some((recycle, _)) = sampling.pending.take() else {
             return;
         };
-        drop(sampling);
+        drop(guard);
         self.trigger(recycle, true);
+    }
+
+    /// The limits a waiting recycle must never reach: 90% of what V8's old space may grow
+    /// to (past it V8 collects without end, then calls near-heap-limit with little
+    /// headroom left, or aborts) and the RSS ceiling (the OOM killer is near).
+    fn hard_limits(&self, policy: &Policy, sample: &Sample, rss: u64) -> Vec<HardLimit> {
+        let mut limits = Vec::with_capacity(2);
+        let heap_limit = self
+            .machine
+            .old_space_limit
+            .or(self.machine.heap_size_limit)
+            .unwrap_or(sample.heap_limit);
+        if heap_limit > 0 {
+            let limit = (heap_limit as f64 * HEAP_HARD_SHARE) as u64;
+            limits.push(HardLimit {
+                name: format!(
+                    "{:.0}% of V8's heap limit ({})",
+                    HEAP_HARD_SHARE * 100.0,
+                    crate::units::format_size(limit)
+                ),
+                value: sample.heap_used,
+                limit,
+                slope_per_s: policy.growth_per_s(true, sample.uptime_ms),
+            });
+        }
+        if let Some(ceiling) = policy.limits().ceiling {
+            limits.push(HardLimit {
+                name: format!("the RSS ceiling ({})", crate::units::format_size(ceiling)),
+                value: rss,
+                limit: ceiling,
+                slope_per_s: policy.growth_per_s(false, sample.uptime_ms),
+            });
+        }
+        limits
     }
 
     /// Decides a recycle (automatic, manual or near-heap-limit) and returns its event;
@@ -677,6 +817,10 @@ impl Monitor {
             // The sampler may be asleep for a whole INTERVAL: it must wake for the deadline.
             if let Some(waker) = self.waker.lock().as_ref() {
                 waker.wake();
+            }
+            // Every recycle counts toward the siblings' gap, whatever way it went.
+            if let Some(stagger) = &self.stagger {
+                stagger.count_recycle();
             }
         }
         self.sampling.lock().counters.recycles += 1;
@@ -801,6 +945,11 @@ impl Monitor {
             report: None,
             heap_snapshot,
             signal: drain.stop.as_ref().map(|s| s.name.clone()),
+            // A stop stops; every other way out of a recycle comes back in place.
+            exec_generation: (self.exec_on_recycle
+                && drain.stop.is_none()
+                && cause != ExitCause::Interrupted)
+                .then(|| reexec::generation() + 1),
         };
         // A report tells why a worker recycled; a plain stop has nothing to report.
         if drain.reason != Reason::Signal && self.report_path().is_some() {
@@ -832,7 +981,14 @@ impl Monitor {
         }
         let exit = self.exit_event(drain, cause, None);
         event::write_stderr(&exit, mode);
-        exit_process(self.exit_code(drain, cause))
+        let code = self.exit_code(drain, cause);
+        if exit.get("restart").and_then(Value::as_str) == Some("exec") {
+            let why = reexec::exec_self();
+            event::write_stderr_line(&format!(
+                "self-recycle: could not re-execute in place ({why}); exiting with code {code}"
+            ));
+        }
+        exit_process(code)
     }
 
     fn cgroup_limit(&self) -> Option<u64> {

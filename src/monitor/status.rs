@@ -13,6 +13,11 @@ use crate::report;
 use crate::status_file::Problem;
 
 impl Monitor {
+    /// Only the main thread's recycler may end the process (and so own its signals).
+    pub fn can_exit_process(&self) -> bool {
+        self.can_exit_process
+    }
+
     pub fn state_name(&self) -> &'static str {
         self.recycle.lock().name()
     }
@@ -48,6 +53,7 @@ impl Monitor {
             "nearHeapLimit": *self.near_heap_status.lock(),
             "oomHandler": *self.oom_status.lock(),
             "profile": *self.profile_status.lock(),
+            "restart": if self.exec_on_recycle { "exec" } else { "exit" },
         })
     }
 
@@ -67,6 +73,11 @@ impl Monitor {
         let mut warnings = self.config.warnings.clone();
         warnings.extend(config::unreachable_limits(&limits, &self.machine));
         warnings.extend(self.status_file_warning.clone());
+        if let Some(why) = &self.exec_refused {
+            warnings.push(format!(
+                "SELF_RECYCLE_RESTART=exec cannot work here ({why}): a recycle exits with EXIT_CODE instead"
+            ));
+        }
         self.render(&Event::Start(Box::new(Start {
             config: self.config_json(),
             probes: self.probes_json(),
@@ -79,6 +90,7 @@ impl Monitor {
             v8_native: self.probes.v8_native,
             has_rss: self.source.has_rss(),
             exit_code: self.config.exit_code,
+            restart_exec: self.exec_on_recycle,
         })))
     }
 
@@ -113,6 +125,7 @@ impl Monitor {
             "memoryLimit": self.memory_limit_json(),
             "staggerPending": pending,
             "failures": self.failures_json(),
+            "container": self.container_json(),
             "heap": {
                 "majorGcs": self.source.heap().major_gcs(),
                 "ageMs": self.source.heap().age_ms(),

@@ -12,6 +12,7 @@ macro_rules! resolve {
 }
 
 pub mod cgroup;
+pub mod container;
 pub mod heap_cell;
 pub mod procfs;
 pub mod sampling;

@@ -1,0 +1,144 @@
+//! The container budget (`CONTAINER_MAX`): each tick, the memory cgroup's working set
+//! against its threshold; the largest self-recycle worker in the cgroup is the one that
+//! recycles (probe/container.rs reads, policy decides).
+
+use serde_json::{json, Value};
+
+use super::Monitor;
+use crate::config::{self, LimitSetting, Machine, CEILING_SHARE, DEFAULT_RSS_SHARE};
+use crate::event::Event;
+use crate::policy::{Sample, Verdict};
+use crate::probe::cgroup::{LimitSource, MemoryLimit};
+use crate::probe::container::{is_largest, self_recycle_workers, Figures};
+
+/// What a reading decided: the threshold and ceiling in force, for stats.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerView {
+    pub figures: Figures,
+    pub threshold: Option<u64>,
+    pub ceiling: Option<u64>,
+}
+
+impl Monitor {
+    /// Reads the cgroup and asks the policy; `None` without a cgroup, a limit, or (by
+    /// default) siblings.
+    pub(super) fn observe_container(&self, sample: &Sample) -> Option<Verdict> {
+        let container = self.container.as_ref()?;
+        let figures = container.read()?;
+        self.follow_resize(figures.limit);
+        if self.config.container_max == LimitSetting::Off {
+            *self.container_view.lock() = Some(ContainerView {
+                figures,
+                threshold: None,
+                ceiling: None,
+            });
+            return None;
+        }
+        // memory.high, when set and lower, is where throttling starts: the budget's base.
+        let reference = match (figures.limit, figures.high) {
+            (Some(limit), Some(high)) => Some(limit.min(high)),
+            (limit, high) => limit.or(high),
+        };
+        let threshold = reference.and_then(|reference| match self.config.container_max {
+            LimitSetting::Off => None,
+            LimitSetting::Default if figures.procs.len() < 2 => None,
+            LimitSetting::Default => Some((reference as f64 * DEFAULT_RSS_SHARE) as u64),
+            LimitSetting::Set(limit) => limit.resolve(Some(reference)),
+        });
+        let ceiling = reference.map(|r| (r as f64 * CEILING_SHARE) as u64);
+        let working_set = figures.working_set();
+        let verdict = match (threshold, ceiling) {
+            (Some(threshold), Some(ceiling)) => {
+                let largest = working_set >= threshold.min(ceiling)
+                    && is_largest(
+                        (std::process::id(), sample.rss),
+                        &self_recycle_workers(&figures.procs),
+                    );
+                self.sampling.lock().policy.observe_container(
+                    working_set,
+                    threshold,
+                    ceiling,
+                    largest,
+                    sample.uptime_ms,
+                )
+            }
+            _ => None,
+        };
+        *self.container_view.lock() = Some(ContainerView {
+            figures,
+            threshold,
+            ceiling,
+        });
+        verdict
+    }
+
+    /// An in-place resize (Kubernetes changes `memory.max` of a running pod): the limits
+    /// that refer to the cgroup limit are resolved again, and a `limits` event says so.
+    fn follow_resize(&self, own_limit: Option<u64>) {
+        // The cgroup's own limit is read each tick; the binding one (the smallest up the
+        // hierarchy) only when the own one moved.
+        {
+            let mut seen = self.own_limit_seen.lock();
+            let unchanged = seen.is_none_or(|before| before == own_limit);
+            *seen = Some(own_limit);
+            if unchanged {
+                return;
+            }
+        }
+        let limit = crate::probe::cgroup::cgroup_limit().map(|m| m.bytes);
+        let previous = {
+            let mut now = self.cgroup_limit_now.lock();
+            if *now == limit || limit.is_none() {
+                return;
+            }
+            std::mem::replace(&mut *now, limit)
+        };
+        let source = self
+            .machine
+            .memory_limit
+            .map_or(LimitSource::CgroupV2, |m| m.source);
+        let source = if source == LimitSource::Physical {
+            LimitSource::CgroupV2
+        } else {
+            source
+        };
+        let machine = Machine {
+            memory_limit: limit.map(|bytes| MemoryLimit { bytes, source }),
+            ..self.machine
+        };
+        let limits = config::resolve(&self.config, &machine, self.jitter_unit);
+        let (rss_limit, ceiling) = (limits.rss, limits.ceiling);
+        self.sampling.lock().policy.set_limits(limits);
+        self.emit(&Event::Limits {
+            previous,
+            current: limit,
+            rss_limit,
+            ceiling,
+        });
+    }
+
+    /// The last container reading, for `stats()` and the status file.
+    pub(super) fn container_json(&self) -> Value {
+        let view = self.container_view.lock();
+        let Some(view) = view.as_ref() else {
+            return Value::Null;
+        };
+        let events: serde_json::Map<String, Value> = view
+            .figures
+            .events
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        json!({
+            "workingSet": view.figures.working_set(),
+            "usage": view.figures.usage,
+            "inactiveFile": view.figures.inactive_file,
+            "limit": view.figures.limit,
+            "high": view.figures.high,
+            "threshold": view.threshold,
+            "ceiling": view.ceiling,
+            "processes": view.figures.procs.len(),
+            "events": events,
+        })
+    }
+}
