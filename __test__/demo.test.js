@@ -14,10 +14,12 @@ test('the demo: workers recycle (exit 75), the primary forks fresh ones, no job 
   const { stdout, stderr } = result
   assert.equal(result.code, 0, describe(result))
   assert.doesNotMatch(stderr, /FATAL ERROR|Error/)
-  const exits75 = stdout.match(/exit {6}code 75; forking a fresh worker/g) || []
-  assert.ok(exits75.length >= 2, stdout)
+  // A recycle may start just as the demo stops: its exit 75 then forks no fresh worker.
+  const exits75 = stdout.match(/exit {6}code 75/g) || []
+  const forked = stdout.match(/exit {6}code 75; forking a fresh worker/g) || []
+  assert.ok(forked.length >= 2, stdout)
   const recycles = stdout.match(/recycle {3}reason=rss/g) || []
-  assert.equal(recycles.length, exits75.length, 'each exit 75 followed a recycle event')
+  assert.equal(recycles.length, exits75.length, `each exit 75 followed a recycle event\n${stdout}`)
   const summary = stdout.slice(stdout.indexOf('summary'))
   for (const line of summary.split('\n').filter((l) => l.includes('jobs started'))) {
     const [, started, completed, lost] = line.match(/(\d+) jobs started, (\d+) completed, (\d+) lost/)
