@@ -230,3 +230,35 @@ test('check and status take one FILE: an extra argument is a usage error', () =>
     assert.match(result.stderr, /unexpected argument "\/tmp\/b\.json"/)
   }
 })
+
+test('PM2 cluster mode, instances: 2, one STATUS_FILE setting with {instance}: a file per instance, each checked healthy', { timeout: 120000 }, async () => {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-pm2-status-'))
+  const dir = path.join(home, 'status')
+  fs.mkdirSync(dir, { mode: 0o700 })
+  const pm2 = require.resolve('pm2/bin/pm2')
+  const ecosystem = path.join(home, 'ecosystem.config.js')
+  fs.writeFileSync(ecosystem, `module.exports = { apps: [${JSON.stringify({
+    name: 'status-worker',
+    script: path.join(FIXTURES, 'pm2-ready-worker.js'),
+    exec_mode: 'cluster',
+    instances: 2,
+    env: { LEDGER: path.join(home, 'ledger'), SELF_RECYCLE_STATUS_FILE: path.join(dir, 'status-{instance}.json'), SELF_RECYCLE_LOG: 'off' }
+  })}] }\n`)
+  const run = (...args) => require('node:child_process').execFileSync(process.execPath, [pm2, ...args], { env: cleanEnv({ PM2_HOME: home }), encoding: 'utf8' })
+  try {
+    run('start', ecosystem)
+    const files = [path.join(dir, 'status-0.json'), path.join(dir, 'status-1.json')]
+    const deadline = Date.now() + 30000
+    while (!files.every((f) => fs.existsSync(f)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100))
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => !f.startsWith('.')).sort(), ['status-0.json', 'status-1.json'])
+    const pids = files.map((f) => JSON.parse(fs.readFileSync(f, 'utf8')).pid)
+    assert.notEqual(pids[0], pids[1], 'two instances, two files')
+    for (const file of files) assert.equal(cliRun('check', file).status, 0, file)
+    // Stopped: each file now names a process that is gone.
+    run('stop', 'status-worker')
+    for (const file of files) assert.equal(cliRun('check', file).status, 1, `${file} after the stop`)
+  } finally {
+    try { run('kill') } catch {}
+    fs.rmSync(home, { recursive: true, force: true })
+  }
+})
