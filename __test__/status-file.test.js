@@ -194,7 +194,7 @@ test('check validates the content: pid 0, -1, "1", null, a null failures list, a
     [{ pid: 0 }, /pid is 0, expected a process id/],
     [{ pid: -1 }, /pid is -1, expected a process id/],
     [{ pid: '1' }, /pid is "1", expected a process id/],
-    [{ pid: 1 }, /pid is 1, expected a process id/],
+    [{ pid: 1 }, /pid is 1, and PID 1 here is not node/],
     [{ baseline: { rss: 1, heapUsed: 1, ready: false, failures: null } }, /baseline\.failures is null/],
     [{ time: 'yesterday' }, /time is "yesterday"/],
     [{ state: 42 }, /state is 42/]
@@ -261,4 +261,28 @@ test('PM2 cluster mode, instances: 2, one STATUS_FILE setting with {instance}: a
     try { run('kill') } catch {}
     fs.rmSync(home, { recursive: true, force: true })
   }
+})
+
+test('a worker that is PID 1 of its own PID namespace (a container\'s CMD node) is checked healthy from inside it', { skip: process.getuid() !== 0 && 'unshare --pid needs root' }, () => {
+  const dir = scratch()
+  const file = path.join(dir, 'status.json')
+  // The worker as PID 1, writing its status; check runs in the same namespace, as a
+  // HEALTHCHECK does (docker exec joins the container's namespaces).
+  const script = `
+    const { spawnSync } = require('node:child_process')
+    const r = require(${JSON.stringify(path.join(__dirname, '..'))}).start({ statusFile: ${JSON.stringify(file)}, log: 'off' })
+    const fs = require('node:fs')
+    const wait = () => fs.existsSync(${JSON.stringify(file)}) ? check() : setTimeout(wait, 20)
+    const check = () => {
+      const result = spawnSync(process.execPath, [${JSON.stringify(cli)}, 'check', ${JSON.stringify(file)}], { encoding: 'utf8' })
+      console.log(JSON.stringify({ pid: process.pid, status: result.status, out: result.stdout + result.stderr }))
+      r.stop()
+    }
+    wait()`
+  const result = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', process.execPath, '-e', script], { encoding: 'utf8', timeout: 20000, env: cleanEnv() })
+  assert.equal(result.status, 0, result.stderr)
+  const inside = JSON.parse(result.stdout.trim().split('\n').pop())
+  assert.equal(inside.pid, 1)
+  assert.equal(inside.status, 0, inside.out)
+  fs.rmSync(dir, { recursive: true, force: true })
 })

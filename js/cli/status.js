@@ -3,6 +3,7 @@
 // (SELF_RECYCLE_STATUS_FILE), refuse anything that is not one, and judge it.
 
 const fs = require('node:fs')
+const path = require('node:path')
 const { UsageError, parseArgs, parseDuration, mib, percent, say, fail } = require('./args.js')
 
 /** A status file is a few KiB; anything far larger is not one. */
@@ -54,6 +55,20 @@ function readStatus (file) {
   return { status }
 }
 
+/**
+ * A worker may be PID 1 of its container (`CMD ["node", "worker.js"]`), and `check` then runs
+ * in that container too. Anywhere else PID 1 is an init that kill(1, 0) always finds: a pid
+ * of 1 is taken only when PID 1 here runs node.
+ */
+function nodeIsPidOne () {
+  try {
+    const argv0 = fs.readFileSync('/proc/1/cmdline', 'utf8').split('\0')[0]
+    return /^node(js)?(\d+)?(\.exe)?$/.test(path.basename(argv0)) || argv0 === process.execPath
+  } catch {
+    return false
+  }
+}
+
 const isCount = (value) => typeof value === 'number' && Number.isFinite(value) && value >= 0
 
 /** What in `status` does not match what a worker writes (empty when it matches). */
@@ -62,7 +77,8 @@ function schemaProblems (status) {
   const problems = []
   const shown = (value) => JSON.stringify(value) ?? String(value)
   if (status.schema !== 1) problems.push(`schema is ${shown(status.schema)}, expected 1`)
-  if (!Number.isSafeInteger(status.pid) || status.pid <= 1) problems.push(`pid is ${shown(status.pid)}, expected a process id (an integer above 1)`)
+  if (!Number.isSafeInteger(status.pid) || status.pid < 1) problems.push(`pid is ${shown(status.pid)}, expected a process id (an integer above 1, or 1 for a worker that is PID 1 of its container)`)
+  else if (status.pid === 1 && !nodeIsPidOne()) problems.push('pid is 1, and PID 1 here is not node: expected a process id (an integer above 1, or 1 for a worker that is PID 1 of its container, checked from inside it)')
   if (typeof status.time !== 'string' || !Number.isFinite(Date.parse(status.time))) problems.push(`time is ${shown(status.time)}, expected an ISO 8601 time`)
   if (!STATES.has(status.state)) problems.push(`state is ${shown(status.state)}, expected one of ${[...STATES].join(', ')}`)
   if (!isCount(status.uptimeMs)) problems.push(`uptimeMs is ${shown(status.uptimeMs)}, expected milliseconds`)
