@@ -115,7 +115,12 @@ export interface Options {
    * Redis; `false`: no fleet even if SELF_RECYCLE_FLEET_REDIS is set. @default off
    */
   fleet?: FleetOptions | false
-  /** Keep a JSON status here (for `self-recycle status|check|preflight`), rewritten every 2 s. @default off */
+  /**
+   * Keep a JSON status here (for `self-recycle status|check|preflight`), rewritten every 2 s.
+   * `{pid}` becomes the process id, `{instance}` the process manager's instance number
+   * (NODE_APP_INSTANCE, else pm_id): one file per instance from one setting. A failed write
+   * is a `warning` event, once. @default off
+   */
   statusFile?: string
   /** When the worker says it is ready (sd_notify READY=1, process.send('ready')). @default 'start' */
   ready?: 'start' | 'baseline'
