@@ -117,14 +117,16 @@ impl StatusFile {
     }
 
     /// The pid in the file when it is not ours and that process runs: someone else writes
-    /// the same path. Read without following a symlink or blocking (a FIFO planted there).
+    /// the same path. A writer on its way out (draining, exiting: the predecessor of a
+    /// reload or a recycle) hands the file over and is not one. Read without following a
+    /// symlink or blocking (a FIFO planted there).
     fn other_writer(&self) -> Option<u32> {
         let text = read_regular(&self.path, 1 << 20)?;
-        let pid = serde_json::from_str::<Value>(&text)
-            .ok()?
-            .get("pid")?
-            .as_u64()?;
-        let pid = u32::try_from(pid).ok()?;
+        let status = serde_json::from_str::<Value>(&text).ok()?;
+        if status.get("state").and_then(Value::as_str) != Some("running") {
+            return None;
+        }
+        let pid = u32::try_from(status.get("pid")?.as_u64()?).ok()?;
         (pid > 1 && pid != std::process::id() && alive(pid)).then_some(pid)
     }
 }
@@ -227,6 +229,31 @@ mod tests {
             Some("EACCES")
         );
         assert_eq!(errno_in("/x is a symlink; it is not followed"), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn another_running_writer_is_said_once_a_leaving_one_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("self-recycle-sf2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("status.json");
+        let other = std::os::unix::process::parent_id();
+        let plant = |state: &str| {
+            std::fs::write(&path, format!("{{\"pid\":{other},\"state\":\"{state}\"}}"))
+                .expect("plant")
+        };
+        let mut file = StatusFile::new(path.clone());
+        plant("draining");
+        assert!(file.write(b"{}").is_empty(), "a predecessor on its way out");
+        plant("running");
+        assert_eq!(
+            file.write(b"{}"),
+            vec![Problem::Shared { other_pid: other }]
+        );
+        plant("running");
+        assert!(file.write(b"{}").is_empty(), "said once");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[cfg(unix)]
