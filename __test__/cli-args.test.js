@@ -32,8 +32,9 @@ test('an extra argument is a usage error naming it, for every command that takes
   assert.match(flagValue.stderr, /--json takes no value \(given "yes"\)/)
 })
 
-test('durations take days, as SELF_RECYCLE_WARMUP does; a bad one names what was given and what is accepted', () => {
-  assert.equal(parseDuration('30d', 'window'), 30 * 86400000)
+test('durations take days up to 24d, as SELF_RECYCLE_WARMUP does; a bad one names what was given and what is accepted', () => {
+  assert.equal(parseDuration('20d', 'window'), 20 * 86400000)
+  assert.throws(() => parseDuration('30d', 'window'), /of at most 24d/)
   assert.equal(parseDuration('1.5h', 'window'), 5400000)
   assert.equal(parseDuration('2m', 'window'), 120000)
   assert.equal(parseDuration('250', 'window'), 250)
@@ -47,13 +48,22 @@ test('the CLI reads a duration as the settings do (checked against SELF_RECYCLE_
   const script = `
     const recycle = require(${JSON.stringify(path.join(__dirname, '..'))})
     const out = {}
-    for (const text of ['30d', '1.5h', '2m', '45s', '500ms', '250', '0.5s']) {
-      const r = recycle.start({ warmup: text, log: 'off' })
-      out[text] = r.config.warmupMs
-      r.stop()
+    for (const text of ['20d', '24d', '25d', '30d', '1.5h', '2m', '45s', '500ms', '250', '0.5s', '2147483647', '2147483648', 'soon']) {
+      try {
+        const r = recycle.start({ warmup: text, log: 'off' })
+        out[text] = r.config.warmupMs
+        r.stop()
+      } catch (error) {
+        out[text] = error.code
+      }
     }
     console.log(JSON.stringify(out))`
   const result = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20000 })
   assert.equal(result.status, 0, result.stderr)
-  for (const [text, ms] of Object.entries(JSON.parse(result.stdout))) assert.equal(parseDuration(text, 'window'), ms, text)
+  const settings = JSON.parse(result.stdout)
+  assert.equal(settings['30d'], 'ERR_SELF_RECYCLE_CONFIG', 'the settings refuse 30d too')
+  for (const [text, ms] of Object.entries(settings)) {
+    if (ms === 'ERR_SELF_RECYCLE_CONFIG') assert.throws(() => parseDuration(text, 'window'), UsageError, text)
+    else assert.equal(parseDuration(text, 'window'), ms, text)
+  }
 })

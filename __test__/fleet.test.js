@@ -47,6 +47,11 @@ function worker (env) {
 
 const fleetName = () => `t-${crypto.randomBytes(4).toString('hex')}`
 
+/** A fleet this Redis has known for a while: its epoch is old, and the workers learn it. */
+async function settled (name, on = client) {
+  await on.set(`self-recycle:{${name}}:epoch`, '0')
+}
+
 /** The fleet's stream: [{ event, host, pid, time, ... }] oldest first. */
 async function history (client, name) {
   const entries = await client.xrange(`self-recycle:{${name}}:events`, '-', '+')
@@ -144,6 +149,160 @@ test('a lease holder killed mid-drain: the next worker gets the lease within lea
   assert.equal((await holder.done).signal, 'SIGKILL')
 })
 
+/** Waits until Redis lists a waiter of `host` in the fleet's queue (a fact, not a sleep). */
+async function queued (name, host, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const line = await client.zrange(`self-recycle:{${name}}:queue`, 0, -1)
+    if (line.some((token) => token.startsWith(`${host}:`))) return line
+    if (Date.now() > deadline) throw new Error(`${host} never queued: ${line}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+test('grants go in ask order: 6 workers asking one after another are granted in that order, and one killed while queued blocks nobody', async () => {
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '2s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }
+  const holder = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'holder', SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: 'forever' })
+  const waiters = []
+  try {
+    await holder.until('drain-start')
+    for (let i = 0; i < 6; i++) {
+      waiters.push(worker({ ...env, SELF_RECYCLE_FLEET_HOST: `q${i}`, SELF_RECYCLE_MAX_AGE: '100ms', DRAIN_MS: '50' }))
+      await queued(name, `q${i}`)
+    }
+    // q2 dies in line; then the holder dies: its lease lapses after 2 s.
+    waiters[2].child.kill('SIGKILL')
+    holder.child.kill('SIGKILL')
+    const killedAt = Date.now()
+    const results = await Promise.all(waiters.map((w) => w.done))
+    // The dead waiter's place lapses 5 s after its last ask (leaseTtl, at least 5 s).
+    assert.ok(Date.now() - killedAt < 9000, `the line moved on ${Date.now() - killedAt} ms after the kill`)
+    for (const [i, result] of results.entries()) {
+      if (i === 2) continue
+      assert.equal(result.code, 75, result.stderr)
+      assert.equal(result.events.find((e) => e.event === 'recycle').fleet, 'granted', result.stderr)
+    }
+    const order = (await history(client, name)).filter((e) => e.event === 'recycle').map((e) => e.host)
+    assert.deepEqual(order, ['holder', 'q0', 'q1', 'q3', 'q4', 'q5'])
+    assert.deepEqual(await client.zrange(`self-recycle:{${name}}:queue`, 0, -1), [])
+  } finally {
+    holder.child.kill('SIGKILL')
+    for (const w of waiters) w.child.kill('SIGKILL')
+  }
+})
+
+test('members that disagree on maxConcurrent or gap: each says so once, in a warning event naming the others', async () => {
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_HEARTBEAT: '500ms', SELF_RECYCLE_MAX_RSS: '1GiB', IDLE_EXIT_MS: '20000' }
+  const one = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'one', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '1' })
+  const three = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'three', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '3' })
+  const same = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'same', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '3' })
+  try {
+    await Promise.all([one.until('warning '), three.until('warning '), same.until('warning ')])
+    // Three more beats each (their heartbeat times in Redis say so): no second warning.
+    const since = Date.now()
+    for (;;) {
+      const times = await Promise.all([one, three, same].map(async (w) => {
+        const ids = await client.zrange(`self-recycle:{${name}}:workers`, 0, -1)
+        const id = ids.find((i) => i.endsWith(`:${w.child.pid}`))
+        const body = id && await client.get(`self-recycle:{${name}}:w:${id}`)
+        return body ? JSON.parse(body).time : 0
+      }))
+      if (times.every((t) => t >= since + 1500)) break
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  } finally {
+    for (const w of [one, three, same]) w.child.kill('SIGKILL')
+  }
+  const results = await Promise.all([one, three, same].map((w) => w.done))
+  const parsed = results.map((r) => r.stdout.split('\n').filter((l) => l.startsWith('warning ')).map((l) => JSON.parse(l.slice(8))))
+  for (const [i, hosts] of [[0, null], [1, ['one']], [2, ['one']]]) {
+    assert.equal(parsed[i].length, 1, JSON.stringify(parsed[i]))
+    const [warning] = parsed[i]
+    assert.equal(warning.event, 'warning')
+    assert.equal(warning.code, 'mismatch')
+    assert.equal(warning.fleetName, name)
+    assert.match(warning.msg, /members disagree on maxConcurrent\/gap/)
+    const named = Object.keys(warning.detail.others).map((id) => id.split(':')[0])
+    if (hosts) assert.deepEqual(named, hosts)
+    else assert.ok(named.length >= 1 && named.every((h) => h === 'three' || h === 'same'), JSON.stringify(warning))
+  }
+  assert.equal(parsed[0][0].detail.others[Object.keys(parsed[0][0].detail.others)[0]].maxConcurrent, 3)
+})
+
+test('Redis loses the leases (FLUSHALL) while one drains with maxConcurrent 1: the holder re-asserts its lease and nobody else drains until it releases', async () => {
+  const own = await startRedis({ own: true })
+  const admin = new IORedis(own.url)
+  try {
+    const name = fleetName()
+    const env = { SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '3s', SELF_RECYCLE_FLEET_TIMEOUT: '300ms', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }
+    await settled(name, admin)
+    const holder = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'holder', SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: '4000' })
+    await holder.until('drain-start')
+    const waiters = [0, 1].map((i) => worker({ ...env, SELF_RECYCLE_FLEET_HOST: `w${i}`, SELF_RECYCLE_MAX_AGE: '100ms', DRAIN_MS: '50' }))
+    for (let i = 0; i < 2; i++) {
+      for (;;) {
+        if ((await admin.zrange(`self-recycle:{${name}}:queue`, 0, -1)).some((t) => t.startsWith(`w${i}:`))) break
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    }
+    const flushedAt = Date.now()
+    await admin.flushall()
+    const [held, ...rest] = await Promise.all([holder.done, ...waiters.map((w) => w.done)])
+    assert.equal(held.code, 75, held.stderr)
+    const releasedAt = Date.parse(held.events.find((e) => e.event === 'exit').time)
+    assert.ok(releasedAt - flushedAt > 2000, 'the holder still drained well after the flush')
+    for (const result of rest) {
+      assert.equal(result.code, 75, result.stderr)
+      const recycle = result.events.find((e) => e.event === 'recycle')
+      assert.equal(recycle.fleet, 'granted', JSON.stringify(recycle))
+      assert.ok(Date.parse(recycle.time) >= releasedAt, `granted ${releasedAt - Date.parse(recycle.time)} ms before the holder released`)
+    }
+    const starts = rest.map((r) => Date.parse(r.events.find((e) => e.event === 'recycle').time)).sort((a, b) => a - b)
+    assert.ok(starts[1] >= Date.parse(rest.find((r) => Date.parse(r.events.find((e) => e.event === 'recycle').time) === starts[0]).events.find((e) => e.event === 'exit').time), 'the two waiters took turns')
+  } finally {
+    admin.disconnect()
+    await own.stop()
+  }
+})
+
+test('Redis restarts (down 1 s) while one drains with maxConcurrent 1: the waiters ride it out and drain one at a time after the holder', async () => {
+  let own = await startRedis({ own: true })
+  const admin = new IORedis(own.url)
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '3s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }
+  const holder = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'holder', SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: '5000' })
+  const waiters = []
+  try {
+    await holder.until('drain-start')
+    for (let i = 0; i < 3; i++) {
+      waiters.push(worker({ ...env, SELF_RECYCLE_FLEET_HOST: `w${i}`, SELF_RECYCLE_MAX_AGE: '100ms', DRAIN_MS: '300' }))
+      for (;;) {
+        if ((await admin.zrange(`self-recycle:{${name}}:queue`, 0, -1)).some((t) => t.startsWith(`w${i}:`))) break
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    }
+    admin.disconnect()
+    await own.stop()
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    own = await startRedis({ own: true, port: own.port })
+    const [held, ...rest] = await Promise.all([holder.done, ...waiters.map((w) => w.done)])
+    assert.equal(held.code, 75, held.stderr)
+    const intervals = [held, ...rest].map((r) => ({ start: Date.parse(r.events.find((e) => e.event === 'recycle').time), end: Date.parse(r.events.find((e) => e.event === 'exit').time) }))
+    assert.equal(maxOverlap(intervals), 1, JSON.stringify(intervals))
+    for (const result of rest) {
+      const recycle = result.events.find((e) => e.event === 'recycle')
+      assert.equal(result.code, 75, result.stderr)
+      assert.equal(recycle.fleet, 'granted', JSON.stringify(recycle))
+    }
+  } finally {
+    holder.child.kill('SIGKILL')
+    for (const w of waiters) w.child.kill('SIGKILL')
+    await own.stop()
+  }
+})
+
 test('a held lease never holds a recycle back for good: STAGGER_MAX_WAIT ends the wait (timeout), 1.25x the limit skips it (bypass)', async () => {
   const name = fleetName()
   const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '60s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }
@@ -173,6 +332,9 @@ test('Redis killed mid-run: recycles go on with local rules and say why; coordin
   const own = await startRedis({ own: true })
   const name = fleetName()
   const env = { SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', FLEET_URL: own.url, SELF_RECYCLE_FLEET_REDIS: own.url }
+  const admin = new IORedis(own.url)
+  await settled(name, admin)
+  admin.disconnect()
   // An env-only worker (our own connection) and one given the app's BullMQ-style client.
   const before = worker({ ...env, SELF_RECYCLE_MAX_AGE: '300ms' })
   const duringOwn = worker({ ...env, SELF_RECYCLE_MAX_AGE: '2500ms' })
@@ -253,6 +415,120 @@ test('a Redis that accepts and never answers: the recycle goes ahead within the 
   } finally {
     for (const socket of sockets) socket.destroy()
     blackhole.close()
+  }
+})
+
+function cliWith (args, env, timeoutMs = 15000) {
+  return new Promise((resolve) => {
+    const started = Date.now()
+    execFile(process.execPath, [CLI, ...args], { env: cleanEnv({ NO_COLOR: '1', ...env }), timeout: timeoutMs }, (error, stdout, stderr) => resolve({ code: error?.code ?? 0, killed: error?.killed ?? false, stdout, stderr, ms: Date.now() - started }))
+  })
+}
+
+test('self-recycle fleet waits for Redis at most FLEET_TIMEOUT: a port that accepts and never answers, a Redis in DEBUG SLEEP', async () => {
+  const net = require('node:net')
+  const sockets = new Set()
+  const blackhole = net.createServer((socket) => { sockets.add(socket); socket.on('error', () => {}) })
+  await new Promise((resolve) => blackhole.listen(0, '127.0.0.1', resolve))
+  const own = await startRedis({ own: true, args: ['--enable-debug-command', 'yes'] })
+  const admin = new IORedis(own.url)
+  try {
+    const silent = await cliWith(['fleet', '--redis', `redis://127.0.0.1:${blackhole.address().port}`, '--json'], { SELF_RECYCLE_FLEET_TIMEOUT: '500ms' })
+    assert.equal(silent.killed, false, 'the command hung')
+    assert.equal(silent.code, 1, silent.stderr)
+    assert.match(JSON.parse(silent.stdout).error, /Redis did not answer in 500 ms/)
+    assert.ok(silent.ms < 5000, `${silent.ms} ms`)
+    assert.ok(sockets.size >= 1, 'it did connect')
+    // A Redis that is up but busy (DEBUG SLEEP blocks it for 25 s): the flag wins over the env.
+    const sleeping = admin.debug('SLEEP', 25).catch(() => {})
+    const busy = await cliWith(['fleet', '--redis', own.url, '--timeout', '700ms'], { SELF_RECYCLE_FLEET_TIMEOUT: '30s' })
+    assert.equal(busy.killed, false, 'the command hung')
+    assert.equal(busy.code, 1, busy.stderr)
+    assert.match(busy.stderr, /Redis did not answer in 700 ms/)
+    assert.ok(busy.ms < 5000, `${busy.ms} ms`)
+    void sleeping
+    const bad = await cliWith(['fleet', '--redis', own.url, '--timeout', '5m'], {})
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /--timeout="5m": expected a duration from 50ms to 60s/)
+  } finally {
+    for (const socket of sockets) socket.destroy()
+    blackhole.close()
+    admin.disconnect()
+    await own.stop()
+  }
+})
+
+test('a worker whose Redis sleeps (DEBUG SLEEP): the recycle goes ahead within FLEET_TIMEOUT and says why', async () => {
+  const own = await startRedis({ own: true, args: ['--enable-debug-command', 'yes'] })
+  const admin = new IORedis(own.url)
+  try {
+    const slow = worker({ SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: fleetName(), SELF_RECYCLE_FLEET_TIMEOUT: '300ms', SELF_RECYCLE_MAX_AGE: '1500ms', SELF_RECYCLE_FLEET_HEARTBEAT: '500ms' })
+    await slow.until('ready')
+    // Its first heartbeat is in Redis: the connection is up; then Redis goes to sleep.
+    for (;;) {
+      if ((await admin.keys('self-recycle:*:w:*')).length) break
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    admin.debug('SLEEP', 10).catch(() => {})
+    const result = await slow.done
+    assert.equal(result.code, 75, result.stderr)
+    const recycle = result.events.find((e) => e.event === 'recycle')
+    assert.equal(recycle.fleet, 'unavailable', JSON.stringify(recycle))
+    assert.match(recycle.fleetWhy, /Redis did not answer in 300 ms/)
+    assert.ok(recycle.fleetWaitMs < 1500, JSON.stringify(recycle))
+  } finally {
+    admin.disconnect()
+    await own.stop()
+  }
+})
+
+test('a Redis that refuses the password or the database: the worker warns at start and names it, the CLI exits 1 with the reason, the secret is never printed', async () => {
+  const secret = 'hunter2-' + crypto.randomBytes(4).toString('hex')
+  const wrong = 'not-it-' + crypto.randomBytes(4).toString('hex')
+  const own = await startRedis({ own: true, args: ['--requirepass', secret] })
+  try {
+    const at = (auth, db = '') => `redis://${auth}127.0.0.1:${own.port}${db}`
+    const cases = [
+      [at(`:${wrong}@`), /Redis refused the password \(WRONGPASS\)/],
+      [at(''), /Redis requires a password \(NOAUTH\)/]
+    ]
+    for (const [url, named] of cases) {
+      const w = worker({ SELF_RECYCLE_FLEET_REDIS: url, SELF_RECYCLE_FLEET_NAME: fleetName(), SELF_RECYCLE_MAX_AGE: '1500ms' })
+      await w.until('warning ')
+      const result = await w.done
+      assert.equal(result.code, 75, result.stderr)
+      const warning = JSON.parse(result.stdout.split('\n').find((l) => l.startsWith('warning ')).slice(8))
+      assert.equal(warning.code, 'auth')
+      assert.match(warning.msg, named)
+      const recycle = result.events.find((e) => e.event === 'recycle')
+      assert.equal(recycle.fleet, 'unavailable', JSON.stringify(recycle))
+      assert.match(recycle.fleetWhy, named)
+      assert.doesNotMatch(result.stdout + result.stderr, new RegExp(`${secret}|${wrong}`))
+      const shown = await cliWith(['fleet', '--redis', url, '--json'], {})
+      assert.equal(shown.code, 1, shown.stderr)
+      assert.match(JSON.parse(shown.stdout).error, named)
+      assert.doesNotMatch(shown.stdout + shown.stderr, new RegExp(`${secret}|${wrong}`))
+    }
+    // The right password, a database Redis does not have: the worker warns and counts the
+    // fleet unavailable (not database 0); the CLI exits 1 with the reason, not an empty fleet.
+    const inDb = worker({ SELF_RECYCLE_FLEET_REDIS: at(`:${secret}@`, '/99'), SELF_RECYCLE_FLEET_NAME: fleetName(), SELF_RECYCLE_MAX_AGE: '1500ms' })
+    await inDb.until('warning ')
+    const dbResult = await inDb.done
+    assert.equal(dbResult.code, 75, dbResult.stderr)
+    const dbWarning = JSON.parse(dbResult.stdout.split('\n').find((l) => l.startsWith('warning ')).slice(8))
+    assert.equal(dbWarning.code, 'redis')
+    assert.match(dbWarning.msg, /Redis refused the database \(ERR DB index is out of range\)/)
+    assert.equal(dbResult.events.find((e) => e.event === 'recycle').fleet, 'unavailable')
+    assert.doesNotMatch(dbResult.stdout + dbResult.stderr, new RegExp(secret))
+    const db = await cliWith(['fleet', '--redis', at(`:${secret}@`, '/99')], {})
+    assert.equal(db.code, 1, db.stdout)
+    assert.match(db.stderr, /Redis refused the database \(ERR DB index is out of range\)/)
+    assert.doesNotMatch(db.stdout + db.stderr, new RegExp(secret))
+    const fine = await cliWith(['fleet', '--redis', at(`:${secret}@`, '/2'), '--json'], {})
+    assert.equal(fine.code, 0, fine.stderr)
+    assert.deepEqual(JSON.parse(fine.stdout).workers, [])
+  } finally {
+    await own.stop()
   }
 })
 
@@ -352,6 +628,7 @@ test('lease scripts: maxConcurrent, the gap after a release and between grants, 
   const [a, b, c] = ['unit:1', 'unit:2', 'unit:3'].map((id) => make({}, id))
   try {
     await Promise.all([a, b, c].map((f) => f.ready))
+    await settled(name)
     assert.deepEqual(await a.acquire(), { granted: true })
     assert.deepEqual(await b.acquire(), { granted: true })
     const third = await c.acquire()
@@ -368,18 +645,38 @@ test('lease scripts: maxConcurrent, the gap after a release and between grants, 
     assert.equal(await c.release(), false)
     // Leases expire when not renewed; a renewal of a lost lease says so.
     await new Promise((resolve) => setTimeout(resolve, 1100))
-    assert.equal(await b._script('renew', [b.keys.leases], [b.token, 1000]), 0)
+    assert.deepEqual(await b._script('renew', [b.keys.leases, b.keys.epoch, b.keys.settle], [b.token, 1000, b.settleMs, b.epoch]), [0, '0'])
     assert.deepEqual(await c.acquire(), { granted: true })
     assert.equal(await client.zcard(`self-recycle:{${name}}:leases`), 1)
     await c.release()
   } finally {
     for (const f of [a, b, c]) f.stop()
   }
+  // A new fleet grants at once; once Redis forgets the fleet (its epoch changes), a worker
+  // that knew the old epoch holds grants back while the holder re-asserts its lease.
+  const freshName = fleetName()
+  const [f, g] = ['unit:6', 'unit:7'].map((id) => make({ fleetName: freshName, fleetMaxConcurrent: 1, fleetGapMs: 0, fleetLeaseTtlMs: 3000, fleetTimeoutMs: 100 }, id))
+  try {
+    await Promise.all([f, g].map((x) => x.ready))
+    assert.deepEqual(await f.acquire(), { granted: true }, 'no wait on a new fleet')
+    assert.equal((await g.acquire()).granted, false)
+    await client.del(`self-recycle:{${freshName}}:epoch`, `self-recycle:{${freshName}}:leases`)
+    const held = await g.acquire()
+    assert.equal(held.granted, false)
+    assert.match(held.why, /^the fleet's Redis lost its leases: \d+ ms for holders to re-assert theirs$/)
+    assert.deepEqual((await f._script('renew', [f.keys.leases, f.keys.epoch, f.keys.settle], [f.token, 3000, f.settleMs, f.epoch]))[0], 0)
+    assert.deepEqual(await f.acquire(true), { granted: true }, 'the holder re-asserts')
+    await new Promise((resolve) => setTimeout(resolve, g.settleMs + 50))
+    assert.match((await g.acquire()).why, /^lease held by unit:6$/)
+  } finally {
+    for (const x of [f, g]) x.stop()
+  }
   // The gap: after a release, and after a grant.
   const gapName = fleetName()
   const [d, e] = ['unit:4', 'unit:5'].map((id) => make({ fleetName: gapName, fleetMaxConcurrent: 5, fleetGapMs: 600 }, id))
   try {
     await Promise.all([d, e].map((f) => f.ready))
+    await settled(gapName)
     assert.deepEqual(await d.acquire(), { granted: true })
     const waiting = await e.acquire()
     assert.equal(waiting.granted, false)
@@ -402,6 +699,10 @@ test('fleet options: bad values name the option, the value and what is accepted'
     [{ fleet: { redis: 'redis://x', maxConcurrent: 0 } }, /option fleet\.maxConcurrent="0" .*1 to 10000/],
     [{ fleet: { redis: 'redis://x', name: 'a b' } }, /option fleet\.name="a b" .*letters, digits/],
     [{ fleet: { redis: 'redis://x', storm: '20' } }, /option fleet\.storm="20" .*N\/window/],
+    // Durations a JS timer cannot hold (Node fires them at once): refused, like every duration setting.
+    [{ fleet: { redis: 'redis://x', heartbeat: '25d' } }, /option fleet\.heartbeat="25d" is not valid: expected .*at most 24d \(2147483647 ms\)/],
+    [{ fleet: { redis: 'redis://x', leaseTtl: '100d' } }, /option fleet\.leaseTtl="100d" is not valid: expected .*at most 24d/],
+    [{ fleet: { redis: 'redis://x', gap: 2 ** 31 } }, /option fleet\.gap="2147483648" is not valid: expected .*at most 24d/],
     [{ fleet: { redis: 'redis://x', color: 'red' } }, /option fleet\.color is not a fleet option/],
     [{ fleet: { name: 'a' } }, /option fleet\.redis is missing/],
     [{ fleet: 'redis://x' }, /option fleet=redis:\/\/x is not valid/],

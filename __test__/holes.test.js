@@ -33,11 +33,14 @@ test('work tracked after the drain started is waited for, and drained tells the 
   assert.equal(eventsNamed(overrun, 'drain').find((e) => e.phase === 'end').inFlight, 1)
 })
 
-test('a DRAIN_TIMEOUT beyond setTimeout\'s range (30d) still waits for the hook', async () => {
-  const result = await runFixture('drain.js', { env: { ...QUICK, SELF_RECYCLE_DRAIN_TIMEOUT: '30d', FIXTURE_MODE: 'long-timeout' } })
+test('the longest DRAIN_TIMEOUT (24d) still waits for the hook; beyond setTimeout\'s range (30d) is refused', async () => {
+  const result = await runFixture('drain.js', { env: { ...QUICK, SELF_RECYCLE_DRAIN_TIMEOUT: '24d', FIXTURE_MODE: 'long-timeout' } })
   assert.equal(result.code, 75, describe(result))
   assert.deepEqual(result.lines, ['hook-finished'])
   assert.equal(eventsNamed(result, 'exit')[0].drained, true)
+  const refused = await runFixture('drain.js', { env: { ...QUICK, SELF_RECYCLE_DRAIN_TIMEOUT: '30d', FIXTURE_MODE: 'long-timeout' } })
+  assert.notEqual(refused.code, 75, describe(refused))
+  assert.match(refused.stderr, /SELF_RECYCLE_DRAIN_TIMEOUT="30d" is not valid: expected .*at most 24d/)
 })
 
 test('a hook that throws a value with no string form does not break the drain', async () => {

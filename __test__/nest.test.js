@@ -136,3 +136,42 @@ test('with Nest\'s logger silenced, each event is written once: by LOG=json, by 
   assert.equal(silent.code, 75, describe(silent))
   assert.deepEqual(count(silent), {}, `LOG=off: ${describe(silent)}`)
 })
+
+test('self-recycle/nest linked from a directory (npm link, a workspace): it uses the app\'s own copy of Nest', async () => {
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const path = require('node:path')
+  const { spawnSync } = require('node:child_process')
+  const root = path.join(__dirname, '..')
+  const app = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-linked-'))
+  try {
+    const modules = path.join(app, 'node_modules')
+    fs.mkdirSync(path.join(modules, '@nestjs'), { recursive: true })
+    // The app's own copies of Nest (not the checkout's): dependency injection tells copies apart.
+    for (const name of ['common', 'core']) fs.cpSync(path.join(root, 'node_modules', '@nestjs', name), path.join(modules, '@nestjs', name), { recursive: true })
+    for (const name of ['reflect-metadata', 'rxjs', 'tslib', 'uid', 'iterare', 'fast-safe-stringify', 'path-to-regexp', 'file-type', 'load-esm', '@standard-schema', '@lukeed', 'strtok3', 'token-types', 'uint8array-extras', '@tokenizer', 'peek-readable', 'ieee754', '@borewit']) {
+      const from = path.join(root, 'node_modules', name)
+      if (fs.existsSync(from)) fs.symlinkSync(from, path.join(modules, name))
+    }
+    // self-recycle as `npm install <checkout>` leaves it: a symlink to the checkout.
+    fs.symlinkSync(root, path.join(modules, 'self-recycle'))
+    fs.writeFileSync(path.join(app, 'main.js'), `
+      require('reflect-metadata')
+      const { Module } = require('@nestjs/common')
+      const { NestFactory } = require('@nestjs/core')
+      const { SelfRecycleModule, SELF_RECYCLE } = require('self-recycle/nest')
+      class AppModule {}
+      Module({ imports: [SelfRecycleModule.forRoot({ log: 'off' })] })(AppModule)
+      NestFactory.createApplicationContext(AppModule, { logger: false, abortOnError: false }).then(async (ctx) => {
+        console.log('booted ' + (typeof ctx.get(SELF_RECYCLE).stats === 'function'))
+        await ctx.close()
+        process.exit(0)
+      }, (error) => { console.error(String(error?.stack ?? error)); process.exitCode = 1 })
+    `)
+    const result = spawnSync(process.execPath, ['main.js'], { cwd: app, encoding: 'utf8', env: { ...process.env, SELF_RECYCLE_LOG: 'off' }, timeout: 60000 })
+    assert.equal(result.status, 0, `${result.stdout}\n${result.stderr}`)
+    assert.match(result.stdout, /booted true/)
+  } finally {
+    fs.rmSync(app, { recursive: true, force: true })
+  }
+})

@@ -17,7 +17,8 @@ function freePort () {
 }
 
 /** `own`: a private server even when CI gave one (a test that kills and restarts it). */
-async function startRedis ({ own = false, port: fixedPort } = {}) {
+/** `args`: more redis-server arguments (`--requirepass`, `--enable-debug-command`). */
+async function startRedis ({ own = false, port: fixedPort, args = [] } = {}) {
   if (process.env.SELF_RECYCLE_TEST_REDIS_URL && !own) {
     const url = new URL(process.env.SELF_RECYCLE_TEST_REDIS_URL)
     return { url: url.href, host: url.hostname, port: Number(url.port), stop: async () => {} }
@@ -28,7 +29,7 @@ async function startRedis ({ own = false, port: fixedPort } = {}) {
     throw new Error('redis-server is not installed: run .ci/run, or apt-get install redis-server, or set SELF_RECYCLE_TEST_REDIS_URL')
   }
   const port = fixedPort ?? await freePort()
-  const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', ...args], { stdio: 'ignore' })
   const deadline = Date.now() + 10000
   while (Date.now() < deadline) {
     const up = await new Promise((resolve) => {

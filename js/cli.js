@@ -131,10 +131,19 @@ function commandReport (argv) {
   return 0
 }
 
-const FLEET_USAGE = `usage: self-recycle fleet [--redis URL] [--name NAME] [--events N] [--watch [--interval 2s]] [--json]
+const FLEET_USAGE = `usage: self-recycle fleet [--redis URL] [--name NAME] [--events N] [--watch [--interval 2s]] [--timeout 1s] [--json]
 prints every live worker of a fleet (host, pid, state, RSS against its limit, heap, pressure,
 uptime, recycles of that host, the last recycle's reason), then the fleet's last recycles.
---redis defaults to SELF_RECYCLE_FLEET_REDIS, --name to SELF_RECYCLE_FLEET_NAME or "default".`
+--redis defaults to SELF_RECYCLE_FLEET_REDIS, --name to SELF_RECYCLE_FLEET_NAME or "default",
+--timeout (the longest wait for Redis, to connect and to read) to SELF_RECYCLE_FLEET_TIMEOUT or 1s.`
+
+/** Rejects after `ms`: a Redis that accepts and never answers must not hang the command. */
+function bounded (promise, ms) {
+  let timer
+  return Promise.race([promise, new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`Redis did not answer in ${ms} ms`)), ms)
+  })]).finally(() => clearTimeout(timer))
+}
 
 function ago (ms) {
   if (ms < 1000) return 'now'
@@ -161,6 +170,7 @@ function fleetLines (fleet, now = Date.now()) {
   const lines = [
     `fleet ${fleet.name}: ${fleet.workers.length} worker(s)${draining ? `, ${draining} draining` : ''}; ` +
       `${fleet.leases.length ? `lease held by ${fleet.leases.join(', ')}` : 'no lease held'}; ` +
+      `${fleet.queue?.length ? `${fleet.queue.length} waiting (next: ${fleet.queue[0]}); ` : ''}` +
       `${fleet.storm ? `STORM (gap widened for ${ago(fleet.storm.leftMs)} more)` : 'no storm'}`
   ]
   const rows = [['HOST', 'PID', 'STATE', 'RSS/LIMIT', 'HEAP', 'PRESSURE', 'UPTIME', 'RECYCLES', 'LAST RECYCLE']]
@@ -189,7 +199,7 @@ function fleetLines (fleet, now = Date.now()) {
 }
 
 async function commandFleet (argv) {
-  const options = parseArgs(argv, { redis: 'value', name: 'value', events: 'value', watch: 'flag', interval: 'value', json: 'flag', help: 'flag' })
+  const options = parseArgs(argv, { redis: 'value', name: 'value', events: 'value', watch: 'flag', interval: 'value', timeout: 'value', json: 'flag', help: 'flag' })
   if (options.help) return say(FLEET_USAGE), 0
   const url = options.redis ?? process.env.SELF_RECYCLE_FLEET_REDIS
   if (!url) throw new UsageError('fleet needs --redis URL (or SELF_RECYCLE_FLEET_REDIS)')
@@ -199,7 +209,12 @@ async function commandFleet (argv) {
   const events = options.events === undefined ? 50 : Number(options.events)
   if (!Number.isInteger(events) || events < 0 || events > 1000) throw new UsageError(`--events=${JSON.stringify(options.events)}: expected a whole number from 0 to 1000`)
   const intervalMs = options.interval === undefined ? 2000 : parseDuration(options.interval, 'interval')
-  const { loadIoredis, readFleet } = require('./fleet.js')
+  // A timer of 2^31 ms or more fires at once: the watch would spin.
+  if (intervalMs < 100 || intervalMs > 2 ** 31 - 1) throw new UsageError(`--interval=${JSON.stringify(options.interval)}: expected a duration from 100ms to 24d`)
+  const timeoutText = options.timeout ?? (process.env.SELF_RECYCLE_FLEET_TIMEOUT || '1s')
+  const timeoutMs = parseDuration(timeoutText, 'timeout')
+  if (timeoutMs < 50 || timeoutMs > 60000) throw new UsageError(`--timeout=${JSON.stringify(timeoutText)}: expected a duration from 50ms to 60s (SELF_RECYCLE_FLEET_TIMEOUT)`)
+  const { loadIoredis, readFleet, refusal } = require('./fleet.js')
   let Redis
   try {
     Redis = loadIoredis()
@@ -207,18 +222,22 @@ async function commandFleet (argv) {
     return fail(options, error.message.replace(/^self-recycle: /, ''))
   }
   const shown = url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@')
-  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, connectTimeout: 3000, retryStrategy: () => null })
-  client.on('error', () => {})
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, connectTimeout: timeoutMs, retryStrategy: () => null })
+  // What Redis refused while connecting (a password, a database): ioredis only says
+  // "Connection is closed", or carries on in database 0.
+  let refused = null
+  client.on('error', (error) => { refused = refusal(error) ?? refused })
   try {
     try {
-      await client.connect()
+      await bounded(client.connect(), timeoutMs)
     } catch (error) {
-      return fail(options, `cannot reach Redis at ${shown}: ${error.message}`)
+      return fail(options, `cannot reach Redis at ${shown}: ${refused?.why ?? error.message}`)
     }
+    if (refused) return fail(options, `cannot read the fleet from Redis at ${shown}: ${refused.why}`)
     for (;;) {
       let fleet
       try {
-        fleet = await readFleet(client, name, { events })
+        fleet = await bounded(readFleet(client, name, { events }), timeoutMs)
       } catch (error) {
         // Watching goes on through a Redis restart; a single read says what failed.
         if (!options.watch) return fail(options, `cannot read the fleet from Redis at ${shown}: ${error.message}`)
@@ -234,6 +253,8 @@ async function commandFleet (argv) {
     }
   } finally {
     client.disconnect()
+    // A peer that never answers never closes either: drop the socket, or it keeps us alive.
+    client.stream?.destroy?.()
   }
 }
 

@@ -203,12 +203,48 @@ export interface TopSite {
   share: number
 }
 
+export interface TrackOptions {
+  /**
+   * The job's type (BullMQ's `job.name`, a route): `leak` and `recycle` events then say
+   * which type the heap grew with and how much per job (`topJobs`). Up to 200 characters.
+   */
+  name?: string
+}
+
 /** Fields PROFILE=heap adds to `leak` and `recycle` events. */
 export interface SiteFields {
   /** The 5 sites that grew most since the baseline (the report keeps 50). */
   topSites?: TopSite[]
   /** Why no sites: the profiler is busy or stopped, or the headroom was too small. */
   profileSkipped?: string
+  /**
+   * With named jobs (`track(promise, { name })`): the job types the post-GC heap grew with,
+   * most first; a name is left out rather than guessed (see `jobsFit`).
+   */
+  topJobs?: TopJob[]
+  jobsFit?: JobsFit
+}
+
+export interface TopJob {
+  name: string
+  /** Jobs of this name seen in the fitted windows. */
+  jobs: number
+  /** Bytes one such job leaves on the heap, estimated. */
+  retainedPerJob: number
+  /** This name's part of the growth the fit explains, 0-1. */
+  share: number
+}
+
+/** How sure the job attribution is. */
+export interface JobsFit {
+  /** Windows between major GCs fitted. */
+  windows: number
+  /** Named jobs in them. */
+  jobs: number
+  /** Share of the heap growth the job counts explain (null when too few windows). */
+  r2: number | null
+  /** Why no name is given, when none is. */
+  why?: string
 }
 
 export interface MemoryLimit { bytes: number; source: 'cgroup2' | 'cgroup1' | 'physical' }
@@ -378,23 +414,27 @@ export interface ReinitEvent extends BaseEvent {
   stack: string
 }
 
-/** Something keeps self-recycle from doing part of its job; said once per occurrence. */
-export type WarningEvent = BaseEvent & (
+/**
+ * The status file, said once per occurrence: it cannot be written (once until a write
+ * succeeds again), or another live, running process writes it too.
+ */
+export type StatusFileWarningEvent = BaseEvent & {
+  event: 'warning'
+  /** The file, placeholders expanded. */
+  path: string
+  /** What is wrong, in words. */
+  reason: string
+  fleetName?: undefined
+  detail?: undefined
+} & (
   | {
-      event: 'warning'
-      /** The status file cannot be written (said once until a write succeeds again). */
       code: 'status-file-unwritable'
-      /** The file, placeholders expanded. */
-      path: string
       error: string
       /** `EACCES`, `EROFS`, `EISDIR`...; null for a refusal of our own (a symlinked or shared directory). */
       errno: string | null
     }
   | {
-      event: 'warning'
-      /** Another live process writes the same status file. */
       code: 'status-file-shared'
-      path: string
       otherPid: number
     }
 )
@@ -444,6 +484,23 @@ export interface StormEvent extends BaseEvent {
   gapMs: number | null
 }
 
+/**
+ * Something about the fleet this worker cannot fix by itself, once per finding: members that
+ * disagree on `maxConcurrent`/`gap` (`mismatch`, checked at each heartbeat), a Redis that
+ * refuses the password (`auth`) or another Redis refusal (`redis`). Never carries a secret.
+ */
+export interface FleetWarningEvent extends BaseEvent {
+  event: 'warning'
+  fleetName: string
+  code: 'mismatch' | 'auth' | 'redis'
+  reason: string
+  /** `mismatch`: this worker's rules and the others' (`host:pid` -> rules). */
+  detail?: { maxConcurrent: number; gapMs: number; others: Record<string, { maxConcurrent: number; gapMs: number }> }
+}
+
+/** `warning`: about the fleet (`fleetName` set) or about the status file (`path` set). */
+export type WarningEvent = FleetWarningEvent | StatusFileWarningEvent
+
 export interface EventMap {
   start: StartEvent
   sample: SampleEvent
@@ -458,8 +515,8 @@ export interface EventMap {
   drain: DrainEvent
   exit: ExitEvent
   storm: StormEvent
-  reinit: ReinitEvent
   warning: WarningEvent
+  reinit: ReinitEvent
 }
 export type AnyEvent = EventMap[keyof EventMap]
 export type EventName = keyof EventMap
@@ -548,8 +605,8 @@ export declare class Recycler extends EventEmitter {
   /** Registers a drain hook; returns a function that unregisters it. */
   onDrain(hook: (context: DrainContext) => unknown): () => void
   /** Counts in-flight work, including work started during a drain; the drain waits for it. Returns the same promise. */
-  track<T>(promise: Promise<T>): Promise<T>
-  track<T>(promise: PromiseLike<T>): PromiseLike<T>
+  track<T>(promise: Promise<T>, options?: TrackOptions): Promise<T>
+  track<T>(promise: PromiseLike<T>, options?: TrackOptions): PromiseLike<T>
   /** Counts finished jobs for `maxJobs`; returns the total. */
   jobDone(count?: number): number
   /** Starts a recycle now (reason `manual`, `detail` = the text); `false` if one is under way. */
@@ -613,6 +670,7 @@ export declare const EVENTS: Readonly<{
   DRAIN: 'drain'
   EXIT: 'exit'
   STORM: 'storm'
+  WARNING: 'warning'
   REINIT: 'reinit'
 }>
 

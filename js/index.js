@@ -29,8 +29,8 @@ const EVENTS = Object.freeze({
   DRAIN: 'drain',
   EXIT: 'exit',
   STORM: 'storm',
-  REINIT: 'reinit',
-  WARNING: 'warning'
+  WARNING: 'warning',
+  REINIT: 'reinit'
 })
 
 /** Thrown for a malformed env var or option; `code` is stable. */
@@ -520,6 +520,7 @@ class Recycler extends EventEmitter {
     try {
       if (event.event === EVENTS.BASELINE) this._profiler()?.takeBaseline()
       if (event.event === EVENTS.LEAK || event.event === EVENTS.RECYCLE) this._attachSites(event)
+      if (event.event === EVENTS.LEAK || event.event === EVENTS.RECYCLE) this._attachJobs(event)
     } catch (error) {
       event.profileSkipped = `the profile could not be read: ${describeError(error)}`
     }
@@ -540,6 +541,24 @@ class Recycler extends EventEmitter {
       state.profiler = new SiteProfiler(status, state.config.profileIntervalBytes)
     }
     return state.profiler
+  }
+
+  /**
+   * Named jobs (`track(promise, { name })`): which job type the post-GC heap grew with, and
+   * by how much per job (`topJobs`, `jobsFit`), in a `leak` or `recycle` event and its report.
+   */
+  _attachJobs (event) {
+    const ledger = this[kState].jobs
+    const native = this[kNative]
+    if (!ledger?.named || !native) return
+    const { topJobs, jobsFit } = ledger.attribute(native.postGcSeries())
+    const fields = { topJobs, jobsFit }
+    if (topJobs.length > 0) {
+      const top = topJobs[0]
+      fields.msg = `${event.msg}; most growth from job '${top.name}' (~${Math.round(top.retainedPerJob / 1024)} KiB per job, ${Math.round(top.share * 100)}%)`
+    }
+    Object.assign(event, fields)
+    if (event.event === EVENTS.RECYCLE && !event.dryRun) native.annotateRecycle(fields)
   }
 
   /**
@@ -699,9 +718,13 @@ class Recycler extends EventEmitter {
    * Counts a promise as in-flight work; a drain waits for it, including work tracked
    * after the drain started. Returns the promise.
    */
-  track (promise) {
+  track (promise, options) {
     if (!promise || typeof promise.then !== 'function') {
       throw new TypeError(`track(promise): expected a promise or thenable, got ${promise === null ? 'null' : typeof promise}`)
+    }
+    const name = options?.name
+    if (options !== undefined && (options === null || typeof options !== 'object' || (name !== undefined && (typeof name !== 'string' || name === '' || name.length > 200)))) {
+      throw new TypeError(`track(promise, { name }): name must be a non-empty string of at most 200 characters, got ${options === null ? 'null' : typeof options !== 'object' ? typeof options : JSON.stringify(name)}`)
     }
     const state = this[kState]
     const inFlight = state.inFlight
@@ -712,6 +735,7 @@ class Recycler extends EventEmitter {
     settled.then(() => {
       inFlight.delete(settled)
       state.startedAt.delete(settled)
+      if (name !== undefined) (state.jobs ??= new (require('./jobs.js').JobLedger)()).record(name)
       const durations = state.durations
       if (durations.length === DURATIONS_KEPT) durations.shift()
       durations.push(Date.now() - started)

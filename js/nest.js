@@ -10,7 +10,22 @@ const recycle = require('./index.js')
 const { writeLine } = require('./log.js')
 const { trackInit, callerStack } = require('./guard.js')
 
+/**
+ * A Nest peer, resolved from the application first: when self-recycle is linked or
+ * installed from a directory (npm link, a workspace, `npm install ../self-recycle`), its own
+ * realpath may hold another copy of @nestjs/core, and Nest's dependency injection tells
+ * copies apart (`ModuleRef` of one is not `ModuleRef` of the other).
+ */
 function requirePeer (name, what) {
+  const { createRequire } = require('node:module')
+  const path = require('node:path')
+  const entry = require.main?.filename ?? (process.argv[1] ? path.resolve(process.argv[1]) : null)
+  for (const from of [entry, path.join(process.cwd(), 'noop.js')]) {
+    if (!from) continue
+    try {
+      return createRequire(from)(name)
+    } catch {}
+  }
   try {
     return require(name)
   } catch (error) {
@@ -113,7 +128,9 @@ class SelfRecycleService {
     // job id -> the function that settles the promise tracked for it
     const running = new Map()
     const onActive = (job) => {
-      this.recycler.track(new Promise((resolve) => running.set(job.id, resolve)))
+      // The job's name lets a leak or recycle say which job type the heap grew with.
+      const name = typeof job?.name === 'string' && job.name !== '' ? job.name.slice(0, 200) : undefined
+      this.recycler.track(new Promise((resolve) => running.set(job.id, resolve)), name === undefined ? undefined : { name })
     }
     const onSettled = (job, done) => {
       running.get(job?.id)?.()

@@ -1112,6 +1112,72 @@ mod tests {
         );
     }
 
+    /// Every millisecond figure in a view, with its path.
+    fn millis(view: &Value, path: &str, out: &mut Vec<(String, u64)>) {
+        match view {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    millis(value, &format!("{path}.{key}"), out);
+                }
+            }
+            Value::Number(n) if path.ends_with("Ms") => {
+                out.push((path.to_string(), n.as_u64().unwrap_or(u64::MAX)))
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn no_duration_setting_reaches_the_timer_limit() {
+        // Every row of the table, given durations past what a JS timer holds: each is refused
+        // with the shared bound, or is not a duration at all; nothing in the effective config
+        // reaches 2^31 ms.
+        let mut refused = Vec::new();
+        for setting in SETTINGS {
+            for value in ["25d", "2147483648", "20/25d"] {
+                match parse_env(&[(setting.variable, value)]) {
+                    Err(error) => {
+                        assert!(error.variable.ends_with(setting.variable), "{error}");
+                        assert!(error.to_string().contains(value), "{error}");
+                        if error.accepts.contains("duration") {
+                            assert!(error.accepts.contains("at most 24d"), "{error}");
+                            refused.push(setting.variable);
+                        }
+                    }
+                    Ok(config) => {
+                        let limits = resolve(&config, &Machine::default(), 0.0);
+                        let mut found = Vec::new();
+                        millis(&effective_json(&config, &limits), "", &mut found);
+                        for (path, ms) in found {
+                            assert!(
+                                ms <= units::MAX_DURATION_MS,
+                                "{}={value}: {path} = {ms}",
+                                setting.variable
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for variable in [
+            "MAX_AGE",
+            "DRAIN_TIMEOUT",
+            "FLEET_HEARTBEAT",
+            "FLEET_LEASE_TTL",
+            "FLEET_GAP",
+            "STALL_TIMEOUT",
+            "STAGGER_MAX_WAIT",
+            "FLEET_STORM_GAP",
+            "WARMUP",
+            "INTERVAL",
+        ] {
+            assert!(
+                refused.contains(&variable),
+                "{variable} took 25d: {refused:?}"
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn no_value_panics(index in 0..SETTINGS.len(), value in ".{0,30}") {

@@ -68,6 +68,14 @@ pub enum Event {
     Exit(Box<Exit>),
     /// More recycles fleet-wide than `FLEET_STORM` allows within its window.
     Storm(Box<Storm>),
+    /// Something about the fleet a worker cannot fix by itself: members that disagree on
+    /// `maxConcurrent`/`gap` (`mismatch`), or a Redis that refuses it (`auth`, `redis`).
+    Warning {
+        fleet: String,
+        code: String,
+        reason: String,
+        detail: Value,
+    },
     Reinit {
         key: String,
         attempts: u64,
@@ -78,36 +86,37 @@ pub enum Event {
         call_site: String,
         stack: String,
     },
-    /// Something that keeps self-recycle from doing part of its job, said once.
-    Warning(Warning),
+    /// A `warning` about the status file (said once): it cannot be written, or another
+    /// live process writes it too.
+    StatusFile(StatusFileWarning),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Warning {
+pub enum StatusFileWarning {
     /// The status file cannot be written: probes reading it will fail.
-    StatusFileUnwritable {
+    Unwritable {
         path: String,
         error: String,
         errno: Option<String>,
     },
     /// Another live process writes the same status file.
-    StatusFileShared { path: String, other_pid: u32 },
+    Shared { path: String, other_pid: u32 },
 }
 
-impl Warning {
+impl StatusFileWarning {
     fn code(&self) -> &'static str {
         match self {
-            Warning::StatusFileUnwritable { .. } => "status-file-unwritable",
-            Warning::StatusFileShared { .. } => "status-file-shared",
+            StatusFileWarning::Unwritable { .. } => "status-file-unwritable",
+            StatusFileWarning::Shared { .. } => "status-file-shared",
         }
     }
 
     fn msg(&self) -> String {
         match self {
-            Warning::StatusFileUnwritable { path, error, .. } => format!(
+            StatusFileWarning::Unwritable { path, error, .. } => format!(
                 "cannot write the status file {path}: {error}; `self-recycle check` fails until it can (said once; stats().failures.statusFile while it lasts)"
             ),
-            Warning::StatusFileShared { path, other_pid } => format!(
+            StatusFileWarning::Shared { path, other_pid } => format!(
                 "another live process (pid {other_pid}) writes the status file {path} too: each shows only the last writer; give each instance its own file with {{pid}} or {{instance}} in STATUS_FILE"
             ),
         }
@@ -498,8 +507,9 @@ impl Event {
             Event::Drain(_) => "drain",
             Event::Exit(_) => "exit",
             Event::Storm(_) => "storm",
+            Event::Warning { .. } => "warning",
             Event::Reinit { .. } => "reinit",
-            Event::Warning(_) => "warning",
+            Event::StatusFile(_) => "warning",
         }
     }
 
@@ -684,7 +694,8 @@ impl Event {
             }
             Event::Exit(exit) => exit.msg(),
             Event::Storm(storm) => storm.msg(),
-            Event::Warning(warning) => warning.msg(),
+            Event::StatusFile(warning) => warning.msg(),
+            Event::Warning { fleet, reason, .. } => format!("fleet {fleet}: {reason}"),
             Event::Reinit {
                 key,
                 attempts,
@@ -877,6 +888,19 @@ impl Event {
                     put("heapSnapshot", snapshot.clone());
                 }
             }
+            Event::Warning {
+                fleet,
+                code,
+                reason,
+                detail,
+            } => {
+                put("fleetName", json!(fleet));
+                put("code", json!(code));
+                put("reason", json!(reason));
+                if !detail.is_null() {
+                    put("detail", detail.clone());
+                }
+            }
             Event::Storm(storm) => {
                 put("fleetName", json!(storm.fleet));
                 put("recycles", json!(storm.recycles));
@@ -902,16 +926,21 @@ impl Event {
                 put("callSite", json!(call_site));
                 put("stack", json!(stack));
             }
-            Event::Warning(warning) => {
+            Event::StatusFile(warning) => {
                 put("code", json!(warning.code()));
                 match warning {
-                    Warning::StatusFileUnwritable { path, error, errno } => {
+                    StatusFileWarning::Unwritable { path, error, errno } => {
                         put("path", json!(path));
+                        put("reason", json!(error));
                         put("error", json!(error));
                         put("errno", json!(errno));
                     }
-                    Warning::StatusFileShared { path, other_pid } => {
+                    StatusFileWarning::Shared { path, other_pid } => {
                         put("path", json!(path));
+                        put(
+                            "reason",
+                            json!(format!("another live process (pid {other_pid}) writes it")),
+                        );
                         put("otherPid", json!(other_pid));
                     }
                 }

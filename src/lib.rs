@@ -588,6 +588,13 @@ impl NativeRecycler {
         }
     }
 
+    /// The post-GC used heap as `[epoch ms, bytes]` pairs, oldest first (the job
+    /// attribution fits per-job growth between them).
+    #[napi(catch_unwind)]
+    pub fn post_gc_series(&self) -> Result<Vec<Vec<f64>>> {
+        Ok(self.monitor()?.post_gc_series_epoch())
+    }
+
     /// A library will re-raise `number` for the stop under way (Nest's shutdown hooks).
     #[napi(catch_unwind)]
     pub fn expect_signal(&self, number: i32) {
@@ -793,6 +800,23 @@ impl NativeRecycler {
             median_uptime_ms: storm.median_uptime_ms.map(to_bytes),
             gap_ms: storm.gap_ms.map(to_bytes),
         }))))
+    }
+
+    /// A `warning` event about the fleet (js/fleet.js finds it: a mismatch, a refusal).
+    #[napi(catch_unwind)]
+    pub fn fleet_warning_event(
+        &self,
+        fleet: String,
+        code: String,
+        reason: String,
+        detail: Option<Value>,
+    ) -> Result<Map<String, Value>> {
+        Ok(self.monitor()?.render(&event::Event::Warning {
+            fleet,
+            code,
+            reason,
+            detail: detail.unwrap_or(Value::Null),
+        }))
     }
 
     #[napi(catch_unwind)]

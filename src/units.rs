@@ -31,7 +31,11 @@ const DURATION_UNITS: &[(&str, f64)] = &[
 pub const SIZE_ACCEPTS: &str =
     "a size such as 768MiB, 1.5GB or 536870912 (bytes; units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)";
 pub const DURATION_ACCEPTS: &str =
-    "a duration such as 250ms, 30s, 10m, 6h or 1500 (milliseconds; units ms, s, m, h, d)";
+    "a duration such as 250ms, 30s, 10m, 6h or 1500 (milliseconds; units ms, s, m, h, d) of at most 24d (2147483647 ms)";
+
+/// The longest duration any setting takes: JS timers (setTimeout, setInterval) fire at once
+/// for a delay of 2^31 ms or more, so no setting may reach it. One rule for every duration.
+pub const MAX_DURATION_MS: u64 = (1 << 31) - 1;
 
 /// Splits `"1.5GiB"` into `(1.5, "gib")`. The number must be finite and non-negative.
 fn split_number(text: &str) -> Option<(f64, String)> {
@@ -80,9 +84,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     parse_scaled(text, SIZE_UNITS, SIZE_ACCEPTS)
 }
 
-/// `250ms`, `30s`, `10m`, `6h`, `1d`, `1500` (milliseconds).
+/// `250ms`, `30s`, `10m`, `6h`, `1d`, `1500` (milliseconds), at most `MAX_DURATION_MS`.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    parse_scaled(text, DURATION_UNITS, DURATION_ACCEPTS)
+    match parse_scaled(text, DURATION_UNITS, DURATION_ACCEPTS)? {
+        ms if ms > MAX_DURATION_MS => Err(DURATION_ACCEPTS.to_string()),
+        ms => Ok(ms),
+    }
 }
 
 /// `80%` -> 0.8. Accepts `0 < p <= max_percent`.
@@ -254,6 +261,12 @@ mod tests {
         assert_eq!(parse_duration_ms("1500"), Ok(1500));
         assert!(parse_duration_ms("-5s").is_err());
         assert!(parse_duration_ms("5 fortnights").is_err());
+        assert_eq!(parse_duration_ms("24d"), Ok(2_073_600_000));
+        assert_eq!(parse_duration_ms("2147483647"), Ok(MAX_DURATION_MS));
+        assert!(parse_duration_ms("2147483648").is_err());
+        assert!(parse_duration_ms("25d")
+            .unwrap_err()
+            .contains("at most 24d"));
     }
 
     #[test]
@@ -350,9 +363,9 @@ mod tests {
         }
 
         #[test]
-        fn durations_round_trip(n in 0u64..(1u64 << 40)) {
+        fn durations_round_trip(n in 0u64..=MAX_DURATION_MS) {
             prop_assert_eq!(parse_duration_ms(&format!("{n}ms")), Ok(n));
-            prop_assert_eq!(parse_duration_ms(&format!("{n}s")), Ok(n * 1000));
+            prop_assert_eq!(parse_duration_ms(&format!("{}s", n / 1000)), Ok(n / 1000 * 1000));
         }
     }
 }

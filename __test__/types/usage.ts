@@ -12,7 +12,11 @@ start({ profile: 'off', profileInterval: '1MiB' })
 r.once('stop', (event: StopEvent) => console.log(event.signal, event.joined))
 r.off('start', (event) => console.log(event.probes.nearHeapLimit, event.probes.notify, event.probes.oomHandler, event.config.intervalMs))
 r.on('event', (event) => console.log(event.event, event.msg))
-r.on('warning', (event) => console.log(event.code === 'status-file-unwritable' ? `${event.path} ${event.errno ?? event.error}` : `${event.path} ${event.otherPid}`))
+r.on('warning', (event) => {
+  if (event.code === 'status-file-unwritable') console.log(event.path, event.errno ?? event.error)
+  else if (event.code === 'status-file-shared') console.log(event.path, event.otherPid)
+  else console.log(event.fleetName, event.reason)
+})
 const statusFailure: number | undefined = r.stats().failures?.statusFile?.count
 const unregister: () => void = r.onDrain(async ({ reason, signal, deadline }) => {
   if (signal.aborted) return
@@ -40,4 +44,5 @@ start({ fleet: { redis: fleetRedis, name: 'invoices-workers', maxConcurrent: 2, 
 start({ fleet: { redis: 'redis://redis:6379', storm: 'off' } })
 start({ fleet: false })
 start().on('storm', (event) => console.log(event.fleetName, event.recycles, event.reasons.rss, event.hosts, event.medianUptimeMs))
+start().on('warning', (event) => console.log(event.fleetName, event.code === 'mismatch', event.reason, event.detail?.others))
 start().on('recycle', (event) => console.log(event.fleet === 'unavailable' ? event.fleetWhy : event.fleetWaitMs))

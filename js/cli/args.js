@@ -39,12 +39,15 @@ function parseArgs (argv, spec, positionals = Infinity) {
   return options
 }
 
-// The same units as the SELF_RECYCLE_* durations (WARMUP, MAX_AGE...): a bare number is ms.
+// The same rules as the SELF_RECYCLE_* durations (WARMUP, MAX_AGE...; src/units.rs): a bare
+// number is ms, and at most 2^31 - 1 ms (a longer timer fires at once).
 const UNITS = { ms: 1, s: 1000, m: 60000, min: 60000, h: 3600000, d: 86400000 }
+const MAX_DURATION_MS = 2 ** 31 - 1
 function parseDuration (text, name) {
-  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?$/.exec(String(text).trim())
-  if (!match) throw new UsageError(`--${name}=${JSON.stringify(text)}: expected a duration such as 30s, 2m, 500ms, 1h or 1d`)
-  return Math.round(Number(match[1]) * UNITS[match[2] ?? 'ms'])
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?$/i.exec(String(text).trim())
+  const ms = match && Math.round(Number(match[1]) * UNITS[(match[2] ?? 'ms').toLowerCase()])
+  if (!match || ms > MAX_DURATION_MS) throw new UsageError(`--${name}=${JSON.stringify(text)}: expected a duration such as 30s, 2m, 500ms, 1h or 1d, of at most 24d (${MAX_DURATION_MS} ms)`)
+  return ms
 }
 
 function parsePercent (text, name) {

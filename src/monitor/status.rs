@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::Monitor;
 use crate::config;
-use crate::event::{self, Event, Start, Warning};
+use crate::event::{self, Event, Start, StatusFileWarning};
 use crate::policy::Sample;
 use crate::recycle::Drain;
 use crate::report;
@@ -16,6 +16,22 @@ impl Monitor {
     /// Only the main thread's recycler may end the process (and so own its signals).
     pub fn can_exit_process(&self) -> bool {
         self.can_exit_process
+    }
+
+    /// The post-GC series on the wall clock: `[epoch ms, used bytes]`.
+    pub fn post_gc_series_epoch(&self) -> Vec<Vec<f64>> {
+        let heap = self.source.heap();
+        let now_elapsed = heap.elapsed_ms();
+        let now_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        heap.post_gc_series()
+            .into_iter()
+            .map(|(at, used)| {
+                let epoch = now_epoch.saturating_sub(now_elapsed.saturating_sub(at));
+                vec![epoch as f64, used as f64]
+            })
+            .collect()
     }
 
     pub fn state_name(&self) -> &'static str {
@@ -247,17 +263,17 @@ impl Monitor {
         };
         for problem in problems {
             let warning = match problem {
-                Problem::Write(failure) => Warning::StatusFileUnwritable {
+                Problem::Write(failure) => StatusFileWarning::Unwritable {
                     path: path.clone(),
                     error: failure.error,
                     errno: failure.errno,
                 },
-                Problem::Shared { other_pid } => Warning::StatusFileShared {
+                Problem::Shared { other_pid } => StatusFileWarning::Shared {
                     path: path.clone(),
                     other_pid,
                 },
             };
-            self.emit(&Event::Warning(warning));
+            self.emit(&Event::StatusFile(warning));
         }
     }
 
