@@ -256,3 +256,46 @@ test('a profile that cannot be read (V8 gives a layout we refuse) never crashes 
     fs.rmSync(path.dirname(file), { recursive: true, force: true })
   }
 })
+
+test('an AllocationProfile layout the addon cannot confirm is never called into: the start falls back to the inspector, which names the site', { timeout: 60000 }, async () => {
+  // Slot 3 is expected where the complete destructor is, as if V8 had declared another
+  // virtual function before the destructor: the profile taken at start is refused.
+  const result = await runFixture('leak-sites.js', { env: { ...LEAK, SELF_RECYCLE_TEST_FORCE_PROFILE_LAYOUT: 'mismatch' }, timeoutMs: 50000 })
+  assert.equal(result.code, 75, describe(result))
+  const [start] = eventsNamed(result, 'start')
+  assert.match(start.probes.profile, /^inspector \(AllocationProfile layout not confirmed: vtable slot 3 is not _ZN2v88internal17AllocationProfileD0Ev \(one profile leaked\)\): each profile runs a full GC$/, describe(result))
+  const [recycle] = eventsNamed(result, 'recycle')
+  assert.equal(recycle.topSites[0].functionName, 'leakFast', JSON.stringify(recycle.topSites))
+  assert.equal(eventsNamed(result, 'exit')[0].drained, true)
+  assert.doesNotMatch(result.stderr, /panick/)
+})
+
+test('a layout that stops matching after the start: the profile is leaked, not called into; events say why there are no sites', { timeout: 60000 }, async () => {
+  const result = await runFixture('leak-sites.js', { env: { ...LEAK, SELF_RECYCLE_TEST_FORCE_PROFILE_LAYOUT: 'mismatch-later' }, timeoutMs: 50000 })
+  assert.equal(result.code, 75, describe(result))
+  assert.equal(eventsNamed(result, 'start')[0].probes.profile, 'native')
+  assert.equal(eventsNamed(result, 'baseline').length, 1, describe(result))
+  const [recycle] = eventsNamed(result, 'recycle')
+  assert.equal(recycle.topSites, undefined)
+  assert.equal(recycle.profileSkipped, 'the profile could not be read: AllocationProfile layout not confirmed: vtable slot 3 is not _ZN2v88internal17AllocationProfileD0Ev (one profile leaked)')
+  assert.equal(eventsNamed(result, 'exit')[0].drained, true)
+  assert.doesNotMatch(result.stderr, /panick/)
+})
+
+test('text remapped to huge pages (--use-largepages=on) keeps the native read: the binary is found from its ELF header', async () => {
+  const script = `
+    const r = require(${JSON.stringify(path.join(__dirname, '..'))}).start({ log: 'off' })
+    const profile = require(${JSON.stringify(path.join(__dirname, '..', 'js', 'native.js'))}).heapProfileTake()
+    console.log(JSON.stringify({ status: r.stats().probes.profile, root: profile.head.callFrame.functionName }))
+    r.stop()
+  `
+  const file = path.join(tempDir('largepages'), 'largepages.js')
+  fs.writeFileSync(file, script)
+  try {
+    const result = await runFixture(file, { nodeArgs: ['--use-largepages=on'], timeoutMs: 20000 })
+    assert.equal(result.code, 0, describe(result))
+    assert.deepEqual(JSON.parse(result.lines[0]), { status: 'native', root: '(root)' })
+  } finally {
+    fs.rmSync(path.dirname(file), { recursive: true, force: true })
+  }
+})

@@ -90,7 +90,7 @@ async function main () {
     '|---|---|---|---|---|',
     ...rows,
     '',
-    'Shapes: sawtooth 60% to a 90-97% peak every 9 s, freed; burst +30% for 2 s of every 8 s from 60%; steady at 98%; plateau: a warm-up ramp from 30% that levels at 85% by 40 s; refill: 65% to 90% over 10 s at 50 s; late-gc: a 60-78% sawtooth whose GC runs late once (18 s rise); leak: 0.2 MiB/s from 97% (the only one that should recycle, once it crosses the limit at about 60 s, and again in each replacement).',
+    'Shapes: sawtooth 60% to a 90-97% peak every 9 s, freed; burst +30% for 2 s of every 8 s from 60%; steady at 98%; plateau: a warm-up ramp from 30% that levels at 85% by 40 s; refill: 65% to 90% over 10 s at 50 s; late-gc: a 60-78% sawtooth whose GC runs late once (an 18 s rise, to 96%); leak: 0.2 MiB/s from 97% (the only one that should recycle, once it crosses the limit at about 60 s, and again in each replacement).',
     '',
     '## A worker stuck in JS, SIGTERM with `SIGNALS=on`, `DRAIN_TIMEOUT=3s`',
     '',

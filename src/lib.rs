@@ -353,7 +353,15 @@ fn start_heap_profiler(monitor: &Monitor, input: &StartInput, main_thread: bool)
         return (format!("unavailable: {why}"), false);
     }
     match probe::sampling::start(config.profile_interval, PROFILE_STACK_DEPTH) {
-        Ok(true) => ("native".to_string(), true),
+        // One profile (a root, nothing sampled yet) is taken and its layout checked before
+        // the native path is trusted; refused, the inspector runs the profiler instead.
+        Ok(true) => match probe::sampling::confirm() {
+            Ok(()) => ("native".to_string(), true),
+            Err(why) => {
+                probe::sampling::stop();
+                (format!("unavailable: {why}"), false)
+            }
+        },
         Ok(false) => (
             "busy: another inspector client runs the sampling heap profiler; left alone"
                 .to_string(),

@@ -723,6 +723,9 @@ pub fn apply_jitter(value: u64, jitter: f64, unit: f64) -> u64 {
 mod tests {
     use super::*;
 
+    /// A memory series over time (ms -> bytes), for the shape tests.
+    type Shape<'a> = Box<dyn Fn(u64) -> u64 + 'a>;
+
     const MIB: u64 = 1 << 20;
 
     fn limits() -> Limits {
@@ -1564,7 +1567,7 @@ mod tests {
         let pct = |p: f64| share(limit, p);
         // Page-level noise, repeatable.
         let noise = |t: u64| (t.wrapping_mul(2_654_435_761) % 97) * MIB / 64;
-        let shapes: Vec<(&str, Box<dyn Fn(u64) -> u64>)> = vec![
+        let shapes: Vec<(&str, Shape<'_>)> = vec![
             // From 60% up to a peak of 90-97% (varying per cycle), freed by GC, again.
             (
                 "sawtooth",

@@ -188,6 +188,9 @@ pub fn theil_sen_slope(points: &[(u64, u64)]) -> Option<f64> {
 mod tests {
     use super::*;
 
+    /// A memory series over time (ms -> bytes), for the shape tests.
+    type Shape<'a> = Box<dyn Fn(u64) -> u64 + 'a>;
+
     const MIB: u64 = 1 << 20;
 
     /// Feeds `value(t)` every `step_ms` up to `until_ms` (both series the same).
@@ -252,7 +255,7 @@ mod tests {
     #[test]
     fn healthy_shapes_are_no_trend() {
         let base = 240 * MIB;
-        let shapes: Vec<(&str, Box<dyn Fn(u64) -> u64>)> = vec![
+        let shapes: Vec<(&str, Shape<'_>)> = vec![
             ("flat", Box::new(move |_| base)),
             // Held near a limit with page-level noise.
             (

@@ -14,6 +14,7 @@ macro_rules! resolve {
 pub mod cgroup;
 pub mod container;
 pub mod heap_cell;
+pub mod layout;
 pub mod procfs;
 pub mod sampling;
 mod symbols;

@@ -11,14 +11,20 @@
 //! std::vector<Allocation> allocations }`, unchanged from V8 7 to 14. Everything read is
 //! checked (the root is named `(root)`, vectors are ordered and sized in whole elements,
 //! the tree is bounded) and any doubt is an error: the caller then uses the inspector.
+//! No virtual function of the profile is called before `layout` has confirmed the object's
+//! vtable and each slot against the running binary's symbols; an unconfirmed profile is
+//! leaked (never deleted through an unknown slot) and every later read refused, so
+//! `confirm` at start turns the status into `unavailable: ...` (the inspector is used).
 //! Must run on the isolate's thread (a napi call), inside its handle scope.
 
 use std::collections::HashSet;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use once_cell::sync::Lazy;
+use once_cell::sync::{Lazy, OnceCell};
 use serde_json::{json, Map, Value};
+
+use super::layout::{self, Checks, Decision, Expected, Image};
 
 /// The tree is at most `stack_depth` deep (we ask for 32) plus V8's synthetic roots.
 const MAX_DEPTH: usize = 96;
@@ -114,6 +120,141 @@ static SYMBOLS: Lazy<Result<Symbols, String>> = Lazy::new(|| {
     })
 });
 
+/// Where `v8::internal::AllocationProfile`'s vtable and methods are in this process.
+struct Layout {
+    expected: Expected,
+    image: Image,
+    /// Tests only (`SELF_RECYCLE_TEST_FORCE_PROFILE_LAYOUT=mismatch-later`): what profiles
+    /// after the first are checked against, as if V8 changed under a running reader.
+    later: Option<Expected>,
+}
+
+/// A profile was taken (the first one is the start's `confirm`).
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Found once (a file read on Node 24 and later, where only the static symbol table names
+/// the class); every profile is checked against it before a slot is called.
+static LAYOUT: Lazy<Result<Layout, String>> = Lazy::new(|| {
+    find_layout().map_err(|why| format!("AllocationProfile layout not confirmed: {why}"))
+});
+
+/// Set when a profile was refused: it was leaked, and no other is read (or leaked).
+static REFUSED: OnceCell<String> = OnceCell::new();
+
+fn dynamic(name: &str) -> Option<usize> {
+    let name = std::ffi::CString::new(name).ok()?;
+    super::symbols::lookup(&name).map(|address| address as usize)
+}
+
+/// Where the shared object (or executable) holding `address` is loaded.
+#[cfg(unix)]
+fn object_base(address: usize) -> Result<usize, String> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only reads the loader's tables and fills `info` (zeroed, so every
+    // pointer in it is null or set by dladdr).
+    let found = unsafe { libc::dladdr(address as *const c_void, info.as_mut_ptr()) };
+    // SAFETY: zero-initialised above; dladdr wrote plain pointers or left them null.
+    let base = unsafe { info.assume_init() }.dli_fbase as usize;
+    if found == 0 || base == 0 {
+        return Err("the loader does not know which file V8 runs from".to_string());
+    }
+    Ok(base)
+}
+
+#[cfg(not(unix))]
+fn object_base(_address: usize) -> Result<usize, String> {
+    Err("V8's binary is checked on Linux only".to_string())
+}
+
+fn find_layout() -> Result<Layout, String> {
+    let anchor =
+        dynamic(layout::ANCHOR).ok_or_else(|| format!("{} is not exported", layout::ANCHOR))?;
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|e| format!("cannot read /proc/self/maps: {e}"))?;
+    // The object's ELF header, not the anchor's text: Node may have remapped its text to
+    // anonymous huge pages (--use-largepages).
+    let image = Image::of(layout::parse_maps(&maps), object_base(anchor)?)
+        .ok_or_else(|| "the file V8 runs from is not mapped under its name".to_string())?;
+    // The dynamic symbol table first (Node 18-22 export the class's methods).
+    let mut expected = Expected {
+        vtable: dynamic(layout::VTABLE).map(|v| v.wrapping_add(layout::ADDRESS_POINT)),
+        slots: std::array::from_fn(|i| dynamic(layout::SLOTS[i])),
+    };
+    if expected.slots[2].is_none() {
+        expected.slots[2] = dynamic(layout::SLOT_2_ALIAS);
+    }
+    if expected.vtable.is_none() || expected.slots.iter().any(Option::is_none) {
+        // The static one otherwise, shifted by the load bias the exported anchor gives
+        // (`check` then finds the methods in the vtable, or the bias was wrong).
+        let file = std::fs::File::open(&image.path)
+            .map_err(|e| format!("cannot open {}: {e}", image.path))?;
+        let mut names = vec![layout::ANCHOR, layout::VTABLE];
+        names.extend(layout::SLOTS);
+        names.push(layout::SLOT_2_ALIAS);
+        let found = layout::find_symbols(&file, layout::NEEDLE, &names)?;
+        let bias = layout::load_bias(&[(anchor, found[0])])?;
+        let at = |index: usize| found[index].map(|s| (s.value as usize).wrapping_add(bias));
+        expected.vtable = expected
+            .vtable
+            .or_else(|| at(1).map(|v| v.wrapping_add(layout::ADDRESS_POINT)));
+        for slot in 0..layout::SLOTS.len() {
+            expected.slots[slot] = expected.slots[slot].or_else(|| at(2 + slot));
+        }
+        expected.slots[2] = expected.slots[2].or_else(|| at(2 + layout::SLOTS.len()));
+    }
+    // Tests: as if V8 had declared another virtual function before the destructor, so slot
+    // 3 would no longer be the deleting destructor (the vtable itself is not compared).
+    let moved = |mut e: Expected| {
+        e.slots[3] = e.slots[2];
+        e.vtable = None;
+        e
+    };
+    let forced = std::env::var("SELF_RECYCLE_TEST_FORCE_PROFILE_LAYOUT").ok();
+    if forced.as_deref() == Some("mismatch") {
+        expected = moved(expected);
+    }
+    let expected = expected.check(&image, |at| {
+        // SAFETY: `check` calls this only for an aligned `at` with all VTABLE_WORDS words
+        // inside a read-only mapping of the binary (its own segments stay mapped).
+        unsafe { std::ptr::read(at as *const [usize; layout::VTABLE_WORDS]) }
+    })?;
+    let later = (forced.as_deref() == Some("mismatch-later")).then(|| moved(expected.clone()));
+    Ok(Layout {
+        expected,
+        image,
+        later,
+    })
+}
+
+/// The checks of one profile, reading only its first word and, when that points into the
+/// image's read-only data, the vtable words around it.
+///
+/// # Safety
+/// `profile` must be a live object returned by `GetAllocationProfile` (at least one word).
+unsafe fn inspect(expected: &Expected, image: &Image, profile: *mut c_void) -> Checks {
+    if !(profile as usize).is_multiple_of(std::mem::align_of::<usize>()) {
+        return Checks {
+            vtable: layout::Check::Wrong,
+            header: layout::Check::Unknown,
+            slots: [layout::Check::Unknown; 4],
+        };
+    }
+    // SAFETY: a live, aligned C++ object with virtual functions starts with its vtable
+    // pointer (caller's contract); only the word is read, nothing is called.
+    let vptr = unsafe { *(profile as *const usize) };
+    layout::check_object(expected, image, vptr, |at| {
+        // SAFETY: check_object calls this only for `at` aligned with all VTABLE_WORDS words
+        // inside a read-only mapping of the binary (its own segments stay mapped).
+        unsafe { std::ptr::read(at as *const [usize; layout::VTABLE_WORDS]) }
+    })
+}
+
+/// Takes one profile now and checks its layout (JS thread, right after `start`): `Err` says
+/// why the native profiler must not be used (the caller stops it and uses the inspector).
+pub fn confirm() -> Result<(), String> {
+    take().map(|_| ())
+}
+
 /// Why the native profiler cannot be used here, if it cannot.
 pub fn unavailable(v8_version: &str) -> Option<String> {
     unavailable_for(v8_version)
@@ -182,43 +323,78 @@ pub fn take() -> Result<Option<Value>, String> {
             "the native profiler was not checked against this V8 (see unavailable)".to_string(),
         );
     }
+    let layout = LAYOUT.as_ref().map_err(Clone::clone)?;
+    if let Some(why) = REFUSED.get() {
+        return Err(why.clone());
+    }
     let profiler = heap_profiler(symbols)?;
     // SAFETY: JS thread; returns an owned AllocationProfile* (null when not sampling).
     let profile = unsafe { (symbols.get_profile)(profiler) };
     if profile.is_null() {
         return Ok(None);
     }
-    let result = read_profile(symbols, profile);
-    // SAFETY: `profile` is a live C++ object; its class declares GetRootNode(),
-    // GetSamples(), then the virtual destructor, so Itanium vtable entry 3 is the deleting
-    // destructor (`delete profile`).
+    let expected = match (&layout.later, TAKEN.swap(true, Ordering::Relaxed)) {
+        (Some(later), true) => later,
+        _ => &layout.expected,
+    };
+    // SAFETY: `profile` is the live object V8 just returned.
+    let checks = unsafe { inspect(expected, &layout.image, profile) };
+    if let Decision::Leak(why) = layout::decide(&checks) {
+        // Nothing of it is called: the object is leaked once, and no other one is read.
+        let why = format!("AllocationProfile layout not confirmed: {why} (one profile leaked)");
+        return Err(REFUSED.get_or_init(|| why).clone());
+    }
+    let result = read_profile(symbols, expected, profile);
+    // SAFETY: `decide` confirmed the object's vtable slot 3 is the running binary's
+    // `v8::internal::AllocationProfile::~AllocationProfile()` deleting destructor, which
+    // destroys the object and frees it (`delete profile`); it is not used afterwards.
     unsafe {
-        let vtable = *(profile as *const *const usize);
-        if !vtable.is_null() {
-            let delete: unsafe extern "C" fn(*mut c_void) = std::mem::transmute(*vtable.add(3));
-            delete(profile);
-        }
+        let delete: unsafe extern "C" fn(*mut c_void) =
+            std::mem::transmute(confirmed(expected, 3)?);
+        delete(profile);
     }
     result.map(Some)
 }
 
-fn read_profile(symbols: &Symbols, profile: *mut c_void) -> Result<Value, String> {
-    // SAFETY: Itanium vtable of AllocationProfile, in declaration order: [0] GetRootNode(),
-    // [1] GetSamples(), [2] complete destructor, [3] deleting destructor. Checked below
-    // through the root's name.
+/// The address of a slot `decide` confirmed (it refuses a profile whose called slot is not
+/// known, so this is `Ok` for slots 0, 1 and 3 once a profile passed).
+fn confirmed(expected: &Expected, slot: usize) -> Result<*const c_void, String> {
+    expected.slots[slot]
+        .map(|address| address as *const c_void)
+        .ok_or_else(|| format!("vtable slot {slot} is not confirmed"))
+}
+
+/// `GetSamples()` returns a member of the profile: within this many bytes of it.
+const MAX_PROFILE_SIZE: usize = 512;
+
+fn read_profile(
+    symbols: &Symbols,
+    expected: &Expected,
+    profile: *mut c_void,
+) -> Result<Value, String> {
+    let (get_root, get_samples) = (confirmed(expected, 0)?, confirmed(expected, 1)?);
+    // SAFETY: `decide` confirmed the object's vtable slots 0 and 1 are the running binary's
+    // `v8::internal::AllocationProfile::GetRootNode()` and `GetSamples()`: accessors that
+    // take `this` and return a pointer into the live profile.
     let (root, samples) = unsafe {
-        let vtable = *(profile as *const *const usize);
-        if vtable.is_null() {
-            return Err("AllocationProfile without a vtable".to_string());
-        }
         let get_root: unsafe extern "C" fn(*mut c_void) -> *const RawNode =
-            std::mem::transmute(*vtable.add(0));
+            std::mem::transmute(get_root);
         let get_samples: unsafe extern "C" fn(*mut c_void) -> *const RawVec =
-            std::mem::transmute(*vtable.add(1));
+            std::mem::transmute(get_samples);
         (get_root(profile), get_samples(profile))
     };
-    if root.is_null() {
-        return Err("AllocationProfile without a root".to_string());
+    let base = profile as usize;
+    let in_object = (samples as usize)
+        .checked_sub(base)
+        .is_some_and(|offset| (std::mem::size_of::<usize>()..MAX_PROFILE_SIZE).contains(&offset));
+    if !in_object || !(samples as usize).is_multiple_of(std::mem::align_of::<RawVec>()) {
+        return Err(format!(
+            "AllocationProfile layout not recognized (its samples at {:#x}, the object at {base:#x})",
+            samples as usize
+        ));
+    }
+    if root.is_null() || !(root as usize).is_multiple_of(std::mem::align_of::<RawNode>()) {
+        return Err("AllocationProfile layout not recognized (no root, or unaligned)".to_string());
     }
     let isolate = {
         // SAFETY: as in heap_profiler.
