@@ -102,6 +102,10 @@ test('re-initialization attempts emit reinit with the caller stack, once per cal
   assert.equal(reinits[0].key, 'config')
   assert.equal(reinits[0].attempts, 1)
   assert.match(reinits[0].callSite, /guard-reinit\.js:\d+:\d+/)
+  for (const reinit of reinits) {
+    assert.doesNotMatch(reinit.callSite, /^at /, 'the call site, not the stack line')
+    assert.doesNotMatch(reinit.msg, /from at /)
+  }
   assert.match(reinits[0].stack, /loadConfigModule/)
   assert.notEqual(reinits[0].callSite, reinits[1].callSite)
   const stats = JSON.parse(result.lines.at(-1))

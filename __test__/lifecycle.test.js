@@ -128,6 +128,10 @@ test('MAX_JOBS with jitter: recycles between (1 - jitter) x limit and the limit,
     assert.equal(recycle.reason, 'jobs')
     assert.ok(recycle.limit >= 100 && recycle.limit <= 200, `limit ${recycle.limit}`)
     assert.ok(recycle.value >= recycle.limit)
+    // The message says where its figures come from: the jittered limit, the overshoot.
+    assert.equal(recycle.configuredLimit, 200)
+    if (recycle.limit !== 200) assert.match(recycle.msg, new RegExp(`limit ${recycle.limit} \\(this worker's limit: MAX_JOBS 200 less JITTER`))
+    if (recycle.value > recycle.limit) assert.match(recycle.msg, new RegExp(`; ${recycle.value - recycle.limit} more than the limit: jobs are counted at each sample`))
     limits.add(recycle.limit)
     const started = result.lines.filter((l) => l.startsWith('job-start:')).length
     const done = result.lines.filter((l) => l.startsWith('job-done:')).length

@@ -69,7 +69,8 @@ function callerStack () {
     .map((line) => line.trim())
     .filter((line) => !line.includes(OWN_DIR))
   const site = frames.find((line) => /:\d+:\d+\)?$/.test(line) && !NOT_THE_APP.some((part) => line.includes(part))) ?? frames[0]
-  return { site: site ?? 'unknown', frames }
+  // The frame without V8's leading "at ": messages read "from loadConfig (file:1:2)".
+  return { site: site ? site.replace(/^at /, '') : 'unknown', frames }
 }
 
 /** Emits through the recycler (its listeners and LOG mode), or logs when none exists. */

@@ -115,7 +115,12 @@ export interface Options {
    * Redis; `false`: no fleet even if SELF_RECYCLE_FLEET_REDIS is set. @default off
    */
   fleet?: FleetOptions | false
-  /** Keep a JSON status here (for `self-recycle status|check|preflight`), rewritten every 2 s. @default off */
+  /**
+   * Keep a JSON status here (for `self-recycle status|check|preflight`), rewritten every 2 s.
+   * `{pid}` becomes the process id, `{instance}` the process manager's instance number
+   * (NODE_APP_INSTANCE, else pm_id): one file per instance from one setting. A failed write
+   * is a `warning` event, once. @default off
+   */
   statusFile?: string
   /** When the worker says it is ready (sd_notify READY=1, process.send('ready')). @default 'start' */
   ready?: 'start' | 'baseline'
@@ -345,6 +350,8 @@ export interface RecycleEvent extends LimitEvent, SiteFields {
   fleetWaitMs?: number
   /** Heap headroom granted by the near-heap-limit rescue, in bytes. */
   headroom?: number
+  /** `jobs` and `age`: MAX_JOBS or MAX_AGE as configured (`limit` is that less JITTER). */
+  configuredLimit?: number
   /** Decided before the crossing (PREDICT): the value projected at the drain's end. */
   predicted?: true
   projected?: number
@@ -408,6 +415,31 @@ export interface ReinitEvent extends BaseEvent {
 }
 
 /**
+ * The status file, said once per occurrence: it cannot be written (once until a write
+ * succeeds again), or another live, running process writes it too.
+ */
+export type StatusFileWarningEvent = BaseEvent & {
+  event: 'warning'
+  /** The file, placeholders expanded. */
+  path: string
+  /** What is wrong, in words. */
+  reason: string
+  fleetName?: undefined
+  detail?: undefined
+} & (
+  | {
+      code: 'status-file-unwritable'
+      error: string
+      /** `EACCES`, `EROFS`, `EISDIR`...; null for a refusal of our own (a symlinked or shared directory). */
+      errno: string | null
+    }
+  | {
+      code: 'status-file-shared'
+      otherPid: number
+    }
+)
+
+/**
  * A due recycle waits for its turn: behind siblings (`STAGGER_DIR`) or for a fleet lease.
  * Said once per recycle, when the wait starts; the `recycle` event follows when it goes
  * (`staggerWaitMs`, `fleetWaitMs`), early with `stagger`/`fleet` `bypass` if a hard limit
@@ -457,7 +489,7 @@ export interface StormEvent extends BaseEvent {
  * disagree on `maxConcurrent`/`gap` (`mismatch`, checked at each heartbeat), a Redis that
  * refuses the password (`auth`) or another Redis refusal (`redis`). Never carries a secret.
  */
-export interface WarningEvent extends BaseEvent {
+export interface FleetWarningEvent extends BaseEvent {
   event: 'warning'
   fleetName: string
   code: 'mismatch' | 'auth' | 'redis'
@@ -465,6 +497,9 @@ export interface WarningEvent extends BaseEvent {
   /** `mismatch`: this worker's rules and the others' (`host:pid` -> rules). */
   detail?: { maxConcurrent: number; gapMs: number; others: Record<string, { maxConcurrent: number; gapMs: number }> }
 }
+
+/** `warning`: about the fleet (`fleetName` set) or about the status file (`path` set). */
+export type WarningEvent = FleetWarningEvent | StatusFileWarningEvent
 
 export interface EventMap {
   start: StartEvent
@@ -542,6 +577,11 @@ export interface Stats {
     events: Record<string, number>
   } | null
   heap?: { majorGcs: number; ageMs: number | null }
+  /** What keeps failing right now (absent keys: nothing fails). */
+  failures?: {
+    /** The status file cannot be written: since when nothing succeeded, how many writes failed. */
+    statusFile?: { path: string; error: string; errno: string | null; count: number }
+  }
   drainHooks?: number
   reportPath?: string | null
 }

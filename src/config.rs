@@ -182,8 +182,14 @@ settings! {
     /// Downward random spread of `MAX_JOBS` and `MAX_AGE` (0.1 = 10%).
     JITTER => jitter: f64 = 0.10,
         parse |t| {
-            let accepts = "a percentage from 0% to 50% such as 10%".to_string();
-            let number = t.trim().strip_suffix('%').ok_or_else(|| accepts.clone())?;
+            let accepts = "a percentage from 0% to 50% such as 10%, or 0".to_string();
+            // A bare 0 means none, as 0% does; any other number needs its %.
+            let trimmed = t.trim();
+            let number = match trimmed.strip_suffix('%') {
+                Some(number) => number,
+                None if trimmed.parse::<f64>() == Ok(0.0) => trimmed,
+                None => return Err(accepts),
+            };
             match number.trim().parse::<f64>() {
                 Ok(p) if (0.0..=50.0).contains(&p) => Ok(p / 100.0),
                 _ => Err(accepts),
@@ -1074,6 +1080,18 @@ mod tests {
         let highest = resolve(&config, &Machine::default(), 0.0);
         assert_eq!(highest.jobs, Some(1000));
         assert_eq!(highest.age_ms, Some(100_000));
+    }
+
+    #[test]
+    fn jitter_zero_is_accepted_as_zero_percent() {
+        for text in ["0", " 0 ", "0.0", "0%"] {
+            let config = parse_env(&[("JITTER", text)]).expect(text);
+            assert_eq!(config.jitter, 0.0, "{text}");
+        }
+        for text in ["10", "0.1", "60%", "-1%"] {
+            let error = parse_env(&[("JITTER", text)]).expect_err(text);
+            assert!(error.to_string().contains("JITTER"), "{error}");
+        }
     }
 
     #[test]

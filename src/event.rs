@@ -86,6 +86,41 @@ pub enum Event {
         call_site: String,
         stack: String,
     },
+    /// A `warning` about the status file (said once): it cannot be written, or another
+    /// live process writes it too.
+    StatusFile(StatusFileWarning),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusFileWarning {
+    /// The status file cannot be written: probes reading it will fail.
+    Unwritable {
+        path: String,
+        error: String,
+        errno: Option<String>,
+    },
+    /// Another live process writes the same status file.
+    Shared { path: String, other_pid: u32 },
+}
+
+impl StatusFileWarning {
+    fn code(&self) -> &'static str {
+        match self {
+            StatusFileWarning::Unwritable { .. } => "status-file-unwritable",
+            StatusFileWarning::Shared { .. } => "status-file-shared",
+        }
+    }
+
+    fn msg(&self) -> String {
+        match self {
+            StatusFileWarning::Unwritable { path, error, .. } => format!(
+                "cannot write the status file {path}: {error}; `self-recycle check` fails until it can (said once; stats().failures.statusFile while it lasts)"
+            ),
+            StatusFileWarning::Shared { path, other_pid } => format!(
+                "another live process (pid {other_pid}) writes the status file {path} too: each shows only the last writer; give each instance its own file with {{pid}} or {{instance}} in STATUS_FILE"
+            ),
+        }
+    }
 }
 
 /// What a due recycle waits for, and for how long at most.
@@ -220,6 +255,8 @@ pub struct Recycle {
     pub exiting: Option<String>,
     /// Decided before the crossing (`PREDICT`): the projection at the drain's end.
     pub prediction: Option<Prediction>,
+    /// `MAX_JOBS` or `MAX_AGE` as configured, when JITTER lowered it to `limit`.
+    pub configured_limit: Option<u64>,
 }
 
 impl Recycle {
@@ -239,6 +276,18 @@ impl Recycle {
             initial_limit: None,
             exiting: None,
             prediction: None,
+            configured_limit: None,
+        }
+    }
+
+    /// Why a jobs or age value is not the limit itself: JITTER lowered the limit; the count
+    /// is read at each sample, so what finished since the crossing is in it too.
+    fn jitter_note(&self, configured: String, limit: String) -> String {
+        match self.configured_limit {
+            Some(configured_limit) if configured_limit != self.limit => format!(
+                " (this worker's limit: {configured} less JITTER, spread so that workers do not recycle together, gave {limit})"
+            ),
+            _ => String::new(),
         }
     }
 
@@ -246,16 +295,36 @@ impl Recycle {
     pub fn why(&self) -> String {
         let (value, limit, strikes) = (self.value, self.limit, self.strikes);
         match self.reason {
-            Reason::Jobs => format!("{value} jobs done, limit {limit}"),
+            Reason::Jobs => {
+                let mut why = format!("{value} jobs done, limit {limit}");
+                why.push_str(&self.jitter_note(
+                    format!("MAX_JOBS {}", self.configured_limit.unwrap_or(limit)),
+                    limit.to_string(),
+                ));
+                if value > limit {
+                    why.push_str(&format!(
+                        "; {} more than the limit: jobs are counted at each sample, so those that finished since the last one count too",
+                        value - limit
+                    ));
+                }
+                why
+            }
             Reason::Leak => format!(
                 "post-GC heap grows {}/min, over {}/min",
                 format_size(value),
                 format_size(limit)
             ),
             Reason::Age => format!(
-                "uptime {} reached limit {}",
+                "uptime {} reached limit {}{}",
                 format_duration(value),
-                format_duration(limit)
+                format_duration(limit),
+                self.jitter_note(
+                    format!(
+                        "MAX_AGE {}",
+                        format_duration(self.configured_limit.unwrap_or(limit))
+                    ),
+                    format_duration(limit)
+                )
             ),
             Reason::Stall => format!(
                 "event loop unresponsive for {} (limit {})",
@@ -270,7 +339,7 @@ impl Recycle {
                     slope_per_s: 0.0,
                 });
                 format!(
-                    "{} {} grows {}/s: over limit {} at {} by the end of a {} drain (tracked work); draining early",
+                    "{} {} grows {}/s: over limit {} at {} by the end of a {} drain (tracked work)",
                     self.reason.as_str(),
                     format_size(value),
                     format_size(p.slope_per_s.max(0.0) as u64),
@@ -440,6 +509,7 @@ impl Event {
             Event::Storm(_) => "storm",
             Event::Warning { .. } => "warning",
             Event::Reinit { .. } => "reinit",
+            Event::StatusFile(_) => "warning",
         }
     }
 
@@ -519,6 +589,8 @@ impl Event {
                     "exiting"
                 } else if recycle.dry_run {
                     "dry run, not draining"
+                } else if recycle.prediction.is_some() {
+                    "draining early"
                 } else {
                     "draining"
                 };
@@ -622,6 +694,7 @@ impl Event {
             }
             Event::Exit(exit) => exit.msg(),
             Event::Storm(storm) => storm.msg(),
+            Event::StatusFile(warning) => warning.msg(),
             Event::Warning { fleet, reason, .. } => format!("fleet {fleet}: {reason}"),
             Event::Reinit {
                 key,
@@ -632,7 +705,7 @@ impl Event {
                 ..
             } => {
                 let times = if *from_site > 1 {
-                    format!("{from_site} times from ")
+                    format!("{from_site} times ")
                 } else {
                     String::new()
                 };
@@ -642,7 +715,7 @@ impl Event {
                     "a new value was built each time (trackInit does not cache: guard it with once())"
                 };
                 format!(
-                    "'{key}' is already initialized but was asked to initialize again {times}{call_site} (attempt {attempts} in all); {outcome}"
+                    "'{key}' is already initialized but was asked to initialize again {times}from {call_site} (attempt {attempts} in all); {outcome}"
                 )
             }
         }
@@ -719,6 +792,9 @@ impl Event {
                 }
                 if let Some(headroom) = recycle.headroom {
                     put("headroom", json!(headroom));
+                }
+                if let Some(configured) = recycle.configured_limit {
+                    put("configuredLimit", json!(configured));
                 }
                 if let Some(prediction) = recycle.prediction {
                     put("predicted", json!(true));
@@ -849,6 +925,25 @@ impl Event {
                 put("cached", json!(cached));
                 put("callSite", json!(call_site));
                 put("stack", json!(stack));
+            }
+            Event::StatusFile(warning) => {
+                put("code", json!(warning.code()));
+                match warning {
+                    StatusFileWarning::Unwritable { path, error, errno } => {
+                        put("path", json!(path));
+                        put("reason", json!(error));
+                        put("error", json!(error));
+                        put("errno", json!(errno));
+                    }
+                    StatusFileWarning::Shared { path, other_pid } => {
+                        put("path", json!(path));
+                        put(
+                            "reason",
+                            json!(format!("another live process (pid {other_pid}) writes it")),
+                        );
+                        put("otherPid", json!(other_pid));
+                    }
+                }
             }
         }
         fields
@@ -1009,6 +1104,40 @@ mod tests {
             serde_json::from_str(&format_line(&object, LogMode::Json).expect("json"))
                 .expect("valid");
         assert_eq!(parsed["reason"], json!("rss"));
+    }
+
+    #[test]
+    fn a_jobs_recycle_explains_the_jittered_limit_and_the_overshoot() {
+        let mut recycle = Recycle::new(Reason::Jobs, 36, 28, 0);
+        recycle.configured_limit = Some(30);
+        let msg = Event::Recycle(Box::new(recycle.clone())).msg();
+        assert_eq!(
+            msg,
+            "36 jobs done, limit 28 (this worker's limit: MAX_JOBS 30 less JITTER, spread so that workers do not recycle together, gave 28); 8 more than the limit: jobs are counted at each sample, so those that finished since the last one count too; draining"
+        );
+        let object = Event::Recycle(Box::new(recycle)).to_json(&Envelope::default());
+        assert_eq!(object["configuredLimit"], json!(30));
+        let exact = Recycle {
+            configured_limit: Some(30),
+            ..Recycle::new(Reason::Jobs, 30, 30, 0)
+        };
+        assert_eq!(
+            Event::Recycle(Box::new(exact)).msg(),
+            "30 jobs done, limit 30; draining"
+        );
+    }
+
+    #[test]
+    fn a_predicted_recycle_says_draining_early_once() {
+        let mut recycle = Recycle::new(Reason::Rss, 90 * MIB, 100 * MIB, 0);
+        recycle.prediction = Some(Prediction {
+            projected: 110 * MIB,
+            expected_drain_ms: 2000,
+            slope_per_s: 5.0 * MIB as f64,
+        });
+        let msg = Event::Recycle(Box::new(recycle)).msg();
+        assert!(msg.ends_with("(tracked work); draining early"), "{msg}");
+        assert_eq!(msg.matches("draining").count(), 1, "{msg}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod reexec;
 mod report;
 mod sampler;
 mod stagger;
+mod status_file;
 mod stop_signal;
 mod trend;
 mod units;

@@ -12,6 +12,12 @@ start({ profile: 'off', profileInterval: '1MiB' })
 r.once('stop', (event: StopEvent) => console.log(event.signal, event.joined))
 r.off('start', (event) => console.log(event.probes.nearHeapLimit, event.probes.notify, event.probes.oomHandler, event.config.intervalMs))
 r.on('event', (event) => console.log(event.event, event.msg))
+r.on('warning', (event) => {
+  if (event.code === 'status-file-unwritable') console.log(event.path, event.errno ?? event.error)
+  else if (event.code === 'status-file-shared') console.log(event.path, event.otherPid)
+  else console.log(event.fleetName, event.reason)
+})
+const statusFailure: number | undefined = r.stats().failures?.statusFile?.count
 const unregister: () => void = r.onDrain(async ({ reason, signal, deadline }) => {
   if (signal.aborted) return
   console.log(reason, deadline - Date.now())

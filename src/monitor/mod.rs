@@ -142,6 +142,10 @@ pub struct Monitor {
     recent_events: Mutex<std::collections::VecDeque<Value>>,
     /// When the status file was last written, and the state it said.
     status_written: Mutex<Option<(Instant, &'static str)>>,
+    /// `STATUS_FILE` with its placeholders expanded, and what was said about it.
+    status_file: Mutex<Option<crate::status_file::StatusFile>>,
+    /// Said in the `start` event: `{instance}` without an instance number.
+    status_file_warning: Option<String>,
     sampling: Mutex<Sampling>,
     recycle: Mutex<RecycleState>,
     jobs_done: AtomicU64,
@@ -172,6 +176,16 @@ impl Monitor {
             .as_deref()
             .map(|dir| Stagger::new(dir, config.stagger_gap_ms));
         let fleet = setup.fleet.then(|| FleetGate::new(config.fleet_timeout_ms));
+        let expanded = config.status_file.as_deref().map(|template| {
+            crate::status_file::expand(
+                template,
+                std::process::id(),
+                crate::status_file::instance_from_env().as_deref(),
+            )
+        });
+        let status_file_warning = expanded.as_ref().and_then(|(_, w)| w.clone());
+        let status_file = expanded
+            .map(|(path, _)| crate::status_file::StatusFile::new(std::path::PathBuf::from(path)));
         let mut ring = SampleRing::new(RING_CAPACITY);
         ring.push(setup.source.take(0, &Sample::default()));
         let exec_refused = match (config.restart, setup.can_exit_process) {
@@ -228,6 +242,8 @@ impl Monitor {
             waker: Mutex::new(None),
             recent_events: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_EVENTS)),
             status_written: Mutex::new(None),
+            status_file: Mutex::new(status_file),
+            status_file_warning,
             jobs_done: AtomicU64::new(0),
             sample_events: AtomicBool::new(false),
             sample_in_flight: AtomicBool::new(false),
@@ -564,6 +580,11 @@ impl Monitor {
                 let mut recycle = Recycle::new(reason, value, limit, strikes);
                 recycle.ceiling = ceiling;
                 recycle.prediction = prediction;
+                recycle.configured_limit = match reason {
+                    Reason::Jobs => self.config.max_jobs,
+                    Reason::Age => self.config.max_age_ms,
+                    _ => None,
+                };
                 self.request_recycle(recycle);
             }
         }

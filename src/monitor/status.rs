@@ -6,10 +6,11 @@ use serde_json::{json, Map, Value};
 
 use super::Monitor;
 use crate::config;
-use crate::event::{self, Event, Start};
+use crate::event::{self, Event, Start, StatusFileWarning};
 use crate::policy::Sample;
 use crate::recycle::Drain;
 use crate::report;
+use crate::status_file::Problem;
 
 impl Monitor {
     /// Only the main thread's recycler may end the process (and so own its signals).
@@ -87,6 +88,7 @@ impl Monitor {
         let limits = self.limits();
         let mut warnings = self.config.warnings.clone();
         warnings.extend(config::unreachable_limits(&limits, &self.machine));
+        warnings.extend(self.status_file_warning.clone());
         if let Some(why) = &self.exec_refused {
             warnings.push(format!(
                 "SELF_RECYCLE_RESTART=exec cannot work here ({why}): a recycle exits with EXIT_CODE instead"
@@ -138,6 +140,7 @@ impl Monitor {
             "probes": self.probes_json(),
             "memoryLimit": self.memory_limit_json(),
             "staggerPending": pending,
+            "failures": self.failures_json(),
             "container": self.container_json(),
             "heap": {
                 "majorGcs": self.source.heap().major_gcs(),
@@ -232,11 +235,13 @@ impl Monitor {
         })
     }
 
-    /// Rewrites the status file every STATUS_EVERY, and at once when the state changes.
+    /// Rewrites the status file every STATUS_EVERY, and at once when the state changes. A
+    /// failure must not stop sampling: it is said once (a `warning` event) and kept for
+    /// `stats().failures` until a write succeeds.
     pub(super) fn write_status_when_due(&self) {
-        let Some(path) = self.config.status_file.as_deref() else {
+        if self.status_file.lock().is_none() {
             return;
-        };
+        }
         let state = self.state_name();
         {
             let mut written = self.status_written.lock();
@@ -249,8 +254,41 @@ impl Monitor {
         }
         let mut body = self.status_json().to_string().into_bytes();
         body.push(b'\n');
-        // A failure (a full disk, a directory that is not private) must not stop sampling.
-        let _ = report::write_bytes_atomically(std::path::Path::new(path), &body);
+        let (path, problems) = {
+            let mut guard = self.status_file.lock();
+            let Some(file) = guard.as_mut() else {
+                return;
+            };
+            (file.path().display().to_string(), file.write(&body))
+        };
+        for problem in problems {
+            let warning = match problem {
+                Problem::Write(failure) => StatusFileWarning::Unwritable {
+                    path: path.clone(),
+                    error: failure.error,
+                    errno: failure.errno,
+                },
+                Problem::Shared { other_pid } => StatusFileWarning::Shared {
+                    path: path.clone(),
+                    other_pid,
+                },
+            };
+            self.emit(&Event::StatusFile(warning));
+        }
+    }
+
+    /// What keeps failing, for `stats().failures` (empty when nothing does).
+    fn failures_json(&self) -> Value {
+        let mut failures = Map::new();
+        if let Some(failure) = self
+            .status_file
+            .lock()
+            .as_ref()
+            .and_then(|f| f.failure_json())
+        {
+            failures.insert("statusFile".into(), failure);
+        }
+        Value::Object(failures)
     }
 
     /// Where the recycle report goes, when `REPORT_DIR` is set.

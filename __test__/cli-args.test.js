@@ -1,0 +1,69 @@
+'use strict'
+// The self-recycle command's arguments: --version, extra arguments, and durations that take
+// the same units as the SELF_RECYCLE_* durations (days included).
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { spawnSync } = require('node:child_process')
+const path = require('node:path')
+const { parseDuration, UsageError } = require('../js/cli/args.js')
+
+const cli = path.join(__dirname, '..', 'js', 'cli.js')
+const run = (...args) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 10000 })
+
+test('--version and -v print the package version', () => {
+  const { version } = require('../package.json')
+  for (const flag of ['--version', '-v']) {
+    const result = run(flag)
+    assert.equal(result.status, 0, result.stderr)
+    assert.equal(result.stdout.trim(), version)
+  }
+  assert.equal(run('--version', 'extra').status, 2)
+})
+
+test('an extra argument is a usage error naming it, for every command that takes a FILE or none', () => {
+  for (const args of [['report', 'a.json', 'b.json'], ['status', 'a.json', 'b.json'], ['check', 'a.json', 'b.json'], ['preflight', 'stray', '--', 'node']]) {
+    const result = run(...args)
+    assert.equal(result.status, 2, `${args.join(' ')}: ${result.stdout}${result.stderr}`)
+    assert.match(result.stderr, /unexpected argument "(b\.json|stray)"/)
+  }
+  const flagValue = run('check', 'a.json', '--json=yes')
+  assert.equal(flagValue.status, 2)
+  assert.match(flagValue.stderr, /--json takes no value \(given "yes"\)/)
+})
+
+test('durations take days up to 24d, as SELF_RECYCLE_WARMUP does; a bad one names what was given and what is accepted', () => {
+  assert.equal(parseDuration('20d', 'window'), 20 * 86400000)
+  assert.throws(() => parseDuration('30d', 'window'), /of at most 24d/)
+  assert.equal(parseDuration('1.5h', 'window'), 5400000)
+  assert.equal(parseDuration('2m', 'window'), 120000)
+  assert.equal(parseDuration('250', 'window'), 250)
+  assert.throws(() => parseDuration('soon', 'window'), (error) => error instanceof UsageError && /--window="soon": expected a duration such as .*1d/.test(error.message))
+  const result = run('preflight', '--window', '30x', '--', 'node')
+  assert.equal(result.status, 2)
+  assert.match(result.stderr, /--window="30x": expected a duration/)
+})
+
+test('the CLI reads a duration as the settings do (checked against SELF_RECYCLE_WARMUP in a real recycler)', () => {
+  const script = `
+    const recycle = require(${JSON.stringify(path.join(__dirname, '..'))})
+    const out = {}
+    for (const text of ['20d', '24d', '25d', '30d', '1.5h', '2m', '45s', '500ms', '250', '0.5s', '2147483647', '2147483648', 'soon']) {
+      try {
+        const r = recycle.start({ warmup: text, log: 'off' })
+        out[text] = r.config.warmupMs
+        r.stop()
+      } catch (error) {
+        out[text] = error.code
+      }
+    }
+    console.log(JSON.stringify(out))`
+  const result = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20000 })
+  assert.equal(result.status, 0, result.stderr)
+  const settings = JSON.parse(result.stdout)
+  assert.equal(settings['30d'], 'ERR_SELF_RECYCLE_CONFIG', 'the settings refuse 30d too')
+  for (const [text, ms] of Object.entries(settings)) {
+    if (ms === 'ERR_SELF_RECYCLE_CONFIG') assert.throws(() => parseDuration(text, 'window'), UsageError, text)
+    else assert.equal(parseDuration(text, 'window'), ms, text)
+  }
+})

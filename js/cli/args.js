@@ -1,0 +1,81 @@
+'use strict'
+// What every command shares: the option parser, value parsers that name what was given and
+// what is accepted, and the two ways of answering (stdout, or an error in the chosen format).
+
+class UsageError extends Error {}
+
+/**
+ * Minimal option parser: --flag, --name value, positional; `--` ends options. `positionals`
+ * is how many positional arguments the command takes: any more is a usage error.
+ */
+function parseArgs (argv, spec, positionals = Infinity) {
+  const options = { _: [] }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
+    if (arg === '--') {
+      options.rest = argv.slice(i + 1)
+      break
+    }
+    if (!arg.startsWith('--')) {
+      options._.push(arg)
+      continue
+    }
+    const [name, inline] = arg.slice(2).split('=', 2)
+    const kind = spec[name]
+    if (kind === undefined) throw new UsageError(`unknown option --${name}`)
+    if (kind === 'flag') {
+      if (inline !== undefined) throw new UsageError(`--${name} takes no value (given ${JSON.stringify(inline)})`)
+      options[name] = true
+    } else {
+      const value = inline ?? argv[++i]
+      if (value === undefined || value.startsWith('--')) throw new UsageError(`--${name} needs a value`)
+      options[name] = value
+    }
+  }
+  if (options._.length > positionals) {
+    const extra = options._.slice(positionals)
+    throw new UsageError(`unexpected argument${extra.length > 1 ? 's' : ''} ${extra.map((a) => JSON.stringify(a)).join(' ')} (${positionals === 0 ? 'this command takes none' : `this command takes ${positionals}`})`)
+  }
+  return options
+}
+
+// The same rules as the SELF_RECYCLE_* durations (WARMUP, MAX_AGE...; src/units.rs): a bare
+// number is ms, and at most 2^31 - 1 ms (a longer timer fires at once).
+const UNITS = { ms: 1, s: 1000, m: 60000, min: 60000, h: 3600000, d: 86400000 }
+const MAX_DURATION_MS = 2 ** 31 - 1
+function parseDuration (text, name) {
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?$/i.exec(String(text).trim())
+  const ms = match && Math.round(Number(match[1]) * UNITS[(match[2] ?? 'ms').toLowerCase()])
+  if (!match || ms > MAX_DURATION_MS) throw new UsageError(`--${name}=${JSON.stringify(text)}: expected a duration such as 30s, 2m, 500ms, 1h or 1d, of at most 24d (${MAX_DURATION_MS} ms)`)
+  return ms
+}
+
+function parsePercent (text, name) {
+  const match = /^(\d+(?:\.\d+)?)%$/.exec(String(text).trim())
+  if (!match || Number(match[1]) <= 0 || Number(match[1]) > 100) throw new UsageError(`--${name}=${JSON.stringify(text)}: expected a percentage above 0% and at most 100%, such as 60%`)
+  return Number(match[1]) / 100
+}
+
+const SIZE_UNITS = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1048576, gib: 1073741824 }
+/** `5MiB/min` -> bytes per minute. */
+function parseRate (text, name) {
+  const match = /^(\d+(?:\.\d+)?)\s*([kmg]i?b|b)\/(s|min|m|h)$/i.exec(String(text).trim())
+  if (!match) throw new UsageError(`--${name}=${JSON.stringify(text)}: expected a rate such as 5MiB/min, 100KiB/s or 1GB/h`)
+  const perMinute = { s: 60, min: 1, m: 1, h: 1 / 60 }[match[3].toLowerCase()]
+  return Number(match[1]) * SIZE_UNITS[match[2].toLowerCase()] * perMinute
+}
+
+const mib = (bytes) => `${Math.round(bytes / 1048576)} MiB`
+const percent = (share) => `${Math.round(share * 100)}%`
+
+function say (text) {
+  process.stdout.write(`${text}\n`)
+}
+
+function fail (options, message, code = 1) {
+  if (options.json) say(JSON.stringify({ ok: false, error: message }))
+  else process.stderr.write(`self-recycle: ${message}\n`)
+  return code
+}
+
+module.exports = { UsageError, parseArgs, parseDuration, parsePercent, parseRate, mib, percent, say, fail }
