@@ -97,7 +97,7 @@ const RECYCLING = {
 }
 
 /** Runs the cluster fixture with `app` workers under load and checks that nothing was lost. */
-async function clusterUnderLoad (app, seconds, extraEnv = {}, { allGranted = true } = {}) {
+async function clusterUnderLoad (app, seconds, extraEnv = {}) {
   const service = startService('http-cluster.js', { ...RECYCLING, APP: app, ...extraEnv })
   const port = await service.port
   const counts = await loadWithKeepAlive(port, seconds)
@@ -108,11 +108,11 @@ async function clusterUnderLoad (app, seconds, extraEnv = {}, { allGranted = tru
   assert.deepEqual(counts.status, {}, JSON.stringify(counts))
   assert.ok(recycles.length >= 3, `>= 3 recycles: ${JSON.stringify(exits)}`)
   assert.ok(counts.ok > 1000, JSON.stringify(counts))
-  // Siblings of one primary drain one at a time (auto-staggered, no bypass), each in full.
-  // A fast-growing worker may pass the queue over its ceiling (allGranted false): even then
-  // it keeps listening until a sibling does.
+  // Siblings of one primary drain one at a time (auto-staggered), each in full. A worker
+  // that grows past its ceiling while it waits (fast handlers, a slow machine, a replacement
+  // that boots slowly) passes the queue: even then it keeps listening until a sibling does.
   const admissions = events.filter((e) => e.event === 'recycle').map((e) => e.stagger)
-  assert.ok(admissions.length >= 3 && (!allGranted || admissions.every((s) => s === 'granted')), JSON.stringify(admissions))
+  assert.ok(admissions.length >= 3 && admissions.every((s) => s === 'granted' || s === 'bypass: over the ceiling'), JSON.stringify(admissions))
   const drains = events.filter((e) => e.event === 'exit' && e.code === 75)
   assert.equal(drains.length, recycles.length, JSON.stringify(drains))
   assert.ok(drains.every((e) => e.drained), JSON.stringify(drains))
@@ -134,10 +134,11 @@ test('a node:cluster HTTP service recycles under a keep-alive load: 0 resets, 0 
 // Handlers that answer inside the request listener run before drainHttp's when registered
 // first (the usual order): they still get Connection: close. At this rate (thousands of
 // requests a second, 64 KiB kept by each) a waiting sibling passes its queue over the
-// ceiling, and the service must still always have a worker listening.
+// ceiling, and the service must still always have a worker listening (a port-0 service
+// whose primary closed its handle even moves to another port).
 for (const [app, handler, order] of [['node', 'sync', 'readme'], ['node', 'sync', 'first'], ['node', 'async', 'first'], ['express-app', 'sync', 'readme'], ['express-app', 'async', 'readme'], ['fastify-app', 'sync', 'readme']]) {
   test(`${app === 'node' ? 'node:http' : app === 'express-app' ? 'Express' : 'Fastify'} in a node:cluster, ${handler} handlers, drainHttp registered ${order === 'first' ? 'before' : 'after'} the app: 0 client errors across recycles`, { timeout: 120000 }, async () => {
-    await clusterUnderLoad(app, handler === 'sync' ? 12 : 20, { HANDLER: handler, ORDER: order }, { allGranted: false })
+    await clusterUnderLoad(app, handler === 'sync' ? 12 : 20, { HANDLER: handler, ORDER: order })
   })
 }
 

@@ -197,7 +197,7 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
   // to count and close.
   const tls = typeof server.setSecureContext === 'function'
   const onConnection = (socket) => {
-    const info = { responses: new Map(), idleSince: Date.now(), bytesAtIdle: 0, upgraded: null, hold: null, timer: null, chance: false }
+    const info = { responses: new Map(), idleSince: Date.now(), bytesAtIdle: socket.bytesRead, upgraded: null, hold: null, timer: null, chance: false }
     state.sockets.set(socket, info)
     socket.once('close', () => {
       state.sockets.delete(socket)
