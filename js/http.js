@@ -12,6 +12,8 @@
 const { Server: NetServer } = require('node:net')
 
 const kState = Symbol('self-recycle.http')
+// A response drainHttp made say `Connection: close`.
+const kClosing = Symbol('self-recycle.closing')
 const stopListening = NetServer.prototype.close
 
 function recycler () {
@@ -228,14 +230,14 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
   /** The newest unanswered response on a socket says Connection: close; those before it keep it open for it. */
   function closeAfter (res, info) {
     for (const earlier of info?.responses.keys() ?? []) {
-      if (earlier !== res && earlier.closing && !earlier.headersSent) {
+      if (earlier !== res && earlier[kClosing] && !earlier.headersSent) {
         earlier.shouldKeepAlive = true
         earlier.setHeader('Connection', 'keep-alive')
-        earlier.closing = false
+        earlier[kClosing] = false
       }
     }
     if (res.headersSent) return
-    res.closing = true
+    res[kClosing] = true
     res.shouldKeepAlive = false
     res.setHeader('Connection', 'close')
   }
