@@ -45,6 +45,8 @@ async function loadWithKeepAlive (port, seconds, sockets = 50) {
         resolve()
       })
     })
+    // A request nobody answers is an error too, not a hang of the whole run.
+    req.setTimeout(10000, () => req.destroy(Object.assign(new Error('no answer in 10 s'), { code: 'NO_ANSWER' })))
     req.on('error', (error) => {
       counts.errors[error.code ?? error.message] = (counts.errors[error.code ?? error.message] ?? 0) + 1
       resolve()
@@ -104,13 +106,15 @@ async function clusterUnderLoad (app, seconds, extraEnv = {}) {
   const { stdout, events } = await service.stop()
   const exits = stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
   const recycles = exits.filter((e) => e.code === 75)
-  assert.ok(recycles.length >= 3, `>= 3 recycles: ${JSON.stringify(exits)}`)
   assert.deepEqual(counts.errors, {}, JSON.stringify(counts))
   assert.deepEqual(counts.status, {}, JSON.stringify(counts))
+  assert.ok(recycles.length >= 3, `>= 3 recycles: ${JSON.stringify(exits)}`)
   assert.ok(counts.ok > 1000, JSON.stringify(counts))
-  // Siblings of one primary drain one at a time (auto-staggered, no bypass), each in full.
+  // Siblings of one primary drain one at a time (auto-staggered), each in full. A worker
+  // that grows past its ceiling while it waits (fast handlers, a slow machine, a replacement
+  // that boots slowly) passes the queue: even then it keeps listening until a sibling does.
   const admissions = events.filter((e) => e.event === 'recycle').map((e) => e.stagger)
-  assert.ok(admissions.length >= 3 && admissions.every((s) => s === 'granted'), JSON.stringify(admissions))
+  assert.ok(admissions.length >= 3 && admissions.every((s) => s === 'granted' || s === 'bypass: over the ceiling'), JSON.stringify(admissions))
   const drains = events.filter((e) => e.event === 'exit' && e.code === 75)
   assert.equal(drains.length, recycles.length, JSON.stringify(drains))
   assert.ok(drains.every((e) => e.drained), JSON.stringify(drains))
@@ -128,6 +132,17 @@ test('a node:cluster HTTP service recycles under a keep-alive load: 0 resets, 0 
   })
   assert.ok(lopsided.length <= 4, `one worker served > 80% in ${lopsided.length} seconds: ${JSON.stringify(counts.perSecond)}`)
 })
+
+// Handlers that answer inside the request listener run before drainHttp's when registered
+// first (the usual order): they still get Connection: close. At this rate (thousands of
+// requests a second, 64 KiB kept by each) a waiting sibling passes its queue over the
+// ceiling, and the service must still always have a worker listening (a port-0 service
+// whose primary closed its handle even moves to another port).
+for (const [app, handler, order] of [['node', 'sync', 'readme'], ['node', 'sync', 'first'], ['node', 'async', 'first'], ['express-app', 'sync', 'readme'], ['express-app', 'async', 'readme'], ['fastify-app', 'sync', 'readme']]) {
+  test(`${app === 'node' ? 'node:http' : app === 'express-app' ? 'Express' : 'Fastify'} in a node:cluster, ${handler} handlers, drainHttp registered ${order === 'first' ? 'before' : 'after'} the app: 0 client errors across recycles`, { timeout: 120000 }, async () => {
+    await clusterUnderLoad(app, handler === 'sync' ? 12 : 20, { HANDLER: handler, ORDER: order })
+  })
+}
 
 test('a node:cluster HTTP service in a fleet on Redis: the fleet grants, and the sibling rules still hold (0 refusals)', { timeout: 120000 }, async () => {
   const { startRedis } = require('./redis')

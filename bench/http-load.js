@@ -56,6 +56,8 @@ async function keepAliveLoad (port, seconds, { sockets = 50, onResponse } = {}) 
         resolve()
       })
     })
+    // A request nobody answers is an error too, not a hang of the whole run.
+    req.setTimeout(10000, () => req.destroy(Object.assign(new Error('no answer in 10 s'), { code: 'NO_ANSWER' })))
     req.on('error', (error) => {
       errors[error.code ?? error.message] = (errors[error.code ?? error.message] ?? 0) + 1
       resolve()

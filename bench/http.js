@@ -1,10 +1,13 @@
 'use strict'
 // An HTTP service under load, side by side in one run: a node:cluster of 2 workers (each
-// request retains 64 KiB and takes 20-200 ms) drained by drainHttp, with recycles at a
-// 150 MiB RSS limit and without any limit; then the same for a Nest app on Express.
+// request retains 64 KiB) drained by drainHttp, recycling at a 150 MiB RSS limit, for
+// node:http, Express and Fastify, each with handlers that answer inside the request
+// listener (sync: thousands of requests a second, so a waiting sibling passes its queue
+// over the ceiling) and after 20-200 ms (async); then the async services without any limit.
 // Counts every error with a plain keep-alive client (50 sockets, no retry on a server FIN:
-// a client that re-sends silently would hide resets), and reports requests/s, p50/p99 and
-// the workers' RSS at exit. Writes bench/http.md. Usage: node bench/http.js [seconds]
+// a client that re-sends silently would hide resets) and reports errors per recycle,
+// requests/s, p50/p99 and the workers' RSS at exit. Writes bench/http.md.
+// Usage: node bench/http.js [seconds]
 
 const fs = require('node:fs')
 const path = require('node:path')
@@ -12,8 +15,9 @@ const { startService, keepAliveLoad } = require('./http-load.js')
 
 const SECONDS = Number(process.argv[2] || 30)
 const SOCKETS = 50
-// The service the HTTP tests run (APP=node: node:http; APP=express: a Nest app).
+// The service the HTTP tests run (APP=node: node:http; express-app, fastify-app).
 const SERVICE = path.join(__dirname, '..', '__test__', 'fixtures', 'http-cluster.js')
+const APPS = { node: 'node:http', 'express-app': 'Express', 'fastify-app': 'Fastify' }
 
 async function arm (name, env) {
   const service = startService([SERVICE], { SELF_RECYCLE_LOG: 'json', ...env })
@@ -29,6 +33,8 @@ async function arm (name, env) {
     name,
     ...result,
     recycles: exits.filter((e) => e.code === 75).length,
+    // Recycles that passed the sibling queue over their ceiling.
+    bypassed: events.filter((e) => e.event === 'recycle' && /^bypass/.test(e.stagger ?? '')).length,
     drainMs: recycleExits.map((e) => e.durationMs),
     rssAtExitMiB: finalRss.map((b) => b / 1048576)
   }
@@ -40,25 +46,33 @@ async function main () {
   const recycling = { SELF_RECYCLE_MAX_RSS: '150MiB', SELF_RECYCLE_MAX_HEAP: 'off', SELF_RECYCLE_MIN_UPTIME: '0', SELF_RECYCLE_WARMUP: '0', SELF_RECYCLE_DRAIN_TIMEOUT: '10s', SELF_RECYCLE_SIGNALS: 'on' }
   const unlimited = { SELF_RECYCLE_MAX_RSS: 'off', SELF_RECYCLE_MAX_HEAP: 'off', SELF_RECYCLE_SIGNALS: 'on' }
   const rows = []
-  for (const app of ['node', 'express']) {
-    rows.push(await arm(`${app}: recycling at 150 MiB`, { ...recycling, APP: app }))
-    rows.push(await arm(`${app}: no limit (never recycles)`, { ...unlimited, APP: app }))
+  for (const app of Object.keys(APPS)) {
+    for (const handler of ['sync', 'async']) {
+      rows.push(await arm(`${APPS[app]}, ${handler}: recycling at 150 MiB`, { ...recycling, APP: app, HANDLER: handler }))
+    }
   }
+  for (const app of Object.keys(APPS)) rows.push(await arm(`${APPS[app]}, async: no limit (never recycles)`, { ...unlimited, APP: app, HANDLER: 'async' }))
   const lines = [
     `# HTTP servers under recycling (${SECONDS} s per row, ${SOCKETS} keep-alive sockets, node ${process.version})`,
     '',
-    'Written by `node bench/http.js`. 2 node:cluster workers; each request retains 64 KiB and takes 20-200 ms.',
+    'Written by `node bench/http.js`. 2 node:cluster workers; each request retains 64 KiB; sync',
+    'handlers answer inside the request listener, async ones after 20-200 ms. drainHttp is',
+    'registered after the app (`createServer(app)`, then `drainHttp(server)`). "bypassed": recycles',
+    'that passed the sibling queue over their ceiling (1.25x the limit).',
     '',
-    '| service | requests | req/s | p50 ms | p99 ms | max ms | errors | non-2xx | recycles | drain ms | RSS at exit MiB |',
-    '|---|---|---|---|---|---|---|---|---|---|---|'
+    '| service | requests | req/s | p50 ms | p99 ms | max ms | errors | errors per recycle | non-2xx | recycles (bypassed) | drain ms | RSS at exit MiB |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|'
   ]
   for (const r of rows) {
+    const total = Object.values(r.errors).reduce((a, b) => a + b, 0)
     const errors = Object.entries(r.errors).map(([code, n]) => `${n} ${code}`).join(', ') || '0'
-    lines.push(`| ${r.name} | ${r.requests} | ${r.perSecond.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(0)} | ${errors} | ${r.non2xx} | ${r.recycles} | ${range(r.drainMs)} | ${range(r.rssAtExitMiB)} |`)
+    const perRecycle = r.recycles > 0 ? (total / r.recycles).toFixed(1) : '—'
+    lines.push(`| ${r.name} | ${r.requests} | ${r.perSecond.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(0)} | ${errors} | ${perRecycle} | ${r.non2xx} | ${r.recycles} (${r.bypassed}) | ${range(r.drainMs)} | ${range(r.rssAtExitMiB)} |`)
   }
-  for (const app of ['node', 'express']) {
-    const [withRecycles, without] = rows.filter((r) => r.name.startsWith(`${app}:`))
-    lines.push('', `${app}: throughput with recycles / without: ${(withRecycles.perSecond / without.perSecond).toFixed(3)}; p99 ratio: ${(withRecycles.p99 / without.p99).toFixed(2)}`)
+  for (const app of Object.values(APPS)) {
+    const withRecycles = rows.find((r) => r.name === `${app}, async: recycling at 150 MiB`)
+    const without = rows.find((r) => r.name === `${app}, async: no limit (never recycles)`)
+    lines.push('', `${app}, async: throughput with recycles / without: ${(withRecycles.perSecond / without.perSecond).toFixed(3)}; p99 ratio: ${(withRecycles.p99 / without.p99).toFixed(2)}`)
   }
   const text = lines.join('\n') + '\n'
   fs.writeFileSync(path.join(__dirname, 'http.md'), text)

@@ -1,15 +1,19 @@
 'use strict'
 // drainHttp(server): an HTTP server recycles without dropping a request. On a drain it
-// stops accepting, answers every request from then on with `Connection: close`, waits for
-// every request in flight (those arriving during the drain included: each is tracked
-// work), closes a keep-alive socket once it has been idle for `idleGraceMs` (closing an
-// idle socket at once races a client reusing it: ECONNRESET), and at the deadline
+// answers every request from then on with `Connection: close` (it sees each request before
+// the app's listener, whatever the registration order), stops accepting (in a cluster, once
+// a sibling listens), waits for every request in flight (those arriving during the drain
+// included: each is tracked work), lets Node close a socket after its last answer, gives a
+// socket with no request in flight `idleGraceMs` to send one (closing a socket its client
+// is about to reuse is a reset), sends WebSockets a close frame, and at the deadline
 // destroys what is left. Works for node:http, node:https and http2 secure servers, and for
 // the server under Express, Fastify (fastify.server) and Koa.
 
 const { Server: NetServer } = require('node:net')
 
 const kState = Symbol('self-recycle.http')
+// A response drainHttp made say `Connection: close`.
+const kClosing = Symbol('self-recycle.closing')
 const stopListening = NetServer.prototype.close
 
 function recycler () {
@@ -62,9 +66,9 @@ function pressureOptions (given) {
  * sees it: none at `above`, `maxShed` at the limit (all of them while draining). Never all
  * before the drain: a worker whose growth comes from its requests would stop growing, never
  * reach its limit and shed forever. Node's EventEmitter cannot stop the app's 'request'
- * listener, so the server's emit is wrapped (and restored on detach).
+ * listener: the server's emit, wrapped by httpDrain, asks this first.
  */
-function shedUnderPressure (server, r, settings, state) {
+function shedUnderPressure (r, settings, state) {
   let checkedAt = 0
   let share = 0
   const shedding = (req) => {
@@ -78,19 +82,13 @@ function shedUnderPressure (server, r, settings, state) {
     }
     return share > 0 && Math.random() < share
   }
-  const emit = server.emit
-  const wrapped = function (name, req, res, ...rest) {
-    if (name === 'request' && !res.headersSent && shedding(req)) {
-      state.shed++
-      res.writeHead(503, { 'Retry-After': String(settings.retryAfter), 'Content-Type': 'text/plain', ...(req.stream ? {} : { Connection: 'close' }) })
-      res.end('Service Unavailable: this worker is under memory pressure; retry on another\n')
-      return true
-    }
-    return emit.call(this, name, req, res, ...rest)
-  }
-  server.emit = wrapped
-  return () => {
-    if (server.emit === wrapped) server.emit = emit
+  // Answers `req` with a 503 (true) or leaves it to the app (false).
+  return (req, res) => {
+    if (res.headersSent || !shedding(req)) return false
+    state.shed++
+    res.writeHead(503, { 'Retry-After': String(settings.retryAfter), 'Content-Type': 'text/plain', ...(req.stream ? {} : { Connection: 'close' }) })
+    res.end('Service Unavailable: this worker is under memory pressure; retry on another\n')
+    return true
   }
 }
 
@@ -127,27 +125,90 @@ function watchSiblings (dir, onReplacement) {
   return () => watcher.close()
 }
 
+const UPGRADE_DRAIN_ACCEPTS = 'a function (socket, req) or undefined'
+
+/** A WebSocket close frame from a server (unmasked): status 1001, "going away". */
+const GOING_AWAY = Buffer.from([0x88, 0x02, 0x03, 0xe9])
+
+/** Whether the socket's parser holds part of a request: begun, not yet complete. */
+function partialRequest (socket) {
+  // duration(): ms since the current message began, 0 when none is under way (Node 18.?+).
+  try {
+    const duration = socket.parser?.duration?.()
+    if (typeof duration === 'number') return duration > 0
+  } catch {}
+  return false
+}
+
+/**
+ * May this worker stop listening now? Only once a sibling listens: a `listening` mark
+ * (by another pid) no older than the last recycle's admission in the stagger directory.
+ */
+function siblingListens (dir) {
+  const fs = require('node:fs')
+  const path = require('node:path')
+  const read = (name) => {
+    try {
+      const fd = fs.openSync(path.join(dir, name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+      try { return fs.readFileSync(fd, 'latin1').slice(0, 64).trim().split(/\s+/).map(Number) } finally { fs.closeSync(fd) }
+    } catch {
+      return []
+    }
+  }
+  const [last = 0] = read('last-recycle')
+  const [at, pid] = read('listening')
+  return Number.isFinite(at) && at >= last && pid !== process.pid
+}
+
+/**
+ * Writes `last-recycle` (ms) as the queue's admission does: a recycle that passed the queue
+ * never wrote it, and the next sibling must wait for this worker's replacement as well.
+ */
+function markRecycled (dir) {
+  const fs = require('node:fs')
+  const path = require('node:path')
+  const temporary = path.join(dir, `.last-recycle.${process.pid}`)
+  try {
+    fs.writeFileSync(temporary, String(Date.now()), { mode: 0o600, flag: 'w' })
+    fs.renameSync(temporary, path.join(dir, 'last-recycle')) // rename never follows a symlink
+  } catch {
+    try { fs.unlinkSync(temporary) } catch {}
+  }
+}
+
 /** The drain of `server` as a function of the drain context, for a caller that orders its hooks. */
-function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = true } = {}) {
+function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = true, onUpgradeDrain } = {}) {
   if (!server || typeof server.on !== 'function' || typeof server.close !== 'function') {
     throw new TypeError('drainHttp(server): expected a node:http, node:https or http2 server (for Fastify: fastify.server)')
   }
   if (!Number.isFinite(idleGraceMs) || idleGraceMs < 0) {
     throw new TypeError(`drainHttp(server, { idleGraceMs }): expected a number of milliseconds from 0, got ${idleGraceMs}`)
   }
+  if (onUpgradeDrain !== undefined && typeof onUpgradeDrain !== 'function') {
+    throw new TypeError(`drainHttp(server, { onUpgradeDrain }): expected ${UPGRADE_DRAIN_ACCEPTS}, got ${JSON.stringify(onUpgradeDrain) ?? String(onUpgradeDrain)}`)
+  }
   const pressure = pressureOptions(underPressure)
   if (server[kState]) return server[kState]
   const r = recycler()
   if (typeof rebalance !== 'boolean') throw new TypeError(`drainHttp(server, { rebalance }): expected true or false, got ${typeof rebalance}`)
-  const state = { draining: false, sockets: new Map(), sessions: new Set(), idleGraceMs, shed: 0, closeAfterNext: new Set() }
-  const unshed = pressure ? shedUnderPressure(server, r, pressure, state) : () => {}
+  // sockets: socket -> { responses (unfinished, in order), idleSince, bytesAtIdle, upgraded, hold, timer, chance }
+  const state = { draining: false, sockets: new Map(), sessions: new Set(), shed: 0, closeAfterNext: new Set() }
+  const shed = pressure ? shedUnderPressure(r, pressure, state) : () => false
 
-  // Sockets and how many requests are in flight on each (HTTP/1). A TLS server's requests
-  // run on its TLS sockets: those are the ones to count and close.
+  // Sockets (HTTP/1). A TLS server's requests run on its TLS sockets: those are the ones
+  // to count and close.
   const tls = typeof server.setSecureContext === 'function'
   const onConnection = (socket) => {
-    state.sockets.set(socket, 0)
-    socket.once('close', () => state.sockets.delete(socket))
+    const info = { responses: new Map(), idleSince: Date.now(), bytesAtIdle: socket.bytesRead, upgraded: null, hold: null, timer: null, chance: false }
+    state.sockets.set(socket, info)
+    socket.once('close', () => {
+      state.sockets.delete(socket)
+      clearTimeout(info.timer)
+      release(info)
+      // Answers queued behind a closed socket may never finish: they no longer hold the drain.
+      for (const done of [...info.responses.values()]) done()
+    })
+    if (state.draining) settle(socket, info)
   }
   // HTTP/2 sessions: a drain sends GOAWAY and lets their streams finish.
   const onSession = (session) => {
@@ -155,32 +216,117 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
     session.once('close', () => state.sessions.delete(session))
     if (state.draining) session.close()
   }
+
+  /** A socket the drain waits for while no request of its own is in flight counts as work. */
+  function hold (info) {
+    if (info.hold) return
+    r.track(new Promise((resolve) => { info.hold = resolve }))
+  }
+  function release (info) {
+    info.hold?.()
+    info.hold = null
+  }
+
+  /** The newest unanswered response on a socket says Connection: close; those before it keep it open for it. */
+  function closeAfter (res, info) {
+    for (const earlier of info?.responses.keys() ?? []) {
+      if (earlier !== res && earlier[kClosing] && !earlier.headersSent) {
+        earlier.shouldKeepAlive = true
+        earlier.setHeader('Connection', 'keep-alive')
+        earlier[kClosing] = false
+      }
+    }
+    if (res.headersSent) return
+    res[kClosing] = true
+    res.shouldKeepAlive = false
+    res.setHeader('Connection', 'close')
+  }
+
   const onRequest = (req, res) => {
     const socket = req.socket
     const http2 = Boolean(req.stream)
-    if (!http2) state.sockets.set(socket, (state.sockets.get(socket) ?? 0) + 1)
+    const info = http2 ? null : state.sockets.get(socket)
     const closing = state.draining || state.closeAfterNext.delete(socket)
-    if (closing && !http2 && !res.headersSent) res.setHeader('Connection', 'close')
     r.track(new Promise((resolve) => {
       const done = () => {
         res.removeListener('finish', done)
         res.removeListener('close', done)
-        if (!http2 && state.sockets.has(socket)) {
-          const active = state.sockets.get(socket) - 1
-          state.sockets.set(socket, active)
-          if (state.draining && active === 0) closeWhenIdle(socket)
+        if (info?.responses.delete(res) && info.responses.size === 0) {
+          info.idleSince = Date.now()
+          info.bytesAtIdle = socket.bytesRead
+          // Node ends a `Connection: close` socket itself, in its own 'finish' listener.
+          if (state.draining && !socket.destroyed) settle(socket, info)
         }
         resolve()
       }
       res.once('finish', done)
       res.once('close', done)
+      if (info) {
+        info.responses.set(res, done)
+        clearTimeout(info.timer)
+        release(info) // the request is tracked itself
+      }
     }))
+    if (closing && !http2) closeAfter(res, info)
   }
 
-  function closeWhenIdle (socket) {
-    setTimeout(() => {
-      if (state.sockets.get(socket) === 0) socket.end()
-    }, state.idleGraceMs).unref()
+  /** A socket upgraded by the app (WebSocket): in flight until it closes. */
+  const onUpgrade = (req, socket) => {
+    const info = state.sockets.get(socket)
+    if (!info) return
+    info.upgraded = req
+    clearTimeout(info.timer)
+    // Upgraded during the drain: after the app's listener wrote its handshake.
+    if (state.draining) setImmediate(() => settle(socket, info))
+  }
+
+  /**
+   * What a draining socket needs once no request of its own is in flight: an upgraded one
+   * is closed its way; a socket that Node is closing is waited for; any other gets up to
+   * `idleGraceMs` of silence (a request then arriving is answered with Connection: close),
+   * and one holding part of a request that long gets a second grace, then a 408.
+   */
+  function settle (socket, info) {
+    if (info.responses.size > 0 || socket.destroyed) return
+    if (socket.alpnProtocol === 'h2') return // its session closes it
+    hold(info)
+    if (info.upgraded) return closeUpgraded(socket, info)
+    if (socket.writableEnded) return // Node ends it (Connection: close): its 'close' releases it
+    clearTimeout(info.timer)
+    const silent = () => socket.bytesRead === info.bytesAtIdle && !partialRequest(socket)
+    const left = silent() ? info.idleSince + idleGraceMs - Date.now() : idleGraceMs
+    if (left <= 0) return socket.destroySoon()
+    info.timer = setTimeout(() => {
+      if (info.responses.size > 0 || socket.destroyed) return
+      if (silent()) return socket.destroySoon()
+      if (!partialRequest(socket) || info.chance) {
+        // A request that never completed: answered as Node answers a headers timeout.
+        socket.end(partialRequest(socket) ? 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n' : undefined)
+        socket.destroySoon()
+        return
+      }
+      info.chance = true
+      settle(socket, info)
+    }, left)
+    info.timer.unref()
+  }
+
+  function closeUpgraded (socket, info) {
+    if (info.upgradeClosing) return
+    info.upgradeClosing = true
+    if (onUpgradeDrain) {
+      try {
+        onUpgradeDrain(socket, info.upgraded)
+      } catch (error) {
+        process.emitWarning(`self-recycle: onUpgradeDrain threw: ${error?.message ?? error}`)
+        socket.destroy()
+      }
+      return
+    }
+    if (!socket.writableEnded) socket.end(GOING_AWAY)
+    // The client answers with its close frame and closes; one that does not, is cut.
+    info.timer = setTimeout(() => socket.destroy(), Math.max(idleGraceMs, 1000))
+    info.timer.unref()
   }
 
   const finished = () => new Promise((resolve) => {
@@ -191,21 +337,61 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
     check()
   })
 
+  /** Resolves once this worker may stop listening without leaving the port unattended. */
+  const listenerMayClose = (signal) => {
+    const dir = r.config?.staggerDir
+    if (!dir || r._mayStopListening?.() !== false) return Promise.resolve(false)
+    return new Promise((resolve) => {
+      const check = () => {
+        if (siblingListens(dir) || signal.aborted) return resolve(true)
+        setTimeout(check, 20).unref()
+      }
+      check()
+    })
+  }
+
   const drain = async ({ signal }) => {
     state.draining = true
-    // Stop accepting, through net.Server's close: since Node 19 an HTTP server's own close()
-    // also closes every idle keep-alive socket at once, racing a client that is reusing it
-    // (ECONNRESET). Idle sockets are closed below, after the grace.
-    stopListening.call(server, () => {})
     for (const session of state.sessions) session.close()
-    for (const [socket, active] of state.sockets) if (active === 0) closeWhenIdle(socket)
+    for (const [socket, info] of state.sockets) {
+      if (info.responses.size > 0) {
+        const newest = [...info.responses.keys()].at(-1)
+        closeAfter(newest, info)
+      } else {
+        settle(socket, info)
+      }
+    }
     const onDeadline = () => {
       for (const socket of state.sockets.keys()) socket.destroy()
       for (const session of state.sessions) session.destroy()
     }
     signal.addEventListener('abort', onDeadline, { once: true })
+    // Stop accepting, through net.Server's close: since Node 19 an HTTP server's own
+    // close() also closes every idle keep-alive socket at once, racing a client that is
+    // reusing it (ECONNRESET). In a cluster, not before a sibling listens.
+    const passedQueue = await listenerMayClose(signal)
+    stopListening.call(server, () => {})
+    if (passedQueue) markRecycled(r.config.staggerDir)
     await Promise.race([finished(), new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))])
   }
+
+  // Every request and upgrade is seen before the app's listeners, whatever the order they
+  // were registered in: a handler that answers at once has sent its headers by the time a
+  // listener after it runs. Wrapping emit adds no listener: an app without an 'upgrade'
+  // listener keeps Node's handling of upgrade requests.
+  const emit = server.emit
+  const wrapped = function (name, ...args) {
+    if (name === 'request') {
+      onRequest(args[0], args[1])
+      if (shed(args[0], args[1])) return true
+    } else if (name === 'upgrade' && this.listenerCount('upgrade') > 0) {
+      const result = emit.call(this, name, ...args)
+      onUpgrade(args[0], args[1])
+      return result
+    }
+    return emit.call(this, name, ...args)
+  }
+  server.emit = wrapped
 
   const unserve = r._serves(server)
   // Watched once this worker listens: by then its own `listening` mark made the directory.
@@ -224,12 +410,10 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
   const connectionEvent = tls ? 'secureConnection' : 'connection'
   server.on(connectionEvent, onConnection)
   server.on('session', onSession)
-  server.on('request', onRequest)
   const detach = () => {
     server.removeListener(connectionEvent, onConnection)
     server.removeListener('session', onSession)
-    server.removeListener('request', onRequest)
-    unshed()
+    if (server.emit === wrapped) server.emit = emit
     server.removeListener('listening', watch)
     unwatch()
     unserve()

@@ -692,10 +692,21 @@ export declare function guardStats(): GuardKeyStats[]
 
 export interface DrainHttpOptions {
   /**
-   * How long a keep-alive socket may stay idle during a drain before it is closed (closing
-   * it at once races a client reusing it). @default 1000
+   * During a drain, how long a socket with no request in flight may stay silent before it
+   * is closed (closing it at once races a client reusing it); a request arriving in that
+   * time is answered with `Connection: close`. A socket holding part of a request gets a
+   * second grace, then a 408. Such sockets count as in flight. @default 1000
    */
   idleGraceMs?: number
+  /**
+   * Drains an upgraded socket (a WebSocket, from the server's 'upgrade' event) your way:
+   * called once per socket when the drain starts (or when it upgrades during the drain).
+   * The socket counts as in flight until it closes or the deadline. Without it, the drain
+   * writes a close frame (status 1001, going away) and ends the socket; a client that does
+   * not close within `idleGraceMs` (at least 1 s) is cut.
+   * @default undefined
+   */
+  onUpgradeDrain?: (socket: import('node:net').Socket, req: import('node:http').IncomingMessage) => void
   /**
    * In a cluster (or with STAGGER_DIR): once a sibling's replacement listens, each socket of
    * this server closes after its next answer, so the primary spreads the connections over
@@ -735,10 +746,12 @@ export interface HttpServerLike {
 }
 
 /**
- * Drains `server` on every recycle or stop of the running recycler: stops accepting,
- * answers with `Connection: close`, waits for every request in flight, closes keep-alive
- * sockets once idle for `idleGraceMs`, and destroys what is left at the deadline. Call it
- * after `start()` and before `listen()`. Returns a function that detaches it.
+ * Drains `server` on every recycle or stop of the running recycler: answers with
+ * `Connection: close` (in either registration order), stops accepting (in a cluster, once
+ * a sibling listens), waits for every request in flight, closes a socket after its last
+ * answer or once silent for `idleGraceMs`, closes WebSockets with a close frame, and
+ * destroys what is left at the deadline. Call it after `start()` and before `listen()`.
+ * Returns a function that detaches it.
  */
 export declare function drainHttp(server: HttpServerLike, options?: DrainHttpOptions): () => void
 

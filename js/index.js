@@ -641,6 +641,7 @@ class Recycler extends EventEmitter {
     const native = this[kNative]
     if (state.draining || !native) return
     state.draining = true
+    state.decision = decision
     const leftMs = native.acknowledge() ?? 0
     const deadline = Date.now() + leftMs
     const controller = new AbortController()
@@ -783,6 +784,17 @@ class Recycler extends EventEmitter {
     server.on('listening', listening)
     if (server.listening) listening()
     return () => server.removeListener('listening', listening)
+  }
+
+  /**
+   * Whether the drain under way may stop listening at once (drainHttp): the sibling queue
+   * granted it, so the last recycled sibling's replacement already listens. A recycle that
+   * passed the queue over its ceiling, or after STAGGER_MAX_WAIT, was not checked: its
+   * server must first see a sibling listen. Stops and queue-less recycles need not wait.
+   */
+  _mayStopListening () {
+    const stagger = this[kState].decision?.stagger
+    return typeof stagger !== 'string' || !/^(bypass|timeout)/.test(stagger)
   }
 
   /** Counts finished jobs for `maxJobs`; returns the total. */

@@ -116,7 +116,12 @@ impl Stagger {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             *held = Some(lock);
         }
-        let _ = write_bytes_atomically(&self.dir.join(LAST_FILE), now_ms().to_string().as_bytes());
+        // A server's bypass is stamped by drainHttp when it stops listening (a sibling's
+        // replacement may still come up before that, and must count).
+        if !self.serves.load(Ordering::Relaxed) {
+            let _ =
+                write_bytes_atomically(&self.dir.join(LAST_FILE), now_ms().to_string().as_bytes());
+        }
     }
 
     #[cfg(not(unix))]
