@@ -169,7 +169,7 @@ test('the example\'s PM2 ecosystem file as written: jobs complete exactly once a
   assert.ok((pm2Log.match(/App \[nest-bullmq-worker:\d\] exited with code \[75\]/g) || []).length >= 2, pm2Log)
 })
 
-test('under --max-old-space-size=160 the default MAX_HEAP engages: heap recycles, staggered, each job exactly once', { timeout: 300000 }, async () => {
+test('under --max-old-space-size=160 the default MAX_HEAP engages: heap recycles (granted ones staggered, growing ones before V8\'s limit), each job exactly once', { timeout: 300000 }, async () => {
   const stagger = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-e2e-stagger-'))
   // A heap leak of about 12 MiB/s per worker: fast, but slower than the near-heap-limit
   // rescue is for (which would act past 160 MiB).
@@ -190,10 +190,13 @@ test('under --max-old-space-size=160 the default MAX_HEAP engages: heap recycles
     assert.equal(event.config.maxHeap, Math.floor(160 * 1024 * 1024 * 0.85))
     assert.deepEqual(event.warnings, [])
   }
-  // The example's fleet (its Redis, from BullModule) staggers them across the two workers.
+  // The example's fleet (its Redis, from BullModule) staggers them across the two workers;
+  // a heap still growing past MAX_HEAP (85%) is already where V8 may call near-heap-limit,
+  // so such a recycle does not wait its turn: it goes, saying why.
   assert.ok(recycles.every((e) => e.fleet === 'granted' || e.fleet === 'bypass'), JSON.stringify(recycles.map((e) => [e.fleet, e.fleetWhy])))
-  const times = recycles.map((e) => Date.parse(e.time)).sort((a, b) => a - b)
-  for (let i = 1; i < times.length; i++) assert.ok(times[i] - times[i - 1] >= 950, `recycles ${times.map((t) => t - times[0])} ms`)
+  for (const bypass of recycles.filter((e) => e.fleet === 'bypass')) assert.match(bypass.fleetWhy, /V8's heap limit|ceiling/, JSON.stringify(bypass))
+  const times = recycles.filter((e) => e.fleet === 'granted').map((e) => Date.parse(e.time)).sort((a, b) => a - b)
+  for (let i = 1; i < times.length; i++) assert.ok(times[i] - times[i - 1] >= 950, `granted recycles ${times.map((t) => t - times[0])} ms`)
   // PROFILE (on by default) names the example's deliberate leak, with its file and line.
   const processor = path.join(__dirname, '..', 'examples', 'nest-bullmq-worker', 'jobs.processor.js')
   const line = fs.readFileSync(processor, 'utf8').split('\n').findIndex((l) => l.includes('async process (job) {')) + 1
