@@ -255,6 +255,37 @@ test('a recycle decided at the end of warm-up (with the baseline) names what gre
   assert.match(recycle.msg, /; most growth at leakFast /)
 })
 
+test('a leak inside node_modules, 40 frames below the app\'s call, is charged to the app frame that called the library', { timeout: 60000 }, async () => {
+  const dir = tempDir('deep')
+  try {
+    const lib = path.join(dir, 'node_modules', 'deep-lib')
+    fs.mkdirSync(lib, { recursive: true })
+    fs.writeFileSync(path.join(lib, 'index.js'), `
+      const kept = []
+      function keep (value, depth) {
+        if (depth > 0) return keep(value, depth - 1)
+        kept.push({ value, text: 'kept-' + kept.length + '-' + 'k'.repeat(180) })
+      }
+      module.exports = { keep }
+    `)
+    fs.writeFileSync(path.join(dir, 'app.js'), [
+      `const { start } = require(${JSON.stringify(path.join(__dirname, '..'))})`,
+      "const { keep } = require('deep-lib')",
+      'function rememberOrders () {',
+      '  for (let i = 0; i < 500; i++) keep(i, 40)',
+      '}',
+      'start()',
+      'setInterval(rememberOrders, 5)'
+    ].join('\n'))
+    const result = await runFixture(path.join(dir, 'app.js'), { env: { ...LEAK, SELF_RECYCLE_MAX_HEAP: '100MiB' }, cwd: dir, timeoutMs: 50000 })
+    assert.equal(result.code, 75, describe(result))
+    const [recycle] = eventsNamed(result, 'recycle')
+    assert.deepEqual(recycle.topSites.map((s) => [s.functionName, s.file, s.line]), [['rememberOrders', 'app.js', 3]], JSON.stringify(recycle.topSites))
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
 test('a leak event names the sites too', { timeout: 60000 }, async () => {
   const result = await runFixture('leak-sites.js', {
     env: { ...LEAK, SELF_RECYCLE_MAX_HEAP: 'off', SELF_RECYCLE_LEAK_SLOPE: '5MiB/min', SELF_RECYCLE_LEAK_WINDOW: '2s', SELF_RECYCLE_DRY_RUN: 'on' },

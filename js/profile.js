@@ -250,7 +250,7 @@ class InspectorProfiler {
     this.session.connect()
     this.error = null
     // An in-process session answers synchronously.
-    this.session.post('HeapProfiler.startSampling', { samplingInterval: interval, stackDepth: 32 }, (error) => { this.error = error })
+    this.session.post('HeapProfiler.startSampling', { samplingInterval: interval, stackDepth: 128 /* as deep as the native profiler's */ }, (error) => { this.error = error })
     if (this.error) throw this.error
   }
 
