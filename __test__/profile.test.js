@@ -286,6 +286,34 @@ test('a leak inside node_modules, 40 frames below the app\'s call, is charged to
   }
 })
 
+const TS_APP = path.join(__dirname, 'fixtures', 'ts-app')
+/** The line a method starts on in a file of the TypeScript fixture. */
+const tsLineOf = (file, method) => fs.readFileSync(path.join(TS_APP, file), 'utf8').split('\n').findIndex((l) => l.startsWith(`  ${method} (`) || l.startsWith(`    ${method}(`)) + 1
+
+test('with source maps on (--enable-source-maps or process.setSourceMapsEnabled), a TypeScript app\'s site is its .ts file and line', { timeout: 120000 }, async () => {
+  const env = { ...LEAK, SELF_RECYCLE_MAX_HEAP: '100MiB' }
+  const runs = [
+    ['--enable-source-maps', { env, nodeArgs: ['--enable-source-maps'] }],
+    ['process.setSourceMapsEnabled(true)', { env: { ...env, SOURCE_MAPS: 'api' } }]
+  ]
+  const tsLine = tsLineOf(path.join('src', 'jobs.processor.ts'), 'process')
+  const jsLine = tsLineOf(path.join('dist', 'jobs.processor.js'), 'process')
+  assert.ok(tsLine > 0 && jsLine > 0 && tsLine !== jsLine)
+  for (const [how, options] of runs) {
+    const result = await runFixture(path.join(TS_APP, 'dist', 'main.js'), { ...options, cwd: TS_APP, timeoutMs: 50000 })
+    assert.equal(result.code, 75, describe(result))
+    const [recycle] = eventsNamed(result, 'recycle')
+    const [top] = recycle.topSites
+    assert.deepEqual([top?.functionName, top?.file, top?.line], ['process', 'src/jobs.processor.ts', tsLine], `${how}: ${JSON.stringify(recycle.topSites)}`)
+    assert.deepEqual([top.generated.file, top.generated.line], ['dist/jobs.processor.js', jsLine])
+    assert.match(recycle.msg, new RegExp(`; most growth at process \\(src/jobs\\.processor\\.ts:${tsLine}\\), \\d+%$`), how)
+  }
+  // Without source maps, the compiled file is all there is.
+  const result = await runFixture(path.join(TS_APP, 'dist', 'main.js'), { env, cwd: TS_APP, timeoutMs: 50000 })
+  const [top] = eventsNamed(result, 'recycle')[0].topSites
+  assert.deepEqual([top.file, top.line, top.generated], ['dist/jobs.processor.js', jsLine, undefined])
+})
+
 test('a leak event names the sites too', { timeout: 60000 }, async () => {
   const result = await runFixture('leak-sites.js', {
     env: { ...LEAK, SELF_RECYCLE_MAX_HEAP: 'off', SELF_RECYCLE_LEAK_SLOPE: '5MiB/min', SELF_RECYCLE_LEAK_WINDOW: '2s', SELF_RECYCLE_DRY_RUN: 'on' },

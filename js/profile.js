@@ -9,6 +9,7 @@
 const path = require('node:path')
 
 const binding = require('./native.js')
+const { originalPosition } = require('./sourcemap.js')
 
 // self-recycle's own frames (its event logging) are charged to their caller, like Node's.
 const OWN_FILES = __dirname + path.sep
@@ -150,9 +151,10 @@ function totalOf (sites) {
  * Sites ranked by growth since `baseline` (a sitesOf map, or null: since the profiler
  * started). `share`: this site's part of all growth, 0-1. `interval`: the profiler's
  * sampling interval; a site's bytes over it are its samples (see NOISE_SIGMAS). Sites that
- * did not grow beyond noise are left out, and out of the shares.
+ * did not grow beyond noise are left out, and out of the shares. `map(url, line, column)`:
+ * the original position of a compiled one, or null (js/sourcemap.js).
  */
-function grownSites (now, baseline, { limit = EVENT_SITES, cwd = process.cwd(), interval = 1 } = {}) {
+function grownSites (now, baseline, { limit = EVENT_SITES, cwd = process.cwd(), interval = 1, map = originalPosition } = {}) {
   const rows = []
   let grown = 0
   for (const [key, site] of now) {
@@ -169,13 +171,17 @@ function grownSites (now, baseline, { limit = EVENT_SITES, cwd = process.cwd(), 
   }
   rows.sort((a, b) => b.growth - a.growth)
   return rows.slice(0, limit).map(({ site, growth }) => {
-    const file = site.url ? fileOf(site.url, cwd) : ''
+    // With source maps on, the original file and line (src/jobs.ts, not dist/jobs.js).
+    const original = site.url ? map(site.url, site.line, site.column) : null
+    const where = original ?? site
+    const file = where.url ? fileOf(where.url, cwd) : ''
     return {
-      site: file ? `${site.functionName} (${file}:${site.line}:${site.column})` : site.functionName,
+      site: file ? `${site.functionName} (${file}:${where.line}:${where.column})` : site.functionName,
       functionName: site.functionName,
       file,
-      line: site.line,
-      column: site.column,
+      line: where.line,
+      column: where.column,
+      ...(original ? { generated: { file: fileOf(site.url, cwd), line: site.line, column: site.column } } : {}),
       bytes: site.bytes,
       growth,
       share: grown > 0 ? Math.round((growth / grown) * 1000) / 1000 : 0
