@@ -235,6 +235,10 @@ test('a MAX_JOBS recycle of a worker that does not leak says "no heap growth" an
     assert.deepEqual(report.profile.topSites, [])
     assert.equal(report.profile.since, 'baseline')
     assert.ok(report.profile.gc.ms >= 0, JSON.stringify(report.profile.gc))
+    // The report for a person says the same, not "not profiled".
+    const exitEvent = eventsNamed(result, 'exit')[0]
+    const text = spawnSync(process.execPath, [path.join(__dirname, '..', 'js', 'cli.js'), 'report', exitEvent.report.path], { encoding: 'utf8' })
+    assert.match(text.stdout, /\nallocation sites: no heap growth since the baseline beyond sampling noise\n  the whole profile: /, text.stdout)
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
