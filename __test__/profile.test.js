@@ -204,7 +204,7 @@ test('a recycle names the fast leaking site first, the slow one second, never th
 const GARBAGE_FILE = path.join('__test__', 'fixtures', 'leak-garbage.js')
 
 test('a garbage maker is never named beside two real leaks (rss recycle, 5 runs)', { timeout: 180000 }, async () => {
-  const env = { ...LEAK, SELF_RECYCLE_MAX_HEAP: 'off', SELF_RECYCLE_MAX_RSS: '300MiB' }
+  const env = { ...LEAK, SELF_RECYCLE_MAX_HEAP: 'off', SELF_RECYCLE_MAX_RSS: '400MiB' }
   for (let run = 0; run < 5; run++) {
     const result = await runFixture('leak-garbage.js', { env, timeoutMs: 50000 })
     assert.equal(result.code, 75, describe(result))
