@@ -84,8 +84,8 @@ test('grown sites: ranked by growth since the baseline, shares of the growth, sh
     ['remember (src/cache.js:7:5)', 200, 0.25]
   ])
   assert.equal(describeTop(sites), 'most growth at load (src/enricher.js:42), 75%')
-  assert.equal(describeTop([]), 'no heap growth since the baseline')
-  assert.equal(describeTop([], 'start'), 'no heap growth since the process started')
+  assert.equal(describeTop([]), 'no heap growth beyond sampling noise since the baseline')
+  assert.equal(describeTop([], 'start'), 'no heap growth beyond sampling noise since the process started')
   // No baseline: growth since the profiler started.
   assert.deepEqual(grownSites(at(50, 0, 0), null).map((s) => s.growth), [50])
 })
@@ -229,7 +229,7 @@ test('a MAX_JOBS recycle of a worker that does not leak says "no heap growth" an
     const [recycle] = eventsNamed(result, 'recycle')
     assert.equal(recycle.reason, 'jobs', describe(result))
     assert.deepEqual(recycle.topSites, [], JSON.stringify(recycle.topSites))
-    assert.match(recycle.msg, /; no heap growth since the baseline$/)
+    assert.match(recycle.msg, /; no heap growth beyond sampling noise since the baseline$/)
     assert.equal(recycle.profileSkipped, undefined)
     const report = JSON.parse(fs.readFileSync(eventsNamed(result, 'exit')[0].report.path, 'utf8'))
     assert.deepEqual(report.profile.topSites, [])
@@ -238,7 +238,7 @@ test('a MAX_JOBS recycle of a worker that does not leak says "no heap growth" an
     // The report for a person says the same, not "not profiled".
     const exitEvent = eventsNamed(result, 'exit')[0]
     const text = spawnSync(process.execPath, [path.join(__dirname, '..', 'js', 'cli.js'), 'report', exitEvent.report.path], { encoding: 'utf8' })
-    assert.match(text.stdout, /\nallocation sites: no heap growth since the baseline beyond sampling noise\n  the whole profile: /, text.stdout)
+    assert.match(text.stdout, /\nallocation sites: no heap growth beyond sampling noise since the baseline\n  the whole profile: /, text.stdout)
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }

@@ -191,7 +191,7 @@ export interface TopSite {
 export interface SiteFields {
   /**
    * The 5 sites that grew most since the baseline, beyond sampling noise (the report keeps
-   * 50). Empty when nothing grew: `msg` then ends with `; no heap growth since the baseline`
+   * 50). Empty when nothing grew: `msg` then ends with `; no heap growth beyond sampling noise since the baseline`
    * (or `since the process started`).
    */
   topSites?: TopSite[]

@@ -201,11 +201,11 @@ function beyondNoise (growth, noise, interval) {
 
 /**
  * "most growth at EnricherService.load (src/enricher.js:42), 61%"; with no site, "no heap
- * growth since the baseline" (`since`: 'baseline' or 'start').
+ * growth beyond sampling noise since the baseline" (`since`: 'baseline' or 'start').
  */
 function describeTop (sites, since = 'baseline') {
   const top = sites[0]
-  if (!top) return `no heap growth since ${since === 'start' ? 'the process started' : 'the baseline'}`
+  if (!top) return `no heap growth beyond sampling noise since ${since === 'start' ? 'the process started' : 'the baseline'}`
   const where = top.file ? `${top.functionName} (${top.file}:${top.line})` : top.functionName
   return `most growth at ${where}, ${Math.round(top.share * 100)}%`
 }
