@@ -99,9 +99,9 @@ test('growth is named only beyond sampling noise: a handful of samples, or a few
       node('parse', '/app/src/parse.js', 3, noise * I)
     ])
   })
-  // In samples: load 0 -> 60 grew; a cache of 400 samples that gains 30 is within
+  // In samples: load 0 -> 150 grew; a cache of 400 samples that gains 30 is within
   // 4 sqrt(830) = 115; two samples from nothing are noise.
-  const sites = grownSites(at(60, 430, 2), at(0, 400, 0), { interval: I, cwd: '/app' })
+  const sites = grownSites(at(150, 430, 2), at(0, 400, 0), { interval: I, cwd: '/app' })
   assert.deepEqual(sites.map((s) => [s.functionName, s.share]), [['load', 1]])
   // Nothing beyond noise: no site.
   assert.deepEqual(grownSites(at(3, 420, 2), at(0, 400, 0), { interval: I }), [])
@@ -121,13 +121,30 @@ test('growth from samples: a leak only gains samples, a steady site gains and lo
   const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
   // Baseline: leak 10 samples (1-10), steady 100 (11-110).
   const base = profile([...range(1, 10).map((o) => sample(leak, o)), ...range(11, 110).map((o) => sample(steady, o))])
-  // Now: leak kept its 10 and gained 20; steady lost 80 and gained 100. Both grew by 20.
+  // Now: leak kept its 10 and gained 40; steady lost 80 and gained 120. Both grew by 40.
   const now = profile([
-    ...range(1, 10).map((o) => sample(leak, o)), ...range(200, 219).map((o) => sample(leak, o)),
-    ...range(91, 110).map((o) => sample(steady, o)), ...range(300, 399).map((o) => sample(steady, o))
+    ...range(1, 10).map((o) => sample(leak, o)), ...range(200, 239).map((o) => sample(leak, o)),
+    ...range(91, 110).map((o) => sample(steady, o)), ...range(300, 419).map((o) => sample(steady, o))
   ])
   const sites = grownSites(sitesOf(now, { after: 110 }), sitesOf(base), { interval: I })
-  assert.deepEqual(sites.map((s) => [s.functionName, s.growth]), [['leak', 20 * I]])
+  assert.deepEqual(sites.map((s) => [s.functionName, s.growth]), [['leak', 40 * I]])
+})
+
+test('growth moved from one site to another (V8 inlined a function into its caller) is not growth: the heap as a whole must grow', () => {
+  const I = 1000
+  const before = node('makeBatch', '/app/src/jobs.js', 1, 1)
+  const caller = node('job', '/app/src/jobs.js', 9, 1)
+  const leak = node('leak', '/app/src/leak.js', 1, 1)
+  const profile = (samples) => ({ head: node('(root)', '', 0, 0, [before, caller, leak]), samples })
+  const sample = (site, ordinal) => ({ nodeId: site.id, size: I, ordinal })
+  const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+  const base = sitesOf(profile(range(1, 100).map((o) => sample(before, o))))
+  // The same 100 samples' worth, now all charged to the caller: no growth at all.
+  const moved = sitesOf(profile(range(200, 299).map((o) => sample(caller, o))), { after: 100 })
+  assert.deepEqual(grownSites(moved, base, { interval: I }), [])
+  // With a real leak of 200 samples beside it, the heap grew: the sites are ranked.
+  const leaking = sitesOf(profile([...range(200, 299).map((o) => sample(caller, o)), ...range(300, 499).map((o) => sample(leak, o))]), { after: 100 })
+  assert.deepEqual(grownSites(leaking, base, { interval: I }).map((s) => s.functionName), ['leak', 'job'])
 })
 
 test('a recycle names the fast leaking site first, the slow one second, never the freed noise; the report holds a valid .heapprofile', { timeout: 60000 }, async () => {

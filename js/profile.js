@@ -155,6 +155,10 @@ function totalOf (sites) {
  * the original position of a compiled one, or null (js/sourcemap.js).
  */
 function grownSites (now, baseline, { limit = EVENT_SITES, cwd = process.cwd(), interval = 1, map = originalPosition } = {}) {
+  // The heap as a whole must have grown too: a steady site whose new objects are charged
+  // to another function after the baseline (V8 inlined it into its caller) loses what the
+  // other gains, and that is not growth.
+  if (!heapGrew(now, baseline, interval)) return []
   const rows = []
   let grown = 0
   for (const [key, site] of now) {
@@ -187,6 +191,22 @@ function grownSites (now, baseline, { limit = EVENT_SITES, cwd = process.cwd(), 
       share: grown > 0 ? Math.round((growth / grown) * 1000) / 1000 : 0
     }
   })
+}
+
+/** Whether all sites together grew beyond noise (the same test as one site's). */
+function heapGrew (now, baseline, interval) {
+  let after = 0
+  let fresh = 0
+  let ordinals = true
+  for (const site of now.values()) {
+    after += site.bytes
+    if (site.fresh === null || site.fresh === undefined) ordinals = false
+    else fresh += site.fresh
+  }
+  let before = 0
+  for (const site of baseline?.values() ?? []) before += site.bytes
+  const noise = ordinals ? fresh + Math.max(0, before - (after - fresh)) : after + before
+  return beyondNoise(after - before, noise, interval)
 }
 
 /**
@@ -320,13 +340,14 @@ class SiteProfiler {
   }
 
   /**
-   * The baseline: what is live at the end of warm-up is not growth. Taken without a forced
-   * GC, it may hold garbage not collected yet: that only makes growth look smaller. A profile
-   * that cannot be read leaves no baseline (sites then count from the start) and never throws.
-   * `atMs`: the uptime of the baseline sample.
+   * The baseline: what is live at the end of warm-up is not growth. Read after a full GC
+   * like an event's profile: garbage in it would count as objects lost since, and hide
+   * growth. A profile that cannot be read leaves no baseline (sites then count from the
+   * start) and never throws. `atMs`: the uptime of the baseline sample.
    */
   takeBaseline (atMs = process.uptime() * 1000) {
     try {
+      this.baselineGc = this.fallback ? 'inspector' : collectGarbage()
       const profile = this.take()
       if (profile) {
         this.baseline = sitesOf(profile)
@@ -363,7 +384,7 @@ class SiteProfiler {
       const since = this.baseline && atMs - this.baselineAtMs >= BASELINE_MIN_AGE_MS ? 'baseline' : 'start'
       const now = sitesOf(profile, { recentSamples: this.recentSamples(), after: since === 'baseline' ? this.baselineOrdinal : 0 })
       const sites = grownSites(now, since === 'baseline' ? this.baseline : null, { limit, interval: this.interval })
-      return { profile, sites, counted: totalOf(now), total: treeTotal(profile), since, gc: this.fallback ? 'inspector' : gc }
+      return { profile, sites, counted: totalOf(now), total: treeTotal(profile), since, gc: this.fallback ? 'inspector' : gc, baselineGc: since === 'baseline' ? this.baselineGc : null }
     } catch (error) {
       return { skipped: `the profile could not be read: ${error?.message ?? error}` }
     }
