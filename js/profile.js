@@ -1,8 +1,8 @@
 'use strict'
 // PROFILE=heap: which code keeps allocating memory that stays alive. V8's sampling heap
-// profiler (started natively by the recycler) is read at the baseline and again, after
-// one full GC, at a `leak` or `recycle`; live sampled bytes are grouped by allocation site
-// and diffed, and only growth beyond sampling noise is named. Where the native path is
+// profiler (started natively by the recycler) is read, each time after one full GC, at the
+// baseline and again at a `leak` or `recycle`; live sampled bytes are grouped by allocation
+// site and diffed, and only growth beyond sampling noise is named. Where the native path is
 // unavailable, node:inspector runs the same profiler (each profile then costs a full GC:
 // V8's inspector forces one).
 
