@@ -346,6 +346,7 @@ class SiteProfiler {
    * start) and never throws. `atMs`: the uptime of the baseline sample.
    */
   takeBaseline (atMs = process.uptime() * 1000) {
+    if (!this.active) return
     try {
       this.baselineGc = this.fallback ? 'inspector' : collectGarbage()
       const profile = this.take()
