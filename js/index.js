@@ -579,7 +579,6 @@ class Recycler extends EventEmitter {
         recentBytesLeftOut: grown.total - grown.counted,
         // The full GC before the read: { ms } or { error }; 'inspector' forces its own.
         gc: grown.gc,
-        baselineGc: grown.baselineGc,
         topSites: grown.sites,
         heapProfile: written?.path ?? null,
         ...(written?.error ? { heapProfileError: written.error } : {})

@@ -1,8 +1,8 @@
 'use strict'
 // PROFILE=heap: which code keeps allocating memory that stays alive. V8's sampling heap
-// profiler (started natively by the recycler) is read, each time after one full GC, at the
-// baseline and again at a `leak` or `recycle`; live sampled bytes are grouped by allocation
-// site and diffed, and only growth beyond sampling noise is named. Where the native path is
+// profiler (started natively by the recycler) is read at the baseline and again, after one
+// full GC, at a `leak` or `recycle`; live sampled bytes are grouped by allocation site and
+// diffed, and only growth beyond sampling noise is named. Where the native path is
 // unavailable, node:inspector runs the same profiler (each profile then costs a full GC:
 // V8's inspector forces one).
 
@@ -340,15 +340,14 @@ class SiteProfiler {
   }
 
   /**
-   * The baseline: what is live at the end of warm-up is not growth. Read after a full GC
-   * like an event's profile: garbage in it would count as objects lost since, and hide
-   * growth. A profile that cannot be read leaves no baseline (sites then count from the
-   * start) and never throws. `atMs`: the uptime of the baseline sample.
+   * The baseline: what is live at the end of warm-up is not growth. Read without a forced
+   * GC: one would add a post-GC point to the leak detector's series at the baseline. Garbage
+   * in it only makes growth look smaller (it counts as objects lost since). A profile that
+   * cannot be read leaves no baseline (sites then count from the start) and never throws.
+   * `atMs`: the uptime of the baseline sample.
    */
   takeBaseline (atMs = process.uptime() * 1000) {
-    if (!this.active) return
     try {
-      this.baselineGc = this.fallback ? 'inspector' : collectGarbage()
       const profile = this.take()
       if (profile) {
         this.baseline = sitesOf(profile)
@@ -385,7 +384,7 @@ class SiteProfiler {
       const since = this.baseline && atMs - this.baselineAtMs >= BASELINE_MIN_AGE_MS ? 'baseline' : 'start'
       const now = sitesOf(profile, { recentSamples: this.recentSamples(), after: since === 'baseline' ? this.baselineOrdinal : 0 })
       const sites = grownSites(now, since === 'baseline' ? this.baseline : null, { limit, interval: this.interval })
-      return { profile, sites, counted: totalOf(now), total: treeTotal(profile), since, gc: this.fallback ? 'inspector' : gc, baselineGc: since === 'baseline' ? this.baselineGc : null }
+      return { profile, sites, counted: totalOf(now), total: treeTotal(profile), since, gc: this.fallback ? 'inspector' : gc }
     } catch (error) {
       return { skipped: `the profile could not be read: ${error?.message ?? error}` }
     }
