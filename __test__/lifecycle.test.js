@@ -33,7 +33,9 @@ test('RSS over the limit: recycle (rss) -> drain hook -> exit 75', async () => {
   assert.equal(recycle.limit, 150 * 1024 * 1024)
   assert.ok(recycle.value >= recycle.limit)
   assert.equal(recycle.strikes, 2)
-  assert.match(recycle.msg, /^rss \d+ MiB over limit 150 MiB for 2 samples; draining$/)
+  // Buffers live outside the V8 heap: PROFILE=heap finds no heap growth to name.
+  assert.match(recycle.msg, /^rss \d+ MiB over limit 150 MiB for 2 samples; draining; no heap growth beyond sampling noise since the (baseline|process started)$/)
+  assert.deepEqual(recycle.topSites, [])
   assert.ok(result.lines.includes('hook:rss:number:true'), describe(result))
   const drains = eventsNamed(result, 'drain')
   assert.deepEqual(drains.map((d) => d.phase), ['start', 'end'])

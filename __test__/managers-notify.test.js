@@ -89,7 +89,7 @@ test('STALL_TIMEOUT: a hung loop recycles with reason stall and exits 75 from th
   assert.equal(result.code, 75, describe(result))
   const [recycle] = eventsNamed(result, 'recycle')
   assert.equal(recycle.reason, 'stall')
-  assert.match(recycle.msg, /^event loop unresponsive for \d+ms \(limit 500ms\); draining$/)
+  assert.match(recycle.msg, /^event loop unresponsive for \d+ms \(limit 500ms\); draining(; no heap growth beyond sampling noise since the (baseline|process started))?$/)
   const [exit] = eventsNamed(result, 'exit')
   assert.equal(exit.forced, true)
   assert.ok(!result.lines.includes('hook'))

@@ -10,7 +10,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const { runFixture, eventsNamed, describe } = require('./processes')
-const { sitesOf, grownSites, describeTop } = require('../js/profile.js')
+const { sitesOf, grownSites, beyondNoise, describeTop } = require('../js/profile.js')
 
 const LEAK = {
   SELF_RECYCLE_LOG: 'json',
@@ -84,11 +84,67 @@ test('grown sites: ranked by growth since the baseline, shares of the growth, sh
     ['remember (src/cache.js:7:5)', 200, 0.25]
   ])
   assert.equal(describeTop(sites), 'most growth at load (src/enricher.js:42), 75%')
-  assert.equal(describeTop([]), null)
+  assert.equal(describeTop([]), 'no heap growth beyond sampling noise since the baseline')
+  assert.equal(describeTop([], 'start'), 'no heap growth beyond sampling noise since the process started')
   // No baseline: growth since the profiler started.
-  assert.deepEqual(grownSites(at(5, 0, 0), null).map((s) => s.growth), [5])
-  // Growth under minGrowth (about two profiler samples) is not counted, nor in the shares.
-  assert.deepEqual(grownSites(at(700, 130, 100), at(100, 100, 100), { minGrowth: 100 }).map((s) => [s.functionName, s.share]), [['load', 1]])
+  assert.deepEqual(grownSites(at(50, 0, 0), null).map((s) => s.growth), [50])
+})
+
+test('growth is named only beyond sampling noise: a handful of samples, or a few standard deviations of a big site, is not growth', () => {
+  const I = 512 * 1024
+  const at = (load, cache, noise) => sitesOf({
+    head: node('(root)', '', 0, 0, [
+      node('load', '/app/src/enricher.js', 42, load * I),
+      node('remember', '/app/src/cache.js', 7, cache * I),
+      node('parse', '/app/src/parse.js', 3, noise * I)
+    ])
+  })
+  // In samples: load 0 -> 150 grew; a cache of 400 samples that gains 30 is within
+  // 4 sqrt(830) = 115; two samples from nothing are noise.
+  const sites = grownSites(at(150, 430, 2), at(0, 400, 0), { interval: I, cwd: '/app' })
+  assert.deepEqual(sites.map((s) => [s.functionName, s.share]), [['load', 1]])
+  // Nothing beyond noise: no site.
+  assert.deepEqual(grownSites(at(3, 420, 2), at(0, 400, 0), { interval: I }), [])
+  // The smallest growth from nothing (all of it gained): more than 4 sqrt(n) samples, so 17.
+  assert.equal(beyondNoise(16 * I, 16 * I, I), false)
+  assert.equal(beyondNoise(17 * I, 17 * I, I), true)
+  // One large object (sampled for sure) counts as its size: a 20 MiB array is growth.
+  assert.equal(beyondNoise(20 * 1048576, 20 * 1048576, I), true)
+})
+
+test('growth from samples: a leak only gains samples, a steady site gains and loses them (the same net growth is noise there)', () => {
+  const I = 1000
+  const leak = node('leak', '/app/src/leak.js', 1, 1)
+  const steady = node('steady', '/app/src/steady.js', 1, 1)
+  const profile = (samples) => ({ head: node('(root)', '', 0, 0, [leak, steady]), samples })
+  const sample = (site, ordinal) => ({ nodeId: site.id, size: I, ordinal })
+  const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+  // Baseline: leak 10 samples (1-10), steady 100 (11-110).
+  const base = profile([...range(1, 10).map((o) => sample(leak, o)), ...range(11, 110).map((o) => sample(steady, o))])
+  // Now: leak kept its 10 and gained 40; steady lost 80 and gained 120. Both grew by 40.
+  const now = profile([
+    ...range(1, 10).map((o) => sample(leak, o)), ...range(200, 239).map((o) => sample(leak, o)),
+    ...range(91, 110).map((o) => sample(steady, o)), ...range(300, 419).map((o) => sample(steady, o))
+  ])
+  const sites = grownSites(sitesOf(now, { after: 110 }), sitesOf(base), { interval: I })
+  assert.deepEqual(sites.map((s) => [s.functionName, s.growth]), [['leak', 40 * I]])
+})
+
+test('growth moved from one site to another (V8 inlined a function into its caller) is not growth: the heap as a whole must grow', () => {
+  const I = 1000
+  const before = node('makeBatch', '/app/src/jobs.js', 1, 1)
+  const caller = node('job', '/app/src/jobs.js', 9, 1)
+  const leak = node('leak', '/app/src/leak.js', 1, 1)
+  const profile = (samples) => ({ head: node('(root)', '', 0, 0, [before, caller, leak]), samples })
+  const sample = (site, ordinal) => ({ nodeId: site.id, size: I, ordinal })
+  const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+  const base = sitesOf(profile(range(1, 100).map((o) => sample(before, o))))
+  // The same 100 samples' worth, now all charged to the caller: no growth at all.
+  const moved = sitesOf(profile(range(200, 299).map((o) => sample(caller, o))), { after: 100 })
+  assert.deepEqual(grownSites(moved, base, { interval: I }), [])
+  // With a real leak of 200 samples beside it, the heap grew: the sites are ranked.
+  const leaking = sitesOf(profile([...range(200, 299).map((o) => sample(caller, o)), ...range(300, 499).map((o) => sample(leak, o))]), { after: 100 })
+  assert.deepEqual(grownSites(leaking, base, { interval: I }).map((s) => s.functionName), ['leak', 'job'])
 })
 
 test('a recycle names the fast leaking site first, the slow one second, never the freed noise; the report holds a valid .heapprofile', { timeout: 60000 }, async () => {
@@ -160,6 +216,123 @@ test('a recycle names the fast leaking site first, the slow one second, never th
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
+})
+
+const GARBAGE_FILE = path.join('__test__', 'fixtures', 'leak-garbage.js')
+
+test('a garbage maker is never named beside two real leaks (rss recycle, 5 runs)', { timeout: 180000 }, async () => {
+  const env = { ...LEAK, SELF_RECYCLE_MAX_HEAP: 'off', SELF_RECYCLE_MAX_RSS: '400MiB' }
+  for (let run = 0; run < 5; run++) {
+    const result = await runFixture('leak-garbage.js', { env, timeoutMs: 50000 })
+    assert.equal(result.code, 75, describe(result))
+    const [recycle] = eventsNamed(result, 'recycle')
+    assert.equal(recycle.reason, 'rss', describe(result))
+    const names = recycle.topSites.map((s) => s.functionName)
+    assert.ok(!names.includes('churn'), `run ${run}: the garbage maker named: ${JSON.stringify(recycle.topSites)}`)
+    assert.deepEqual(names.slice(0, 2), ['leakFast', 'leakSlow'], `run ${run}: ${JSON.stringify(recycle.topSites)}`)
+    assert.equal(recycle.topSites[0].file, GARBAGE_FILE)
+    assert.match(recycle.msg, /; most growth at leakFast \(__test__\/fixtures\/leak-garbage\.js:\d+\), \d+%$/)
+  }
+})
+
+test('a MAX_JOBS recycle of a worker that does not leak says "no heap growth" and names no site', { timeout: 60000 }, async () => {
+  const dir = tempDir('steady')
+  try {
+    const result = await runFixture('steady-jobs.js', {
+      env: { ...LEAK, SELF_RECYCLE_MAX_HEAP: 'off', SELF_RECYCLE_MAX_JOBS: '800', SELF_RECYCLE_JITTER: '0%', SELF_RECYCLE_REPORT_DIR: dir },
+      timeoutMs: 50000
+    })
+    assert.equal(result.code, 75, describe(result))
+    const [recycle] = eventsNamed(result, 'recycle')
+    assert.equal(recycle.reason, 'jobs', describe(result))
+    assert.deepEqual(recycle.topSites, [], JSON.stringify(recycle.topSites))
+    assert.match(recycle.msg, /; no heap growth beyond sampling noise since the baseline$/)
+    assert.equal(recycle.profileSkipped, undefined)
+    const report = JSON.parse(fs.readFileSync(eventsNamed(result, 'exit')[0].report.path, 'utf8'))
+    assert.deepEqual(report.profile.topSites, [])
+    assert.equal(report.profile.since, 'baseline')
+    assert.ok(report.profile.gc.ms >= 0, JSON.stringify(report.profile.gc))
+    // The report for a person says the same, not "not profiled".
+    const exitEvent = eventsNamed(result, 'exit')[0]
+    const text = spawnSync(process.execPath, [path.join(__dirname, '..', 'js', 'cli.js'), 'report', exitEvent.report.path], { encoding: 'utf8' })
+    assert.match(text.stdout, /\nallocation sites: no heap growth beyond sampling noise since the baseline\n  the whole profile: /, text.stdout)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a recycle decided at the end of warm-up (with the baseline) names what grew since the process started', { timeout: 60000 }, async () => {
+  // The heap crosses MAX_HEAP during warm-up; MIN_UPTIME holds the recycle to the sample
+  // that also takes the baseline.
+  const result = await runFixture('leak-sites.js', {
+    env: { ...LEAK, SELF_RECYCLE_MAX_HEAP: '40MiB', SELF_RECYCLE_WARMUP: '3s', SELF_RECYCLE_MIN_UPTIME: '3s' },
+    timeoutMs: 50000
+  })
+  assert.equal(result.code, 75, describe(result))
+  const [baseline] = eventsNamed(result, 'baseline')
+  const [recycle] = eventsNamed(result, 'recycle')
+  assert.ok(baseline && recycle.uptimeMs - baseline.uptimeMs < 1000, describe(result))
+  assert.equal(recycle.topSites[0]?.functionName, 'leakFast', JSON.stringify(recycle.topSites))
+  assert.match(recycle.msg, /; most growth at leakFast /)
+})
+
+test('a leak inside node_modules, 40 frames below the app\'s call, is charged to the app frame that called the library', { timeout: 60000 }, async () => {
+  const dir = tempDir('deep')
+  try {
+    const lib = path.join(dir, 'node_modules', 'deep-lib')
+    fs.mkdirSync(lib, { recursive: true })
+    fs.writeFileSync(path.join(lib, 'index.js'), `
+      const kept = []
+      function keep (value, depth) {
+        if (depth > 0) return keep(value, depth - 1)
+        kept.push({ value, text: 'kept-' + kept.length + '-' + 'k'.repeat(180) })
+      }
+      module.exports = { keep }
+    `)
+    fs.writeFileSync(path.join(dir, 'app.js'), [
+      `const { start } = require(${JSON.stringify(path.join(__dirname, '..'))})`,
+      "const { keep } = require('deep-lib')",
+      'function rememberOrders () {',
+      '  for (let i = 0; i < 500; i++) keep(i, 40)',
+      '}',
+      'start()',
+      'setInterval(rememberOrders, 5)'
+    ].join('\n'))
+    const result = await runFixture(path.join(dir, 'app.js'), { env: { ...LEAK, SELF_RECYCLE_MAX_HEAP: '100MiB' }, cwd: dir, timeoutMs: 50000 })
+    assert.equal(result.code, 75, describe(result))
+    const [recycle] = eventsNamed(result, 'recycle')
+    assert.deepEqual(recycle.topSites.map((s) => [s.functionName, s.file, s.line]), [['rememberOrders', 'app.js', 3]], JSON.stringify(recycle.topSites))
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+const TS_APP = path.join(__dirname, 'fixtures', 'ts-app')
+/** The line a method starts on in a file of the TypeScript fixture. */
+const tsLineOf = (file, method) => fs.readFileSync(path.join(TS_APP, file), 'utf8').split('\n').findIndex((l) => l.startsWith(`  ${method} (`) || l.startsWith(`    ${method}(`)) + 1
+
+test('with source maps on (--enable-source-maps or process.setSourceMapsEnabled), a TypeScript app\'s site is its .ts file and line', { timeout: 120000 }, async () => {
+  const env = { ...LEAK, SELF_RECYCLE_MAX_HEAP: '100MiB' }
+  const runs = [
+    ['--enable-source-maps', { env, nodeArgs: ['--enable-source-maps'] }],
+    ['process.setSourceMapsEnabled(true)', { env: { ...env, SOURCE_MAPS: 'api' } }]
+  ]
+  const tsLine = tsLineOf(path.join('src', 'jobs.processor.ts'), 'process')
+  const jsLine = tsLineOf(path.join('dist', 'jobs.processor.js'), 'process')
+  assert.ok(tsLine > 0 && jsLine > 0 && tsLine !== jsLine)
+  for (const [how, options] of runs) {
+    const result = await runFixture(path.join(TS_APP, 'dist', 'main.js'), { ...options, cwd: TS_APP, timeoutMs: 50000 })
+    assert.equal(result.code, 75, describe(result))
+    const [recycle] = eventsNamed(result, 'recycle')
+    const [top] = recycle.topSites
+    assert.deepEqual([top?.functionName, top?.file, top?.line], ['process', 'src/jobs.processor.ts', tsLine], `${how}: ${JSON.stringify(recycle.topSites)}`)
+    assert.deepEqual([top.generated.file, top.generated.line], ['dist/jobs.processor.js', jsLine])
+    assert.match(recycle.msg, new RegExp(`; most growth at process \\(src/jobs\\.processor\\.ts:${tsLine}\\), \\d+%$`), how)
+  }
+  // Without source maps, the compiled file is all there is.
+  const result = await runFixture(path.join(TS_APP, 'dist', 'main.js'), { env, cwd: TS_APP, timeoutMs: 50000 })
+  const [top] = eventsNamed(result, 'recycle')[0].topSites
+  assert.deepEqual([top.file, top.line, top.generated], ['dist/jobs.processor.js', jsLine, undefined])
 })
 
 test('a leak event names the sites too', { timeout: 60000 }, async () => {

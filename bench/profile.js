@@ -1,8 +1,9 @@
 'use strict'
 // PROFILE=heap, measured side by side in one run: throughput with the sampling heap
 // profiler on vs off (interleaved rounds, medians) on a CPU-bound and an allocation-heavy
-// workload; the time to take and diff a profile on a 500 MiB heap, natively and through
-// node:inspector; and the profiler's own memory on that heap. Writes bench/profile.md.
+// workload; the time to take and diff a profile on a 500 MiB heap (as an event does: one
+// full GC, then the read), natively and through node:inspector; and the profiler's own
+// memory on that heap. Writes bench/profile.md.
 // Usage: node bench/profile.js [rounds] [seconds per round]
 
 const fs = require('node:fs')
@@ -97,6 +98,7 @@ if (process.env.SELF_RECYCLE_PROFILE !== 'off') {
   const t = process.hrtime.bigint()
   const grown = profiler.grown()
   result.takeMs = Number(process.hrtime.bigint() - t) / 1e6
+  result.gcMs = grown.gc?.ms ?? null
   result.samples = grown.profile.samples.length
   result.top = grown.sites.slice(0, 5).map((s) => s.functionName)
 }
@@ -142,7 +144,7 @@ function main () {
     '',
     `| on a ${mib(native.heapUsed)} MiB heap | value |`,
     '|---|---|',
-    `| take and diff a profile, native (${native.samples} samples) | ${native.takeMs.toFixed(1)} ms |`,
+    `| take and diff a profile, native (${native.samples} samples), after one full GC | ${native.takeMs.toFixed(1)} ms (the GC: ${native.gcMs?.toFixed(1)} ms) |`,
     `| take and diff a profile, node:inspector (forces a full GC) | ${inspector.takeMs.toFixed(1)} ms |`,
     `| RSS with the profiler / without | ${mib(native.rss)} MiB / ${mib(off.rss)} MiB |`,
     `| top sites found | ${native.top.join(', ')} |`

@@ -106,6 +106,10 @@ function reportLines (summary) {
       lines.push(`  ${mib(site.growth).padStart(10)}  ${percent(site.share).padStart(5)}  ${site.site}`)
     }
     if (summary.profile?.heapProfile) lines.push(`  the whole profile: ${summary.profile.heapProfile} (open it in Chrome DevTools > Memory, or VS Code)`)
+  } else if (summary.profile) {
+    // Profiled, and no site grew beyond sampling noise.
+    lines.push(`allocation sites: no heap growth beyond sampling noise since the ${summary.profile.since === 'start' ? 'process started' : 'baseline'}`)
+    if (summary.profile.heapProfile) lines.push(`  the whole profile: ${summary.profile.heapProfile} (open it in Chrome DevTools > Memory, or VS Code)`)
   } else {
     lines.push(`allocation sites: ${summary.profileSkipped ? `not profiled (${summary.profileSkipped})` : 'not profiled (PROFILE=off, or a report from before PROFILE)'}`)
   }

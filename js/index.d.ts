@@ -189,15 +189,21 @@ export interface Probes {
 
 /** An allocation site and what it holds (sampled live bytes). */
 export interface TopSite {
-  /** `load (src/enricher.js:42:5)`: function (file:line:column), file relative to the cwd. */
+  /**
+   * `load (src/enricher.js:42:5)`: function (file:line:column), file relative to the cwd;
+   * with source maps on (`--enable-source-maps`, `process.setSourceMapsEnabled(true)`),
+   * the original file and line (`src/jobs.processor.ts`).
+   */
   site: string
   functionName: string
   file: string
   line: number
   column: number
+  /** The compiled position, when `file`/`line`/`column` come from a source map. */
+  generated?: { file: string; line: number; column: number }
   /** Live sampled bytes allocated here. */
   bytes: number
-  /** Growth since the baseline (end of warm-up). */
+  /** Growth since the baseline (end of warm-up; since the process started for a recycle decided within 2 s of it). */
   growth: number
   /** This site's part of all growth, 0-1. */
   share: number
@@ -213,7 +219,11 @@ export interface TrackOptions {
 
 /** Fields PROFILE=heap adds to `leak` and `recycle` events. */
 export interface SiteFields {
-  /** The 5 sites that grew most since the baseline (the report keeps 50). */
+  /**
+   * The 5 sites that grew most since the baseline, beyond sampling noise (the report keeps
+   * 50). Empty when nothing grew: `msg` then ends with `; no heap growth beyond sampling noise since the baseline`
+   * (or `since the process started`).
+   */
   topSites?: TopSite[]
   /** Why no sites: the profiler is busy or stopped, or the headroom was too small. */
   profileSkipped?: string

@@ -518,7 +518,7 @@ class Recycler extends EventEmitter {
     }
     // The profiler names sites; it must never be why an event (or a recycle) is lost.
     try {
-      if (event.event === EVENTS.BASELINE) this._profiler()?.takeBaseline()
+      if (event.event === EVENTS.BASELINE) this._profiler()?.takeBaseline(event.uptimeMs)
       if (event.event === EVENTS.LEAK || event.event === EVENTS.RECYCLE) this._attachSites(event)
       if (event.event === EVENTS.LEAK || event.event === EVENTS.RECYCLE) this._attachJobs(event)
     } catch (error) {
@@ -576,16 +576,18 @@ class Recycler extends EventEmitter {
     if (event.reason === 'near-heap-limit' && (event.headroom ?? 0) < PROFILE_MIN_HEADROOM) {
       grown = { skipped: `near the heap limit with ${Math.floor((event.headroom ?? 0) / 1048576)} MiB of headroom (a profile needs ${PROFILE_MIN_HEADROOM / 1048576} MiB)` }
     } else {
-      grown = profiler.grown()
+      // V8 has just collected near its limit; anywhere else one full GC first, so garbage
+      // not collected yet is not growth.
+      grown = profiler.grown({ atMs: event.uptimeMs, collect: event.reason !== 'near-heap-limit' })
     }
     const { EVENT_SITES, describeTop } = require('./profile.js')
     const fields = {}
     if (grown.skipped) {
       fields.profileSkipped = grown.skipped
     } else {
+      // No site beyond sampling noise: `topSites: []` and the msg says "no heap growth".
       fields.topSites = grown.sites.slice(0, EVENT_SITES)
-      const top = describeTop(fields.topSites)
-      if (top) fields.msg = `${event.msg}; ${top}`
+      fields.msg = `${event.msg}; ${describeTop(fields.topSites, grown.since)}`
     }
     Object.assign(event, fields)
     if (event.event !== EVENTS.RECYCLE || event.dryRun) return
@@ -599,6 +601,8 @@ class Recycler extends EventEmitter {
         sampledBytes: grown.total,
         // Left out of the sites: the newest samples, allocated in the last young generation's worth.
         recentBytesLeftOut: grown.total - grown.counted,
+        // The full GC before the read: { ms } or { error }; 'inspector' forces its own.
+        gc: grown.gc,
         topSites: grown.sites,
         heapProfile: written?.path ?? null,
         ...(written?.error ? { heapProfileError: written.error } : {})

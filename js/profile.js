@@ -1,13 +1,15 @@
 'use strict'
 // PROFILE=heap: which code keeps allocating memory that stays alive. V8's sampling heap
-// profiler (started natively by the recycler: no forced GC per profile) is read at the
-// baseline and again at a `leak` or `recycle`; live sampled bytes are grouped by
-// allocation site and diffed. Where the native path is unavailable, node:inspector runs
-// the same profiler (each profile then costs a full GC: V8's inspector forces one).
+// profiler (started natively by the recycler) is read at the baseline and again, after one
+// full GC, at a `leak` or `recycle`; live sampled bytes are grouped by allocation site and
+// diffed, and only growth beyond sampling noise is named. Where the native path is
+// unavailable, node:inspector runs the same profiler (each profile then costs a full GC:
+// V8's inspector forces one).
 
 const path = require('node:path')
 
 const binding = require('./native.js')
+const { originalPosition } = require('./sourcemap.js')
 
 // self-recycle's own frames (its event logging) are charged to their caller, like Node's.
 const OWN_FILES = __dirname + path.sep
@@ -16,6 +18,20 @@ const OWN_URLS = require('node:url').pathToFileURL(__dirname).href + '/'
 /** How many sites an event names; the report keeps more. */
 const EVENT_SITES = 5
 const REPORT_SITES = 50
+
+/**
+ * Growth a site must show to be named. Bytes over the interval are samples, and samples
+ * are Poisson counts: a site's growth is the samples it gained since the baseline less
+ * those it lost, and either count of n varies by about sqrt(n). Growth counts only beyond
+ * NOISE_SIGMAS standard deviations of that (a steady site whose objects come and go gains
+ * and loses alike; a leak only gains) and at least MIN_GROWTH_SAMPLES samples: a handful
+ * of samples is noise.
+ */
+const NOISE_SIGMAS = 4
+const MIN_GROWTH_SAMPLES = 4
+
+/** A baseline younger than this says nothing about growth yet (a recycle at the end of warm-up). */
+const BASELINE_MIN_AGE_MS = 2000
 
 /**
  * The code frame a sample is charged to: the deepest frame of the application (not
@@ -48,14 +64,16 @@ function siteKey (frame) {
 
 /**
  * Live sampled bytes per allocation site of a DevTools `SamplingHeapProfile`:
- * Map<key, { functionName, url, line, column, bytes }> (1-based line and column).
+ * Map<key, { functionName, url, line, column, bytes, fresh }> (1-based line and column).
+ * `fresh`: the bytes of samples newer than ordinal `after` (the baseline's newest): what
+ * was allocated since and is still there; null without a samples list.
  *
  * Without a forced GC a profile also holds objects that died but were not collected yet,
  * mostly in the young generation. `recentSamples`: that many of the newest samples
  * (as many as the young generation holds now) are left out, so freed noise
  * does not rank; a leak is older than that by the time it matters.
  */
-function sitesOf (profile, { recentSamples = 0 } = {}) {
+function sitesOf (profile, { recentSamples = 0, after = 0 } = {}) {
   const sites = new Map()
   const siteOfNode = new Map()
   const siteFor = (frame) => {
@@ -63,8 +81,8 @@ function sitesOf (profile, { recentSamples = 0 } = {}) {
     let site = sites.get(key)
     if (!site) {
       site = frame
-        ? { functionName: frame.functionName || '(anonymous)', url: frame.url, line: frame.lineNumber + 1, column: frame.columnNumber + 1, bytes: 0 }
-        : { functionName: '(V8 internals)', url: '', line: 0, column: 0, bytes: 0 }
+        ? { functionName: frame.functionName || '(anonymous)', url: frame.url, line: frame.lineNumber + 1, column: frame.columnNumber + 1, bytes: 0, fresh: null }
+        : { functionName: '(V8 internals)', url: '', line: 0, column: 0, bytes: 0, fresh: null }
       sites.set(key, site)
     }
     return site
@@ -96,9 +114,18 @@ function sitesOf (profile, { recentSamples = 0 } = {}) {
   for (const sample of samples) {
     if (sample.ordinal > cutoff) continue
     const site = siteOfNode.get(sample.nodeId)
-    if (site) site.bytes += sample.size
+    if (!site) continue
+    site.bytes += sample.size
+    site.fresh = (site.fresh ?? 0) + (sample.ordinal > after ? sample.size : 0)
   }
   return sites
+}
+
+/** The ordinal of a profile's newest sample (0: none). */
+function newestOrdinal (profile) {
+  let newest = 0
+  for (const sample of profile.samples ?? []) newest = Math.max(newest, sample.ordinal)
+  return newest
 }
 
 /** The bytes a profile's tree holds (what a DevTools view of the file adds up to). */
@@ -122,29 +149,43 @@ function totalOf (sites) {
 
 /**
  * Sites ranked by growth since `baseline` (a sitesOf map, or null: since the profiler
- * started). `share`: this site's part of all growth, 0-1. `minGrowth`: less is not
- * growth (a profiler sample stands for about one interval of allocation: one sample more
- * is noise, a stray object that survived a GC).
+ * started). `share`: this site's part of all growth, 0-1. `interval`: the profiler's
+ * sampling interval; a site's bytes over it are its samples (see NOISE_SIGMAS). Sites that
+ * did not grow beyond noise are left out, and out of the shares. `map(url, line, column)`:
+ * the original position of a compiled one, or null (js/sourcemap.js).
  */
-function grownSites (now, baseline, { limit = EVENT_SITES, cwd = process.cwd(), minGrowth = 1 } = {}) {
+function grownSites (now, baseline, { limit = EVENT_SITES, cwd = process.cwd(), interval = 1, map = originalPosition } = {}) {
+  // The heap as a whole must have grown too: a steady site whose new objects are charged
+  // to another function after the baseline (V8 inlined it into its caller) loses what the
+  // other gains, and that is not growth.
+  if (!heapGrew(now, baseline, interval)) return []
   const rows = []
   let grown = 0
   for (const [key, site] of now) {
     const before = baseline?.get(key)?.bytes ?? 0
     const growth = site.bytes - before
-    if (growth < minGrowth) continue
+    // Gained: samples newer than the baseline; lost: baseline bytes no longer there. Without
+    // ordinals (a tree-only profile), both whole profiles.
+    const noise = site.fresh === null || site.fresh === undefined
+      ? site.bytes + before
+      : site.fresh + Math.max(0, before - (site.bytes - site.fresh))
+    if (!beyondNoise(growth, noise, interval)) continue
     grown += growth
     rows.push({ site, growth })
   }
   rows.sort((a, b) => b.growth - a.growth)
   return rows.slice(0, limit).map(({ site, growth }) => {
-    const file = site.url ? fileOf(site.url, cwd) : ''
+    // With source maps on, the original file and line (src/jobs.ts, not dist/jobs.js).
+    const original = site.url ? map(site.url, site.line, site.column) : null
+    const where = original ?? site
+    const file = where.url ? fileOf(where.url, cwd) : ''
     return {
-      site: file ? `${site.functionName} (${file}:${site.line}:${site.column})` : site.functionName,
+      site: file ? `${site.functionName} (${file}:${where.line}:${where.column})` : site.functionName,
       functionName: site.functionName,
       file,
-      line: site.line,
-      column: site.column,
+      line: where.line,
+      column: where.column,
+      ...(original ? { generated: { file: fileOf(site.url, cwd), line: site.line, column: site.column } } : {}),
       bytes: site.bytes,
       growth,
       share: grown > 0 ? Math.round((growth / grown) * 1000) / 1000 : 0
@@ -152,12 +193,79 @@ function grownSites (now, baseline, { limit = EVENT_SITES, cwd = process.cwd(), 
   })
 }
 
-/** "most growth at EnricherService.load (src/enricher.js:42), 61%" */
-function describeTop (sites) {
+/** Whether all sites together grew beyond noise (the same test as one site's). */
+function heapGrew (now, baseline, interval) {
+  let after = 0
+  let fresh = 0
+  let ordinals = true
+  for (const site of now.values()) {
+    after += site.bytes
+    if (site.fresh === null || site.fresh === undefined) ordinals = false
+    else fresh += site.fresh
+  }
+  let before = 0
+  for (const site of baseline?.values() ?? []) before += site.bytes
+  const noise = ordinals ? fresh + Math.max(0, before - (after - fresh)) : after + before
+  return beyondNoise(after - before, noise, interval)
+}
+
+/**
+ * Whether `growth` bytes are growth when `noise` bytes of samples were gained or lost on
+ * the way, in samples (bytes over the interval; a large object, sampled almost surely,
+ * counts as its size): at least MIN_GROWTH_SAMPLES and over NOISE_SIGMAS sqrt(noise).
+ */
+function beyondNoise (growth, noise, interval) {
+  const more = growth / interval
+  return more >= MIN_GROWTH_SAMPLES && more > NOISE_SIGMAS * Math.sqrt(Math.max(0, noise) / interval)
+}
+
+/**
+ * "most growth at EnricherService.load (src/enricher.js:42), 61%"; with no site, "no heap
+ * growth beyond sampling noise since the baseline" (`since`: 'baseline' or 'start').
+ */
+function describeTop (sites, since = 'baseline') {
   const top = sites[0]
-  if (!top) return null
+  if (!top) return `no heap growth beyond sampling noise since ${since === 'start' ? 'the process started' : 'the baseline'}`
   const where = top.file ? `${top.functionName} (${top.file}:${top.line})` : top.functionName
   return `most growth at ${where}, ${Math.round(top.share * 100)}%`
+}
+
+/**
+ * V8's gc(), without --expose-gc: the flag is set just long enough for a new context to
+ * get the function, then cleared (the app's own contexts do not get it). Null if V8 refuses.
+ */
+let gcFunction
+function gcFunctionOf () {
+  if (gcFunction !== undefined) return gcFunction
+  gcFunction = null
+  if (typeof globalThis.gc === 'function') {
+    gcFunction = globalThis.gc
+    return gcFunction
+  }
+  try {
+    const v8 = require('node:v8')
+    v8.setFlagsFromString('--expose-gc')
+    try {
+      const gc = require('node:vm').runInNewContext('typeof gc === "function" ? gc : null')
+      if (typeof gc === 'function') gcFunction = gc
+    } finally {
+      v8.setFlagsFromString('--no-expose-gc')
+    }
+  } catch {}
+  return gcFunction
+}
+
+/** One full GC: `{ ms }`, or `{ error }` (the profile is then read with its garbage). */
+function collectGarbage () {
+  try {
+    const gc = gcFunctionOf()
+    if (!gc) return { error: 'V8 would not expose gc()' }
+    const started = process.hrtime.bigint()
+    gc()
+    return { ms: Math.round(Number(process.hrtime.bigint() - started) / 1e4) / 100 }
+  } catch (error) {
+    return { error: error?.message ?? String(error) }
+  }
 }
 
 /** The inspector fallback: the same profiler through node:inspector (a full GC per profile). */
@@ -168,7 +276,7 @@ class InspectorProfiler {
     this.session.connect()
     this.error = null
     // An in-process session answers synchronously.
-    this.session.post('HeapProfiler.startSampling', { samplingInterval: interval, stackDepth: 32 }, (error) => { this.error = error })
+    this.session.post('HeapProfiler.startSampling', { samplingInterval: interval, stackDepth: 128 /* as deep as the native profiler's */ }, (error) => { this.error = error })
     if (this.error) throw this.error
   }
 
@@ -232,13 +340,20 @@ class SiteProfiler {
   }
 
   /**
-   * The baseline: what is live at the end of warm-up is not growth. A profile that cannot
-   * be read leaves no baseline (sites then count from the start) and never throws.
+   * The baseline: what is live at the end of warm-up is not growth. Read without a forced
+   * GC: one would add a post-GC point to the leak detector's series at the baseline. Garbage
+   * in it only makes growth look smaller (it counts as objects lost since). A profile that
+   * cannot be read leaves no baseline (sites then count from the start) and never throws.
+   * `atMs`: the uptime of the baseline sample.
    */
-  takeBaseline () {
+  takeBaseline (atMs = process.uptime() * 1000) {
     try {
       const profile = this.take()
-      if (profile) this.baseline = sitesOf(profile, { recentSamples: this.recentSamples() })
+      if (profile) {
+        this.baseline = sitesOf(profile)
+        this.baselineAtMs = atMs
+        this.baselineOrdinal = newestOrdinal(profile)
+      }
     } catch (error) {
       this.baseline = null
       this.baselineError = error?.message ?? String(error)
@@ -246,11 +361,16 @@ class SiteProfiler {
   }
 
   /**
-   * The sites that grew, for an event: `{ profile, sites, top }` or `{ skipped }`.
-   * `profile` is the raw DevTools profile (for the .heapprofile file).
+   * The sites that grew, for an event: `{ profile, sites, since, ... }` or `{ skipped }`.
+   * `profile` is the raw DevTools profile (for the .heapprofile file). `atMs`: the uptime
+   * the event was decided at; `collect`: run a full GC first, so objects that died but
+   * were not collected yet do not count as growth (false where V8 has just collected:
+   * near the heap limit).
    */
-  grown (limit = REPORT_SITES) {
+  grown ({ limit = REPORT_SITES, atMs = process.uptime() * 1000, collect = true } = {}) {
     if (!this.active) return { skipped: this.status }
+    let gc = null
+    if (collect && !this.fallback) gc = collectGarbage()
     let profile
     try {
       profile = this.take()
@@ -259,9 +379,12 @@ class SiteProfiler {
     }
     if (!profile) return { skipped: 'the sampling heap profiler was stopped by another inspector client' }
     try {
-      const now = sitesOf(profile, { recentSamples: this.recentSamples() })
-      const sites = grownSites(now, this.baseline, { limit, minGrowth: 2 * this.interval })
-      return { profile, sites, counted: totalOf(now), total: treeTotal(profile), since: this.baseline ? 'baseline' : 'start' }
+      // Decided at (or right after) the end of warm-up, a recycle had no time to grow
+      // since the baseline: what grew since the process started is the answer.
+      const since = this.baseline && atMs - this.baselineAtMs >= BASELINE_MIN_AGE_MS ? 'baseline' : 'start'
+      const now = sitesOf(profile, { recentSamples: this.recentSamples(), after: since === 'baseline' ? this.baselineOrdinal : 0 })
+      const sites = grownSites(now, since === 'baseline' ? this.baseline : null, { limit, interval: this.interval })
+      return { profile, sites, counted: totalOf(now), total: treeTotal(profile), since, gc: this.fallback ? 'inspector' : gc }
     } catch (error) {
       return { skipped: `the profile could not be read: ${error?.message ?? error}` }
     }
@@ -273,4 +396,4 @@ class SiteProfiler {
   }
 }
 
-module.exports = { SiteProfiler, sitesOf, grownSites, describeTop, totalOf, treeTotal, EVENT_SITES, REPORT_SITES }
+module.exports = { SiteProfiler, sitesOf, grownSites, beyondNoise, describeTop, totalOf, treeTotal, EVENT_SITES, REPORT_SITES }

@@ -371,8 +371,10 @@ fn start_heap_profiler(monitor: &Monitor, input: &StartInput, main_thread: bool)
     }
 }
 
-/// Frames kept per sample: enough to reach the application's frame under a framework's.
-const PROFILE_STACK_DEPTH: u32 = 32;
+/// Frames kept per sample, counted from the allocation up: enough to reach the
+/// application's frame under a framework's or a library's (V8 drops the outermost ones,
+/// where the app's call would be). The cost is one stack walk per sample.
+const PROFILE_STACK_DEPTH: u32 = 128;
 
 #[napi]
 pub struct NativeRecycler {

@@ -26,8 +26,8 @@ use serde_json::{json, Map, Value};
 
 use super::layout::{self, Checks, Decision, Expected, Image};
 
-/// The tree is at most `stack_depth` deep (we ask for 32) plus V8's synthetic roots.
-const MAX_DEPTH: usize = 96;
+/// The tree is at most `stack_depth` deep (we ask for 128) plus V8's synthetic roots.
+const MAX_DEPTH: usize = 192;
 /// More nodes than this is not a profile we read correctly.
 const MAX_NODES: usize = 2_000_000;
 /// Function names and URLs longer than this are cut (a data: URL, a minified name).
