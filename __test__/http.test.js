@@ -114,7 +114,7 @@ async function clusterUnderLoad (app, seconds, extraEnv = {}) {
   // that grows past its ceiling while it waits (fast handlers, a slow machine, a replacement
   // that boots slowly) passes the queue: even then it keeps listening until a sibling does.
   const admissions = events.filter((e) => e.event === 'recycle').map((e) => e.stagger)
-  assert.ok(admissions.length >= 3 && admissions.every((s) => s === 'granted' || s === 'bypass: over the ceiling'), JSON.stringify(admissions))
+  assert.ok(admissions.length >= 3 && admissions.every((s) => s === 'granted' || s.startsWith('bypass: over the ceiling')), JSON.stringify(admissions))
   const drains = events.filter((e) => e.event === 'exit' && e.code === 75)
   assert.equal(drains.length, recycles.length, JSON.stringify(drains))
   assert.ok(drains.every((e) => e.drained), JSON.stringify(drains))
