@@ -424,9 +424,9 @@ class Recycler extends EventEmitter {
    * signal number if the drain ran out of time). A signal during a recycle drain joins it;
    * a second signal of the same stop exits at once with 128 + the signal number; the same
    * signal again within 100 ms is the same stop. On Linux the native side sees the signal
-   * (chained in front of the listeners added here), so all of this holds while JS is stuck:
-   * the stop's deadline runs from the signal, and `stop`/`exit` events reach `_receive`.
-   * Elsewhere the listeners decide.
+   * too (chained in front of the listeners added here): JS decides while it runs; a
+   * delivery JS has not taken within 250 ms is acted on natively (a stop drain whose
+   * deadline counts from the signal, or the exit of a second signal).
    */
   _installSignalHandlers () {
     const state = this[kState]
@@ -443,8 +443,16 @@ class Recycler extends EventEmitter {
     const native = this[kNative]
     if (!native) return
     if (state.expectedSignals.delete(name)) return // a library's re-raise of this stop
-    if (state.nativeSignals) return // the native watcher decided already (see _receive)
     const { outcome, event } = native.requestStop(name, SIGNAL_NUMBERS[name])
+    if (outcome === 'native') {
+      // The native watcher started (or joined) this stop while JS was stuck: say so now,
+      // and drain what can still be drained.
+      if (event) {
+        this._emitEvent(event)
+        if (!event.joined) this._drain(event)
+      }
+      return
+    }
     if (outcome === 'again') {
       const exit = native.interrupt(name, SIGNAL_NUMBERS[name])
       if (exit) this._emitEvent(exit)
@@ -463,8 +471,9 @@ class Recycler extends EventEmitter {
   expectSignal (signal) {
     if (!(signal in SIGNAL_NUMBERS)) return
     const state = this[kState]
+    state.expectedSignals.add(signal)
+    // The native handler lets the re-raise through to JS without counting it.
     if (state.nativeSignals) this[kNative]?.expectSignal(SIGNAL_NUMBERS[signal])
-    else state.expectedSignals.add(signal)
   }
 
   /** JS fallback heap probe: an unref'd timer; it cannot sample a blocked loop. */
@@ -498,20 +507,6 @@ class Recycler extends EventEmitter {
       return
     }
     if (event.event === EVENTS.SAMPLE) this[kNative]?.sampleConsumed()
-    // A stop signal the native watcher took: a stop drain started (or joined a recycle's).
-    if (event.event === EVENTS.STOP) {
-      this._emitEvent(event)
-      if (!event.joined) this._drain(event)
-      return
-    }
-    // A second stop signal: leave at once (the native thread does it if JS cannot).
-    if (event.event === EVENTS.EXIT) {
-      const native = this[kNative]
-      this._emitEvent(event)
-      native?.interruptExitLogged()
-      native?.shutDown()
-      process.exit(event.code)
-    }
     // READY=baseline: PM2's wait_ready (and a cluster primary) hear it once the baseline passes.
     if (event.event === EVENTS.BASELINE && event.ready && this[kState].config?.ready === 'baseline' && typeof process.send === 'function') {
       try { process.send('ready') } catch {}

@@ -565,10 +565,17 @@ impl NativeRecycler {
         Ok(self.monitor()?.trigger(recycle, false))
     }
 
-    /// A stop signal: `{ outcome: 'started' | 'joined' | 'again', event }`.
+    /// A stop signal: `{ outcome: 'started' | 'joined' | 'again' | 'native', event }`
+    /// (`native`: the watcher already acted on it while JS was stuck).
     #[napi(catch_unwind)]
     pub fn request_stop(&self, signal: String, number: i32) -> Result<Value> {
-        let (outcome, event) = self.monitor()?.request_stop(&signal, number);
+        let (outcome, event) = match self.monitor()?.request_stop_from_js(&signal, number) {
+            monitor::JsStop::Decide(outcome, event) => (outcome, event),
+            // The native watcher took this delivery while JS was stuck.
+            monitor::JsStop::TakenNatively(event) => {
+                return Ok(serde_json::json!({ "outcome": "native", "event": event }));
+            }
+        };
         let outcome = match outcome {
             StopOutcome::Started => "started",
             StopOutcome::Joined => "joined",
@@ -609,13 +616,6 @@ impl NativeRecycler {
     #[napi(catch_unwind)]
     pub fn expect_signal(&self, number: i32) {
         stop_signal::expect(number);
-    }
-
-    /// JS logged the `exit` event a second signal handed it and is leaving itself.
-    #[napi(catch_unwind)]
-    pub fn interrupt_exit_logged(&self) -> Result<()> {
-        self.monitor()?.interrupt_exit_logged();
-        Ok(())
     }
 
     /// The second signal of a stop: the `exit` event for leaving at once.

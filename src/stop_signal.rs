@@ -5,9 +5,10 @@
 //! reads, so a JS listener runs only when the loop turns. A worker stuck in a loop would
 //! ignore every stop. Here a handler is chained in front of libuv's: it notes the delivery
 //! (atomics only), wakes a small watcher thread through a pipe, then calls libuv's handler
-//! as before. The watcher starts the stop drain natively (its deadline runs from the
-//! signal, and the sampler exits at it if JS never answers) and, on a second signal, exits
-//! at once. The same signal again within `DUPLICATE_WINDOW` (GNU `timeout` signals the
+//! as before. JS decides as long as it runs (its listener comes within milliseconds); when
+//! it has not taken a delivery within `JS_GRACE` the watcher acts for it: a first signal
+//! starts the stop drain natively (its deadline from the signal: the sampler exits at it if
+//! JS never answers), a second one exits at once. The same signal again within `DUPLICATE_WINDOW` (GNU `timeout` signals the
 //! child and its process group) is the same stop: it is swallowed, and JS never sees it.
 //!
 //! Linux only (the errno location and `pipe2` used here); elsewhere `arm` says so and the
@@ -15,10 +16,12 @@
 
 #[cfg(not(target_os = "linux"))]
 use std::sync::Weak;
+use std::time::Instant;
 
-/// What the watcher calls for each stop signal delivered (not for duplicates).
+/// What the watcher calls for each stop signal delivered (not for duplicates):
+/// `delivery` counts them from 1 across both signals, `at` is when the watcher woke.
 pub trait StopSignalHandler: Send + Sync {
-    fn on_stop_signal(&self, name: &'static str, number: i32);
+    fn on_stop_signal(&self, name: &'static str, number: i32, delivery: u32, at: Instant);
 }
 
 /// A signal arriving again this soon after the same signal is the same stop.
@@ -46,7 +49,7 @@ mod linux {
 
     use parking_lot::Mutex;
 
-    use super::{StopSignalHandler, DUPLICATE_WINDOW_MS};
+    use super::{Instant, StopSignalHandler, DUPLICATE_WINDOW_MS};
 
     const WATCHED: [(c_int, &str); 2] = [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")];
 
@@ -189,6 +192,7 @@ mod linux {
 
     /// Blocks on the pipe; each wake-up dispatches the deliveries counted since the last.
     fn watch(read_fd: c_int, mut handled: [u32; 2]) {
+        let mut total = 0u32;
         let mut buffer = [0u8; 64];
         loop {
             // SAFETY: read(2) into a buffer we own.
@@ -199,15 +203,17 @@ mod linux {
             if n <= 0 {
                 return;
             }
+            let woke = Instant::now();
             for (i, (number, name)) in WATCHED.iter().enumerate() {
                 let delivered = SLOTS[i].delivered.load(Ordering::Acquire);
                 while handled[i] != delivered {
                     handled[i] = handled[i].wrapping_add(1);
+                    total = total.wrapping_add(1);
                     let handler = HANDLER.lock().as_ref().and_then(Weak::upgrade);
                     if let Some(handler) = handler {
                         // A panic must not end the watcher (nor cross into the host).
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            handler.on_stop_signal(name, *number)
+                            handler.on_stop_signal(name, *number, total, woke)
                         }));
                     }
                 }

@@ -29,6 +29,7 @@ use crate::stagger::{Admission, Stagger};
 /// `stats()`, the `start` event's views and the recycle report.
 mod container;
 mod signals;
+pub use signals::JsStop;
 mod status;
 
 /// Samples kept for `stats()` and reports.
@@ -151,8 +152,8 @@ pub struct Monitor {
     jobs_done: AtomicU64,
     sample_events: AtomicBool,
     sample_in_flight: AtomicBool,
-    /// JS logged the `exit` event of a second stop signal (signals.rs).
-    interrupt_exit_logged: AtomicBool,
+    /// Stop-signal deliveries taken by JS and by the native watcher (signals.rs).
+    stop_book: Mutex<signals::StopBook>,
     /// `RESTART=exec` works here: a recycle re-executes the process instead of exiting.
     exec_on_recycle: bool,
     /// Why `RESTART=exec` cannot work here, when it was asked for.
@@ -247,7 +248,7 @@ impl Monitor {
             jobs_done: AtomicU64::new(0),
             sample_events: AtomicBool::new(false),
             sample_in_flight: AtomicBool::new(false),
-            interrupt_exit_logged: AtomicBool::new(false),
+            stop_book: Mutex::new(signals::StopBook::default()),
         }
     }
 
@@ -852,6 +853,16 @@ impl Monitor {
         name: &str,
         number: i32,
     ) -> (StopOutcome, Option<Map<String, Value>>) {
+        self.request_stop_at(name, number, Instant::now())
+    }
+
+    /// `request_stop` for a signal that came at `at` (the drain's deadline counts from it).
+    pub fn request_stop_at(
+        &self,
+        name: &str,
+        number: i32,
+        at: Instant,
+    ) -> (StopOutcome, Option<Map<String, Value>>) {
         let joined = !self.recycle.lock().is_running();
         let event = self.render(&Event::Stop {
             signal: name.to_string(),
@@ -862,10 +873,7 @@ impl Monitor {
             name: name.to_string(),
             number,
         };
-        let outcome = self
-            .recycle
-            .lock()
-            .request_stop(signal, event.clone(), Instant::now());
+        let outcome = self.recycle.lock().request_stop(signal, event.clone(), at);
         if outcome == StopOutcome::Again {
             return (outcome, None);
         }
