@@ -67,7 +67,11 @@ for (let slot = 1; slot <= WORKERS; slot++) fork(slot)
 
 setTimeout(() => {
   stopping = true
-  for (const worker of Object.values(cluster.workers)) worker.send({ type: 'stop' })
+  // A worker that is recycling right now has already disconnected: it exits by itself.
+  // (The callback keeps a send on a channel that just closed from becoming an 'error'.)
+  for (const worker of Object.values(cluster.workers)) {
+    if (worker.isConnected()) worker.send({ type: 'stop' }, () => {})
+  }
   const done = setInterval(() => {
     if (Object.keys(cluster.workers).length > 0) return
     clearInterval(done)
