@@ -181,17 +181,28 @@ fn physical_memory() -> Option<u64> {
     Some(pages.saturating_mul(page_size)).filter(|b| *b > 0)
 }
 
-/// The cgroup memory limit, if any is set.
-pub fn cgroup_limit() -> Option<MemoryLimit> {
+/// This process's memory cgroup directories with the mount point each lies under:
+/// (cgroup v1 memory controller, cgroup v2), from `/proc/self/cgroup` and mountinfo.
+pub type OwnCgroups = (Option<(PathBuf, PathBuf)>, Option<(PathBuf, PathBuf)>);
+
+pub fn own_memory_cgroups() -> Option<OwnCgroups> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let (v2_path, v1_path) = parse_proc_cgroup(&cgroups);
     let (v2_mount, v1_mount) = parse_mountinfo(&mountinfo);
-    if let (Some(path), Some(mount)) = (v1_path, v1_mount) {
-        let dir = cgroup_dir(&mount, &path);
-        let top = Path::new(&mount.mount_point);
+    let locate = |path: Option<String>, mount: Option<CgroupMount>| {
+        let (path, mount) = (path?, mount?);
+        Some((cgroup_dir(&mount, &path), PathBuf::from(&mount.mount_point)))
+    };
+    Some((locate(v1_path, v1_mount), locate(v2_path, v2_mount)))
+}
+
+/// The cgroup memory limit, if any is set.
+pub fn cgroup_limit() -> Option<MemoryLimit> {
+    let (v1, v2) = own_memory_cgroups()?;
+    if let Some((dir, top)) = v1 {
         if let Some(bytes) =
-            smallest_limit_upwards(&dir, top, "memory.limit_in_bytes", parse_v1_limit)
+            smallest_limit_upwards(&dir, &top, "memory.limit_in_bytes", parse_v1_limit)
         {
             return Some(MemoryLimit {
                 bytes,
@@ -199,10 +210,8 @@ pub fn cgroup_limit() -> Option<MemoryLimit> {
             });
         }
     }
-    if let (Some(path), Some(mount)) = (v2_path, v2_mount) {
-        let dir = cgroup_dir(&mount, &path);
-        let top = Path::new(&mount.mount_point);
-        if let Some(bytes) = smallest_limit_upwards(&dir, top, "memory.max", parse_v2_max) {
+    if let Some((dir, top)) = v2 {
+        if let Some(bytes) = smallest_limit_upwards(&dir, &top, "memory.max", parse_v2_max) {
             return Some(MemoryLimit {
                 bytes,
                 source: LimitSource::CgroupV2,

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::path::PathBuf;
 
-use super::cgroup::{cgroup_dir, parse_mountinfo, parse_proc_cgroup, parse_v1_limit, parse_v2_max};
+use super::cgroup::{own_memory_cgroups, parse_v1_limit, parse_v2_max};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Version {
@@ -82,21 +82,14 @@ pub fn maps_self_recycle(maps: &str) -> bool {
 impl Container {
     /// This process's memory cgroup, when the memory controller is mounted.
     pub fn detect() -> Option<Container> {
-        let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        let (v2_path, v1_path) = parse_proc_cgroup(&cgroups);
-        let (v2_mount, v1_mount) = parse_mountinfo(&mountinfo);
-        if let (Some(path), Some(mount)) = (v1_path, v1_mount) {
-            let dir = cgroup_dir(&mount, &path);
-            if dir.join("memory.usage_in_bytes").exists() {
-                return Some(Container {
-                    dir,
-                    version: Version::V1,
-                });
-            }
+        let (v1, v2) = own_memory_cgroups()?;
+        if let Some((dir, _)) = v1.filter(|(dir, _)| dir.join("memory.usage_in_bytes").exists()) {
+            return Some(Container {
+                dir,
+                version: Version::V1,
+            });
         }
-        let (path, mount) = (v2_path?, v2_mount?);
-        let dir = cgroup_dir(&mount, &path);
+        let (dir, _) = v2?;
         dir.join("memory.current").exists().then_some(Container {
             dir,
             version: Version::V2,
