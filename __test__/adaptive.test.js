@@ -31,21 +31,32 @@ test('at default INTERVAL and STRIKES a sustained crossing recycles within 300 m
   }
 })
 
-test('spikes resident for less than (STRIKES - 1) fast intervals (about 20 ms) near the limit do not recycle', async () => {
-  // A loaded machine can stretch a spike past the 50 ms that three strikes 25 ms apart need
-  // (allocating 60 MiB alone takes ~100 ms on a busy host), and then a recycle is right. A
-  // policy that acts on short crossings recycles in every run: up to 3 runs, one clean.
+test('spikes resident for less than (STRIKES - 1) fast intervals near the limit do not recycle', async () => {
+  // Three strikes 25 ms apart (less 10% jitter) need a crossing resident for 45 ms. The
+  // fixture measures each spike's window and whether the sampler saw it above the limit;
+  // DRY_RUN counts each decision without exiting. Every spike shorter than 45 ms must pass
+  // without a decision, and at least three short spikes must have been seen (a loaded
+  // machine stretches some spikes: up to 3 runs to collect them).
+  const short = []
   const runs = []
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const result = await runFixture('adaptive.js', { env: env('spike'), nodeArgs: ['--expose-gc'], timeoutMs: 30000 })
+  for (let attempt = 0; attempt < 3 && short.filter((s) => s.seen).length < 3; attempt++) {
+    const result = await runFixture('adaptive.js', {
+      env: { ...env('spike'), SELF_RECYCLE_DRY_RUN: 'on' },
+      nodeArgs: ['--expose-gc'],
+      timeoutMs: 30000
+    })
     runs.push(result)
-    if (result.code === 0) break
+    assert.equal(result.code, 0, describe(result))
+    const done = result.lines.find((l) => l.startsWith('spikes-done '))
+    assert.ok(done, describe(result))
+    const spikes = JSON.parse(done.slice('spikes-done '.length))
+    assert.equal(spikes.length, 10)
+    short.push(...spikes.filter((s) => s.ms < 45))
+    assert.ok(eventsNamed(result, 'pressure').length >= 1, 'it sat near the limit')
   }
-  const clean = runs.at(-1)
-  assert.equal(clean.code, 0, runs.map(describe).join('\n---\n'))
-  assert.ok(clean.lines.some((l) => l.startsWith('spikes-done')), describe(clean))
-  assert.equal(eventsNamed(clean, 'recycle').length, 0, describe(clean))
-  assert.ok(eventsNamed(clean, 'pressure').length >= 1, 'it sat near the limit')
+  const detail = JSON.stringify(short)
+  assert.deepEqual(short.filter((s) => s.recycles > 0), [], `a short spike was acted on: ${detail}\n${runs.map(describe).join('\n---\n')}`)
+  assert.ok(short.filter((s) => s.seen).length >= 3, `short spikes seen by the sampler: ${detail}`)
 })
 
 test('a steady leak with 2 s tracked jobs, seen rising for 30 s, is drained before the crossing (predicted)', async () => {
