@@ -132,9 +132,9 @@ test('a lease holder killed mid-drain: the next worker gets the lease within lea
   const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_LEASE_TTL: '2s', SELF_RECYCLE_DRAIN_TIMEOUT: '60s' }
   const holder = worker({ ...env, SELF_RECYCLE_MAX_AGE: '500ms', DRAIN_MS: 'forever' })
   await holder.until('drain-start')
-  const next = worker({ ...env, SELF_RECYCLE_MAX_AGE: '200ms', DRAIN_MS: '100' })
-  // The next worker is due and waits for the held lease.
-  await new Promise((resolve) => setTimeout(resolve, 2500))
+  const next = worker({ ...env, SELF_RECYCLE_FLEET_HOST: 'next', SELF_RECYCLE_MAX_AGE: '200ms', DRAIN_MS: '100' })
+  // The next worker is due and waits for the held lease: Redis lists it in the queue.
+  await queued(name, 'next')
   assert.ok(!next.child.stdout.destroyed && next.child.exitCode === null, 'the next worker waited for the lease')
   const killedAt = Date.now()
   holder.child.kill('SIGKILL')
@@ -145,7 +145,9 @@ test('a lease holder killed mid-drain: the next worker gets the lease within lea
   assert.equal(result.code, 75, result.stderr)
   const recycle = result.events.find((e) => e.event === 'recycle')
   assert.equal(recycle.fleet, 'granted')
-  assert.ok(recycle.fleetWaitMs >= 2000, JSON.stringify(recycle))
+  // Granted only once the killed holder's lease lapsed: after the kill.
+  assert.ok(Date.parse(recycle.time) >= killedAt - 5, JSON.stringify(recycle))
+  assert.ok(recycle.fleetWaitMs > 0, JSON.stringify(recycle))
   assert.equal((await holder.done).signal, 'SIGKILL')
 })
 
@@ -355,7 +357,7 @@ test('Redis killed mid-run: recycles go on with local rules and say why; coordin
   assert.ok(Date.now() - startedAt < 15000)
   // Back on the same port: a worker that started while it was down coordinates again.
   const waiting = worker({ ...env, SELF_RECYCLE_MAX_AGE: '3s' })
-  await new Promise((resolve) => setTimeout(resolve, 1000))
+  await waiting.until('ready')
   const again = await startRedis({ own: true, port: own.port })
   try {
     const result = await waiting.done
@@ -371,11 +373,13 @@ test('a slow Redis (paused) and a failing one (a key of the wrong type): the rec
   const admin = new IORedis(own.url)
   try {
     const name = fleetName()
-    const env = { SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_TIMEOUT: '300ms', SELF_RECYCLE_MAX_AGE: '1500ms' }
+    const env = { SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_TIMEOUT: '300ms', SELF_RECYCLE_MAX_AGE: '3s' }
     const slow = worker(env)
     await slow.until('ready')
-    await new Promise((resolve) => setTimeout(resolve, 800))
-    await admin.client('PAUSE', 4000, 'ALL')
+    // Its first heartbeat is in Redis (the connection is up); the recycle is due 3 s after
+    // start, while Redis is paused for 8 s.
+    while (!(await admin.keys(`self-recycle:{${name}}:w:*`)).length) await new Promise((resolve) => setTimeout(resolve, 50))
+    await admin.client('PAUSE', 8000, 'ALL')
     const paused = await slow.done
     assert.equal(paused.code, 75, paused.stderr)
     const recycle = paused.events.find((e) => e.event === 'recycle')
@@ -568,7 +572,9 @@ test('self-recycle fleet --json lists every live worker and the last recycles', 
   const live = [0, 1, 2].map((i) => worker({ ...env, SELF_RECYCLE_FLEET_HOST: `web-${i}`, SELF_RECYCLE_MAX_RSS: '1GiB', IDLE_EXIT_MS: '20000' }))
   try {
     await Promise.all(live.map((w) => w.until('ready')))
-    await new Promise((resolve) => setTimeout(resolve, 1200))
+    // Each live worker's first heartbeat is in Redis.
+    const hosts = async () => Promise.all((await client.keys(`self-recycle:{${name}}:w:*`)).map(async (key) => JSON.parse(await client.get(key) ?? '{}').host))
+    for (const deadline = Date.now() + 20000; (await hosts()).filter((h) => /^web-/.test(h)).length < 3 && Date.now() < deadline;) await new Promise((resolve) => setTimeout(resolve, 50))
     const { code, stdout, stderr } = await cli(['fleet', '--redis', redis.url, '--name', name, '--json'])
     assert.equal(code, 0, stderr)
     const fleet = JSON.parse(stdout)
@@ -673,7 +679,7 @@ test('lease scripts: maxConcurrent, the gap after a release and between grants, 
   }
   // The gap: after a release, and after a grant.
   const gapName = fleetName()
-  const [d, e] = ['unit:4', 'unit:5'].map((id) => make({ fleetName: gapName, fleetMaxConcurrent: 5, fleetGapMs: 600 }, id))
+  const [d, e] = ['unit:4', 'unit:5'].map((id) => make({ fleetName: gapName, fleetMaxConcurrent: 5, fleetGapMs: 2000 }, id))
   try {
     await Promise.all([d, e].map((f) => f.ready))
     await settled(gapName)
@@ -681,11 +687,13 @@ test('lease scripts: maxConcurrent, the gap after a release and between grants, 
     const waiting = await e.acquire()
     assert.equal(waiting.granted, false)
     assert.match(waiting.why, /^fleet gap: \d+ ms left$/)
-    assert.ok(waiting.retryMs > 0 && waiting.retryMs <= 600)
-    await new Promise((resolve) => setTimeout(resolve, 650))
+    assert.ok(waiting.retryMs > 0 && waiting.retryMs <= 2000)
+    // The gap is 2 s so that a stalled machine between a release and the next ask still
+    // asks inside it; the waits are at least the gap (longer only makes them surer).
+    await new Promise((resolve) => setTimeout(resolve, 2050))
     await d.release()
     assert.equal((await e.acquire()).granted, false, 'a release starts the gap again')
-    await new Promise((resolve) => setTimeout(resolve, 650))
+    await new Promise((resolve) => setTimeout(resolve, 2050))
     assert.deepEqual(await e.acquire(), { granted: true })
   } finally {
     for (const f of [d, e]) f.stop()

@@ -72,22 +72,47 @@ function get (port, path, agent) {
   })
 }
 
+/** Polls `check` (async) until it holds; fails after `ms`. */
+async function until (check, ms = 20000) {
+  const deadline = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`not true after ${ms} ms: ${check}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
 function startService (fixture, env) {
   const child = spawn(process.execPath, [path.join(FIXTURES, fixture)], { env: cleanEnv({ SELF_RECYCLE_LOG: 'json', ...env }), stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
+  const waiters = []
+  const settle = () => {
+    for (const waiter of [...waiters]) {
+      if (stdout.split('\n').filter((l) => l === waiter.line).length >= waiter.count) {
+        waiters.splice(waiters.indexOf(waiter), 1)
+        waiter.resolve()
+      }
+    }
+  }
   child.stderr.on('data', (chunk) => { stderr += chunk })
   const port = new Promise((resolve) => child.stdout.on('data', (chunk) => {
     stdout += chunk
     const match = /port:(\d+)/.exec(stdout)
     if (match) resolve(Number(match[1]))
+    settle()
   }))
   const closed = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr, events: parseEvents(stderr) })))
   const stop = () => {
     child.kill('SIGTERM')
     return closed
   }
-  return { child, port, stop, closed }
+  /** Resolves once the fixture has printed `line` `count` times (a fact, not a delay). */
+  const printed = (line, count = 1) => new Promise((resolve, reject) => {
+    waiters.push({ line, count, resolve })
+    settle()
+    closed.then(({ code, signal }) => reject(new Error(`the service ended (${code ?? signal}) before printing ${line} x${count}:\n${stdout}\n${stderr}`)))
+  })
+  return { child, port, stop, closed, printed }
 }
 
 const RECYCLING = {
@@ -175,7 +200,7 @@ test('an idle keep-alive socket stays usable during the grace, and its next answ
   assert.notEqual(first.headers.connection, 'close')
   const trigger = await get(port, '/recycle', false)
   assert.equal(trigger.headers.connection, 'close', 'answers during a drain close their connection')
-  await new Promise((resolve) => setTimeout(resolve, 200))
+  await service.printed('drain:start')
   const second = await get(port, '/', agent)
   assert.deepEqual([second.status, second.reused, second.headers.connection], [200, true, 'close'])
   const { code, events } = await service.closed
@@ -188,8 +213,8 @@ test('an idle keep-alive socket stays usable during the grace, and its next answ
 test('a request in flight when the drain starts is answered in full before the exit', { timeout: 30000 }, async () => {
   const service = startService('http-single.js', { SELF_RECYCLE_DRAIN_TIMEOUT: '10s' })
   const port = await service.port
-  const slow = get(port, '/slow?ms=800', false)
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  const slow = get(port, '/slow?after=drain&ms=300', false)
+  await service.printed('slow:start')
   await get(port, '/recycle', false)
   const answer = await slow
   assert.deepEqual([answer.status, answer.body, answer.headers.connection], [200, 'ok /slow\n', 'close'])
@@ -218,7 +243,7 @@ test('requests that outlast the deadline are cut there: drained false, with the 
   const service = startService('http-single.js', { SELF_RECYCLE_DRAIN_TIMEOUT: '1s' })
   const port = await service.port
   const outcomes = Promise.all([1, 2].map(() => get(port, '/slow?ms=60000', false).then(() => 'answered', (error) => error.code)))
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  await service.printed('slow:start', 2)
   await get(port, '/recycle', false)
   const { code, events } = await service.closed
   assert.equal(code, 75)
@@ -278,8 +303,8 @@ test('an https server drains the same way: the request in flight is answered, th
         res.on('end', () => resolve({ status: res.statusCode, body, connection: res.headers.connection }))
       }).on('error', reject)
     })
-    const slow = fetchTls('/slow?ms=800')
-    await new Promise((resolve) => setTimeout(resolve, 150))
+    const slow = fetchTls('/slow?after=drain&ms=300')
+    await service.printed('slow:start')
     await fetchTls('/recycle')
     assert.deepEqual(await slow, { status: 200, body: 'ok /slow\n', connection: 'close' })
     const { code, events } = await service.closed
@@ -308,8 +333,8 @@ test('an http2 server drains its sessions: GOAWAY, the stream in flight finishes
       stream.on('end', () => resolve({ status, body }))
       stream.on('error', reject)
     })
-    const slow = request('/slow?ms=800')
-    await new Promise((resolve) => setTimeout(resolve, 150))
+    const slow = request('/slow?after=drain&ms=300')
+    await service.printed('slow:start')
     assert.equal((await request('/recycle')).status, 200)
     assert.deepEqual(await slow, { status: 200, body: 'ok /slow\n' })
     assert.equal(await goaway, true)
@@ -328,7 +353,7 @@ test('underPressure: past `above` a growing share of requests gets 503 + Retry-A
   const calm = await get(port, '/', false)
   assert.equal(calm.status, 200, 'under `above`: served')
   assert.equal((await get(port, '/grow?mib=300', false)).status, 200)
-  await new Promise((resolve) => setTimeout(resolve, 400)) // a few samples: pressure near 0.87
+  await until(async () => Number((await get(port, '/pressure', false)).body) > 0.8) // sampled: pressure near 0.87
   // From `above` (0.3) to the limit the shed share grows to maxShed (1 here): near 0.87 of
   // the limit about 80% of requests are shed, never all before the limit.
   const answers = []
@@ -349,10 +374,10 @@ test('underPressure while draining: a request on a kept-alive socket gets 503 + 
   const port = await service.port
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
   assert.equal((await get(port, '/', agent)).status, 200, 'not under pressure: served')
-  const inFlight = get(port, '/slow?ms=800', false)
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  const inFlight = get(port, '/slow?after=drain&ms=3000', false)
+  await service.printed('slow:start')
   await get(port, '/recycle', false)
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  await service.printed('drain:start')
   const during = await get(port, '/', agent)
   assert.deepEqual([during.status, during.reused, during.headers['retry-after'], during.headers.connection], [503, true, '5', 'close'])
   assert.equal((await inFlight).status, 200)

@@ -66,9 +66,15 @@ test('WATCHDOG=1 is sent while the loop answers and stops when it hangs', async 
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let hangingAt = 0
-  child.stdout.on('data', (chunk) => { if (String(chunk).includes('hanging')) hangingAt = Date.now() })
-  // Stand in for systemd: wait past the hang, then kill it as WatchdogSec would.
-  await new Promise((resolve) => setTimeout(resolve, 3500))
+  await new Promise((resolve) => child.stdout.on('data', (chunk) => {
+    if (String(chunk).includes('hanging')) {
+      hangingAt = Date.now()
+      resolve()
+    }
+  }))
+  // Stand in for systemd: once it hangs, wait five ping intervals, then kill it as
+  // WatchdogSec would. (Waiting longer only makes the absence surer.)
+  await new Promise((resolve) => setTimeout(resolve, 1000))
   child.kill('SIGKILL')
   await new Promise((resolve) => child.on('close', resolve))
   listener.stop()

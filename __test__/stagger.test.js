@@ -97,8 +97,10 @@ test('a worker far over its limit skips the queue (the ceiling)', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-stagger-'))
   try {
     // A holder that never finishes its drain keeps the lock.
-    const holder = sibling({ SELF_RECYCLE_MAX_AGE: '200ms', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_DRAIN_TIMEOUT: '60s', FIXTURE_MODE: 'hang-hook-on-recycle' })
-    await new Promise((resolve) => setTimeout(resolve, 800))
+    let draining
+    const holding = new Promise((resolve) => { draining = resolve })
+    const holder = sibling({ SELF_RECYCLE_MAX_AGE: '200ms', SELF_RECYCLE_STAGGER_DIR: dir, SELF_RECYCLE_DRAIN_TIMEOUT: '60s', FIXTURE_MODE: 'hang-hook-on-recycle' }, (line) => { if (line.startsWith('hook:')) draining() })
+    await holding
     const leaker = await sibling({
       FIXTURE_MODE: 'leak-rss',
       SELF_RECYCLE_MAX_RSS: '150MiB',
