@@ -373,13 +373,14 @@ test('a slow Redis (paused) and a failing one (a key of the wrong type): the rec
   const admin = new IORedis(own.url)
   try {
     const name = fleetName()
-    const env = { SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_TIMEOUT: '300ms', SELF_RECYCLE_MAX_AGE: '3s' }
-    const slow = worker(env)
+    const env = { SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_TIMEOUT: '300ms' }
+    const slow = worker({ ...env, SELF_RECYCLE_MAX_JOBS: '1' })
     await slow.until('ready')
-    // Its first heartbeat is in Redis (the connection is up); the recycle is due 3 s after
-    // start, while Redis is paused for 8 s.
+    // Its first heartbeat is in Redis (the connection is up); Redis is paused; then the
+    // recycle becomes due (one job done, MAX_JOBS=1).
     while (!(await admin.keys(`self-recycle:{${name}}:w:*`)).length) await new Promise((resolve) => setTimeout(resolve, 50))
     await admin.client('PAUSE', 8000, 'ALL')
+    slow.child.kill('SIGUSR2')
     const paused = await slow.done
     assert.equal(paused.code, 75, paused.stderr)
     const recycle = paused.events.find((e) => e.event === 'recycle')
@@ -466,14 +467,17 @@ test('a worker whose Redis sleeps (DEBUG SLEEP): the recycle goes ahead within F
   const own = await startRedis({ own: true, args: ['--enable-debug-command', 'yes'] })
   const admin = new IORedis(own.url)
   try {
-    const slow = worker({ SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: fleetName(), SELF_RECYCLE_FLEET_TIMEOUT: '300ms', SELF_RECYCLE_MAX_AGE: '1500ms', SELF_RECYCLE_FLEET_HEARTBEAT: '500ms' })
+    const slow = worker({ SELF_RECYCLE_FLEET_REDIS: own.url, SELF_RECYCLE_FLEET_NAME: fleetName(), SELF_RECYCLE_FLEET_TIMEOUT: '300ms', SELF_RECYCLE_MAX_JOBS: '1', SELF_RECYCLE_FLEET_HEARTBEAT: '500ms' })
     await slow.until('ready')
-    // Its first heartbeat is in Redis: the connection is up; then Redis goes to sleep.
+    // Its first heartbeat is in Redis: the connection is up; then Redis goes to sleep, and
+    // then the recycle becomes due (one job done, MAX_JOBS=1).
     for (;;) {
       if ((await admin.keys('self-recycle:*:w:*')).length) break
       await new Promise((resolve) => setTimeout(resolve, 50))
     }
     admin.debug('SLEEP', 10).catch(() => {})
+    // The command is written to Redis's socket now; the worker asks at its next sample.
+    slow.child.kill('SIGUSR2')
     const result = await slow.done
     assert.equal(result.code, 75, result.stderr)
     const recycle = result.events.find((e) => e.event === 'recycle')
