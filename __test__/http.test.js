@@ -27,8 +27,8 @@ function freePort () {
 async function loadWithKeepAlive (port, seconds, sockets = 50) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: sockets })
   // perSecond[s]: { pid: responses } (the fixtures answer `ok <pid>`).
-  const counts = { ok: 0, status: {}, errors: {}, perSecond: [] }
   const began = Date.now()
+  const counts = { ok: 0, status: {}, errors: {}, perSecond: [], began }
   const until = began + seconds * 1000
   const one = () => new Promise((resolve) => {
     const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
@@ -49,6 +49,8 @@ async function loadWithKeepAlive (port, seconds, sockets = 50) {
     req.setTimeout(10000, () => req.destroy(Object.assign(new Error('no answer in 10 s'), { code: 'NO_ANSWER' })))
     req.on('error', (error) => {
       counts.errors[error.code ?? error.message] = (counts.errors[error.code ?? error.message] ?? 0) + 1
+      const at = Date.now() - began
+      counts.errorSpanMs = [counts.errorSpanMs?.[0] ?? at, at]
       resolve()
     })
   })
@@ -131,8 +133,14 @@ async function clusterUnderLoad (app, seconds, extraEnv = {}) {
   const { stdout, events } = await service.stop()
   const exits = stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
   const recycles = exits.filter((e) => e.code === 75)
-  assert.deepEqual(counts.errors, {}, JSON.stringify(counts))
-  assert.deepEqual(counts.status, {}, JSON.stringify(counts))
+  // On a failure, the timeline that explains it: who recycled when, admitted how, and
+  // when each worker's drain and exit came (ms from the start of the load, as errorSpanMs).
+  const t0 = counts.began
+  const timeline = events.filter((e) => ['start', 'recycle', 'queued', 'drain', 'exit'].includes(e.event))
+    .map((e) => `${Date.parse(e.time) - t0}ms ${e.pid} ${e.event}${e.phase ? `:${e.phase}` : ''}${e.stagger ? ` stagger=${e.stagger}` : ''}${e.why ? ` (${e.why})` : ''}`)
+  const explain = `${JSON.stringify(counts)}\nexits: ${JSON.stringify(exits)}\n${timeline.join('\n')}`
+  assert.deepEqual(counts.errors, {}, explain)
+  assert.deepEqual(counts.status, {}, explain)
   assert.ok(recycles.length >= 3, `>= 3 recycles: ${JSON.stringify(exits)}`)
   assert.ok(counts.ok > 1000, JSON.stringify(counts))
   // Siblings of one primary drain one at a time (auto-staggered), each in full. A worker
