@@ -39,6 +39,11 @@ test('every install line before a runnable snippet names every package the snipp
   }
 })
 
+function previousBlock (block) {
+  const blocks = blocksOf(block.file)
+  return blocks[blocks.findIndex((b) => b.line === block.line) - 1]
+}
+
 /** A directory whose node_modules holds the install line's packages, and the snippet. */
 function project (block) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-docs-'))
@@ -116,9 +121,11 @@ for (const block of runnable.filter((b) => b.lang === 'js')) {
 for (const block of runnable.filter((b) => b.lang === 'ts')) {
   test(`${block.file}:${block.line} compiles with tsc${block.attrs.queue ? ' and processes a job on Redis' : ''}`, { timeout: 180000 }, async () => {
     const dir = project(block)
-    // The tsconfig the install line's comment asks for; nodenext resolves ESM-only Nest 12.
+    // Strict, plus the compiler options the install block's `# tsconfig: ...` comment asks for.
+    const asked = /# tsconfig: (.*)$/m.exec(previousBlock(block).text)
+    assert.ok(asked, `${block.file}:${block.line}: the install block says which tsconfig options the snippet needs`)
     fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({
-      compilerOptions: { target: 'es2022', module: 'nodenext', moduleResolution: 'nodenext', strict: true, experimentalDecorators: true, emitDecoratorMetadata: true, outDir: 'dist', types: ['node'] },
+      compilerOptions: { target: 'es2022', strict: true, outDir: 'dist', types: ['node'], ...JSON.parse(`{${asked[1]}}`) },
       files: ['snippet.ts']
     }))
     let output = ''
