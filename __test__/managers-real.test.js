@@ -1,6 +1,7 @@
 'use strict'
 // Real process managers bring a self-recycled worker back: Supervisor (Debian), PM2 (npm),
 // a node:cluster primary. Each: >= 3 recycles, exit code 75 seen by the manager, no job lost.
+// Supervisor and PM2 run the recipes of docs/deploying.md, taken from the file.
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
@@ -11,78 +12,102 @@ const { execFileSync } = require('node:child_process')
 const { readLedger, waitFor, workerEnv } = require('./managers')
 const { writeSupervisorConf, supervisorEnvironment, startSupervisord } = require('../scripts/supervisor')
 const { cleanEnv, runFixture, describe, parseEvents, FIXTURES } = require('./processes')
+const { recipe: docRecipe } = require('./doc-blocks')
 
 const RECYCLES = 3
 
-function workerProgram (ledger) {
-  return `[program:worker]
-command=${process.execPath} ${path.join(FIXTURES, 'managed-worker.js')}
-environment=${supervisorEnvironment(workerEnv(ledger))}
-autorestart=true
-startsecs=1
-stopsignal=TERM
-stopwaitsecs=10
-stdout_logfile=%(here)s/worker.out.log
-stderr_logfile=%(here)s/worker.err.log`
+/** `KEY="value",...` of a supervisor `environment=` line. */
+function parseSupervisorEnvironment (value) {
+  return Object.fromEntries([...value.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]))
 }
 
-test('Supervisor restarts the worker after each self-recycle (exit status 75), no job lost', { timeout: 120000 }, async () => {
+/** A worker.js beside the manager's config that is the managed test worker. */
+function writeWorkerScript (dir) {
+  fs.writeFileSync(path.join(dir, 'worker.js'), `require(${JSON.stringify(path.join(FIXTURES, 'managed-worker.js'))})\n`)
+}
+
+test('the Supervisor recipe of docs/deploying.md, as written: each recycle is an expected exit (75), restarted; no job lost', { timeout: 150000 }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-supervisor-'))
   const ledger = path.join(dir, 'ledger')
-  const conf = writeSupervisorConf(dir, [workerProgram(ledger)])
+  writeWorkerScript(dir)
+  // The recipe's lines as written, but for its environment: the test's limits recycle every
+  // couple of seconds, and its stagger directory is private to this run.
+  const recipe = docRecipe('docs/deploying.md', 'supervisor').text
+  const documented = parseSupervisorEnvironment(/^environment=(.*)$/m.exec(recipe)[1])
+  assert.equal(documented.SELF_RECYCLE_SIGNALS, 'on')
+  assert.match(recipe, /^exitcodes=0,75\b/m)
+  assert.match(recipe, /^autorestart=true\b/m)
+  const env = { ...documented, ...workerEnv(ledger), SELF_RECYCLE_STAGGER_DIR: path.join(dir, 'stagger'), SELF_RECYCLE_STAGGER_GAP: '1s' }
+  const program = recipe.trimEnd().replace(/^environment=.*$/m, `environment=${supervisorEnvironment(env)}`) + `
+stdout_logfile=%(here)s/%(program_name)s_%(process_num)02d.out.log
+stderr_logfile=%(here)s/%(program_name)s_%(process_num)02d.err.log`
+  const conf = writeSupervisorConf(dir, [program])
   const supervisord = startSupervisord(conf, cleanEnv())
   try {
-    await waitFor(() => readLedger(ledger).recycles.length >= RECYCLES + 1, 90000, `${RECYCLES + 1} recycles under Supervisor`)
-    supervisord.ctl('stop', 'worker')
+    await waitFor(() => readLedger(ledger).recycles.length >= RECYCLES + 1, 120000, `${RECYCLES + 1} recycles under Supervisor`)
+    supervisord.ctl('stop', 'worker:*')
   } finally {
     await supervisord.stop()
   }
   const log = fs.readFileSync(path.join(dir, 'supervisord.log'), 'utf8')
-  const exits75 = log.match(/exited: worker \(exit status 75; not expected\)/g) || []
+  // supervisord logs an expected exit at INFO; "not expected" (at WARN) would mean exitcodes
+  // does not list 75.
+  const exits75 = log.match(/ INFO exited: worker_0\d \(exit status 75; expected\)/g) || []
   assert.ok(exits75.length >= RECYCLES, log)
-  const restarts = log.match(/spawned: 'worker'/g) || []
-  assert.ok(restarts.length >= RECYCLES + 1, log)
+  assert.doesNotMatch(log, /not expected/)
+  const restarts = log.match(/spawned: 'worker_0\d'/g) || []
+  assert.ok(restarts.length >= RECYCLES + 2, log)
   const result = readLedger(ledger)
   assert.deepEqual(result.lost, [])
   assert.ok(result.done > 50)
   assert.ok(result.recycles.filter((r) => r.reason === 'rss').length >= RECYCLES)
-  const stderr = fs.readFileSync(path.join(dir, 'worker.err.log'), 'utf8')
-  assert.doesNotMatch(stderr, /FATAL ERROR/)
+  for (const file of fs.readdirSync(dir).filter((f) => f.endsWith('.err.log'))) {
+    assert.doesNotMatch(fs.readFileSync(path.join(dir, file), 'utf8'), /FATAL ERROR/)
+  }
   fs.rmSync(dir, { recursive: true, force: true })
 })
 
-test('PM2 restarts the worker after each self-recycle (exit code 75), no job lost', { timeout: 120000 }, async () => {
+test('the PM2 recipe of docs/deploying.md, as written: fork mode, each instance restarted after its recycles (exit code 75); no job lost', { timeout: 150000 }, async () => {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-pm2-'))
   const ledger = path.join(home, 'ledger')
   const pm2 = require.resolve('pm2/bin/pm2')
   const env = cleanEnv({ PM2_HOME: home })
+  writeWorkerScript(home)
+  // The recipe file as written, then one beside it that keeps every setting of its app but
+  // gives it the test's limits, a private stagger directory and log files here.
+  fs.writeFileSync(path.join(home, 'recipe.config.js'), docRecipe('docs/deploying.md', 'pm2').text)
+  const { apps: [app] } = require(path.join(home, 'recipe.config.js'))
+  assert.equal(app.exec_mode, 'fork')
+  assert.equal(app.max_memory_restart, undefined)
   const ecosystem = path.join(home, 'ecosystem.config.js')
   fs.writeFileSync(ecosystem, `module.exports = { apps: [${JSON.stringify({
-    name: 'recycling-worker',
-    script: path.join(FIXTURES, 'managed-worker.js'),
-    autorestart: true,
-    kill_timeout: 5000,
-    env: workerEnv(ledger),
+    ...app,
+    env: { ...app.env, ...workerEnv(ledger), SELF_RECYCLE_STAGGER_DIR: path.join(home, 'stagger'), SELF_RECYCLE_STAGGER_GAP: '1s' },
     error_file: path.join(home, 'worker.err.log'),
     out_file: path.join(home, 'worker.out.log')
   })}] }\n`)
-  const pm2Run = (...args) => execFileSync(process.execPath, [pm2, ...args], { env, encoding: 'utf8' })
+  const pm2Run = (...args) => execFileSync(process.execPath, [pm2, ...args], { cwd: home, env, encoding: 'utf8' })
   try {
     pm2Run('start', ecosystem)
-    await waitFor(() => readLedger(ledger).recycles.length >= RECYCLES + 1, 90000, `${RECYCLES + 1} recycles under PM2`)
-    const [app] = JSON.parse(pm2Run('jlist'))
-    assert.ok(app.pm2_env.restart_time >= RECYCLES, `restart_time ${app.pm2_env.restart_time}`)
-    pm2Run('stop', 'recycling-worker')
+    await waitFor(() => readLedger(ledger).recycles.length >= RECYCLES + 1, 120000, `${RECYCLES + 1} recycles under PM2`)
+    const apps = JSON.parse(pm2Run('jlist'))
+    assert.equal(apps.length, app.instances)
+    assert.deepEqual(apps.map((a) => a.pm2_env.exec_mode), apps.map(() => 'fork_mode'))
+    const restarts = apps.reduce((sum, a) => sum + a.pm2_env.restart_time, 0)
+    assert.ok(restarts >= RECYCLES, `restart_time ${apps.map((a) => a.pm2_env.restart_time)}`)
+    pm2Run('stop', app.name)
   } finally {
     try { pm2Run('kill') } catch {}
   }
   const log = fs.readFileSync(path.join(home, 'pm2.log'), 'utf8')
-  const exits75 = log.match(/App \[recycling-worker:0\] exited with code \[75\]/g) || []
+  const exits75 = log.match(new RegExp(`App \\[${app.name}:\\d+\\] exited with code \\[75\\]`, 'g')) || []
   assert.ok(exits75.length >= RECYCLES, log)
   const result = readLedger(ledger)
   assert.deepEqual(result.lost, [])
   assert.ok(result.recycles.filter((r) => r.reason === 'rss').length >= RECYCLES)
-  assert.doesNotMatch(fs.readFileSync(path.join(home, 'worker.err.log'), 'utf8'), /FATAL ERROR/)
+  for (const file of fs.readdirSync(home).filter((f) => f.startsWith('worker.err'))) {
+    assert.doesNotMatch(fs.readFileSync(path.join(home, file), 'utf8'), /FATAL ERROR/)
+  }
   fs.rmSync(home, { recursive: true, force: true })
 })
 

@@ -1,7 +1,7 @@
 'use strict'
-// The README's pre-flight command on examples/preflight: under --load, the healthy service
+// The pre-flight command of docs/diagnosis.md on examples/preflight: under --load, the healthy service
 // passes (its cache warms to about 20 MiB within the window) and the leaky one (1 KiB kept
-// per request) fails on the post-GC slope. 30 s windows, as in the README.
+// per request) fails on the post-GC slope. 30 s windows, as in the docs.
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
@@ -40,7 +40,7 @@ async function preflight (leak) {
   })
 }
 
-test('the README\'s thresholds: the healthy example passes under load, the leaky one fails', { timeout: 180000 }, async () => {
+test('the documented thresholds: the healthy example passes under load, the leaky one fails', { timeout: 180000 }, async () => {
   const healthy = await preflight(false)
   assert.equal(healthy.code, 0, healthy.dump)
   const passed = JSON.parse(healthy.stdout)
