@@ -81,5 +81,5 @@ test('the types reject misuse', () => {
   const output = tsc('typescript', typeProject('bad', { noEmit: true, module: 'node16', moduleResolution: 'node16' }, ['bad-usage.ts']))
   assert.match(output, /bad-usage\.ts\(\d+,\d+\): error TS/)
   const errors = output.split('\n').filter((l) => l.includes('error TS'))
-  assert.equal(errors.length, 6, output)
+  assert.equal(errors.length, 7, output)
 })

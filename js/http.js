@@ -177,7 +177,7 @@ function markRecycled (dir) {
 }
 
 /** The drain of `server` as a function of the drain context, for a caller that orders its hooks. */
-function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = true, onUpgradeDrain } = {}) {
+function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = true, onUpgradeDrain, handOff = false } = {}) {
   if (!server || typeof server.on !== 'function' || typeof server.close !== 'function') {
     throw new TypeError('drainHttp(server): expected a node:http, node:https or http2 server (for Fastify: fastify.server)')
   }
@@ -187,6 +187,7 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
   if (onUpgradeDrain !== undefined && typeof onUpgradeDrain !== 'function') {
     throw new TypeError(`drainHttp(server, { onUpgradeDrain }): expected ${UPGRADE_DRAIN_ACCEPTS}, got ${JSON.stringify(onUpgradeDrain) ?? String(onUpgradeDrain)}`)
   }
+  if (typeof handOff !== 'boolean') throw new TypeError(`drainHttp(server, { handOff }): expected true or false, got ${typeof handOff}`)
   const pressure = pressureOptions(underPressure)
   if (server[kState]) return server[kState]
   const r = recycler()
@@ -370,6 +371,12 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
     // close() also closes every idle keep-alive socket at once, racing a client that is
     // reusing it (ECONNRESET). In a cluster, not before a sibling listens.
     const passedQueue = await listenerMayClose(signal)
+    // RESTART=exec: the socket stays open for the next generation, which adopts it; the
+    // connections that come meanwhile wait in its backlog instead of being refused.
+    if (handOff && r.config?.restart === 'exec' && server.listening) {
+      const why = require('./handoff.js').handOff(server, require('./native.js'))
+      if (why) process.emitWarning(`self-recycle: drainHttp could not hand the socket on (${why}); the next generation binds it again`, { code: 'SELF_RECYCLE_HANDOFF_FAILED' })
+    }
     stopListening.call(server, () => {})
     if (passedQueue) markRecycled(r.config.staggerDir)
     await Promise.race([finished(), new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))])

@@ -718,6 +718,14 @@ export interface DrainHttpOptions {
    */
   onUpgradeDrain?: (socket: import('node:net').Socket, req: import('node:http').IncomingMessage) => void
   /**
+   * With `RESTART=exec`: the listening socket is handed to the next generation instead of
+   * closed, so no connection is refused across a recycle (those that arrive during the
+   * drain and the exec wait in the socket's backlog). The next generation's `start()`
+   * makes a `listen()` on the same port adopt it; call `start()` before `listen()`.
+   * Ignored with `RESTART=exit`. @default false
+   */
+  handOff?: boolean
+  /**
    * In a cluster (or with STAGGER_DIR): once a sibling's replacement listens, each socket of
    * this server closes after its next answer, so the primary spreads the connections over
    * every worker again instead of leaving the replacement idle. @default true

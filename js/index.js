@@ -333,6 +333,9 @@ class Recycler extends EventEmitter {
 
   _start (options) {
     const state = this[kState]
+    // Sockets the previous generation handed on (RESTART=exec): adopted by the app's
+    // listen() on their port, which must not bind again.
+    require('./handoff.js').adopt((message) => process.emitWarning(message, { code: 'SELF_RECYCLE_HANDOFF_UNUSED' }))
     const { options: rest, fleet } = splitFleet(options)
     const normalized = clusterStagger(normalizeOptions(rest))
     const fleetOn = fleet !== false && (fleet !== undefined || normalized.fleetRedis !== undefined || (process.env[`${ENV_PREFIX}FLEET_REDIS`] ?? '').trim() !== '')

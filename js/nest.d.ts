@@ -2,7 +2,7 @@
 // for the indicator) at run time. The Nest types are written structurally here rather than
 // imported: Nest 12 is ESM-only, and importing its types from this CommonJS file would need
 // TypeScript 5.3's `resolution-mode` under node16 (Nest 10 projects run older compilers).
-import type { Options, Recycler, Stats } from './index'
+import type { DrainHttpOptions, Options, Recycler, Stats } from './index'
 
 /** Assignable to Nest's `DynamicModule` (in `imports: [...]`). */
 export interface DynamicModule {
@@ -47,8 +47,8 @@ export interface SelfRecycleAsyncOptions<A extends unknown[] = any[]> {
 
 export declare class SelfRecycleService {
   readonly recycler: Recycler
-  /** The drain closes this application. Returns it. */
-  closeOnDrain<T extends INestApplicationContext>(app: T): T
+  /** The drain closes this application (its HTTP server drained with `httpOptions`). Returns it. */
+  closeOnDrain<T extends INestApplicationContext>(app: T, httpOptions?: DrainHttpOptions): T
 }
 
 export declare class SelfRecycleModule {
@@ -56,8 +56,11 @@ export declare class SelfRecycleModule {
   static forRoot(options?: Options, nestOptions?: NestOptions): DynamicModule
   /** Like forRoot, with the options from a factory (ConfigService...). */
   static forRootAsync<A extends unknown[]>(options: SelfRecycleAsyncOptions<A>): DynamicModule
-  /** The drain will close `app` (runs OnModuleDestroy / OnApplicationShutdown). */
-  static closeOnDrain<T extends INestApplicationContext>(app: T): T
+  /**
+   * The drain will close `app` (runs OnModuleDestroy / OnApplicationShutdown); its HTTP
+   * server, if any, is drained like `drainHttp(server, httpOptions)` first.
+   */
+  static closeOnDrain<T extends INestApplicationContext>(app: T, httpOptions?: DrainHttpOptions): T
 }
 
 /**

@@ -153,10 +153,10 @@ class SelfRecycleService {
   }
 
   /** The drain closes this application (`INestApplication` or `INestApplicationContext`). */
-  closeOnDrain (app) {
+  closeOnDrain (app, httpOptions) {
     this.app = app
     const server = typeof app.getHttpServer === 'function' ? app.getHttpServer() : null
-    if (server && typeof server.on === 'function') this.httpDrain = require('./http.js').httpDrain(server).drain
+    if (server && typeof server.on === 'function') this.httpDrain = require('./http.js').httpDrain(server, httpOptions).drain
     return app
   }
 
@@ -242,8 +242,8 @@ class SelfRecycleModule {
   }
 
   /** One line in the bootstrap: the drain will close `app`. Returns `app`. */
-  static closeOnDrain (app) {
-    return app.get(SelfRecycleService).closeOnDrain(app)
+  static closeOnDrain (app, httpOptions) {
+    return app.get(SelfRecycleService).closeOnDrain(app, httpOptions)
   }
 }
 Module({})(SelfRecycleModule)

@@ -905,6 +905,13 @@ pub fn exec_self() -> String {
     reexec::exec_self()
 }
 
+/// `drainHttp(server, { handOff: true })`: keeps the listening socket `fd` open for the
+/// next generation (`RESTART=exec`) under `name`; an error says why it cannot.
+#[napi(catch_unwind)]
+pub fn hand_off_socket(fd: i32, name: String) -> Result<()> {
+    reexec::hand_off(fd, &name).map_err(|why| Error::new(Status::InvalidArg, why))
+}
+
 /// Returns this thread's value store, adopting `fresh` the first time.
 #[napi(catch_unwind)]
 pub fn guard_store<'env>(env: &'env Env, fresh: Object<'env>) -> Result<Object<'env>> {

@@ -11,11 +11,17 @@
 //! signal dispositions and an empty signal mask. Threads, locks held through descriptors
 //! (the stagger lock) and all memory go with the old image.
 //!
+//! Listening sockets handed off (`drainHttp(server, { handOff: true })`, `hand_off`) go
+//! the other way: a duplicate taken before the server closes keeps the socket listening
+//! through the drain and the exec (connections wait in its backlog instead of being
+//! refused), and the next generation gets them as descriptors 3.. with systemd's variables
+//! (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`), the way socket activation passes them.
+//!
 //! Where exec cannot work (no /proc, a process with an IPC channel to its parent, execve
 //! failing), the caller exits with `EXIT_CODE` as before and says why.
 
 use std::ffi::CString;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// The environment variable carrying the generation (0 for a process started normally).
 pub const GENERATION_ENV: &str = "SELF_RECYCLE_GENERATION";
@@ -28,6 +34,17 @@ struct Plan {
 }
 
 static PLAN: OnceLock<Result<Plan, String>> = OnceLock::new();
+
+/// Listening sockets handed to the next generation: (our duplicate, its name), in order.
+static HANDED: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
+
+/// At most this many sockets are handed on (systemd caps nothing; a bound keeps it sane).
+const MAX_HANDED: usize = 64;
+
+/// systemd's separator in `LISTEN_FDNAMES`, and what a name may not hold.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
 
 /// This process's generation: how many times it re-executed itself.
 pub fn generation() -> u64 {
@@ -94,6 +111,113 @@ pub fn prepare(ipc_channel: bool) -> Option<String> {
     plan.as_ref().err().cloned()
 }
 
+/// Keeps the listening socket `fd` open for the next generation under `name` (the
+/// server may close its own descriptor now). Refuses what is not a listening socket.
+#[cfg(target_os = "linux")]
+pub fn hand_off(fd: i32, name: &str) -> Result<(), String> {
+    if !valid_name(name) {
+        return Err(format!(
+            "name {name:?}: expected 1-255 printable ASCII characters without ':'"
+        ));
+    }
+    let mut accepting: libc::c_int = 0;
+    let mut length = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `length` bytes into `accepting`; a descriptor that
+    // is not a socket fails with ENOTSOCK (or EBADF), which we report.
+    let got = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut accepting as *mut libc::c_int).cast(),
+            &mut length,
+        )
+    };
+    if got != 0 {
+        return Err(format!(
+            "descriptor {fd} is not a socket: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if accepting == 0 {
+        return Err(format!("descriptor {fd} is a socket that does not listen"));
+    }
+    let mut handed = HANDED
+        .lock()
+        .map_err(|_| "hand-off list poisoned".to_string())?;
+    if handed.len() >= MAX_HANDED {
+        return Err(format!("at most {MAX_HANDED} sockets are handed on"));
+    }
+    // SAFETY: fcntl duplicates a descriptor we just checked; the copy is close-on-exec
+    // until `exec_self` places it.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if copy < 0 {
+        return Err(format!(
+            "cannot duplicate descriptor {fd}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    handed.push((copy, name.to_string()));
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn hand_off(_fd: i32, _name: &str) -> Result<(), String> {
+    Err("handing a socket on needs Linux".to_string())
+}
+
+/// The environment for a generation that gets `names` as sockets 3..: systemd's three
+/// variables replaced (any the process was started with described other descriptors).
+fn with_listen_fds(mut env: Vec<CString>, names: &[String], pid: u32) -> Vec<CString> {
+    if names.is_empty() {
+        return env;
+    }
+    env.retain(|entry| {
+        let bytes = entry.as_bytes();
+        !(bytes.starts_with(b"LISTEN_FDS=")
+            || bytes.starts_with(b"LISTEN_PID=")
+            || bytes.starts_with(b"LISTEN_FDNAMES="))
+    });
+    for entry in [
+        format!("LISTEN_FDS={}", names.len()),
+        format!("LISTEN_PID={pid}"),
+        format!("LISTEN_FDNAMES={}", names.join(":")),
+    ] {
+        if let Ok(entry) = CString::new(entry) {
+            env.push(entry);
+        }
+    }
+    env
+}
+
+/// Places the handed sockets at 3.. (inheritable) and returns their names. Each first
+/// goes above the targets, so that placing one never closes another.
+#[cfg(target_os = "linux")]
+fn place_handed() -> Vec<String> {
+    let Ok(handed) = HANDED.lock() else {
+        return Vec::new();
+    };
+    let count = handed.len() as i32;
+    let mut above = Vec::with_capacity(handed.len());
+    for (fd, name) in handed.iter() {
+        // SAFETY: duplicating our own descriptor to the lowest free one >= 3 + count.
+        let copy = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3 + count) };
+        if copy >= 0 {
+            above.push((copy, name.clone()));
+        }
+    }
+    let mut names = Vec::with_capacity(above.len());
+    for (i, (fd, name)) in above.iter().enumerate() {
+        let target = 3 + i as i32;
+        // SAFETY: dup2 onto a descriptor number below `above`'s; whatever was there
+        // (marked close-on-exec already) is closed. The target is inheritable.
+        if unsafe { libc::dup2(*fd, target) } == target {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
 /// Re-executes the process. Returns only on failure, with why.
 #[cfg(target_os = "linux")]
 pub fn exec_self() -> String {
@@ -102,9 +226,15 @@ pub fn exec_self() -> String {
         Some(Err(why)) => return why.clone(),
         None => return "exec was not prepared at start".to_string(),
     };
-    close_on_exec_beyond_stdio();
+    let handing = HANDED.lock().map(|h| !h.is_empty()).unwrap_or(false);
+    close_on_exec_beyond_stdio(handing);
     reset_signals();
-    let env = next_environment(&plan.env, plan.generation + 1);
+    let names = if handing { place_handed() } else { Vec::new() };
+    let env = with_listen_fds(
+        next_environment(&plan.env, plan.generation + 1),
+        &names,
+        std::process::id(),
+    );
     let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
@@ -122,10 +252,11 @@ pub fn exec_self() -> String {
 }
 
 /// Marks every descriptor above 2 close-on-exec, except systemd's `LISTEN_FDS` when they
-/// were passed to this process (the next generation takes them over).
+/// were passed to this process and nothing was handed off (the next generation takes them
+/// over; with sockets handed off, those are what it gets instead).
 #[cfg(target_os = "linux")]
-fn close_on_exec_beyond_stdio() {
-    let keep = listen_fds();
+fn close_on_exec_beyond_stdio(handing: bool) {
+    let keep = if handing { 0..0 } else { listen_fds() };
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
@@ -211,6 +342,58 @@ mod tests {
             vec!["node", "--max-old-space-size=64", "w.js"]
         );
         assert!(nul_separated(b"").is_empty());
+    }
+
+    #[test]
+    fn handed_sockets_replace_systemds_variables() {
+        let original = nul_separated(b"A=1\0LISTEN_FDS=2\0LISTEN_PID=9\0LISTEN_FDNAMES=x:y\0");
+        let names = vec!["selfrecycle.3000".to_string(), "b".to_string()];
+        assert_eq!(
+            strings(&with_listen_fds(original.clone(), &names, 42)),
+            vec![
+                "A=1",
+                "LISTEN_FDS=2",
+                "LISTEN_PID=42",
+                "LISTEN_FDNAMES=selfrecycle.3000:b"
+            ]
+        );
+        // Nothing handed: the environment is left as it was.
+        assert_eq!(
+            strings(&with_listen_fds(original.clone(), &[], 42)),
+            strings(&original)
+        );
+    }
+
+    #[test]
+    fn names_are_printable_without_the_separator() {
+        assert!(valid_name("selfrecycle.3000"));
+        for bad in ["", "a:b", "sp ace", "tab\t", "é"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        assert!(!valid_name(&"x".repeat(256)));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_a_listening_socket_is_handed_off() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let connected =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let file = std::fs::File::open("/proc/self/statm").expect("open");
+        use std::os::fd::AsRawFd;
+        assert!(hand_off(connected.as_raw_fd(), "c")
+            .expect_err("a connected socket")
+            .contains("does not listen"));
+        assert!(hand_off(file.as_raw_fd(), "f")
+            .expect_err("a file")
+            .contains("not a socket"));
+        assert!(hand_off(-1, "n").is_err());
+        assert!(hand_off(listener.as_raw_fd(), "bad:name").is_err());
+        hand_off(listener.as_raw_fd(), "ok").expect("a listening socket");
+        let handed = HANDED.lock().expect("lock");
+        let (copy, name) = handed.last().expect("handed");
+        assert_eq!(name, "ok");
+        assert_ne!(*copy, listener.as_raw_fd());
     }
 
     #[test]

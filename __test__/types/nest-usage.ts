@@ -11,6 +11,7 @@ const asyncMod = SelfRecycleModule.forRootAsync({
 interface NestApp { get(token: unknown): unknown; close(): Promise<void>; getHttpServer?(): unknown }
 declare const app: NestApp
 const same: NestApp = SelfRecycleModule.closeOnDrain(app)
+SelfRecycleModule.closeOnDrain(app, { handOff: true, idleGraceMs: 500 })
 const imports: Array<{ module: new (...args: any[]) => any }> = [mod, asyncMod]
 const factory: (url: string) => { url: string } = onceProvider('db', (url: string) => ({ url }))
 const watched = trackProvider('client', () => 42)

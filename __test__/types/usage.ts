@@ -39,6 +39,7 @@ const detach: () => void = drainHttp(http.createServer(), { idleGraceMs: 500 })
 detach()
 recycle.drainHttp(http.createServer())
 recycle.drainHttp(http.createServer(), { onUpgradeDrain: (socket, req) => { socket.end(); console.log(req.url) } })
+recycle.drainHttp(http.createServer(), { handOff: true })
 // A fleet on the app's Redis client, and its events.
 const fleetRedis = { status: 'ready', evalsha: async (..._args: unknown[]) => null, eval: async (..._args: unknown[]) => null }
 start({ fleet: { redis: fleetRedis, name: 'invoices-workers', maxConcurrent: 2, gap: '10s', leaseTtl: 15000, storm: { recycles: 10, window: '5m' }, stormGap: '1m' } })
