@@ -7,3 +7,5 @@ start().on('recycle', (event) => event.nonexistent)
 once(42, () => 1)
 drainHttp(http.createServer(), { idleGrace: 5 })
 start({ fleet: { redis: 'redis://x', maxConcurent: 2 } })
+import { register } from 'self-recycle/otel'
+register({ meterProvider: 'global' })
