@@ -70,7 +70,7 @@ test('the CLI reads a duration as the settings do (checked against SELF_RECYCLE_
 
 test('every command refuses an unknown option, naming it and what the command accepts', () => {
   for (const command of ['preflight', 'status', 'check', 'report', 'fleet']) {
-    for (const option of ['--bogus', '-x', '--bogus=1']) {
+    for (const option of ['--bogus', '-x', '--bogus=1', '--constructor', '--__proto__']) {
       const result = run(command, option, 'a.json')
       assert.equal(result.status, 2, `${command} ${option}: ${result.stdout}${result.stderr}`)
       assert.match(result.stderr, new RegExp(`^self-recycle ${command}: unknown option ${option.split('=')[0]}\\b.*; accepted: .*--json, --help \\(-h\\)`), `${command} ${option}`)
