@@ -316,6 +316,8 @@ class Recycler extends EventEmitter {
       hooks: new Set(),
       // Functions awaited (bounded) after the exit event, before the process exits.
       exitFlushes: new Set(),
+      // Internal event observers: not listeners, so they do not silence LOG=auto.
+      observers: new Set(),
       inFlight: new Set(),
       config: null,
       options: undefined,
@@ -638,6 +640,15 @@ class Recycler extends EventEmitter {
   _emitEvent (event) {
     const mode = this._logMode()
     if (shouldLog(mode, this.listenerCount(event.event) + this.listenerCount('event'))) writeLine(event, mode)
+    // Observers (self-recycle/otel) see every event without counting as a listener: LOG=auto
+    // still logs what the app does not listen to.
+    for (const observer of this[kState].observers) {
+      try {
+        observer(event)
+      } catch (error) {
+        process.emitWarning(`self-recycle: an event observer threw: ${error && error.stack}`)
+      }
+    }
     for (const name of [event.event, 'event']) {
       try {
         this.emit(name, event)
@@ -748,6 +759,17 @@ class Recycler extends EventEmitter {
     const entry = () => flush()
     flushes.add(entry)
     return () => flushes.delete(entry)
+  }
+
+  /**
+   * Internal (self-recycle/otel): `observer` sees every event, before the listeners, without
+   * counting as one for LOG=auto. Returns a function that removes it.
+   */
+  _observeEvents (observer) {
+    const observers = this[kState].observers
+    const entry = (event) => observer(event)
+    observers.add(entry)
+    return () => observers.delete(entry)
   }
 
   /**

@@ -60,7 +60,7 @@ function register (options = {}) {
   if (provider === null || typeof provider !== 'object' || typeof provider.getMeter !== 'function') {
     throw new TypeError(`self-recycle/otel: option meterProvider must be an OpenTelemetry MeterProvider (with getMeter()), got ${provider === null ? 'null' : typeof provider}`)
   }
-  if (recycler === null || typeof recycler !== 'object' || typeof recycler.stats !== 'function' || typeof recycler.on !== 'function') {
+  if (recycler === null || typeof recycler !== 'object' || typeof recycler.stats !== 'function' || typeof recycler._observeEvents !== 'function') {
     throw new TypeError(`self-recycle/otel: option recycler must be a Recycler (from start()), got ${recycler === null ? 'null' : typeof recycler}`)
   }
   const meter = provider.getMeter('self-recycle', packageVersion())
@@ -84,7 +84,7 @@ function register (options = {}) {
     containerLimit: meter.createObservableGauge('self_recycle.container.limit', bytes("The memory cgroup's limit now (it follows an in-place resize)")),
     containerEvents: meter.createObservableCounter('self_recycle.container.memory.events', { description: "The memory cgroup's memory.events counts, by self_recycle.container.event (high, max, oom, oom_kill; v1: oom_kill)", unit: '{event}', valueType: ValueType.INT })
   }
-  const observe = (result) => {
+  const collect = (result) => {
     let stats
     try {
       stats = recycler.stats()
@@ -121,14 +121,14 @@ function register (options = {}) {
     }
   }
   const observables = Object.values(observed)
-  meter.addBatchObservableCallback(observe, observables)
+  meter.addBatchObservableCallback(collect, observables)
 
   // Fed by events.
   const recycles = meter.createCounter('self_recycle.recycles', { description: 'Recycles decided by this process, by self_recycle.reason (DRY_RUN ones with self_recycle.dry_run)', unit: '{recycle}', valueType: ValueType.INT })
   const drainDuration = meter.createHistogram('self_recycle.drain.duration', { description: 'Drain durations, from the decision to the end of the drain', unit: 's', advice: { explicitBucketBoundaries: DRAIN_BUCKETS } })
   const queueWaits = meter.createCounter('self_recycle.queue.waits', { description: 'Due recycles that waited for their turn, by self_recycle.queue.name (siblings, fleet)', unit: '{wait}', valueType: ValueType.INT })
   const queueDuration = meter.createHistogram('self_recycle.queue.duration', { description: 'How long a due recycle waited for its turn, by self_recycle.queue.name and self_recycle.queue.outcome', unit: 's', advice: { explicitBucketBoundaries: WAIT_BUCKETS } })
-  const listeners = {
+  const fromEvents = {
     recycle (event) {
       recycles.add(1, { 'self_recycle.reason': String(event.reason), 'self_recycle.dry_run': event.dryRun === true })
       if (typeof event.staggerWaitMs === 'number') {
@@ -146,7 +146,11 @@ function register (options = {}) {
       drainDuration.record(event.durationMs / 1000, { 'self_recycle.reason': String(event.reason), 'self_recycle.drained': event.drained === true })
     }
   }
-  for (const [name, listener] of Object.entries(listeners)) recycler.on(name, listener)
+  // An observer, not a listener: LOG=auto keeps logging the events the app does not listen to.
+  const observeEvent = (event) => {
+    if (Object.hasOwn(fromEvents, event?.event)) fromEvents[event.event](event)
+  }
+  const stopObserving = recycler._observeEvents(observeEvent)
 
   // The process exits right after its drain: send what it recorded first (bounded by the recycler).
   const removeFlush = flushOnExit && typeof provider.forceFlush === 'function' && typeof recycler._onExitFlush === 'function'
@@ -157,8 +161,8 @@ function register (options = {}) {
   return function unregister () {
     if (!registered) return
     registered = false
-    meter.removeBatchObservableCallback(observe, observables)
-    for (const [name, listener] of Object.entries(listeners)) recycler.off(name, listener)
+    meter.removeBatchObservableCallback(collect, observables)
+    stopObserving()
     removeFlush?.()
   }
 }
