@@ -107,6 +107,32 @@ test('a recycle: the flush after the exit event exports the recycle, its drain d
   assert.equal(last.get('self_recycle.queue.duration'), undefined, 'no queue without STAGGER_DIR or a fleet')
 })
 
+test('a stop (SIGTERM with SIGNALS=on): its drain is measured with reason signal and exported before exit 0', async () => {
+  const child = spawn(process.execPath, [path.join(FIXTURES, 'otel.js')], { env: cleanEnv({ FIXTURE_MODE: 'recycle', SELF_RECYCLE_SIGNALS: 'on' }), stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  let stopped = false
+  // The worker is stopped once it has registered (its marker), not after some time.
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk
+    if (stdout.includes('READY\n') && !stopped) {
+      stopped = true
+      child.kill('SIGTERM')
+    }
+  })
+  child.stderr.on('data', (chunk) => { stderr += chunk })
+  const code = await new Promise((resolve) => child.on('close', resolve))
+  const dump = `code=${code}\n${stdout}\n${stderr}`
+  assert.equal(code, 0, dump)
+  const [exported] = exportsOf(stdout)
+  assert.ok(exported, dump)
+  const drain = pointOf(exported, 'self_recycle.drain.duration', { 'self_recycle.reason': 'signal', 'self_recycle.drained': true })
+  assert.equal(drain.count, 1)
+  const [drainEnd] = parseEvents(stderr).filter((e) => e.event === 'drain' && e.phase === 'end')
+  assert.equal(drain.sum, drainEnd.durationMs / 1000)
+  assert.equal(exported.get('self_recycle.recycles'), undefined, 'a stop is not a recycle')
+})
+
 test('flushOnExit: false exports nothing at the exit; an exporter that never answers does not hold the exit', async () => {
   const off = await runFixture('otel.js', { env: { FIXTURE_MODE: 'recycle', FIXTURE_TRIGGER: 'manual', FIXTURE_FLUSH: 'off' } })
   assert.equal(off.code, 75, describe(off))

@@ -29,7 +29,8 @@ export interface RegisterOptions {
  * `self_recycle.heap.used`, `.heap.limit`, `.limit`, `.pressure`, `.in_flight`,
  * `.jobs.done`, `.state`, `.guard.inits`, `.guard.hits`, `.container.*` (read from stats()
  * at collection), and `.recycles`, `.drain.duration`, `.queue.waits`, `.queue.duration`
- * (fed by events). Returns a function that unregisters them; calling it again does nothing.
+ * (fed by events). Call it once per provider. Returns a function that unregisters them;
+ * calling it again does nothing.
  * Throws when @opentelemetry/api is not installed.
  */
 export declare function register(options?: RegisterOptions): () => void
