@@ -67,3 +67,71 @@ test('the CLI reads a duration as the settings do (checked against SELF_RECYCLE_
     else assert.equal(parseDuration(text, 'window'), ms, text)
   }
 })
+
+test('every command refuses an unknown option, naming it and what the command accepts', () => {
+  for (const command of ['preflight', 'status', 'check', 'report', 'fleet']) {
+    for (const option of ['--bogus', '-x', '--bogus=1', '--constructor', '--__proto__']) {
+      const result = run(command, option, 'a.json')
+      assert.equal(result.status, 2, `${command} ${option}: ${result.stdout}${result.stderr}`)
+      assert.match(result.stderr, new RegExp(`^self-recycle ${command}: unknown option ${option.split('=')[0]}\\b.*; accepted: .*--json, --help \\(-h\\)`), `${command} ${option}`)
+      assert.equal(result.stdout, '')
+    }
+  }
+  assert.match(run('check', '--bogus=1', 'a.json').stderr, /unknown option --bogus \(given "--bogus=1"\)/)
+})
+
+test('fleet takes no positional argument: an extra one is a usage error before Redis is asked', () => {
+  const result = run('fleet', 'stray', '--redis', 'redis://127.0.0.1:1')
+  assert.equal(result.status, 2, result.stdout + result.stderr)
+  assert.match(result.stderr, /^self-recycle fleet: unexpected argument "stray" \(this command takes none\)/)
+  const two = run('fleet', 'a', 'b')
+  assert.equal(two.status, 2)
+  assert.match(two.stderr, /unexpected arguments "a" "b"/)
+})
+
+test('what follows -- is the worker command only for preflight; elsewhere it is positional', () => {
+  const extra = run('check', 'a.json', '--', 'b.json')
+  assert.equal(extra.status, 2)
+  assert.match(extra.stderr, /unexpected argument "b\.json"/)
+  const fleet = run('fleet', '--', 'x')
+  assert.equal(fleet.status, 2)
+  assert.match(fleet.stderr, /unexpected argument "x"/)
+  // A FILE that starts with a dash, after --.
+  const dashed = run('status', '--', '-missing.json')
+  assert.equal(dashed.status, 1)
+  assert.match(dashed.stderr, /cannot read -missing\.json/)
+})
+
+test('an option missing its value, or given one that looks like an option, is a usage error naming it', () => {
+  const missing = run('fleet', '--redis')
+  assert.equal(missing.status, 2)
+  assert.match(missing.stderr, /^self-recycle fleet: --redis needs a value/)
+  const swallowed = run('fleet', '--redis', '--json')
+  assert.equal(swallowed.status, 2)
+  assert.match(swallowed.stderr, /--redis needs a value \(given "--json", which looks like an option; write --redis=VALUE if it is the value\)/)
+  const load = run('preflight', '--load', '--', 'node')
+  assert.equal(load.status, 2)
+  assert.match(load.stderr, /--load needs a value/)
+  // With =, a value may start with dashes; here it is then judged as a duration.
+  const inline = run('preflight', '--window=--5s', '--', 'node')
+  assert.equal(inline.status, 2)
+  assert.match(inline.stderr, /--window="--5s": expected a duration/)
+})
+
+test('-h is --help in every command; --help and -h exit 0 with the usage on stdout', () => {
+  for (const command of ['preflight', 'status', 'check', 'report', 'fleet']) {
+    for (const flag of ['--help', '-h']) {
+      const result = run(command, flag)
+      assert.equal(result.status, 0, `${command} ${flag}: ${result.stderr}`)
+      assert.match(result.stdout, new RegExp(`^usage: self-recycle ${command}`), `${command} ${flag}`)
+    }
+  }
+  const top = run('--help')
+  assert.equal(top.status, 0)
+  assert.match(top.stdout, /^usage: self-recycle <command>/)
+  const none = run()
+  assert.equal(none.status, 2)
+  const unknown = run('bogus')
+  assert.equal(unknown.status, 2)
+  assert.match(unknown.stderr, /unknown command "bogus"/)
+})

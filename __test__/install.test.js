@@ -69,6 +69,9 @@ function installAndRun (t, manager, extraArgs = []) {
 
   const required = spawnSync(path.join(bin, 'node'), ['-e', "const r = require('self-recycle'); console.log(typeof r.start, typeof r.once)"], { cwd: app, env, encoding: 'utf8' })
   assert.equal(required.stdout.trim(), 'function function', required.stderr)
+  // An optional peer left out: self-recycle/otel resolves, and register() says what to install.
+  const otel = spawnSync(path.join(bin, 'node'), ['-e', "try { require('self-recycle/otel').register(); console.log('registered') } catch (e) { console.log(e.message) }"], { cwd: app, env, encoding: 'utf8' })
+  assert.match(otel.stdout, /^self-recycle\/otel needs @opentelemetry\/api \(npm install @opentelemetry\/api/, otel.stderr)
 
   const imported = spawnSync(path.join(bin, 'node'), ['probe.mjs'], { cwd: app, env, encoding: 'utf8', timeout: 30000 })
   assert.equal(imported.status, 0, imported.stderr)

@@ -78,6 +78,12 @@ test('the main tarball: JS and types only, every platform package listed as opti
   assert.ok(entries.includes('package/js/index.js'))
   assert.ok(entries.includes('package/js/index.d.ts'))
   assert.ok(entries.includes('package/LICENSE'))
+  // Every entry point (self-recycle/nest, /prometheus, /otel...) and its types are packed.
+  for (const entry of Object.values(manifest.exports)) {
+    for (const target of typeof entry === 'string' ? [entry] : Object.values(entry)) {
+      assert.ok(entries.includes(`package/${target.replace(/^\.\//, '')}`), `${target} is not packed`)
+    }
+  }
   for (const entry of entries) {
     assert.doesNotMatch(entry, /\.node$|__test__|\/target\/|\/src\/|Cargo|\.rs$|scripts\//, `unexpected ${entry}`)
   }

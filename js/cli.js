@@ -203,7 +203,7 @@ function fleetLines (fleet, now = Date.now()) {
 }
 
 async function commandFleet (argv) {
-  const options = parseArgs(argv, { redis: 'value', name: 'value', events: 'value', watch: 'flag', interval: 'value', timeout: 'value', json: 'flag', help: 'flag' })
+  const options = parseArgs(argv, { redis: 'value', name: 'value', events: 'value', watch: 'flag', interval: 'value', timeout: 'value', json: 'flag', help: 'flag' }, 0)
   if (options.help) return say(FLEET_USAGE), 0
   const url = options.redis ?? process.env.SELF_RECYCLE_FLEET_REDIS
   if (!url) throw new UsageError('fleet needs --redis URL (or SELF_RECYCLE_FLEET_REDIS)')

@@ -280,6 +280,27 @@ function disconnectFromPrimary (timeoutMs) {
   })
 }
 
+/**
+ * Runs the exit flushes (a metrics exporter sending what the drain recorded:
+ * self-recycle/otel) together, for at most `timeoutMs`; a failing or slow one never holds
+ * the exit.
+ */
+function runExitFlushes (flushes, timeoutMs) {
+  if (flushes.size === 0 || !(timeoutMs > 0)) return Promise.resolve()
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs)
+    const running = [...flushes].map((flush) => {
+      try {
+        return flush()
+      } catch {}
+    })
+    Promise.allSettled(running).then(() => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
+}
+
 const SIGNAL_NUMBERS = { SIGTERM: 15, SIGINT: 2 }
 /** Headroom a near-heap-limit recycle needs for its profile to be taken. */
 const PROFILE_MIN_HEADROOM = 16 * 1048576
@@ -293,6 +314,10 @@ class Recycler extends EventEmitter {
     this[kNative] = null
     this[kState] = {
       hooks: new Set(),
+      // Functions awaited (bounded) after the exit event, before the process exits.
+      exitFlushes: new Set(),
+      // Internal event observers: not listeners, so they do not silence LOG=auto.
+      observers: new Set(),
       inFlight: new Set(),
       config: null,
       options: undefined,
@@ -618,6 +643,15 @@ class Recycler extends EventEmitter {
   _emitEvent (event) {
     const mode = this._logMode()
     if (shouldLog(mode, this.listenerCount(event.event) + this.listenerCount('event'))) writeLine(event, mode)
+    // Observers (self-recycle/otel) see every event without counting as a listener: LOG=auto
+    // still logs what the app does not listen to.
+    for (const observer of this[kState].observers) {
+      try {
+        observer(event)
+      } catch (error) {
+        process.emitWarning(`self-recycle: an event observer threw: ${error && error.stack}`)
+      }
+    }
     for (const name of [event.event, 'event']) {
       try {
         this.emit(name, event)
@@ -691,6 +725,8 @@ class Recycler extends EventEmitter {
     if (exit) this._emitEvent(exit)
     // The fleet hears of the exit and gets its lease back; Redis gets at most a second.
     await state.fleet?.close(exit, Math.min(1000, state.config.fleetTimeoutMs))
+    // Exporters get what is left before the native deadline (its grace is 500 ms), at most 1 s.
+    await runExitFlushes(state.exitFlushes, Math.min(1000, deadline + 250 - Date.now()))
     native.shutDown()
     const code = exit?.code ?? state.config.exitCode
     process.exitCode = code
@@ -715,6 +751,28 @@ class Recycler extends EventEmitter {
     const entry = (context) => hook(context)
     hooks.add(entry)
     return () => hooks.delete(entry)
+  }
+
+  /**
+   * Internal (self-recycle/otel): `flush` runs after the exit event, with the time left
+   * before the native deadline (at most 1 s). Returns a function that removes it.
+   */
+  _onExitFlush (flush) {
+    const flushes = this[kState].exitFlushes
+    const entry = () => flush()
+    flushes.add(entry)
+    return () => flushes.delete(entry)
+  }
+
+  /**
+   * Internal (self-recycle/otel): `observer` sees every event, before the listeners, without
+   * counting as one for LOG=auto. Returns a function that removes it.
+   */
+  _observeEvents (observer) {
+    const observers = this[kState].observers
+    const entry = (event) => observer(event)
+    observers.add(entry)
+    return () => observers.delete(entry)
   }
 
   /**

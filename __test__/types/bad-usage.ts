@@ -8,3 +8,5 @@ once(42, () => 1)
 drainHttp(http.createServer(), { idleGrace: 5 })
 start({ fleet: { redis: 'redis://x', maxConcurent: 2 } })
 drainHttp(http.createServer(), { handOff: 'yes' })
+import { register } from 'self-recycle/otel'
+register({ meterProvider: 'global' })

@@ -2,41 +2,62 @@
 // What every command shares: the option parser, value parsers that name what was given and
 // what is accepted, and the two ways of answering (stdout, or an error in the chosen format).
 
+const util = require('node:util')
+
 class UsageError extends Error {}
 
 /**
- * Minimal option parser: --flag, --name value, positional; `--` ends options. `positionals`
- * is how many positional arguments the command takes: any more is a usage error.
+ * The commands' option parser, on node:util's parseArgs (its tokens, so each refusal names
+ * the option as given): `spec` maps a long option to 'flag' or 'value' ('help' also takes
+ * -h); `'--': 'rest'` lets the command take a command line after `--` (options.rest), else
+ * what follows `--` counts as positional. `positionals` is how many positional arguments the
+ * command takes: any more, an unknown option, a flag given a value or an option missing its
+ * value is a UsageError.
  */
-function parseArgs (argv, spec, positionals = Infinity) {
-  const options = { _: [] }
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (arg === '--') {
-      options.rest = argv.slice(i + 1)
-      break
-    }
-    if (!arg.startsWith('--')) {
-      options._.push(arg)
+function parseArgs (argv, spec, positionals = 0) {
+  const options = {}
+  for (const [name, kind] of Object.entries(spec)) {
+    if (name === '--') continue
+    options[name] = { type: kind === 'flag' ? 'boolean' : 'string', ...(name === 'help' ? { short: 'h' } : {}) }
+  }
+  const { tokens } = util.parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true })
+  const result = { _: [] }
+  for (const token of tokens) {
+    if (token.kind === 'option-terminator') {
+      if (spec['--'] === 'rest') {
+        result.rest = argv.slice(token.index + 1)
+        break
+      }
       continue
     }
-    const [name, inline] = arg.slice(2).split('=', 2)
-    const kind = spec[name]
-    if (kind === undefined) throw new UsageError(`unknown option --${name}`)
-    if (kind === 'flag') {
-      if (inline !== undefined) throw new UsageError(`--${name} takes no value (given ${JSON.stringify(inline)})`)
-      options[name] = true
+    if (token.kind === 'positional') {
+      result._.push(token.value)
+      continue
+    }
+    const known = Object.hasOwn(options, token.name) && (token.rawName.startsWith('--') || options[token.name].short === token.rawName.slice(1))
+    if (!known) throw new UsageError(`unknown option ${token.rawName}${token.inlineValue ? ` (given ${JSON.stringify(`${token.rawName}=${token.value}`)})` : ''}; accepted: ${accepted(spec)}`)
+    if (spec[token.name] === 'flag') {
+      if (token.value !== undefined) throw new UsageError(`${token.rawName} takes no value (given ${JSON.stringify(token.value)})`)
+      result[token.name] = true
     } else {
-      const value = inline ?? argv[++i]
-      if (value === undefined || value.startsWith('--')) throw new UsageError(`--${name} needs a value`)
-      options[name] = value
+      // A value that looks like an option is a forgotten value (`--name --json`).
+      if (token.value === undefined || (!token.inlineValue && token.value.startsWith('--'))) throw new UsageError(`${token.rawName} needs a value${token.value === undefined ? '' : ` (given ${JSON.stringify(token.value)}, which looks like an option; write ${token.rawName}=VALUE if it is the value)`}`)
+      result[token.name] = token.value
     }
   }
-  if (options._.length > positionals) {
-    const extra = options._.slice(positionals)
+  if (result._.length > positionals) {
+    const extra = result._.slice(positionals)
     throw new UsageError(`unexpected argument${extra.length > 1 ? 's' : ''} ${extra.map((a) => JSON.stringify(a)).join(' ')} (${positionals === 0 ? 'this command takes none' : `this command takes ${positionals}`})`)
   }
-  return options
+  return result
+}
+
+/** `--json, --help (-h), --redis VALUE` for an error message. */
+function accepted (spec) {
+  return Object.entries(spec)
+    .filter(([name]) => name !== '--')
+    .map(([name, kind]) => `--${name}${kind === 'value' ? ' VALUE' : ''}${name === 'help' ? ' (-h)' : ''}`)
+    .join(', ')
 }
 
 // The same rules as the SELF_RECYCLE_* durations (WARMUP, MAX_AGE...; src/units.rs): a bare

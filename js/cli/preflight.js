@@ -87,7 +87,8 @@ async function commandPreflight (argv) {
     'allow-inconclusive': 'flag',
     'no-gc': 'flag',
     'start-timeout': 'value',
-    'stop-timeout': 'value'
+    'stop-timeout': 'value',
+    '--': 'rest'
   }, 0)
   if (options.help) return say(USAGE), 0
   if (!options.rest || options.rest.length === 0) throw new UsageError('preflight needs the worker command after --')
