@@ -1,0 +1,195 @@
+'use strict'
+// self-recycle/bullmq: BullMQ sandboxed processors (a processor file that BullMQ runs in
+// child processes, or worker threads with useWorkerThreads), which the parent never measures.
+//
+// The child recycles itself through BullMQ's own pool. A child cannot leave the pool by
+// exiting alone: the parent puts it back in the free list as soon as a job's result arrives,
+// and may hand it the next job before its exit is seen (that job then fails with
+// "Unexpected exit code"). So the two sides agree:
+//   child  (sandboxed(processor)): self-recycle runs in the child; a recycle's drain asks
+//          the parent to retire it, and waits to be released before it exits;
+//   parent (recycleChildren(worker)): a child that asked is taken out of the pool once it
+//          holds no job (at once when idle, else when its job's result has arrived), then
+//          released; the next job gets a fresh child.
+// Messages carry a `cmd` BullMQ does not know, which both of its sides ignore.
+
+const HELLO = 'self-recycle:parent'
+const RETIRE = 'self-recycle:retire'
+const RELEASE = 'self-recycle:release'
+
+const kHooked = Symbol('self-recycle.recycleChildren')
+
+/** The channel to the parent: the IPC channel of a forked child, or a worker thread's port. */
+function parentChannel () {
+  const { isMainThread, parentPort } = require('node:worker_threads')
+  if (!isMainThread && parentPort) {
+    return {
+      thread: true,
+      send: (message) => { try { parentPort.postMessage(message) } catch {} },
+      listen: (listener) => parentPort.on('message', listener),
+      onGone: () => {}
+    }
+  }
+  if (typeof process.send !== 'function') return null
+  return {
+    thread: false,
+    // The callback form: a closed channel is an error to ignore, not an 'error' event.
+    send: (message) => { try { process.send(message, () => {}) } catch {} },
+    listen: (listener) => process.on('message', listener),
+    onGone: (listener) => process.once('disconnect', listener)
+  }
+}
+
+function kindOf (value) {
+  return value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value
+}
+
+/**
+ * Wraps a sandboxed processor: `module.exports = sandboxed(async (job) => ...)` in the
+ * processor file. `options` are self-recycle's options for the child (they override the
+ * `SELF_RECYCLE_*` variables it inherits from the parent).
+ */
+function sandboxed (processor, options) {
+  if (typeof processor !== 'function') {
+    throw new TypeError(`sandboxed(processor): processor must be the job function (job, token, signal) => result, got ${kindOf(processor)}`)
+  }
+  if (options !== undefined && (options === null || typeof options !== 'object' || Array.isArray(options))) {
+    throw new TypeError(`sandboxed(processor, options): options must be an object of self-recycle options, got ${kindOf(options)}`)
+  }
+  const channel = parentChannel()
+  let parentTakesPart = false
+  let recycler = null
+  let warned = false
+  let release = null
+  const released = new Promise((resolve) => { release = resolve })
+  channel?.listen((message) => {
+    if (message?.cmd === HELLO) parentTakesPart = true
+    else if (message?.cmd === RELEASE) release()
+  })
+  // The parent is gone: nothing can be handed to this child any more.
+  channel?.onGone(() => release())
+
+  const begin = () => {
+    const recycle = require('./index.js')
+    recycler = recycle.start({
+      // BullMQ's child already handles SIGTERM/SIGINT (the pool's close): it waits for the
+      // job in flight and for its result to reach the parent, then exits 0.
+      signals: false,
+      // A child's recycle takes no capacity away from the fleet: it needs no lease.
+      fleet: false,
+      // In a worker thread the RSS is the whole process's, the parent's own included.
+      ...(channel.thread ? { maxRss: 'off', containerMax: 'off' } : {}),
+      ...options
+    })
+    recycler.onDrain(async ({ reason }) => {
+      if (reason === 'signal') return
+      channel.send({ cmd: RETIRE, reason })
+      await released
+    })
+  }
+
+  return function selfRecyclingProcessor (job, token, signal) {
+    if (recycler === null && !warned) {
+      if (channel && parentTakesPart) {
+        begin()
+      } else {
+        warned = true
+        process.emitWarning(channel
+          ? 'self-recycle: sandboxed(): the parent worker does not take part, so this child is not recycled; call recycleChildren(worker) from self-recycle/bullmq in the process that creates the Worker'
+          : 'self-recycle: sandboxed(): not running in a BullMQ child process or worker thread; the processor runs without self-recycle', { code: 'SELF_RECYCLE_SANDBOX_ALONE' })
+      }
+    }
+    const result = Promise.resolve().then(() => processor(job, token, signal))
+    if (recycler !== null) {
+      const name = typeof job?.name === 'string' && job.name !== '' && job.name.length <= 200 ? job.name : undefined
+      recycler.track(result, name === undefined ? undefined : { name })
+    }
+    return result
+  }
+}
+
+/** Resolves once `child` (BullMQ's Child) has exited. */
+function exited (child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
+  return new Promise((resolve) => child.once('exit', () => resolve()))
+}
+
+/**
+ * The parent's side: `recycleChildren(new Worker(name, file))`. A child that recycles leaves
+ * the pool between jobs. `onChildExit({ pid, code, signal, retired })` hears every child's
+ * exit. Returns the worker.
+ */
+function recycleChildren (worker, options) {
+  const pool = worker?.childPool
+  if (!pool || typeof pool.retain !== 'function' || typeof pool.release !== 'function' || typeof pool.remove !== 'function' || typeof pool.clean !== 'function') {
+    throw new TypeError(`recycleChildren(worker): expected a BullMQ Worker created with a processor file (a sandboxed processor), got ${worker?.constructor?.name ?? kindOf(worker)}${worker && !pool ? ' without a child pool' : ''}`)
+  }
+  const onChildExit = options?.onChildExit
+  if (options !== undefined && (options === null || typeof options !== 'object' || (onChildExit !== undefined && typeof onChildExit !== 'function'))) {
+    throw new TypeError(`recycleChildren(worker, options): options must be { onChildExit?: function }, got ${options === null ? 'null' : typeof options !== 'object' ? typeof options : `onChildExit: ${typeof onChildExit}`}`)
+  }
+  if (pool[kHooked]) return worker
+  pool[kHooked] = true
+
+  const known = new WeakSet()
+  // Children that asked to retire while holding a job: they leave at their release.
+  const leaving = new WeakSet()
+  // Children out of the pool, released, not exited yet.
+  const retiring = new Set()
+
+  const retire = (child) => {
+    pool.remove(child)
+    retiring.add(child)
+    child.send({ cmd: RELEASE }).catch(() => {})
+  }
+
+  const watch = (child) => {
+    known.add(child)
+    const pid = child.pid
+    child.on('message', (message) => {
+      if (message?.cmd !== RETIRE || leaving.has(child) || retiring.has(child)) return
+      if (pool.retained[pid] === child) leaving.add(child)
+      else retire(child)
+    })
+    child.on('exit', (code, signal) => {
+      const retired = retiring.delete(child)
+      if (onChildExit) {
+        try {
+          onChildExit({ pid, code, signal, retired })
+        } catch (error) {
+          process.emitWarning(`self-recycle: an onChildExit listener threw: ${error?.stack ?? error}`)
+        }
+      }
+    })
+    // Before the job's Start message: the child knows the parent takes part.
+    child.send({ cmd: HELLO }).catch(() => {})
+  }
+
+  const retain = pool.retain.bind(pool)
+  pool.retain = async (processFile) => {
+    const child = await retain(processFile)
+    if (!known.has(child)) watch(child)
+    return child
+  }
+
+  const release = pool.release.bind(pool)
+  pool.release = (child) => {
+    if (leaving.has(child)) {
+      leaving.delete(child)
+      retire(child)
+      return
+    }
+    release(child)
+  }
+
+  // worker.close(): the retiring children are stopped like the pool's own (SIGTERM: BullMQ's
+  // child exits at once, it holds no job), and waited for.
+  const clean = pool.clean.bind(pool)
+  pool.clean = async () => {
+    const leavingNow = [...retiring]
+    await Promise.all([clean(), ...leavingNow.map((child) => child.kill('SIGTERM', 30000).catch(() => {}).then(() => exited(child)))])
+  }
+  return worker
+}
+
+module.exports = { sandboxed, recycleChildren }
