@@ -6,6 +6,9 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
 const { Queue, Worker } = require('bullmq')
 const { startRedis } = require('./redis')
 const { runFixture, describe } = require('./processes')
@@ -71,14 +74,26 @@ test('today: a leaking sandboxed child dies of its heap limit with a job in flig
 })
 
 test('sandboxed() + recycleChildren(): the child recycles between jobs, every job completes, nothing is killed', { timeout: 150000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-sandbox-'))
   const { result, counts, summary, childExits } = await runParent({
     FIXTURE_PROCESSOR: 'sandbox-leak-recycled.js',
     FIXTURE_COOPERATE: '1',
     FIXTURE_JOB_MS: '50',
     FIXTURE_CHILD_ARGV: '--max-old-space-size=64',
-    FIXTURE_CHILD_ENV: CHILD_ENV
-  })
+    FIXTURE_CHILD_ENV: CHILD_ENV,
+    // The parent's: the children inherit the variables but neither queue behind siblings
+    // nor write over the parent's status file.
+    SELF_RECYCLE_STAGGER_DIR: path.join(dir, 'stagger'),
+    SELF_RECYCLE_STATUS_FILE: path.join(dir, 'status.json')
+  }).finally(() => fs.rmSync(dir, { recursive: true, force: true }))
   assert.equal(result.code, 0, describe(result))
+  const starts = result.events.filter((e) => e.event === 'start')
+  const parentStart = starts.find((e) => e.pid === summary?.parentPid)
+  assert.equal(parentStart?.config.statusFile, path.join(dir, 'status.json'), describe(result))
+  const childStarts = starts.filter((e) => e !== parentStart)
+  assert.ok(childStarts.length >= 2, describe(result))
+  assert.ok(childStarts.every((e) => e.config.statusFile === null && e.config.staggerDir === null && e.config.signals === false), JSON.stringify(childStarts.map((e) => e.config)))
+  assert.equal(result.events.filter((e) => e.event === 'warning' || e.event === 'queued').length, 0, describe(result))
   assert.ok(summary, describe(result))
   assert.equal(summary.completed, JOBS, describe(result))
   assert.equal(summary.failed, 0, describe(result))

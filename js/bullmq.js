@@ -71,12 +71,17 @@ function sandboxed (processor, options) {
 
   const begin = () => {
     const recycle = require('./index.js')
+    const inherited = (name) => (process.env[`SELF_RECYCLE_${name}`] ?? '').trim()
     recycler = recycle.start({
       // BullMQ's child already handles SIGTERM/SIGINT (the pool's close): it waits for the
       // job in flight and for its result to reach the parent, then exits 0.
       signals: false,
-      // A child's recycle takes no capacity away from the fleet: it needs no lease.
+      // A child's recycle costs a fork, not a worker's capacity: it waits for no sibling
+      // and no fleet lease (a leaking child would grow while it waited).
       fleet: false,
+      staggerDir: 'off',
+      // The parent's status file stays the parent's, unless each process gets its own.
+      ...(inherited('STATUS_FILE').includes('{pid}') ? {} : { statusFile: 'off' }),
       // In a worker thread the RSS is the whole process's, the parent's own included.
       ...(channel.thread ? { maxRss: 'off', containerMax: 'off' } : {}),
       ...options
