@@ -119,6 +119,26 @@ test('sandboxed() + recycleChildren(): the child recycles between jobs, every jo
   assert.ok(summary.rssEnd - summary.rssStart < 32 * MiB, `parent RSS ${summary.rssStart} -> ${summary.rssEnd}`)
 })
 
+test('a child that recycles while idle in the pool leaves it at once; the next job gets a fresh child', { timeout: 150000 }, async () => {
+  // One job at a time, each added only once the previous child retired: the queue is empty
+  // while the child recycles, so it holds no job and waits in the pool's free list.
+  const { result, counts, summary, childExits } = await runParent({
+    FIXTURE_PROCESSOR: 'sandbox-idle-recycle.js',
+    FIXTURE_COOPERATE: '1',
+    FIXTURE_STEPWISE: '1',
+    FIXTURE_JOBS: '3'
+  })
+  assert.equal(result.code, 0, describe(result))
+  assert.deepEqual({ completed: summary?.completed, failed: counts.failed }, { completed: 3, failed: 0 }, describe(result))
+  assert.equal(summary.childPids.length, 3, 'one child per job')
+  const retired = childExits.filter((e) => e.retired)
+  assert.ok(retired.length >= 2, JSON.stringify(childExits))
+  assert.ok(retired.every((e) => e.code === 75 && e.signal === null), JSON.stringify(childExits))
+  assert.ok(childExits.every((e) => e.signal === null), JSON.stringify(childExits))
+  const exits = result.events.filter((e) => e.event === 'exit')
+  assert.ok(exits.length >= 2 && exits.every((e) => e.drained && e.reason === 'manual' && e.pid !== summary.parentPid), JSON.stringify(exits))
+})
+
 test('useWorkerThreads: each thread recycles on its own heap limit, every job completes', { timeout: 150000 }, async () => {
   const { result, counts, summary, childExits } = await runParent({
     FIXTURE_PROCESSOR: 'sandbox-leak-recycled.js',
