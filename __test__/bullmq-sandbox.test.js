@@ -198,6 +198,22 @@ test('sandboxed() without the parent\'s part: a warning that names the fix, jobs
   assert.deepEqual([...new Set(result.events.filter((e) => e.event === 'start').map((e) => e.pid))], [summary.parentPid])
 })
 
+test('a malformed option for the child: said once, naming it; the jobs still run', { timeout: 150000 }, async () => {
+  const { result, summary, childExits } = await runParent({
+    FIXTURE_PROCESSOR: 'sandbox-leak-recycled.js',
+    FIXTURE_COOPERATE: '1',
+    FIXTURE_SANDBOX_OPTIONS: JSON.stringify({ maxRss: 'lots' }),
+    FIXTURE_JOBS: '3'
+  })
+  assert.equal(result.code, 0, describe(result))
+  assert.equal(summary?.completed, 3, describe(result))
+  assert.equal(summary.childPids.length, 1, 'the child was not lost')
+  const warnings = result.stderr.match(/SELF_RECYCLE_SANDBOX_CONFIG.*/g) ?? []
+  assert.equal(warnings.length, 1, result.stderr)
+  assert.match(warnings[0], /self-recycle does not run in this child: .*maxRss.*"?lots"?.*expected/)
+  assert.ok(childExits.every((e) => e.signal === null && !e.retired), JSON.stringify(childExits))
+})
+
 test('bad input: errors that name the argument, the value and what is accepted', async () => {
   assert.throws(() => sandboxed('./processor.js'), /sandboxed\(processor\): processor must be the job function .* got string/)
   assert.throws(() => sandboxed(async () => {}, 'maxRss=1GB'), /sandboxed\(processor, options\): options must be an object of self-recycle options, got string/)

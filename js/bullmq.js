@@ -96,7 +96,15 @@ function sandboxed (processor, options) {
   return function selfRecyclingProcessor (job, token, signal) {
     if (recycler === null && !warned) {
       if (channel && parentTakesPart) {
-        begin()
+        try {
+          begin()
+        } catch (error) {
+          // A malformed setting must not fail every job: the jobs run, unmonitored, and the
+          // error (naming the variable, the value and what is accepted) is said once.
+          warned = true
+          recycler = null
+          process.emitWarning(`self-recycle: sandboxed(): self-recycle does not run in this child: ${error?.message ?? error}`, { code: 'SELF_RECYCLE_SANDBOX_CONFIG' })
+        }
       } else {
         warned = true
         process.emitWarning(channel
