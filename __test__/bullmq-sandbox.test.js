@@ -163,6 +163,24 @@ test('useWorkerThreads: each thread recycles on its own heap limit, every job co
   assert.doesNotMatch(result.stderr, /ERR_WORKER_OUT_OF_MEMORY|heap out of memory/)
 })
 
+test('useWorkerThreads, a thread out of heap: recycleChildren() keeps the parent alive, only that job fails', { timeout: 150000 }, async () => {
+  // BullMQ re-emits the thread's ERR_WORKER_OUT_OF_MEMORY as an 'error' nobody listens to,
+  // which would end the parent: every job of every thread in flight with it.
+  const { result, counts, summary, childExits } = await runParent({
+    FIXTURE_PROCESSOR: 'sandbox-leak.js',
+    FIXTURE_COOPERATE: '1',
+    FIXTURE_THREADS: '1',
+    FIXTURE_THREAD_HEAP_MB: '64'
+  })
+  assert.equal(result.code, 0, describe(result))
+  assert.ok(summary?.failed >= 1, describe(result))
+  assert.equal(summary.completed + summary.failed, JOBS)
+  assert.equal(counts.failed, summary.failed)
+  const outOfHeap = childExits.filter((e) => /memory limit/.test(e.error ?? ''))
+  assert.equal(outOfHeap.length, summary.failed, JSON.stringify(childExits))
+  assert.match(result.stderr, /SELF_RECYCLE_SANDBOX_CHILD_ERROR.*reaching memory limit/)
+})
+
 test("the parent's own recycle still drains: the job in flight completes, the children close, the rest waits", { timeout: 150000 }, async () => {
   const { result, counts, childExits } = await runParent({
     FIXTURE_PROCESSOR: 'sandbox-leak-recycled.js',

@@ -12,7 +12,8 @@ export type SandboxedProcessor<JobType = any, Result = any> =
  * its job's result reached the parent (the parent must call `recycleChildren(worker)`).
  * `options` override the `SELF_RECYCLE_*` variables the child inherits. Defaults in the child:
  * `signals: false` (BullMQ's child handles SIGTERM itself), `fleet: false`; in a worker
- * thread also `maxRss: 'off'`, `containerMax: 'off'` (the RSS is the whole process's).
+ * thread also `maxRss: 'off'`, `containerMax: 'off'` (the RSS is the whole process's) and
+ * `minUptime: 0` (Node ends a thread at its heap limit: no near-heap-limit rescue there).
  */
 export declare function sandboxed<JobType = any, Result = any>(
   processor: SandboxedProcessor<JobType, Result>,
@@ -27,6 +28,8 @@ export interface ChildExit {
   signal: string | null
   /** It left the pool after a recycle (exit code 75 unless EXIT_CODE says otherwise). */
   retired: boolean
+  /** The child's 'error' before it exited (a worker thread out of heap: ERR_WORKER_OUT_OF_MEMORY). */
+  error?: string
 }
 
 export interface RecycleChildrenOptions {

@@ -82,8 +82,10 @@ function sandboxed (processor, options) {
       staggerDir: 'off',
       // The parent's status file stays the parent's, unless each process gets its own.
       ...(inherited('STATUS_FILE').includes('{pid}') ? {} : { statusFile: 'off' }),
-      // In a worker thread the RSS is the whole process's, the parent's own included.
-      ...(channel.thread ? { maxRss: 'off', containerMax: 'off' } : {}),
+      // In a worker thread the RSS is the whole process's, the parent's own included; and
+      // Node's own near-heap-limit callback ends the thread (ERR_WORKER_OUT_OF_MEMORY), so
+      // no rescue is possible there: MAX_HEAP must act from the first job on.
+      ...(channel.thread ? { maxRss: 'off', containerMax: 'off', minUptime: '0' } : {}),
       ...options
     })
     recycler.onDrain(async ({ reason }) => {
@@ -164,11 +166,19 @@ function recycleChildren (worker, options) {
       if (pool.retained[pid] === child) leaving.add(child)
       else retire(child)
     })
+    // BullMQ's Child re-emits its process's or thread's 'error' and listens to none: a worker
+    // thread out of heap (ERR_WORKER_OUT_OF_MEMORY) would crash this process. Heard here, it
+    // fails only the job in flight (BullMQ's exit handler), and is said.
+    let failure
+    child.on('error', (error) => {
+      failure = error?.message ?? String(error)
+      process.emitWarning(`self-recycle: a BullMQ child (${pid}) failed: ${failure}`, { code: 'SELF_RECYCLE_SANDBOX_CHILD_ERROR' })
+    })
     child.on('exit', (code, signal) => {
       const retired = retiring.delete(child)
       if (onChildExit) {
         try {
-          onChildExit({ pid, code, signal, retired })
+          onChildExit({ pid, code, signal, retired, ...(failure === undefined ? {} : { error: failure }) })
         } catch (error) {
           process.emitWarning(`self-recycle: an onChildExit listener threw: ${error?.stack ?? error}`)
         }
