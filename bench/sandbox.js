@@ -5,6 +5,9 @@
 //   today      the processor as it is: children die of V8's heap limit, jobs in flight fail
 //   defaults   sandboxed() + recycleChildren(), the children at self-recycle's defaults
 //   rss limit  the same with the children's own MAX_RSS=90MB (INTERVAL=100ms, MIN_UPTIME=0)
+// and the same with useWorkerThreads (each thread capped by resourceLimits at 64 MiB):
+//   today, recycleChildren() alone (the parent survives a thread out of heap), sandboxed()
+//   at the defaults, sandboxed() with INTERVAL=100ms in the threads.
 // Writes bench/sandbox.md. `node bench/sandbox.js [jobs]`
 const fs = require('node:fs')
 const path = require('node:path')
@@ -35,9 +38,16 @@ async function scenario (redis, name, env) {
   await queue.obliterate({ force: true })
   await queue.close()
   const line = result.lines.find((l) => l.startsWith('summary:'))
-  if (result.code !== 0 || !line) throw new Error(`${name}: exit ${result.code}\n${result.stdout}\n${result.stderr.slice(-4000)}`)
+  if (!line) {
+    // The parent itself died: what Redis holds is what was done before.
+    const crash = (result.stderr.match(/Error \[\w+\]: [^\n]*/) || [`exit code ${result.code}`])[0]
+    return { name, completed: counts.completed, failed: counts.failed, ooms: (result.stderr.match(/heap out of memory/g) || []).length, children: '-', recycles: 0, reasons: '-', parentRecycles: '-', parentRss: `crashed (exit ${result.code}): ${crash}`, seconds: (result.durationMs / 1000).toFixed(1), failure: '' }
+  }
+  if (result.code !== 0) throw new Error(`${name}: exit ${result.code}\n${result.stdout}\n${result.stderr.slice(-4000)}`)
   const summary = JSON.parse(line.slice('summary:'.length))
-  const childEvents = result.events.filter((e) => e.pid !== summary.parentPid)
+  // A thread's events carry the process's pid: with threads every recycle is a thread's
+  // (the parent's own would have ended it before its summary).
+  const childEvents = env.FIXTURE_THREADS ? result.events : result.events.filter((e) => e.pid !== summary.parentPid)
   const recycles = childEvents.filter((e) => e.event === 'recycle')
   const reasons = {}
   for (const e of recycles) reasons[e.reason] = (reasons[e.reason] ?? 0) + 1
@@ -46,12 +56,11 @@ async function scenario (redis, name, env) {
     name,
     completed: counts.completed,
     failed: counts.failed,
-    ooms: (result.stderr.match(/JavaScript heap out of memory/g) || []).length,
-    killedBySignal: failures.filter((l) => /signal: SIG/.test(l)).length,
-    children: summary.childPids.length,
+    ooms: (result.stderr.match(/heap out of memory/g) || []).length,
+    children: env.FIXTURE_THREADS ? `${result.lines.filter((l) => l.startsWith('child-exit:')).length} threads` : summary.childPids.length,
     recycles: recycles.length,
     reasons: Object.entries(reasons).map(([r, n]) => `${n} ${r}`).join(', ') || '-',
-    parentRecycles: result.events.filter((e) => e.event === 'recycle' && e.pid === summary.parentPid).length,
+    parentRecycles: env.FIXTURE_THREADS ? 0 : result.events.filter((e) => e.event === 'recycle' && e.pid === summary.parentPid).length,
     parentRss: `${(summary.rssStart / MiB).toFixed(0)} -> ${(summary.rssEnd / MiB).toFixed(0)} MiB`,
     seconds: (result.durationMs / 1000).toFixed(1),
     failure: failures[0]?.replace(/^failed:[^:]+:/, '') ?? ''
@@ -69,15 +78,22 @@ async function main () {
       FIXTURE_COOPERATE: '1',
       FIXTURE_CHILD_ENV: JSON.stringify({ SELF_RECYCLE_MAX_RSS: '90MB', SELF_RECYCLE_MIN_UPTIME: '0', SELF_RECYCLE_INTERVAL: '100ms' })
     }))
+    const threads = { FIXTURE_THREADS: '1', FIXTURE_THREAD_HEAP_MB: '64' }
+    rows.push(await scenario(redis, 'threads: today', { ...threads, FIXTURE_PROCESSOR: 'sandbox-leak.js' }))
+    rows.push(await scenario(redis, 'threads: recycleChildren() only', { ...threads, FIXTURE_PROCESSOR: 'sandbox-leak.js', FIXTURE_COOPERATE: '1' }))
+    rows.push(await scenario(redis, 'threads: sandboxed, defaults', { ...threads, FIXTURE_PROCESSOR: 'sandbox-leak-recycled.js', FIXTURE_COOPERATE: '1' }))
+    rows.push(await scenario(redis, 'threads: sandboxed, INTERVAL=100ms', { ...threads, FIXTURE_PROCESSOR: 'sandbox-leak-recycled.js', FIXTURE_COOPERATE: '1', FIXTURE_CHILD_ENV: JSON.stringify({ SELF_RECYCLE_INTERVAL: '100ms' }) }))
     const lines = [
       `# BullMQ sandboxed processors that leak (node ${process.version}, BullMQ ${require('bullmq/package.json').version}, 2 cores)`,
       '',
       `Written by \`node bench/sandbox.js ${JOBS}\`. ${JOBS} jobs, 2 at a time (two children), each keeping 2 MiB of V8`,
       'heap in a module-level array of its child and waiting 20 ms; children started with',
-      '`--max-old-space-size=64` (BullMQ\'s `workerForkOptions.execArgv`); the parent runs self-recycle at',
-      'its defaults with `MAX_RSS=400MB`.',
+      '`--max-old-space-size=64` (BullMQ\'s `workerForkOptions.execArgv`), threads with',
+      '`resourceLimits.maxOldGenerationSizeMb: 64`; the parent runs self-recycle at its defaults with',
+      '`MAX_RSS=400MB`. Child OOMs count V8\'s "heap out of memory" lines (a thread\'s too). A thread\'s',
+      'parent RSS includes the threads\' heaps.',
       '',
-      '| run | completed | failed (lost) | child OOMs | children forked | child recycles (reason) | parent recycles | parent RSS | wall |',
+      '| run | completed | failed (lost) | child OOMs | children | child recycles (reason) | parent recycles | parent RSS | wall |',
       '|---|---|---|---|---|---|---|---|---|',
       ...rows.map((r) => `| ${r.name} | ${r.completed} | ${r.failed} | ${r.ooms} | ${r.children} | ${r.recycles}${r.recycles ? ` (${r.reasons})` : ''} | ${r.parentRecycles} | ${r.parentRss} | ${r.seconds} s |`),
       '',

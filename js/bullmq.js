@@ -147,6 +147,10 @@ function recycleChildren (worker, options) {
   pool[kHooked] = true
 
   const known = new WeakSet()
+  // Children holding a job (between the pool's retain and release). Kept here, not read from
+  // the pool's `retained`: that is keyed by pid, and a finished worker thread's pid becomes
+  // Math.abs(-1) = 1, so the pool's removal of one thread can delete another's entry.
+  const holding = new WeakSet()
   // Children that asked to retire while holding a job: they leave at their release.
   const leaving = new WeakSet()
   // Children out of the pool, released, not exited yet.
@@ -163,7 +167,7 @@ function recycleChildren (worker, options) {
     const pid = child.pid
     child.on('message', (message) => {
       if (message?.cmd !== RETIRE || leaving.has(child) || retiring.has(child)) return
-      if (pool.retained[pid] === child) leaving.add(child)
+      if (holding.has(child)) leaving.add(child)
       else retire(child)
     })
     // BullMQ's Child re-emits its process's or thread's 'error' and listens to none: a worker
@@ -191,12 +195,14 @@ function recycleChildren (worker, options) {
   const retain = pool.retain.bind(pool)
   pool.retain = async (processFile) => {
     const child = await retain(processFile)
+    holding.add(child)
     if (!known.has(child)) watch(child)
     return child
   }
 
   const release = pool.release.bind(pool)
   pool.release = (child) => {
+    holding.delete(child)
     if (leaving.has(child)) {
       leaving.delete(child)
       retire(child)
