@@ -7,7 +7,7 @@
 //   rss limit  the same with the children's own MAX_RSS=90MB (INTERVAL=100ms, MIN_UPTIME=0)
 // and the same with useWorkerThreads (each thread capped by resourceLimits at 64 MiB):
 //   today, recycleChildren() alone (the parent survives a thread out of heap), sandboxed()
-//   at the defaults, sandboxed() with INTERVAL=100ms in the threads.
+//   at the defaults, sandboxed() with INTERVAL=100ms (and MAX_HEAP=70%) in the threads.
 // Writes bench/sandbox.md. `node bench/sandbox.js [jobs]`
 const fs = require('node:fs')
 const path = require('node:path')
@@ -83,6 +83,7 @@ async function main () {
     rows.push(await scenario(redis, 'threads: recycleChildren() only', { ...threads, FIXTURE_PROCESSOR: 'sandbox-leak.js', FIXTURE_COOPERATE: '1' }))
     rows.push(await scenario(redis, 'threads: sandboxed, defaults', { ...threads, FIXTURE_PROCESSOR: 'sandbox-leak-recycled.js', FIXTURE_COOPERATE: '1' }))
     rows.push(await scenario(redis, 'threads: sandboxed, INTERVAL=100ms', { ...threads, FIXTURE_PROCESSOR: 'sandbox-leak-recycled.js', FIXTURE_COOPERATE: '1', FIXTURE_CHILD_ENV: JSON.stringify({ SELF_RECYCLE_INTERVAL: '100ms' }) }))
+    rows.push(await scenario(redis, 'threads: sandboxed, INTERVAL=100ms MAX_HEAP=70%', { ...threads, FIXTURE_PROCESSOR: 'sandbox-leak-recycled.js', FIXTURE_COOPERATE: '1', FIXTURE_CHILD_ENV: JSON.stringify({ SELF_RECYCLE_INTERVAL: '100ms', SELF_RECYCLE_MAX_HEAP: '70%' }) }))
     const lines = [
       `# BullMQ sandboxed processors that leak (node ${process.version}, BullMQ ${require('bullmq/package.json').version}, 2 cores)`,
       '',
