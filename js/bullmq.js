@@ -123,6 +123,18 @@ function sandboxed (processor, options) {
   }
 }
 
+/**
+ * A call on BullMQ's Child that may throw, or return a promise that rejects: never either.
+ * Made at once (a HELLO must be on the channel before the job's Start message).
+ */
+function quietly (call) {
+  try {
+    return Promise.resolve(call()).catch(() => {})
+  } catch {
+    return Promise.resolve()
+  }
+}
+
 /** Resolves once `child` (BullMQ's Child) has exited. */
 function exited (child) {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
@@ -136,7 +148,7 @@ function exited (child) {
  */
 function recycleChildren (worker, options) {
   const pool = worker?.childPool
-  if (!pool || typeof pool.retain !== 'function' || typeof pool.release !== 'function' || typeof pool.remove !== 'function' || typeof pool.clean !== 'function') {
+  if (!pool || !['retain', 'release', 'remove', 'kill', 'clean'].every((method) => typeof pool[method] === 'function')) {
     throw new TypeError(`recycleChildren(worker): expected a BullMQ Worker created with a processor file (a sandboxed processor), got ${worker?.constructor?.name ?? kindOf(worker)}${worker && !pool ? ' without a child pool' : ''}`)
   }
   const onChildExit = options?.onChildExit
@@ -159,7 +171,7 @@ function recycleChildren (worker, options) {
   const retire = (child) => {
     pool.remove(child)
     retiring.add(child)
-    child.send({ cmd: RELEASE }).catch(() => {})
+    quietly(() => child.send({ cmd: RELEASE }))
   }
 
   const watch = (child) => {
@@ -189,7 +201,7 @@ function recycleChildren (worker, options) {
       }
     })
     // Before the job's Start message: the child knows the parent takes part.
-    child.send({ cmd: HELLO }).catch(() => {})
+    quietly(() => child.send({ cmd: HELLO }))
   }
 
   const retain = pool.retain.bind(pool)
@@ -216,7 +228,7 @@ function recycleChildren (worker, options) {
   const clean = pool.clean.bind(pool)
   pool.clean = async () => {
     const leavingNow = [...retiring]
-    await Promise.all([clean(), ...leavingNow.map((child) => child.kill('SIGTERM', 30000).catch(() => {}).then(() => exited(child)))])
+    await Promise.all([clean(), ...leavingNow.map((child) => quietly(() => pool.kill(child, 'SIGTERM')).then(() => exited(child)))])
   }
   return worker
 }
