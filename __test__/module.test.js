@@ -62,7 +62,7 @@ for (const typescript of ['typescript', 'typescript-5.0']) {
   for (const [mode, options] of Object.entries(RESOLUTIONS)) {
     test(`the types compile with ${typescript === 'typescript' ? 'TypeScript 5.9' : 'TypeScript 5.0'}, ${mode}`, () => {
       const resolution = typescript === 'typescript-5.0' && options.moduleResolution === 'node10' ? { ...options, moduleResolution: 'node' } : options
-      const files = ['usage.ts', 'nest-usage.ts', 'otel-usage.ts', ...(options.moduleResolution === 'bundler' ? ['nest-real.ts'] : [])]
+      const files = ['usage.ts', 'nest-usage.ts', 'otel-usage.ts', 'bullmq-usage.ts', ...(options.moduleResolution === 'bundler' ? ['nest-real.ts'] : [])]
       const dir = typeProject(`${typescript}-${options.moduleResolution}`, { noEmit: true, ...resolution }, files)
       assert.equal(tsc(typescript, dir), '')
     })
