@@ -351,7 +351,7 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
     })
   }
 
-  const drain = async ({ signal }) => {
+  const drain = async ({ signal, reason }) => {
     state.draining = true
     for (const session of state.sessions) session.close()
     for (const [socket, info] of state.sockets) {
@@ -372,8 +372,9 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
     // reusing it (ECONNRESET). In a cluster, not before a sibling listens.
     const passedQueue = await listenerMayClose(signal)
     // RESTART=exec: the socket stays open for the next generation, which adopts it; the
-    // connections that come meanwhile wait in its backlog instead of being refused.
-    if (handOff && r.config?.restart === 'exec' && server.listening) {
+    // connections that come meanwhile wait in its backlog instead of being refused. Not for
+    // a stop (exit 0): no generation comes, and refused connections go elsewhere at once.
+    if (handOff && r.config?.restart === 'exec' && reason !== 'signal' && server.listening) {
       const why = require('./handoff.js').handOff(server, require('./native.js'))
       if (why) process.emitWarning(`self-recycle: drainHttp could not hand the socket on (${why}); the next generation binds it again`, { code: 'SELF_RECYCLE_HANDOFF_FAILED' })
     }
