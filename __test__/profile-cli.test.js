@@ -109,19 +109,18 @@ test('a running worker answers twice with the leaking site and job, writes a .he
 test('--out moves the profile; PROFILE=off answers the jobs and says why no site is named', { timeout: 60000 }, async () => {
   const xdg = runtimeDir()
   const worker = startWorker({ XDG_RUNTIME_DIR: xdg, SELF_RECYCLE_PROFILE: 'off' })
+  let profiled = null
   try {
     assert.equal(await worker.channel, 'on')
-    const out = path.join(xdg, 'mine.heapprofile')
-    const asked = cli([String(worker.child.pid), '--out', out], { XDG_RUNTIME_DIR: xdg })
-    assert.equal(asked.code, 0, asked.text)
-    assert.match(asked.stdout, /allocation sites: not profiled \(PROFILE=off/)
-    assert.match(asked.stdout, /\n +\d+ KiB +\d+ +\d+% +ingest\n/)
-    assert.equal(fs.existsSync(out), false, 'no profile without the profiler')
-  } finally {
+    const off = path.join(xdg, 'none.heapprofile')
+    const unprofiled = cli([String(worker.child.pid), '--out', off], { XDG_RUNTIME_DIR: xdg })
+    assert.equal(unprofiled.code, 0, unprofiled.text)
+    assert.match(unprofiled.stdout, /allocation sites: not profiled \(PROFILE=off/)
+    assert.match(unprofiled.stdout, /\n +\d+ KiB +\d+ +\d+% +ingest\n/)
+    assert.equal(fs.existsSync(off), false, 'no profile without the profiler')
     await worker.stop()
-  }
-  const profiled = startWorker({ XDG_RUNTIME_DIR: xdg })
-  try {
+
+    profiled = startWorker({ XDG_RUNTIME_DIR: xdg })
     assert.equal(await profiled.channel, 'on')
     const out = path.join(xdg, 'mine.heapprofile')
     const asked = cli([String(profiled.child.pid), '--out', out, '--json'], { XDG_RUNTIME_DIR: xdg })
@@ -130,7 +129,8 @@ test('--out moves the profile; PROFILE=off answers the jobs and says why no site
     assert.equal(JSON.parse(fs.readFileSync(out, 'utf8')).head.callFrame.functionName, '(root)')
     assert.deepEqual(fs.readdirSync(path.join(xdg, 'self-recycle')), [`${profiled.child.pid}.channel`])
   } finally {
-    await profiled.stop()
+    await worker.stop()
+    await profiled?.stop()
     fs.rmSync(xdg, { recursive: true, force: true })
   }
 })
@@ -244,6 +244,35 @@ test('a worker that never answers (stopped): the CLI gives up at --timeout with 
     assert.equal(JSON.parse(again.stdout).topJobs[0].name, 'ingest')
   } finally {
     await worker.stop()
+    fs.rmSync(xdg, { recursive: true, force: true })
+  }
+})
+
+test('stop() closes the channel and removes its marker; a worker thread\'s recycler leaves the channel to the main thread', () => {
+  const xdg = runtimeDir()
+  try {
+    const script = `
+const { Worker } = require('node:worker_threads')
+const fs = require('node:fs')
+const marker = require('node:path').join(process.env.XDG_RUNTIME_DIR, 'self-recycle', process.pid + '.channel')
+const r = require(${JSON.stringify(path.join(__dirname, '..'))}).start({ log: 'off' })
+setImmediate(() => {
+  console.log('main', r.stats().profileChannel, fs.existsSync(marker))
+  new Worker(\`const r = require(${JSON.stringify(path.join(__dirname, '..'))}).start({ log: 'off' })
+    setImmediate(() => { require('node:worker_threads').parentPort.postMessage(r.stats().profileChannel); r.stop() })\`, { eval: true }).on('message', (status) => {
+    console.log('thread', status)
+    r.stop()
+    console.log('stopped', fs.existsSync(marker))
+  })
+})`
+    const run = spawnSync(process.execPath, ['-e', script], { env: cleanEnv({ XDG_RUNTIME_DIR: xdg }), encoding: 'utf8', timeout: 30000 })
+    assert.equal(run.status, 0, run.stderr)
+    assert.deepEqual(run.stdout.trim().split('\n'), [
+      'main on true',
+      'thread off: worker thread (the main thread\'s recycler answers for the process)',
+      'stopped false'
+    ])
+  } finally {
     fs.rmSync(xdg, { recursive: true, force: true })
   }
 })

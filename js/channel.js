@@ -176,8 +176,9 @@ const answerPath = (dir, pid, nonce, ext = 'json') => path.join(dir, `${pid}.pro
  * callbacks. `status`: `on` or `off: why`.
  */
 class ProfileChannel {
-  constructor (answer, { dir = channelDir(), pollMs = POLL_MS } = {}) {
+  constructor (answer, { dir = channelDir(), pollMs = POLL_MS, mainThread = true } = {}) {
     this.answer = answer
+    this.mainThread = mainThread
     this.dir = dir
     this.pollMs = pollMs
     this.timer = null
@@ -189,7 +190,11 @@ class ProfileChannel {
 
   open () {
     try {
-      if (!require('node:worker_threads').isMainThread) {
+      if (process.platform === 'win32') {
+        this.status = 'off: not on Windows (the channel relies on unix file modes)'
+        return this
+      }
+      if (!this.mainThread) {
         this.status = 'off: worker thread (the main thread\'s recycler answers for the process)'
         return this
       }
@@ -237,7 +242,14 @@ class ProfileChannel {
       nonce = JSON.parse(read.text).nonce
     } catch {}
     if (typeof nonce !== 'string' || !NONCE.test(nonce)) throw new Error('request refused: no valid nonce')
-    const { answer, profile } = this.answer()
+    let answer
+    let profile = null
+    try {
+      ({ answer, profile } = this.answer())
+    } catch (error) {
+      // Said to the CLI rather than left to its timeout.
+      answer = { schema: 1, time: new Date().toISOString(), error: `the worker could not take its profile: ${error?.message ?? error}` }
+    }
     answer.nonce = nonce
     answer.pid = process.pid
     if (profile && answer.profile) {

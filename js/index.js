@@ -393,6 +393,7 @@ class Recycler extends EventEmitter {
       state.profilerStatus = profileStatus
     }
     state.profileProbe = startEvent.probes.profile
+    state.canExitProcess = startEvent.canExitProcess
     if (startEvent.probes.v8 === 'js') this._startJsHeapProbe(startEvent.config.intervalMs)
     if (this.listenerCount(EVENTS.SAMPLE) > 0) native.setSampleEvents(true)
     // Cleanup hooks do not run on process.exit(): join the sampler thread here instead.
@@ -419,7 +420,8 @@ class Recycler extends EventEmitter {
       if (this[kNative] !== native) return
       try {
         const { ProfileChannel } = require('./channel.js')
-        state.channel = new ProfileChannel(() => this._profileNow()).open()
+        // Only the main thread's recycler may end the process (canExitProcess): it answers for it.
+        state.channel = new ProfileChannel(() => this._profileNow(), { mainThread: state.canExitProcess !== false }).open()
       } catch (error) {
         state.channel = { status: `off: ${describeError(error)}`, close () {} }
       }

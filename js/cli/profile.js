@@ -230,6 +230,7 @@ async function commandProfile (argv) {
   const target = pidOf(positionals[0])
   if (target.error) return fail(options, target.error, target.code)
   const { pid } = target
+  if (process.platform === 'win32') return fail(options, 'profile is not available on Windows (its channel relies on unix file modes)')
   const problem = processProblem(pid)
   if (problem) return fail(options, problem)
   const found = findChannel(pid)
@@ -248,6 +249,7 @@ async function commandProfile (argv) {
   }
   if (waited.error) return fail(options, waited.error)
   const answer = waited.answer
+  if (typeof answer.error === 'string') return fail(options, `process ${pid} could not answer: ${answer.error}`)
   const written = answer.profile?.heapProfile
   if (options.out !== undefined && written) {
     try {
