@@ -216,6 +216,9 @@ test('a process of another user, a process that is not a worker, a pid that is g
     const refused = cli([junk])
     assert.equal(refused.code, 2, refused.text)
     assert.match(refused.stderr, /is not a status file/)
+    const help = cli(['--help'])
+    assert.equal(help.code, 0, help.text)
+    assert.match(help.stdout, /^usage: self-recycle profile <PID \| STATUS_FILE> \[--timeout 10s\] \[--out FILE\] \[--json\]\n/)
     for (const args of [[], ['1', '2'], ['1', '--timeout', 'soon'], ['1', '--timeout', '1ms'], ['1', '--bogus'], ['0']]) {
       const usage = cli(args)
       assert.equal(usage.code, 2, `${args.join(' ')}: ${usage.text}`)

@@ -201,7 +201,9 @@ class ProfileChannel {
       const problem = checkDir(this.dir, { create: true })
       if (problem) {
         this.status = `off: ${problem}`
-        // A directory someone else can write to, or a symlink, is an attack: say it once.
+        // A read-only file system only leaves the channel off; a directory someone else
+        // can write to, or a symlink, is an attack: that is said, once.
+        if (problem.startsWith('cannot ')) return this
         process.emitWarning(`self-recycle: the profile channel is off (\`self-recycle profile\` cannot ask this worker): ${problem}`, { code: 'SELF_RECYCLE_PROFILE_CHANNEL' })
         return this
       }
