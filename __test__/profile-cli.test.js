@@ -240,6 +240,14 @@ test('a worker that never answers (stopped): the CLI gives up at --timeout with 
     assert.match(asked.stderr, new RegExp(`process ${worker.child.pid} did not answer within 1500 ms \\(a worker looks for requests once a second: its event loop may be blocked, or the process stopped\\)`))
     const dir = path.join(xdg, 'self-recycle')
     assert.deepEqual(fs.readdirSync(dir), [`${worker.child.pid}.channel`], 'the request was taken back')
+    // Interrupted while it waits (Ctrl-C), the CLI takes its request back too.
+    const waiting = spawn(process.execPath, [CLI, 'profile', String(worker.child.pid), '--timeout', '60s'], { env: cleanEnv({ XDG_RUNTIME_DIR: xdg }), stdio: 'ignore' })
+    const waited = new Promise((resolve) => waiting.on('close', (code, signal) => resolve({ code, signal })))
+    const request = path.join(dir, `${worker.child.pid}.profile-request`)
+    while (!fs.existsSync(request) && waiting.exitCode === null) await new Promise((resolve) => setTimeout(resolve, 20))
+    waiting.kill('SIGINT')
+    assert.deepEqual(await waited, { code: 130, signal: null })
+    assert.deepEqual(fs.readdirSync(dir), [`${worker.child.pid}.channel`], 'the request was taken back')
     process.kill(worker.child.pid, 'SIGCONT')
     // Running again, it answers the next request.
     const again = cli([String(worker.child.pid), '--json'], { XDG_RUNTIME_DIR: xdg })

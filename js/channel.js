@@ -266,7 +266,16 @@ class ProfileChannel {
         answer.profile.heapProfileError = error?.message ?? String(error)
       }
     }
+    this.dropUnread()
     writePrivate(answerPath(this.dir, process.pid, nonce), `${JSON.stringify(answer)}\n`)
+  }
+
+  /** Answers of ours nobody read (the CLI was interrupted or gave up): removed. */
+  dropUnread () {
+    const own = new RegExp(`^${process.pid}\\.profile-[0-9a-f]{32}\\.json$`)
+    try {
+      for (const name of fs.readdirSync(this.dir)) if (own.test(name)) try { fs.unlinkSync(path.join(this.dir, name)) } catch {}
+    } catch {}
   }
 
   removeMarker () {

@@ -242,7 +242,16 @@ async function commandProfile (argv) {
     return fail(options, `cannot write the request in ${found.dir}: ${error.code ?? error.message}`)
   }
   if (dropped.error) return fail(options, dropped.error)
+  // Interrupted, the request is taken back: no answer is written for nobody.
+  const interrupted = () => {
+    withdraw(found.dir, pid, dropped.nonce)
+    process.exit(130)
+  }
+  process.once('SIGINT', interrupted)
+  process.once('SIGTERM', interrupted)
   const waited = await waitForAnswer(found.dir, pid, dropped.nonce, timeoutMs)
+  process.removeListener('SIGINT', interrupted)
+  process.removeListener('SIGTERM', interrupted)
   if (waited.timedOut) {
     withdraw(found.dir, pid, dropped.nonce)
     return fail(options, `process ${pid} did not answer within ${timeoutMs} ms (a worker looks for requests once a second: its event loop may be blocked, or the process stopped)`, EXIT_TIMEOUT)
