@@ -24,7 +24,6 @@ self-recycle --version (or -v) prints the version`
 const { UsageError, parseArgs, parseDuration, parseRate, mib, percent, say, fail } = require('./cli/args.js')
 const { judge, commandStatus, commandCheck } = require('./cli/status.js')
 const { commandPreflight } = require('./cli/preflight.js')
-const { jobLines } = require('./cli/profile.js')
 
 const SPARKS = '▁▂▃▄▅▆▇█'
 
@@ -118,7 +117,7 @@ function reportLines (summary) {
   } else {
     lines.push(`allocation sites: ${summary.profileSkipped ? `not profiled (${summary.profileSkipped})` : 'not profiled (PROFILE=off, or a report from before PROFILE)'}`)
   }
-  if (summary.topJobs) lines.push('', ...jobLines(summary.topJobs, summary.jobsFit))
+  if (summary.topJobs) lines.push('', ...require('./cli/profile.js').jobLines(summary.topJobs, summary.jobsFit))
   const guards = summary.guards.filter((g) => g.inits > 0)
   if (guards.length > 0) {
     lines.push('', 'guarded initializations (most memory first):', '  inits  reinit attempts  heap delta  rss delta  key')
