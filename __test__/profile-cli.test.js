@@ -249,6 +249,14 @@ test('a worker that never answers (stopped): the CLI gives up at --timeout with 
     assert.deepEqual(await waited, { code: 130, signal: null })
     assert.deepEqual(fs.readdirSync(dir), [`${worker.child.pid}.channel`], 'the request was taken back')
     process.kill(worker.child.pid, 'SIGCONT')
+    // A request readable by others, and one without a valid nonce: read once, removed, not
+    // answered; the worker goes on.
+    for (const [body, mode] of [[JSON.stringify({ nonce: 'a'.repeat(32) }), 0o644], ['{"nonce":"../../etc/passwd"}', 0o600]]) {
+      fs.writeFileSync(request, body, { mode })
+      fs.chmodSync(request, mode)
+      while (fs.existsSync(request)) await new Promise((resolve) => setTimeout(resolve, 20))
+      assert.deepEqual(fs.readdirSync(dir), [`${worker.child.pid}.channel`], 'no answer to a refused request')
+    }
     // Running again, it answers the next request.
     const again = cli([String(worker.child.pid), '--json'], { XDG_RUNTIME_DIR: xdg })
     assert.equal(again.code, 0, again.text)

@@ -224,9 +224,11 @@ class ProfileChannel {
     try {
       if (!fs.statSync(requestPath(this.dir, process.pid), { throwIfNoEntry: false })) return
       this.serve()
+      this.status = 'on'
     } catch (error) {
-      // A failed answer leaves the CLI to time out; the reason stays for stats().
+      // The CLI then times out; stats().profileChannel says why.
       this.lastError = error?.message ?? String(error)
+      this.status = `on (the last request failed: ${this.lastError})`
     }
   }
 

@@ -595,7 +595,7 @@ export interface Stats {
   drainHooks?: number
   reportPath?: string | null
   /**
-   * The channel `self-recycle profile <pid>` asks through: `on`, or `off: why` (a refused
+   * The channel `self-recycle profile <pid>` asks through: `on` (`on (the last request failed: why)`), or `off: why` (a refused
    * directory, a worker thread); `off: not opened yet` in the first tick after start.
    */
   profileChannel?: string
