@@ -182,12 +182,15 @@ test('a directory with mode 0777 is refused by the worker and by the CLI', { tim
 test('a process of another user, a process that is not a worker, a pid that is gone, a bad status file: each refused with its reason', async () => {
   const xdg = runtimeDir()
   try {
-    // Not ours: as root, a process of uid 65534; otherwise PID 1 (root's init).
+    // Not ours: as root, a process started as uid 65534; otherwise any process of another user.
     let other = null
-    let pid = 1
+    let pid
     if (process.getuid() === 0) {
       other = spawn('sleep', ['60'], { uid: 65534, gid: 65534, stdio: 'ignore' })
       pid = other.pid
+    } else {
+      pid = Number(fs.readdirSync('/proc').find((name) => /^\d+$/.test(name) && fs.statSync(`/proc/${name}`, { throwIfNoEntry: false })?.uid !== process.getuid()))
+      assert.ok(pid > 0, 'a process of another user to ask')
     }
     try {
       const asked = cli([String(pid)], { XDG_RUNTIME_DIR: xdg })
