@@ -298,3 +298,22 @@ setImmediate(() => {
     fs.rmSync(xdg, { recursive: true, force: true })
   }
 })
+
+test('a directory another user made first where ours should be (/tmp squatting) is refused', { skip: process.getuid?.() !== 0 && 'running a worker as another user needs root' }, () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-squat-'))
+  try {
+    fs.chmodSync(tmp, 0o755)
+    // Root (the squatter here) makes the directory of uid 65534 before that user's worker runs.
+    const squatted = path.join(tmp, 'self-recycle-65534')
+    fs.mkdirSync(squatted, { mode: 0o700 })
+    const script = `const r = require(${JSON.stringify(path.join(__dirname, '..'))}).start({ log: 'off' })
+setImmediate(() => { console.log(r.stats().profileChannel); r.stop() })`
+    const run = spawnSync(process.execPath, ['-e', script], { uid: 65534, gid: 65534, env: cleanEnv({ TMPDIR: tmp }), encoding: 'utf8', timeout: 30000 })
+    assert.equal(run.status, 0, run.stderr)
+    assert.equal(run.stdout.trim(), `off: ${squatted} belongs to uid 0, not to this user (uid 65534)`)
+    assert.match(run.stderr, /\[SELF_RECYCLE_PROFILE_CHANNEL\] Warning: self-recycle: the profile channel is off/)
+    assert.deepEqual(fs.readdirSync(squatted), [], 'nothing written in a directory of another user')
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true })
+  }
+})
