@@ -59,3 +59,26 @@ process.exit(0)
   const run = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' })
   assert.match(run.stdout, /self-recycle\/prometheus needs prom-client \(npm install prom-client\)/)
 })
+
+test('named jobs: finished per name (the top names, the rest as one), heap retained per job and share of the leaking name only', async () => {
+  const result = await runFixture('prometheus-jobs.js', { env: { FIXTURE_TOP_JOB_NAMES: '2', FIXTURE_RARE_NAMES: '5' }, nodeArgs: ['--expose-gc'], timeoutMs: 60000 })
+  assert.equal(result.code, 0, describe(result))
+  const text = result.stdout
+  assert.match(text, /# TYPE self_recycle_jobs_total counter/)
+  const ingest = value(text, 'self_recycle_jobs_total{name="ingest"}')
+  const render = value(text, 'self_recycle_jobs_total{name="render"}')
+  assert.equal(ingest + render, 600, text)
+  assert.equal(value(text, 'self_recycle_jobs_total{name="(other)"}'), 5, text)
+  assert.equal(text.split('\n').filter((l) => l.startsWith('self_recycle_jobs_total{')).length, 3, 'two names and (other): bounded cardinality')
+  const retained = value(text, 'self_recycle_job_retained_bytes_per_job{name="ingest"}')
+  assert.ok(retained > 0.7 * 128 * 1024 && retained < 1.3 * 128 * 1024, text)
+  assert.equal(value(text, 'self_recycle_job_retained_bytes_per_job{name="render"}'), undefined, text)
+  assert.ok(value(text, 'self_recycle_job_retained_share{name="ingest"}') > 0.9, text)
+})
+
+test('collectMetrics refuses a topJobNames that is not a whole number from 1 to 1000', () => {
+  const { collectMetrics } = require('../js/prometheus.js')
+  for (const bad of [0, 1.5, '3', 5000]) {
+    assert.throws(() => collectMetrics({ topJobNames: bad, recycler: { stats: () => ({}) } }), /collectMetrics\(\{ topJobNames \}\): expected a whole number from 1 to 1000, got/)
+  }
+})

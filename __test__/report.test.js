@@ -115,3 +115,35 @@ test('HEAP_SNAPSHOT on a full disk leaves no partial snapshot behind', { skip: p
     fs.rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test('self-recycle report ranks the named jobs the heap grew with: retained per job, jobs, share', { timeout: 90000 }, async () => {
+  const dir = scratch()
+  try {
+    const result = await runFixture('job-types.js', { env: { SELF_RECYCLE_REPORT_DIR: dir, FIXTURE_SEED: '1' }, nodeArgs: ['--expose-gc'], timeoutMs: 60000 })
+    assert.equal(result.code, 75, describe(result))
+    const [exit] = eventsNamed(result, 'exit')
+    const report = JSON.parse(fs.readFileSync(exit.report.path, 'utf8'))
+    assert.equal(report.recycle.topJobs[0].name, 'ingest', JSON.stringify(report.recycle.topJobs))
+    const { spawnSync } = require('node:child_process')
+    const cli = (...args) => spawnSync(process.execPath, [path.join(__dirname, '..', 'js', 'cli.js'), 'report', ...args], { encoding: 'utf8' })
+    const text = cli(exit.report.path)
+    assert.equal(text.status, 0, text.stderr)
+    const ingest = report.recycle.topJobs[0]
+    assert.match(text.stdout, /\nnamed jobs the heap grew with \(fit over \d+ windows between major GCs, R² [\d.]+\):\n +retained\/job +jobs +share +name\n/)
+    assert.match(text.stdout, new RegExp(`\\n +${Math.round(ingest.retainedPerJob / 1024)} KiB +${ingest.jobs} +${Math.round(ingest.share * 100)}% +ingest\\n`))
+    assert.doesNotMatch(text.stdout, / render\n/)
+    const json = JSON.parse(cli(exit.report.path, '--json').stdout)
+    assert.deepEqual(json.topJobs, report.recycle.topJobs)
+    assert.equal(json.jobsFit.windows, report.recycle.jobsFit.windows)
+    // A report of a process that named no job has no jobs section.
+    delete report.recycle.topJobs
+    delete report.recycle.jobsFit
+    const unnamed = path.join(dir, 'unnamed.json')
+    fs.writeFileSync(unnamed, JSON.stringify(report))
+    const plain = cli(unnamed)
+    assert.equal(plain.status, 0, plain.stderr)
+    assert.doesNotMatch(plain.stdout, /named jobs/)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})

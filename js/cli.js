@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict'
-// npx self-recycle <command>: preflight, status, check, report, fleet. Every command takes
-// --json and --help; exit 0 ok, 1 a failed check, 2 a usage error.
+// npx self-recycle <command>: preflight, status, check, report, fleet, profile. Every command
+// takes --json and --help; exit 0 ok, 1 a failed check, 2 a usage error (profile: 3 no answer).
 
 const fs = require('node:fs')
 
@@ -15,6 +15,8 @@ commands:
                                        memory series, the allocation sites that grew, the guards
   fleet [--redis URL] [--name N]       the workers of a fleet (FLEET_REDIS) and its last recycles,
         [--watch] [--events N]         like pm2 ls for every host
+  profile PID|FILE [--timeout 10s]     ask a running worker (not recycled) for the allocation sites
+          [--out FILE]                 that grew and the named jobs the heap grew with
 
 every command: --json (one JSON object on stdout), --help; exit 0 ok, 1 failed check, 2 usage error
 self-recycle --version (or -v) prints the version`
@@ -77,6 +79,8 @@ function summarize (report) {
       uptimeMs: samples.map((s) => s.uptimeMs)
     },
     topSites: sites,
+    topJobs: Array.isArray(report.recycle.topJobs) ? report.recycle.topJobs : null,
+    jobsFit: report.recycle.jobsFit ?? null,
     profile: report.profile ? { since: report.profile.since, heapProfile: report.profile.heapProfile ?? null, intervalBytes: report.profile.intervalBytes } : null,
     profileSkipped: report.recycle.profileSkipped ?? null,
     guards,
@@ -113,6 +117,7 @@ function reportLines (summary) {
   } else {
     lines.push(`allocation sites: ${summary.profileSkipped ? `not profiled (${summary.profileSkipped})` : 'not profiled (PROFILE=off, or a report from before PROFILE)'}`)
   }
+  if (summary.topJobs) lines.push('', ...require('./cli/profile.js').jobLines(summary.topJobs, summary.jobsFit))
   const guards = summary.guards.filter((g) => g.inits > 0)
   if (guards.length > 0) {
     lines.push('', 'guarded initializations (most memory first):', '  inits  reinit attempts  heap delta  rss delta  key')
@@ -267,7 +272,8 @@ const COMMANDS = {
   status: commandStatus,
   check: commandCheck,
   report: commandReport,
-  fleet: commandFleet
+  fleet: commandFleet,
+  profile: (argv) => require('./cli/profile.js').commandProfile(argv)
 }
 
 async function main (argv) {

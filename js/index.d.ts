@@ -594,6 +594,22 @@ export interface Stats {
   }
   drainHooks?: number
   reportPath?: string | null
+  /**
+   * The channel `self-recycle profile <pid>` asks through: `on` (`on (the last request failed: why)`), or `off: why` (a refused
+   * directory, a worker thread); `off: not opened yet` in the first tick after start.
+   */
+  profileChannel?: string
+}
+
+/** Named jobs of this process (`recycler.jobStats()`). */
+export interface JobStats {
+  /** Jobs finished per name since start, most first (at most 200 names are kept). */
+  completed: { name: string; jobs: number }[]
+  /** Jobs whose name came after the 200th: not counted. */
+  refusedNames: number
+  /** The attribution as of the latest major GC (empty: no name explains the growth, see `jobsFit`). */
+  topJobs: TopJob[]
+  jobsFit: JobsFit | null
 }
 
 type Listener<K extends EventName> = (event: EventMap[K]) => void
@@ -619,6 +635,12 @@ export declare class Recycler extends EventEmitter {
   track<T>(promise: PromiseLike<T>, options?: TrackOptions): PromiseLike<T>
   /** Counts finished jobs for `maxJobs`; returns the total. */
   jobDone(count?: number): number
+  /**
+   * Named jobs (`track(promise, { name })`): finished per name, and which names the post-GC
+   * heap grew with and by how much per job (the fit a `leak` event names, computed again
+   * only after a new major GC); null before a named job finished.
+   */
+  jobStats(): JobStats | null
   /** Starts a recycle now (reason `manual`, `detail` = the text); `false` if one is under way. */
   recycle(reason?: string): boolean
   /** The latest sample, limits in force, counters, baseline and state. */

@@ -420,6 +420,8 @@ class Recycler extends EventEmitter {
     } else if (profileStatus !== 'off' && !profileStatus.startsWith('off:')) {
       state.profilerStatus = profileStatus
     }
+    state.profileProbe = startEvent.probes.profile
+    state.canExitProcess = startEvent.canExitProcess
     if (startEvent.probes.v8 === 'js') this._startJsHeapProbe(startEvent.config.intervalMs)
     if (this.listenerCount(EVENTS.SAMPLE) > 0) native.setSampleEvents(true)
     // Cleanup hooks do not run on process.exit(): join the sampler thread here instead.
@@ -428,9 +430,94 @@ class Recycler extends EventEmitter {
     if (startEvent.config.signals) this._installSignalHandlers()
     state.fleet = null
     if (fleetOn) this._startFleet(fleet, normalized)
+    this._openProfileChannel(native)
     // Deferred so listeners attached right after start() see it.
     process.nextTick(() => this._emitEvent(startEvent))
     return this
+  }
+
+  /**
+   * `self-recycle profile <pid>` asks through a private directory (js/channel.js), opened
+   * just after start (off its path) and looked at once a second; it never keeps the process
+   * alive, and a failure only leaves it off (`stats().profileChannel` says why).
+   */
+  _openProfileChannel (native) {
+    const state = this[kState]
+    state.channelOpening = setImmediate(() => {
+      state.channelOpening = null
+      if (this[kNative] !== native) return
+      try {
+        const { ProfileChannel } = require('./channel.js')
+        // Only the main thread's recycler may end the process (canExitProcess): it answers for it.
+        state.channel = new ProfileChannel(() => this._profileNow(), { mainThread: state.canExitProcess !== false }).open()
+      } catch (error) {
+        state.channel = { status: `off: ${describeError(error)}`, close () {} }
+      }
+    })
+    state.channelOpening.unref()
+  }
+
+  /**
+   * What `self-recycle profile` is answered (js/channel.js): the sites grown so far (after one
+   * full GC) and the job attribution, as a `leak` would name them. Never recycles.
+   */
+  _profileNow () {
+    const state = this[kState]
+    const native = this[kNative]
+    const stats = this.stats()
+    const answer = {
+      schema: 1,
+      time: new Date().toISOString(),
+      state: stats.state,
+      uptimeMs: stats.uptimeMs ?? Math.round(process.uptime() * 1000),
+      sample: stats.sample ?? null,
+      limits: stats.limits ?? null
+    }
+    let profile = null
+    const profiler = this._profiler()
+    if (!profiler) {
+      answer.profileSkipped = state.config?.profile === 'heap' ? `the profiler is ${state.profileProbe}` : 'PROFILE=off (SELF_RECYCLE_PROFILE=heap names allocation sites)'
+    } else {
+      const { REPORT_SITES } = require('./profile.js')
+      const grown = profiler.grown({ limit: REPORT_SITES, atMs: answer.uptimeMs })
+      if (grown.skipped) {
+        answer.profileSkipped = grown.skipped
+      } else {
+        profile = grown.profile
+        answer.profile = { since: grown.since, intervalBytes: state.config.profileIntervalBytes, sampledBytes: grown.total, gc: grown.gc, topSites: grown.sites, heapProfile: null }
+      }
+    }
+    // After the GC above: the fit has the newest post-GC point.
+    const jobs = this.jobStats()
+    answer.topJobs = jobs?.topJobs ?? null
+    answer.jobsFit = jobs?.jobsFit ?? null
+    answer.jobs = jobs?.completed ?? []
+    return { answer, profile }
+  }
+
+  /**
+   * Named jobs (`track(promise, { name })`): jobs finished per name (most first) and the
+   * attribution of post-GC heap growth as of the latest major GC (`topJobs`, `jobsFit`: the
+   * fit a `leak` event names); null before a named job finished. The fit is computed again
+   * only after a new major GC.
+   */
+  jobStats () {
+    const state = this[kState]
+    const ledger = state.jobs
+    if (!ledger?.named) return null
+    const native = this[kNative]
+    let fit = null
+    if (native) {
+      const series = native.postGcSeries()
+      const key = `${series.length}:${series.at(-1)?.[0]}:${ledger.finished.size}`
+      if (state.jobFit?.key === key) {
+        fit = state.jobFit.fit
+      } else {
+        fit = ledger.attribute(series)
+        state.jobFit = { key, fit }
+      }
+    }
+    return { completed: ledger.completedByName(), refusedNames: ledger.refused, topJobs: fit?.topJobs ?? [], jobsFit: fit?.jobsFit ?? null }
   }
 
   /** The fleet client (js/fleet.js, loaded only here): leases, heartbeat, history. */
@@ -903,6 +990,7 @@ class Recycler extends EventEmitter {
     stats.inFlight = state.inFlight.size
     stats.drainHooks = state.hooks.size
     stats.reportPath = this[kNative].reportPath() ?? null
+    stats.profileChannel = state.channel?.status ?? 'off: not opened yet'
     return stats
   }
 
@@ -922,6 +1010,9 @@ class Recycler extends EventEmitter {
     process.removeListener('exit', state.onExit)
     state.fleet?.stop()
     state.fleet = null
+    clearImmediate(state.channelOpening)
+    state.channel?.close()
+    state.channel = null
     this[kNative] = null
     return true
   }

@@ -23,7 +23,13 @@ const MIN_SHARE = 0.05
 class JobLedger {
   constructor () {
     this.finished = new Map() // name -> epoch ms of completions, oldest first
+    this.totals = new Map() // name -> jobs finished since start
     this.refused = 0
+  }
+
+  /** Jobs finished per name since start, most first (at most `limit` names). */
+  completedByName (limit = Infinity) {
+    return [...this.totals].map(([name, jobs]) => ({ name, jobs })).sort((a, b) => b.jobs - a.jobs).slice(0, limit)
   }
 
   record (name, at = Date.now()) {
@@ -39,6 +45,7 @@ class JobLedger {
     // Trimmed in halves, not one shift per job (that would be O(n) each time).
     if (times.length >= 2 * KEPT_PER_NAME) times.splice(0, KEPT_PER_NAME)
     times.push(at)
+    this.totals.set(name, (this.totals.get(name) ?? 0) + 1)
   }
 
   get named () {

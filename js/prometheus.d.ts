@@ -14,6 +14,12 @@ export interface CollectOptions {
   prefix?: string
   /** @default the running recycler (`start()`) */
   recycler?: Recycler
+  /**
+   * Job names labelled in `jobs_total`, `job_retained_bytes_per_job` and `job_retained_share`
+   * (the most frequent; the rest are counted as `name="(other)"`), 1 to 1000.
+   * @default 20
+   */
+  topJobNames?: number
 }
 
 export interface RecycleReportSummary {
@@ -25,8 +31,8 @@ export interface RecycleReportSummary {
 }
 
 /**
- * Registers gauges for RSS, heap, limits, pressure, in-flight work, state and the guard,
- * and, from the recycle reports in REPORT_DIR, recycles by reason and drain durations.
+ * Registers gauges for RSS, heap, limits, pressure, in-flight work, state, the guard and
+ * named jobs (finished, heap retained per job, share), and, from the recycle reports in REPORT_DIR, recycles by reason and drain durations.
  */
 export declare function collectMetrics(options?: CollectOptions): Record<string, unknown>
 /** The recycle reports in `dir`, newest first; null without a directory. */

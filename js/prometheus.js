@@ -37,13 +37,19 @@ function readReports (dir, limit = 1000) {
 }
 
 const LIMITS = ['rss', 'heap', 'growth', 'ceiling']
+/** Job names a metric labels by default (a name per URL must not become a series per URL). */
+const TOP_JOB_NAMES = 20
+const OTHER_JOBS = '(other)'
 
 /**
  * Registers self-recycle's metrics on `register` (prom-client's default registry unless
  * given). Returns the metrics. Call once per registry.
  * @example collectMetrics({ register: new client.Registry() })
  */
-function collectMetrics ({ register, prefix = 'self_recycle_', recycler = recycle.start() } = {}) {
+function collectMetrics ({ register, prefix = 'self_recycle_', recycler = recycle.start(), topJobNames = TOP_JOB_NAMES } = {}) {
+  if (!Number.isInteger(topJobNames) || topJobNames < 1 || topJobNames > 1000) {
+    throw new TypeError(`collectMetrics({ topJobNames }): expected a whole number from 1 to 1000, got ${JSON.stringify(topJobNames) ?? String(topJobNames)}`)
+  }
   const client = promClient()
   const registers = [register ?? client.register]
   const stats = () => recycler.stats()
@@ -119,6 +125,40 @@ function collectMetrics ({ register, prefix = 'self_recycle_', recycler = recycl
       collect () {
         this.reset()
         for (const key of recycle.guardStats()) this.set({ key: key.key }, key.inits)
+      }
+    }),
+    // Named jobs (track(promise, { name }); BullMQ job names through self-recycle/nest).
+    jobsTotal: new client.Counter({
+      name: `${prefix}jobs_total`,
+      help: `Named jobs finished by this process, per name (the ${topJobNames} most frequent; the rest as name="${OTHER_JOBS}")`,
+      labelNames: ['name'],
+      registers,
+      collect () {
+        this.reset()
+        const completed = recycler.jobStats?.()?.completed ?? []
+        for (const { name, jobs } of completed.slice(0, topJobNames)) this.inc({ name }, jobs)
+        const rest = completed.slice(topJobNames).reduce((sum, { jobs }) => sum + jobs, 0)
+        if (rest > 0) this.inc({ name: OTHER_JOBS }, rest)
+      }
+    }),
+    jobRetained: new client.Gauge({
+      name: `${prefix}job_retained_bytes_per_job`,
+      help: 'Post-GC heap each job of this name leaves behind, by the fit of heap growth on job counts (names that explain growth only)',
+      labelNames: ['name'],
+      registers,
+      collect () {
+        this.reset()
+        for (const job of (recycler.jobStats?.()?.topJobs ?? []).slice(0, topJobNames)) this.set({ name: job.name }, job.retainedPerJob)
+      }
+    }),
+    jobShare: new client.Gauge({
+      name: `${prefix}job_retained_share`,
+      help: 'Share (0-1) of the explained post-GC heap growth due to jobs of this name',
+      labelNames: ['name'],
+      registers,
+      collect () {
+        this.reset()
+        for (const job of (recycler.jobStats?.()?.topJobs ?? []).slice(0, topJobNames)) this.set({ name: job.name }, job.share)
       }
     }),
     guardHits: new client.Gauge({

@@ -28,6 +28,9 @@ tracked.catch(() => {})
 const total: number = r.jobDone()
 const started: boolean = r.recycle('deploy')
 const stats: Stats = r.stats()
+const channel: string | undefined = stats.profileChannel
+const jobs = r.jobStats()
+if (jobs) console.log(jobs.completed[0]?.name, jobs.completed[0]?.jobs, jobs.refusedNames, jobs.topJobs[0]?.retainedPerJob, jobs.jobsFit?.r2, channel)
 const rssNow: number | undefined = stats.sample?.rss
 const config = once('config', () => ({ url: 'postgres://' }))
 const pool: Promise<number> = once('pool', async () => 42, { scope: 'process' })
