@@ -69,7 +69,7 @@ test('the CLI reads a duration as the settings do (checked against SELF_RECYCLE_
 })
 
 test('every command refuses an unknown option, naming it and what the command accepts', () => {
-  for (const command of ['preflight', 'status', 'check', 'report', 'fleet']) {
+  for (const command of ['preflight', 'status', 'check', 'report', 'fleet', 'profile']) {
     for (const option of ['--bogus', '-x', '--bogus=1', '--constructor', '--__proto__']) {
       const result = run(command, option, 'a.json')
       assert.equal(result.status, 2, `${command} ${option}: ${result.stdout}${result.stderr}`)
@@ -119,7 +119,7 @@ test('an option missing its value, or given one that looks like an option, is a 
 })
 
 test('-h is --help in every command; --help and -h exit 0 with the usage on stdout', () => {
-  for (const command of ['preflight', 'status', 'check', 'report', 'fleet']) {
+  for (const command of ['preflight', 'status', 'check', 'report', 'fleet', 'profile']) {
     for (const flag of ['--help', '-h']) {
       const result = run(command, flag)
       assert.equal(result.status, 0, `${command} ${flag}: ${result.stderr}`)

@@ -6,8 +6,7 @@
 
 const crypto = require('node:crypto')
 const fs = require('node:fs')
-const util = require('node:util')
-const { UsageError, parseDuration, mib, percent, say, fail } = require('./args.js')
+const { UsageError, parseArgs, parseDuration, mib, percent, say, fail } = require('./args.js')
 const channel = require('../channel.js')
 
 const USAGE = `usage: self-recycle profile <PID | STATUS_FILE> [--timeout 10s] [--out FILE] [--json]
@@ -26,16 +25,11 @@ const MAX_ANSWER_BYTES = 64 << 20
 const STALE_REQUEST_MS = 60000
 const WAIT_STEP_MS = 50
 
+/** The command's options, parsed like every other command's (js/cli/args.js). */
 function parse (argv) {
-  try {
-    return util.parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: { timeout: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }
-    })
-  } catch (error) {
-    throw new UsageError(error.message)
-  }
+  const result = parseArgs(argv, { timeout: 'value', out: 'value', json: 'flag', help: 'flag' }, 1)
+  const { _: positionals, ...values } = result
+  return { values, positionals }
 }
 
 /** The pid of `target`: a number, or the pid in a status file. `{ pid }` or `{ error, code }`. */
