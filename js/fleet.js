@@ -23,6 +23,7 @@
 const os = require('node:os')
 const path = require('node:path')
 const crypto = require('node:crypto')
+const { internalsOf } = require('./internal.js')
 
 const STREAM_LENGTH = 1000
 const RETRY_MS = 250
@@ -533,7 +534,7 @@ class Fleet {
       medianUptimeMs: uptimes.length ? uptimes[Math.floor(uptimes.length / 2)] : null,
       gapMs: this.stormGapMs !== this.gapMs ? this.stormGapMs : null
     })
-    this.recycler._emitEvent(storm)
+    internalsOf(this.recycler).emitEvent(storm)
     await this.append(storm)
   }
 
@@ -640,7 +641,7 @@ class Fleet {
     this.warned.add(key)
     try {
       const event = this.native()?.fleetWarningEvent(this.name, code, reason, detail)
-      if (event) this.recycler._emitEvent(event)
+      if (event) internalsOf(this.recycler).emitEvent(event)
     } catch {}
   }
 

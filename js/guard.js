@@ -4,6 +4,7 @@
 
 const binding = require('./native.js')
 const { shouldLog, envLogMode, writeLine } = require('./log.js')
+const { current, internalsOf } = require('./internal.js')
 
 const path = require('node:path')
 
@@ -77,9 +78,9 @@ function callerStack () {
 function emitReinit (key, count, cached, callSite, stack) {
   const heap = require('node:v8').getHeapStatistics()
   const event = binding.reinitEvent(key, count.attempts, count.fromSite, cached, callSite, stack, process.uptime() * 1000, heap.used_heap_size, heap.heap_size_limit)
-  const recycler = globalThis[Symbol.for('self-recycle.recycler')]
-  if (recycler && typeof recycler._emitEvent === 'function' && recycler.config) {
-    recycler._emitEvent(event)
+  const recycler = current()
+  if (internalsOf(recycler) && recycler.config) {
+    internalsOf(recycler).emitEvent(event)
     return
   }
   const mode = envLogMode()

@@ -10,6 +10,7 @@
 // the server under Express, Fastify (fastify.server) and Koa.
 
 const { Server: NetServer } = require('node:net')
+const { current, internalsOf } = require('./internal.js')
 
 const kState = Symbol('self-recycle.http')
 // A response drainHttp made say `Connection: close`.
@@ -17,7 +18,7 @@ const kClosing = Symbol('self-recycle.closing')
 const stopListening = NetServer.prototype.close
 
 function recycler () {
-  const running = globalThis[Symbol.for('self-recycle.recycler')]
+  const running = current()
   if (!running?.running) {
     throw new Error('drainHttp(server): no recycler runs in this process: call require(\'self-recycle\').start() first')
   }
@@ -341,7 +342,7 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
   /** Resolves once this worker may stop listening without leaving the port unattended. */
   const listenerMayClose = (signal) => {
     const dir = r.config?.staggerDir
-    if (!dir || r._mayStopListening?.() !== false) return Promise.resolve(false)
+    if (!dir || internalsOf(r).mayStopListening() !== false) return Promise.resolve(false)
     return new Promise((resolve) => {
       const check = () => {
         if (siblingListens(dir) || signal.aborted) return resolve(true)
@@ -401,7 +402,7 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
   }
   server.emit = wrapped
 
-  const unserve = r._serves(server)
+  const unserve = internalsOf(r).serves(server)
   // Watched once this worker listens: by then its own `listening` mark made the directory.
   const staggerDir = r.config?.staggerDir
   let unwatch = () => {}

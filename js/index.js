@@ -8,9 +8,10 @@ const { EventEmitter } = require('node:events')
 const binding = require('./native.js')
 const { once, trackInit, guardStats, flushAllHits } = require('./guard.js')
 const { shouldLog, writeLine } = require('./log.js')
-
-const ENV_PREFIX = 'SELF_RECYCLE_'
-const SINGLETON = Symbol.for('self-recycle.recycler')
+const { ENV_PREFIX, SelfRecycleConfigError, describeError, readEnv, normalizeOptions, splitFleet, fleetOptionName, clusterStagger } = require('./options.js')
+const { takeNotifyEnv, v8SizeFlag, semiSpaceMiB, heapInputs } = require('./process-facts.js')
+const { setLongTimeout, disconnectFromPrimary, runExitFlushes } = require('./exit-path.js')
+const { current, adopt, INTERNALS } = require('./internal.js')
 const kNative = Symbol('native')
 const kState = Symbol('state')
 
@@ -33,274 +34,6 @@ const EVENTS = Object.freeze({
   REINIT: 'reinit'
 })
 
-/** Thrown for a malformed env var or option; `code` is stable. */
-class SelfRecycleConfigError extends Error {
-  constructor (check) {
-    super(check.message)
-    this.name = 'SelfRecycleConfigError'
-    this.code = 'ERR_SELF_RECYCLE_CONFIG'
-    this.variable = check.variable
-    this.value = check.value
-    this.accepts = check.accepts
-  }
-}
-
-/** The longest delay setTimeout honours (about 24.8 days); longer ones fire at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1
-
-/** setTimeout for any delay: long ones are chained. Returns a cancel function. */
-function setLongTimeout (callback, delayMs) {
-  let timer
-  const arm = (left) => {
-    timer = setTimeout(() => (left > MAX_TIMER_MS ? arm(left - MAX_TIMER_MS) : callback()), Math.min(left, MAX_TIMER_MS))
-  }
-  arm(Math.max(0, delayMs))
-  return () => clearTimeout(timer)
-}
-
-/** A thrown value as text, whatever it is (`Object.create(null)` has no string form). */
-function describeError (error) {
-  try {
-    if (error instanceof Error) return error.message || error.name
-    if (typeof error === 'string') return error
-    const text = JSON.stringify(error)
-    if (text !== undefined) return text
-  } catch {}
-  try {
-    return String(error)
-  } catch {
-    return Object.prototype.toString.call(error)
-  }
-}
-
-/** systemd's notify variables, read once: removed from the environment so that child
- *  processes (child_process.fork, spawn) cannot send READY/STOPPING for this service. */
-let notifyEnv = null
-function takeNotifyEnv () {
-  if (notifyEnv === null) {
-    notifyEnv = {
-      notifySocket: process.env.NOTIFY_SOCKET || undefined,
-      watchdogUsec: process.env.WATCHDOG_USEC || undefined,
-      watchdogPid: process.env.WATCHDOG_PID || undefined
-    }
-    for (const name of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete process.env[name]
-  }
-  return notifyEnv
-}
-
-/** `SELF_RECYCLE_*` variables, without the prefix (`SELF_RECYCLE_TEST_*` belong to the tests). */
-function readEnv (env) {
-  const found = {}
-  for (const [name, value] of Object.entries(env)) {
-    // TEST_ variables steer tests; GENERATION is set by a RESTART=exec re-execution.
-    if (name.startsWith(ENV_PREFIX) && !name.startsWith(`${ENV_PREFIX}TEST_`) && name !== `${ENV_PREFIX}GENERATION` && typeof value === 'string') {
-      found[name.slice(ENV_PREFIX.length)] = value
-    }
-  }
-  return found
-}
-
-function optionError (message, variable, value, accepts) {
-  return new SelfRecycleConfigError({ message, variable, value, accepts })
-}
-
-/** Options as strings for the native parser: numbers are bytes or ms, booleans on/off. */
-function normalizeOptions (options) {
-  if (options === undefined || options === null) return {}
-  const kind = Array.isArray(options) ? 'an array' : options instanceof Map ? 'a Map' : typeof options
-  if (typeof options !== 'object' || Array.isArray(options) || options instanceof Map) {
-    throw optionError(`options must be a plain object, got ${kind}`, 'options', String(options), 'an object of options')
-  }
-  const symbols = Object.getOwnPropertySymbols(options)
-  if (symbols.length > 0) {
-    throw optionError(`options must not have symbol keys, got ${String(symbols[0])}`, 'options', String(symbols[0]), 'string keys such as maxRss')
-  }
-  const normalized = {}
-  for (const name of Object.keys(options)) {
-    const value = options[name]
-    if (name === '__proto__') {
-      throw optionError('option __proto__ is not an option', 'option __proto__', String(value), 'a known option')
-    }
-    if (value === undefined) continue
-    if (typeof value === 'string') normalized[name] = value
-    else if (typeof value === 'number') normalized[name] = String(value)
-    else if (typeof value === 'boolean') normalized[name] = value ? 'on' : 'off'
-    else if (value === null) normalized[name] = 'off'
-    else {
-      throw optionError(`option ${name}=${typeof value} is not valid: expected a string, a number or a boolean`, `option ${name}`, describeError(value), 'a string, a number or a boolean')
-    }
-  }
-  return normalized
-}
-
-// The `fleet` option's fields and the settings they become (FLEET_* in the native table).
-const FLEET_FIELDS = Object.freeze({
-  name: 'fleetName',
-  maxConcurrent: 'fleetMaxConcurrent',
-  gap: 'fleetGap',
-  leaseTtl: 'fleetLeaseTtl',
-  timeout: 'fleetTimeout',
-  heartbeat: 'fleetHeartbeat',
-  storm: 'fleetStorm',
-  stormGap: 'fleetStormGap',
-  host: 'fleetHost'
-})
-
-/**
- * Splits the `fleet` option off: its Redis client stays in JS, its other fields become
- * FLEET_* settings for the native parser. `fleet`: the option (`false`: no fleet even if
- * SELF_RECYCLE_FLEET_REDIS is set), or undefined.
- */
-function splitFleet (options) {
-  if (options === null || typeof options !== 'object' || Array.isArray(options) || !('fleet' in options)) return { options, fleet: undefined }
-  const { fleet, ...rest } = options
-  if (fleet === undefined) return { options: rest, fleet: undefined }
-  if (fleet === false || fleet === null) return { options: rest, fleet: false }
-  const accepts = `an object { redis, ${Object.keys(FLEET_FIELDS).join(', ')} }, or false`
-  if (typeof fleet !== 'object' || Array.isArray(fleet)) {
-    throw optionError(`option fleet=${String(fleet)} is not valid: expected ${accepts}`, 'option fleet', String(fleet), accepts)
-  }
-  for (const key of Object.keys(fleet)) {
-    if (key === 'redis' || fleet[key] === undefined) continue
-    const field = FLEET_FIELDS[key]
-    if (!field) throw optionError(`option fleet.${key} is not a fleet option: expected one of redis, ${Object.keys(FLEET_FIELDS).join(', ')}`, `option fleet.${key}`, String(fleet[key]), accepts)
-    const value = fleet[key]
-    rest[field] = key === 'storm' && value !== null && typeof value === 'object' ? `${value.recycles}/${value.window}` : value
-  }
-  const fromEnv = (process.env[`${ENV_PREFIX}FLEET_REDIS`] ?? '').trim() !== '' || rest.fleetRedis !== undefined
-  const what = 'an ioredis client (the one the app uses), a redis:// URL, ioredis options, or a function or promise of a client'
-  if ((fleet.redis === undefined || fleet.redis === null) && !fromEnv) {
-    throw optionError(`option fleet.redis is missing: expected ${what}`, 'option fleet.redis', String(fleet.redis), what)
-  }
-  const redis = fleet.redis
-  const usable = redis === undefined || redis === null || typeof redis === 'function' ||
-    (typeof redis === 'object' && !Array.isArray(redis)) ||
-    (typeof redis === 'string' && /^rediss?:\/\/\S+$/.test(redis.trim()))
-  if (!usable) {
-    throw optionError(`option fleet.redis=${typeof redis === 'string' ? JSON.stringify(redis) : String(redis)} is not valid: expected ${what}`, 'option fleet.redis', String(redis), what)
-  }
-  return { options: rest, fleet }
-}
-
-/** Native errors name `option fleetGap`; the user wrote `fleet.gap`. */
-function fleetOptionName (error) {
-  const match = /^option fleet([A-Z]\w*)$/.exec(error?.variable ?? '')
-  if (!match) return error
-  const key = Object.keys(FLEET_FIELDS).find((k) => FLEET_FIELDS[k] === `fleet${match[1]}`)
-  if (!key) return error
-  const renamed = `option fleet.${key}`
-  error.message = error.message.split(error.variable).join(renamed)
-  error.variable = renamed
-  return error
-}
-
-/**
- * Siblings of a node:cluster primary (PM2 cluster mode included) never drain at the same
- * time: without a STAGGER_DIR of their own they queue in a private directory per primary,
- * with no gap unless STAGGER_GAP says otherwise.
- */
-function clusterStagger (options) {
-  // Node deletes NODE_UNIQUE_ID from a worker's env while it boots; node:cluster is loaded
-  // by then (free to require), and only a process with an IPC channel can be a worker.
-  if (typeof process.send !== 'function' || !require('node:cluster').isWorker) return options
-  const given = (name, variable) => options[name] !== undefined || (process.env[`${ENV_PREFIX}${variable}`] ?? '').trim() !== ''
-  if (given('staggerDir', 'STAGGER_DIR')) return options
-  const os = require('node:os')
-  const path = require('node:path')
-  return {
-    ...options,
-    staggerDir: path.join(os.tmpdir(), `self-recycle-${process.getuid?.() ?? 'user'}-cluster-${process.ppid}`),
-    ...(given('staggerGap', 'STAGGER_GAP') ? {} : { staggerGap: '0' })
-  }
-}
-
-/**
- * A V8 size flag (`max-old-space-size`) in MiB, as V8 applies it: NODE_OPTIONS first, then
- * the command line, the last one winning. `undefined` when not given.
- */
-function v8SizeFlag (name) {
-  const pattern = new RegExp(`^--${name.replace(/-/g, '[-_]')}=(\\d+)$`)
-  let value
-  for (const arg of [...(process.env.NODE_OPTIONS || '').split(/\s+/), ...process.execArgv]) {
-    const match = pattern.exec(arg)
-    if (match) value = Number(match[1])
-  }
-  return value
-}
-
-/**
- * The semi-space size in MiB: the flag, else V8's default, measured per major (16 MiB up to
- * V8 12, 64 in V8 13 = Node 24, 32 from V8 14 = Node 26). The young generation is three.
- */
-function semiSpaceMiB () {
-  const given = v8SizeFlag('max-semi-space-size')
-  if (given !== undefined) return given
-  const major = Number(process.versions.v8.split('.')[0])
-  return major <= 12 ? 16 : major === 13 ? 64 : 32
-}
-
-/**
- * What the native heap probe is checked against: process.memoryUsage() reads the same V8
- * statistics without `node:v8` (1.6 ms to load). Only when the native probe is refused are
- * V8's statistics needed from JS (the fallback probe then feeds them).
- */
-function heapInputs (forceJs) {
-  const usage = process.memoryUsage()
-  const memory = { heapTotal: usage.heapTotal, heapUsed: usage.heapUsed, external: usage.external }
-  if (!forceJs && binding.nativeHeapProbeRefusal(memory) === null) return { memory, heap: undefined }
-  const stats = require('node:v8').getHeapStatistics()
-  return {
-    memory,
-    heap: { totalHeapSize: stats.total_heap_size, usedHeapSize: stats.used_heap_size, heapSizeLimit: stats.heap_size_limit, externalMemory: stats.external_memory ?? 0 }
-  }
-}
-
-/** Waits for the cluster primary to see us disconnect, at most `timeoutMs`. */
-function disconnectFromPrimary (timeoutMs) {
-  let cluster
-  try {
-    cluster = require('node:cluster')
-  } catch {
-    return Promise.resolve()
-  }
-  const worker = cluster.isWorker ? cluster.worker : null
-  if (!worker || !worker.isConnected()) return Promise.resolve()
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, Math.max(50, timeoutMs))
-    worker.once('disconnect', () => {
-      clearTimeout(timer)
-      resolve()
-    })
-    try {
-      worker.disconnect()
-    } catch {
-      clearTimeout(timer)
-      resolve()
-    }
-  })
-}
-
-/**
- * Runs the exit flushes (a metrics exporter sending what the drain recorded:
- * self-recycle/otel) together, for at most `timeoutMs`; a failing or slow one never holds
- * the exit.
- */
-function runExitFlushes (flushes, timeoutMs) {
-  if (flushes.size === 0 || !(timeoutMs > 0)) return Promise.resolve()
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs)
-    const running = [...flushes].map((flush) => {
-      try {
-        return flush()
-      } catch {}
-    })
-    Promise.allSettled(running).then(() => {
-      clearTimeout(timer)
-      resolve()
-    })
-  })
-}
-
 const SIGNAL_NUMBERS = { SIGTERM: 15, SIGINT: 2 }
 /** Headroom a near-heap-limit recycle needs for its profile to be taken. */
 const PROFILE_MIN_HEADROOM = 16 * 1048576
@@ -312,6 +45,16 @@ class Recycler extends EventEmitter {
   constructor () {
     super()
     this[kNative] = null
+    // For self-recycle's own modules (js/internal.js): not public API.
+    Object.defineProperty(this, INTERNALS, {
+      value: Object.freeze({
+        emitEvent: (event) => this._emitEvent(event),
+        observeEvents: (observer) => this._observeEvents(observer),
+        onExitFlush: (flush) => this._onExitFlush(flush),
+        serves: (server) => this._serves(server),
+        mayStopListening: () => this._mayStopListening()
+      })
+    })
     this[kState] = {
       hooks: new Set(),
       // Functions awaited (bounded) after the exit event, before the process exits.
@@ -1023,7 +766,7 @@ class Recycler extends EventEmitter {
  * say so when their options differ). Options override `SELF_RECYCLE_*` env vars.
  */
 function start (options) {
-  let recycler = globalThis[SINGLETON]
+  let recycler = current()
   if (recycler && (recycler.running || recycler.config?.disabled)) {
     const asked = JSON.stringify(normalizeOptions(splitFleet(options).options))
     if (options !== undefined && asked !== recycler[kState].options) {
@@ -1033,7 +776,7 @@ function start (options) {
   }
   if (!recycler) {
     recycler = new Recycler()
-    Object.defineProperty(globalThis, SINGLETON, { value: recycler, configurable: true, writable: true })
+    adopt(recycler)
   }
   return recycler._start(options)
 }

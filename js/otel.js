@@ -6,6 +6,7 @@
 // exit event, before the process ends.
 
 const recycle = require('./index.js')
+const { internalsOf } = require('./internal.js')
 
 function otelApi () {
   try {
@@ -60,7 +61,7 @@ function register (options = {}) {
   if (provider === null || typeof provider !== 'object' || typeof provider.getMeter !== 'function') {
     throw new TypeError(`self-recycle/otel: option meterProvider must be an OpenTelemetry MeterProvider (with getMeter()), got ${provider === null ? 'null' : typeof provider}`)
   }
-  if (recycler === null || typeof recycler !== 'object' || typeof recycler.stats !== 'function' || typeof recycler._observeEvents !== 'function') {
+  if (recycler === null || typeof recycler !== 'object' || typeof recycler.stats !== 'function' || !internalsOf(recycler)) {
     throw new TypeError(`self-recycle/otel: option recycler must be a Recycler (from start()), got ${recycler === null ? 'null' : typeof recycler}`)
   }
   const meter = provider.getMeter('self-recycle', packageVersion())
@@ -150,11 +151,11 @@ function register (options = {}) {
   const observeEvent = (event) => {
     if (Object.hasOwn(fromEvents, event?.event)) fromEvents[event.event](event)
   }
-  const stopObserving = recycler._observeEvents(observeEvent)
+  const stopObserving = internalsOf(recycler).observeEvents(observeEvent)
 
   // The process exits right after its drain: send what it recorded first (bounded by the recycler).
-  const removeFlush = flushOnExit && typeof provider.forceFlush === 'function' && typeof recycler._onExitFlush === 'function'
-    ? recycler._onExitFlush(() => provider.forceFlush())
+  const removeFlush = flushOnExit && typeof provider.forceFlush === 'function'
+    ? internalsOf(recycler).onExitFlush(() => provider.forceFlush())
     : null
 
   let registered = true
