@@ -30,6 +30,7 @@ pub use signals::JsStop;
 mod admission;
 mod drain;
 mod outputs;
+mod pending;
 mod status;
 mod tick;
 
