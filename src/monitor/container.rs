@@ -1,6 +1,10 @@
 //! The container budget (`CONTAINER_MAX`): each tick, the memory cgroup's working set
 //! against its threshold; the largest self-recycle worker in the cgroup is the one that
-//! recycles (probe/container.rs reads, policy decides).
+//! recycles (probe/container.rs reads, policy decides). The cgroup's files are read at
+//! most every `READ_EVERY` (ticks come every 25 ms near a limit); the ticks between use
+//! the last reading.
+
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -10,6 +14,9 @@ use crate::event::Event;
 use crate::policy::{Sample, Verdict};
 use crate::probe::cgroup::{LimitSource, MemoryLimit};
 use crate::probe::container::{is_largest, self_recycle_workers, Figures};
+
+/// How often the cgroup's five files are read at most.
+pub(super) const READ_EVERY: Duration = Duration::from_millis(250);
 
 /// What a reading decided: the threshold and ceiling in force, for stats.
 #[derive(Debug, Clone, Default)]
@@ -24,8 +31,14 @@ impl Monitor {
     /// default) siblings.
     pub(super) fn observe_container(&self, sample: &Sample) -> Option<Verdict> {
         let container = self.container.as_ref()?;
-        let figures = container.read()?;
-        self.follow_resize(figures.limit);
+        let reading = self
+            .container_reading
+            .lock()
+            .get(Instant::now(), || container.read());
+        let figures = reading.value?;
+        if reading.fresh {
+            self.follow_resize(figures.limit);
+        }
         if self.config.container_max == LimitSetting::Off {
             *self.container_view.lock() = Some(ContainerView {
                 figures,

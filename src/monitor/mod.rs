@@ -32,6 +32,7 @@ mod drain;
 mod outputs;
 mod pending;
 mod status;
+mod throttle;
 mod tick;
 
 /// Samples kept for `stats()` and reports.
@@ -149,6 +150,8 @@ pub struct Monitor {
     exec_refused: Option<String>,
     /// This process's memory cgroup (the container budget).
     container: Option<crate::probe::container::Container>,
+    /// The last cgroup reading, taken at most every `container::READ_EVERY`.
+    container_reading: Mutex<throttle::Throttled<crate::probe::container::Figures>>,
     container_view: Mutex<Option<container::ContainerView>>,
     /// The cgroup limit the limits were last resolved against (it follows a resize).
     cgroup_limit_now: Mutex<Option<u64>>,
@@ -190,6 +193,7 @@ impl Monitor {
             exec_on_recycle,
             exec_refused,
             container: crate::probe::container::Container::detect(),
+            container_reading: Mutex::new(throttle::Throttled::new(container::READ_EVERY)),
             container_view: Mutex::new(None),
             cgroup_limit_now: Mutex::new(
                 setup
