@@ -18,6 +18,31 @@ pub struct Machine {
     pub old_space_limit: Option<u64>,
 }
 
+impl Machine {
+    /// The machine from what was detected and how V8 was started: the old space is
+    /// `--max-old-space-size` when given and within the heap limit, else the heap limit
+    /// less the young generation (three semi-spaces of `semi_space_mib`).
+    pub fn sized(
+        memory_limit: Option<MemoryLimit>,
+        heap_size_limit: Option<u64>,
+        semi_space_mib: f64,
+        old_space_mib: Option<f64>,
+    ) -> Machine {
+        let young = (semi_space_mib.max(0.0) as u64 * 3) << 20;
+        Machine {
+            memory_limit,
+            heap_size_limit,
+            old_space_limit: heap_size_limit.and_then(|limit| {
+                let given = old_space_mib
+                    .filter(|mib| *mib > 0.0)
+                    .map(|mib| (mib as u64) << 20)
+                    .filter(|old| *old <= limit);
+                Some(given.unwrap_or(limit.saturating_sub(young))).filter(|old| *old > 0)
+            }),
+        }
+    }
+}
+
 /// The default RSS limit as a share of a cgroup limit.
 pub const DEFAULT_RSS_SHARE: f64 = 0.90;
 /// The default heap limit as a share of the old-space limit.
@@ -96,4 +121,82 @@ pub fn unreachable_limits(limits: &Limits, machine: &Machine) -> Vec<String> {
 
 fn scaled(bytes: u64, share: f64) -> u64 {
     (bytes as f64 * share) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn cgroup(bytes: u64) -> Option<MemoryLimit> {
+        Some(MemoryLimit {
+            bytes,
+            source: LimitSource::CgroupV2,
+        })
+    }
+
+    #[test]
+    fn the_old_space_is_the_heap_limit_less_three_semi_spaces() {
+        let machine = Machine::sized(cgroup(MIB), Some(208 * MIB), 16.0, None);
+        assert_eq!(machine.old_space_limit, Some(160 * MIB));
+        assert_eq!(machine.heap_size_limit, Some(208 * MIB));
+        assert_eq!(machine.memory_limit, cgroup(MIB));
+    }
+
+    #[test]
+    fn a_given_old_space_size_wins_while_it_fits_the_heap_limit() {
+        let given = Machine::sized(None, Some(208 * MIB), 16.0, Some(150.0));
+        assert_eq!(given.old_space_limit, Some(150 * MIB));
+        let too_large = Machine::sized(None, Some(208 * MIB), 16.0, Some(300.0));
+        assert_eq!(too_large.old_space_limit, Some(160 * MIB));
+        for ignored in [0.0, -5.0, f64::NAN] {
+            let machine = Machine::sized(None, Some(208 * MIB), 16.0, Some(ignored));
+            assert_eq!(machine.old_space_limit, Some(160 * MIB), "{ignored}");
+        }
+    }
+
+    #[test]
+    fn no_heap_limit_or_nothing_left_gives_no_old_space() {
+        assert_eq!(
+            Machine::sized(None, None, 16.0, Some(100.0)).old_space_limit,
+            None
+        );
+        assert_eq!(
+            Machine::sized(None, Some(40 * MIB), 16.0, None).old_space_limit,
+            None,
+            "three 16 MiB semi-spaces leave nothing of 40 MiB"
+        );
+        let odd = Machine::sized(None, Some(100 * MIB), f64::NAN, None);
+        assert_eq!(
+            odd.old_space_limit,
+            Some(100 * MIB),
+            "a NaN semi-space is none"
+        );
+        let negative = Machine::sized(None, Some(100 * MIB), -1.0, None);
+        assert_eq!(negative.old_space_limit, Some(100 * MIB));
+    }
+
+    #[test]
+    fn defaults_follow_the_old_space_and_a_cgroup_but_not_physical_memory() {
+        let machine = Machine::sized(cgroup(1000 * MIB), Some(208 * MIB), 16.0, None);
+        let limits = resolve(&Config::default(), &machine, 0.0);
+        assert_eq!(limits.rss, Some(900 * MIB));
+        assert_eq!(limits.ceiling, Some(950 * MIB));
+        assert_eq!(limits.heap, Some(136 * MIB));
+        let physical = Machine::sized(
+            Some(MemoryLimit {
+                bytes: 1000 * MIB,
+                source: LimitSource::Physical,
+            }),
+            None,
+            16.0,
+            None,
+        );
+        let limits = resolve(&Config::default(), &physical, 0.0);
+        assert_eq!(
+            (limits.rss, limits.ceiling, limits.heap),
+            (None, None, None)
+        );
+    }
 }
