@@ -34,6 +34,7 @@ mod pending;
 mod status;
 mod throttle;
 mod tick;
+mod verdicts;
 
 /// Samples kept for `stats()` and reports.
 const RING_CAPACITY: usize = 120;

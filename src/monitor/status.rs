@@ -196,7 +196,7 @@ impl Monitor {
             .flatten()
             .map(|per_ms| (per_ms * 60_000.0).round());
         let baseline_json = baseline.map(|b| {
-            let event = self.baseline_event(b.rss, b.heap_used);
+            let event = super::verdicts::baseline(&limits, &self.config, b.rss, b.heap_used);
             json!({
                 "rss": b.rss,
                 "heapUsed": b.heap_used,
