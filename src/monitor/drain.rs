@@ -4,10 +4,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use super::outputs::stopping_message;
 use super::Monitor;
 use crate::event::{self, DrainPhase, Event, Exit, ExitCause, Recycle};
 use crate::near_heap::NearHeapHandler;
-use crate::notify;
 use crate::policy::{near_heap_action, NearHeapAction, Reason};
 use crate::probe::cgroup::LimitSource;
 use crate::recycle::{exit_process, Drain, StopOutcome, StopSignal};
@@ -43,12 +43,11 @@ impl Monitor {
         }
         self.sampling.lock().counters.recycles += 1;
         if let (Some(notifier), false) = (&self.notifier, recycle.dry_run) {
-            let status = notify::status_line(&format!(
+            notifier.send(&stopping_message(&format!(
                 "recycling ({}): {}",
                 recycle.reason.as_str(),
                 recycle.why()
-            ));
-            notifier.send(&format!("STOPPING=1\n{status}"));
+            )));
         }
         if deliver && !self.sink.deliver(object.clone()) {
             event::write_stderr(&object, self.config.log.native());
@@ -93,8 +92,7 @@ impl Monitor {
             }
         }
         if let Some(notifier) = &self.notifier {
-            let status = notify::status_line(&format!("stopping ({name})"));
-            notifier.send(&format!("STOPPING=1\n{status}"));
+            notifier.send(&stopping_message(&format!("stopping ({name})")));
         }
         (outcome, Some(event))
     }

@@ -307,15 +307,7 @@ impl Monitor {
     pub fn render(&self, event: &Event) -> Map<String, Value> {
         let object = event.to_json(&self.envelope());
         if !matches!(event, Event::Sample(_)) {
-            let mut recent = self.recent_events.lock();
-            if recent.len() == RECENT_EVENTS {
-                recent.pop_front();
-            }
-            recent.push_back(serde_json::json!({
-                "event": object.get("event"),
-                "time": object.get("time"),
-                "msg": object.get("msg"),
-            }));
+            outputs::remember(&mut self.recent_events.lock(), &object, RECENT_EVENTS);
         }
         object
     }

@@ -1,6 +1,9 @@
-//! What leaves the process besides events: sd_notify messages and files beside the report.
+//! What leaves the process besides events: sd_notify messages, the status file (with
+//! the recent events it shows), the recycle report and files beside it. The decisions
+//! (what is due, what a message says) are plain functions, tested without a process.
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
@@ -36,10 +39,9 @@ impl Monitor {
             return;
         };
         let mut sampling = self.sampling.lock();
-        let due = sampling
-            .last_watchdog
-            .is_none_or(|at| at.elapsed() >= every);
-        if due && self.liveness.answered_within(every) {
+        if due(sampling.last_watchdog, Instant::now(), every)
+            && self.liveness.answered_within(every)
+        {
             notifier.send("WATCHDOG=1");
             sampling.last_watchdog = Some(Instant::now());
         }
@@ -51,8 +53,7 @@ impl Monitor {
             return; // READY=baseline: sent once the baseline passes
         }
         if let Some(notifier) = &self.notifier {
-            let status = notify::status_line("self-recycle sampling; worker ready");
-            notifier.send(&format!("READY=1\n{status}"));
+            notifier.send(&ready_message("self-recycle sampling; worker ready"));
         }
     }
 
@@ -66,12 +67,11 @@ impl Monitor {
         let state = self.state_name();
         {
             let mut written = self.status_written.lock();
-            let due = written
-                .is_none_or(|(at, said)| at.elapsed() >= super::STATUS_EVERY || said != state);
-            if !due {
+            let now = Instant::now();
+            if !status_due(*written, now, state) {
                 return;
             }
-            *written = Some((std::time::Instant::now(), state));
+            *written = Some((now, state));
         }
         let mut body = self.status_json().to_string().into_bytes();
         body.push(b'\n');
@@ -143,5 +143,106 @@ impl Monitor {
             Ok(()) => json!({ "path": path.display().to_string() }),
             Err(error) => json!({ "error": error }),
         })
+    }
+}
+
+/// sd_notify `READY=1`, saying `text` as the unit's status.
+pub(super) fn ready_message(text: &str) -> String {
+    format!("READY=1\n{}", notify::status_line(text))
+}
+
+/// sd_notify `STOPPING=1`, saying `text` as the unit's status.
+pub(super) fn stopping_message(text: &str) -> String {
+    format!("STOPPING=1\n{}", notify::status_line(text))
+}
+
+/// A periodic output (the watchdog ping) is due: never sent, or `every` passed since.
+pub(super) fn due(last: Option<Instant>, now: Instant, every: Duration) -> bool {
+    last.is_none_or(|at| now.saturating_duration_since(at) >= every)
+}
+
+/// The status file is rewritten every `STATUS_EVERY`, and at once when the state changes.
+pub(super) fn status_due(last: Option<(Instant, &str)>, now: Instant, state: &str) -> bool {
+    last.is_none_or(|(at, said)| due(Some(at), now, super::STATUS_EVERY) || said != state)
+}
+
+/// Keeps `event`'s name, time and message among the last `capacity` for the status file.
+pub(super) fn remember(recent: &mut VecDeque<Value>, event: &Map<String, Value>, capacity: usize) {
+    if recent.len() == capacity {
+        recent.pop_front();
+    }
+    recent.push_back(json!({
+        "event": event.get("event"),
+        "time": event.get("time"),
+        "msg": event.get("msg"),
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sd_notify_messages_carry_the_status_on_one_line() {
+        assert_eq!(
+            ready_message("self-recycle sampling; worker ready"),
+            "READY=1\nSTATUS=self-recycle sampling; worker ready"
+        );
+        assert_eq!(
+            stopping_message("recycling (rss): over\nthe limit"),
+            "STOPPING=1\nSTATUS=recycling (rss): over the limit"
+        );
+    }
+
+    #[test]
+    fn the_watchdog_is_due_first_and_then_every_period() {
+        let start = Instant::now();
+        let every = Duration::from_secs(5);
+        assert!(due(None, start, every));
+        assert!(!due(
+            Some(start),
+            start + Duration::from_millis(4999),
+            every
+        ));
+        assert!(due(Some(start), start + every, every));
+        assert!(
+            !due(Some(start + every), start, every),
+            "an earlier instant is not due"
+        );
+    }
+
+    #[test]
+    fn the_status_file_is_due_every_period_or_on_a_new_state() {
+        let start = Instant::now();
+        let soon = start + Duration::from_millis(10);
+        assert!(status_due(None, start, "running"));
+        assert!(!status_due(Some((start, "running")), soon, "running"));
+        assert!(status_due(Some((start, "running")), soon, "draining"));
+        assert!(status_due(
+            Some((start, "running")),
+            start + super::super::STATUS_EVERY,
+            "running"
+        ));
+    }
+
+    #[test]
+    fn the_recent_events_keep_the_last_ones_and_three_fields() {
+        let mut recent = VecDeque::new();
+        for n in 0..5 {
+            let event = json!({ "event": "pressure", "time": n, "msg": format!("m{n}"), "rss": 1 });
+            let Value::Object(event) = event else {
+                unreachable!("an object literal")
+            };
+            remember(&mut recent, &event, 3);
+        }
+        assert_eq!(recent.len(), 3);
+        assert_eq!(
+            recent[0],
+            json!({ "event": "pressure", "time": 2, "msg": "m2" })
+        );
+        assert_eq!(
+            recent[2],
+            json!({ "event": "pressure", "time": 4, "msg": "m4" })
+        );
     }
 }

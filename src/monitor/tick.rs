@@ -4,10 +4,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::outputs::ready_message;
 use super::verdicts::{self, Action, Counter};
 use super::Monitor;
 use crate::event::{Event, ExitCause};
-use crate::notify::{self, Notifier};
+use crate::notify::Notifier;
 use crate::policy::{Sample, Verdict};
 
 impl Monitor {
@@ -113,8 +114,9 @@ impl Monitor {
             }
             Action::Baseline { baseline, ready } => {
                 if let (true, Some(notifier)) = (ready, &self.notifier) {
-                    let status = notify::status_line("self-recycle: baseline passed; worker ready");
-                    notifier.send(&format!("READY=1\n{status}"));
+                    notifier.send(&ready_message(
+                        "self-recycle: baseline passed; worker ready",
+                    ));
                 }
                 self.emit(&Event::Baseline(baseline));
             }
