@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-mutants >/dev/null || { echo "install it first: cargo install cargo-mutants --locked" >&2; exit 2; }
 cargo mutants --no-shuffle --timeout 120 \
-  --file src/policy.rs --file src/units.rs --file src/config.rs \
+  --file src/policy.rs --file src/units.rs --file src/config.rs --file src/config/machine.rs \
   --output target/mutants "$@"
