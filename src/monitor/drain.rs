@@ -42,7 +42,7 @@ impl Monitor {
             }
         }
         self.sampling.lock().counters.recycles += 1;
-        if let (Some(notifier), false) = (&self.notifier, recycle.dry_run) {
+        if let (Some(notifier), false) = (&self.outputs.notifier, recycle.dry_run) {
             notifier.send(&stopping_message(&format!(
                 "recycling ({}): {}",
                 recycle.reason.as_str(),
@@ -91,7 +91,7 @@ impl Monitor {
                 waker.wake();
             }
         }
-        if let Some(notifier) = &self.notifier {
+        if let Some(notifier) = &self.outputs.notifier {
             notifier.send(&stopping_message(&format!("stopping ({name})")));
         }
         (outcome, Some(event))

@@ -117,7 +117,6 @@ pub struct Monitor {
     versions: Value,
     started_epoch_ms: u64,
     liveness: Arc<Liveness>,
-    notifier: Option<Notifier>,
     stagger: Option<Stagger>,
     fleet: Option<FleetGate>,
     /// `on`, or why the near-heap-limit callback is not installed.
@@ -130,14 +129,8 @@ pub struct Monitor {
     report_profile: Mutex<Option<Value>>,
     /// Wakes the sampler thread so it sleeps no later than a new drain deadline.
     waker: Mutex<Option<Waker>>,
-    /// The last events (name, time, msg), for the status file.
-    recent_events: Mutex<std::collections::VecDeque<Value>>,
-    /// When the status file was last written, and the state it said.
-    status_written: Mutex<Option<(Instant, &'static str)>>,
-    /// `STATUS_FILE` with its placeholders expanded, and what was said about it.
-    status_file: Mutex<Option<crate::status_file::StatusFile>>,
-    /// Said in the `start` event: `{instance}` without an instance number.
-    status_file_warning: Option<String>,
+    /// sd_notify, the status file and the recent events it shows.
+    outputs: outputs::Outputs,
     sampling: Mutex<Sampling>,
     recycle: Mutex<RecycleState>,
     jobs_done: AtomicU64,
@@ -149,15 +142,8 @@ pub struct Monitor {
     exec_on_recycle: bool,
     /// Why `RESTART=exec` cannot work here, when it was asked for.
     exec_refused: Option<String>,
-    /// This process's memory cgroup (the container budget).
-    container: Option<crate::probe::container::Container>,
-    /// The last cgroup reading, taken at most every `container::READ_EVERY`.
-    container_reading: Mutex<throttle::Throttled<crate::probe::container::Figures>>,
-    container_view: Mutex<Option<container::ContainerView>>,
-    /// The cgroup limit the limits were last resolved against (it follows a resize).
-    cgroup_limit_now: Mutex<Option<u64>>,
-    /// The cgroup's own limit at the last reading (`None`: not read yet).
-    own_limit_seen: Mutex<Option<Option<u64>>>,
+    /// The container budget's cgroup and its last reading.
+    container: container::Budget,
     jitter_unit: f64,
 }
 
@@ -170,16 +156,6 @@ impl Monitor {
             .as_deref()
             .map(|dir| Stagger::new(dir, config.stagger_gap_ms));
         let fleet = setup.fleet.then(|| FleetGate::new(config.fleet_timeout_ms));
-        let expanded = config.status_file.as_deref().map(|template| {
-            crate::status_file::expand(
-                template,
-                std::process::id(),
-                crate::status_file::instance_from_env().as_deref(),
-            )
-        });
-        let status_file_warning = expanded.as_ref().and_then(|(_, w)| w.clone());
-        let status_file = expanded
-            .map(|(path, _)| crate::status_file::StatusFile::new(std::path::PathBuf::from(path)));
         let mut ring = SampleRing::new(RING_CAPACITY);
         ring.push(setup.source.take(0, &Sample::default()));
         let exec_refused = match (config.restart, setup.can_exit_process) {
@@ -193,17 +169,14 @@ impl Monitor {
         Monitor {
             exec_on_recycle,
             exec_refused,
-            container: crate::probe::container::Container::detect(),
-            container_reading: Mutex::new(throttle::Throttled::new(container::READ_EVERY)),
-            container_view: Mutex::new(None),
-            cgroup_limit_now: Mutex::new(
+            container: container::Budget::new(
                 setup
                     .machine
                     .memory_limit
                     .filter(|m| m.source != LimitSource::Physical)
                     .map(|m| m.bytes),
             ),
-            own_limit_seen: Mutex::new(None),
+            outputs: outputs::Outputs::new(config.status_file.as_deref(), setup.notifier),
             jitter_unit: setup.jitter_unit,
             recycle: Mutex::new(RecycleState::new(Duration::from_millis(
                 config.drain_timeout_ms,
@@ -227,7 +200,6 @@ impl Monitor {
             versions: setup.versions,
             started_epoch_ms: setup.started_epoch_ms,
             liveness: setup.liveness,
-            notifier: setup.notifier,
             stagger,
             fleet,
             near_heap_status: Mutex::new("off".to_string()),
@@ -235,10 +207,6 @@ impl Monitor {
             profile_status: Mutex::new("off".to_string()),
             report_profile: Mutex::new(None),
             waker: Mutex::new(None),
-            recent_events: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_EVENTS)),
-            status_written: Mutex::new(None),
-            status_file: Mutex::new(status_file),
-            status_file_warning,
             jobs_done: AtomicU64::new(0),
             sample_events: AtomicBool::new(false),
             sample_in_flight: AtomicBool::new(false),
@@ -307,7 +275,11 @@ impl Monitor {
     pub fn render(&self, event: &Event) -> Map<String, Value> {
         let object = event.to_json(&self.envelope());
         if !matches!(event, Event::Sample(_)) {
-            outputs::remember(&mut self.recent_events.lock(), &object, RECENT_EVENTS);
+            outputs::remember(
+                &mut self.outputs.recent_events.lock(),
+                &object,
+                RECENT_EVENTS,
+            );
         }
         object
     }

@@ -5,15 +5,53 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use super::status::sample_json;
 use super::Monitor;
 use crate::event::{self, Event, StatusFileWarning};
 use crate::notify;
+use crate::notify::Notifier;
 use crate::recycle::Drain;
 use crate::report;
-use crate::status_file::Problem;
+use crate::status_file::{Problem, StatusFile};
+
+/// What the outputs keep between calls.
+pub(super) struct Outputs {
+    /// sd_notify target, main thread only.
+    pub notifier: Option<Notifier>,
+    /// The last events (name, time, msg), for the status file.
+    pub recent_events: Mutex<VecDeque<Value>>,
+    /// When the status file was last written, and the state it said.
+    pub status_written: Mutex<Option<(Instant, &'static str)>>,
+    /// `STATUS_FILE` with its placeholders expanded, and what was said about it.
+    pub status_file: Mutex<Option<StatusFile>>,
+    /// Said in the `start` event: `{instance}` without an instance number.
+    pub status_file_warning: Option<String>,
+}
+
+impl Outputs {
+    /// `status_file`: the `STATUS_FILE` template (`{pid}`, `{instance}`).
+    pub(super) fn new(status_file: Option<&str>, notifier: Option<Notifier>) -> Outputs {
+        let expanded = status_file.map(|template| {
+            crate::status_file::expand(
+                template,
+                std::process::id(),
+                crate::status_file::instance_from_env().as_deref(),
+            )
+        });
+        let status_file_warning = expanded.as_ref().and_then(|(_, w)| w.clone());
+        let status_file = expanded.map(|(path, _)| StatusFile::new(std::path::PathBuf::from(path)));
+        Outputs {
+            notifier,
+            recent_events: Mutex::new(VecDeque::with_capacity(super::RECENT_EVENTS)),
+            status_written: Mutex::new(None),
+            status_file: Mutex::new(status_file),
+            status_file_warning,
+        }
+    }
+}
 
 impl Monitor {
     /// Writes `body` beside the recycle report (same name, `extension`); `None` without
@@ -32,7 +70,7 @@ impl Monitor {
     /// `WATCHDOG=1` every half `WATCHDOG_USEC`, only while the loop answers pings: a hung
     /// worker stops feeding it and systemd kills it.
     pub(super) fn feed_watchdog(&self) {
-        let Some(notifier) = &self.notifier else {
+        let Some(notifier) = &self.outputs.notifier else {
             return;
         };
         let Some(every) = notifier.watchdog_every() else {
@@ -52,7 +90,7 @@ impl Monitor {
         if self.config.ready_on_baseline {
             return; // READY=baseline: sent once the baseline passes
         }
-        if let Some(notifier) = &self.notifier {
+        if let Some(notifier) = &self.outputs.notifier {
             notifier.send(&ready_message("self-recycle sampling; worker ready"));
         }
     }
@@ -61,12 +99,12 @@ impl Monitor {
     /// failure must not stop sampling: it is said once (a `warning` event) and kept for
     /// `stats().failures` until a write succeeds.
     pub(super) fn write_status_when_due(&self) {
-        if self.status_file.lock().is_none() {
+        if self.outputs.status_file.lock().is_none() {
             return;
         }
         let state = self.state_name();
         {
-            let mut written = self.status_written.lock();
+            let mut written = self.outputs.status_written.lock();
             let now = Instant::now();
             if !status_due(*written, now, state) {
                 return;
@@ -76,7 +114,7 @@ impl Monitor {
         let mut body = self.status_json().to_string().into_bytes();
         body.push(b'\n');
         let (path, problems) = {
-            let mut guard = self.status_file.lock();
+            let mut guard = self.outputs.status_file.lock();
             let Some(file) = guard.as_mut() else {
                 return;
             };

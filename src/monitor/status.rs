@@ -59,7 +59,7 @@ impl Monitor {
             "v8": if self.probes.v8_native { "native" } else { "js" },
             "v8Fallback": self.probes.v8_fallback_reason,
             "gcEpilogue": self.probes.gc_epilogue,
-            "notify": self.notifier.as_ref().map(|n| json!({
+            "notify": self.outputs.notifier.as_ref().map(|n| json!({
                 "socket": n.socket(),
                 "watchdogMs": n.watchdog_every().map(|d| d.as_millis() as u64 * 2),
             })),
@@ -85,7 +85,7 @@ impl Monitor {
         let limits = self.limits();
         let mut warnings = self.config.warnings.clone();
         warnings.extend(config::unreachable_limits(&limits, &self.machine));
-        warnings.extend(self.status_file_warning.clone());
+        warnings.extend(self.outputs.status_file_warning.clone());
         if let Some(why) = &self.exec_refused {
             warnings.push(format!(
                 "SELF_RECYCLE_RESTART=exec cannot work here ({why}): a recycle exits with EXIT_CODE instead"
@@ -228,7 +228,7 @@ impl Monitor {
             "postGcSlopeBytesPerMin": slope,
             "postGcPoints": series.len(),
             "reinits": crate::guard::REGISTRY.reinits(),
-            "recentEvents": Value::Array(self.recent_events.lock().iter().cloned().collect()),
+            "recentEvents": Value::Array(self.outputs.recent_events.lock().iter().cloned().collect()),
         })
     }
 
@@ -236,6 +236,7 @@ impl Monitor {
     fn failures_json(&self) -> Value {
         let mut failures = Map::new();
         if let Some(failure) = self
+            .outputs
             .status_file
             .lock()
             .as_ref()

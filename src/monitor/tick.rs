@@ -63,7 +63,10 @@ impl Monitor {
         let to_deadline = self.recycle.lock().time_to_deadline(Instant::now());
         verdicts::sleep_for(
             interval_ms,
-            self.notifier.as_ref().and_then(Notifier::watchdog_every),
+            self.outputs
+                .notifier
+                .as_ref()
+                .and_then(Notifier::watchdog_every),
             to_deadline,
         )
     }
@@ -113,7 +116,7 @@ impl Monitor {
                 self.emit(&event);
             }
             Action::Baseline { baseline, ready } => {
-                if let (true, Some(notifier)) = (ready, &self.notifier) {
+                if let (true, Some(notifier)) = (ready, &self.outputs.notifier) {
                     notifier.send(&ready_message(
                         "self-recycle: baseline passed; worker ready",
                     ));
