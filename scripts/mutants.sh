@@ -9,5 +9,5 @@ command -v cargo-mutants >/dev/null || { echo "install it first: cargo install c
 cargo mutants --no-shuffle --timeout 120 \
   --file src/policy.rs --file src/policy/hard_limit.rs --file src/policy/leak.rs \
   --file src/policy/near_heap.rs --file src/units.rs --file src/config.rs \
-  --file src/config/machine.rs \
+  --file src/config/machine.rs --file src/config/values.rs \
   --output target/mutants "$@"
