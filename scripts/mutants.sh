@@ -7,5 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-mutants >/dev/null || { echo "install it first: cargo install cargo-mutants --locked" >&2; exit 2; }
 cargo mutants --no-shuffle --timeout 120 \
-  --file src/policy.rs --file src/units.rs --file src/config.rs \
+  --file src/policy.rs --file src/policy/hard_limit.rs --file src/policy/leak.rs \
+  --file src/policy/near_heap.rs --file src/units.rs --file src/config.rs \
+  --file src/config/machine.rs --file src/config/values.rs \
   --output target/mutants "$@"

@@ -8,9 +8,17 @@ use std::fmt;
 
 use serde_json::{json, Map, Value};
 
-use crate::policy::{apply_jitter, Limits};
-use crate::probe::cgroup::{LimitSource, MemoryLimit};
-use crate::units::{self, format_size, Growth, Limit};
+use crate::policy::Limits;
+use crate::units::{self, Growth, Limit};
+
+mod machine;
+mod values;
+pub use machine::{resolve, unreachable_limits, Machine, CEILING_SHARE, DEFAULT_RSS_SHARE};
+pub use values::redact_url;
+use values::{
+    directory, duration, duration_at_least, file_path, fleet_name, limit_setting, optional,
+    positive_duration, redis_url, storm_rule, whole,
+};
 
 pub const ENV_PREFIX: &str = "SELF_RECYCLE_";
 
@@ -518,240 +526,10 @@ pub fn effective_json(config: &Config, limits: &Limits) -> Value {
     Value::Object(view)
 }
 
-fn is_off(text: &str) -> bool {
-    matches!(
-        text.trim().to_ascii_lowercase().as_str(),
-        "off" | "false" | "no"
-    )
-}
-
-/// A setting that can be a value or `off`.
-fn optional<T>(
-    text: &str,
-    parser: impl Fn(&str) -> Result<T, String>,
-) -> Result<Option<T>, String> {
-    if is_off(text) {
-        Ok(None)
-    } else {
-        parser(text)
-            .map(Some)
-            .map_err(|accepts| format!("{accepts}, or off"))
-    }
-}
-
-fn limit_setting(text: &str, max_percent: f64) -> Result<LimitSetting, String> {
-    if is_off(text) {
-        return Ok(LimitSetting::Off);
-    }
-    units::parse_limit(text, max_percent)
-        .map(LimitSetting::Set)
-        .map_err(|accepts| format!("{accepts}, or off"))
-}
-
-/// A whole number from `min` to `max`.
-fn whole(text: &str, min: u64, max: u64, what: &str) -> Result<u64, String> {
-    text.trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| format!("a whole number of {what} from {min} to {max}"))
-}
-
-fn duration(text: &str) -> Result<u64, String> {
-    units::parse_duration_ms(text)
-}
-
-fn positive_duration(text: &str) -> Result<u64, String> {
-    match units::parse_duration_ms(text) {
-        Ok(ms) if ms > 0 => Ok(ms),
-        _ => Err(format!("{} above 0", units::DURATION_ACCEPTS)),
-    }
-}
-
-fn duration_at_least(text: &str, min_ms: u64, shown: &str) -> Result<u64, String> {
-    match units::parse_duration_ms(text) {
-        Ok(ms) if ms >= min_ms => Ok(ms),
-        _ => Err(format!("{}, at least {shown}", units::DURATION_ACCEPTS)),
-    }
-}
-
-/// A file path (its directory must be private, see report.rs), or `off` for none.
-fn file_path(text: &str) -> Result<Option<String>, String> {
-    let trimmed = text.trim();
-    if is_off(trimmed) {
-        Ok(None)
-    } else if trimmed.contains('\0') || trimmed.ends_with('/') {
-        Err("a file path (not a directory, no NUL bytes)".to_string())
-    } else {
-        Ok(Some(trimmed.to_string()))
-    }
-}
-
-/// A directory path, or `off` for none.
-fn directory(text: &str) -> Result<Option<String>, String> {
-    let trimmed = text.trim();
-    if is_off(trimmed) {
-        Ok(None)
-    } else if trimmed.contains('\0') {
-        Err("a directory path without NUL bytes".to_string())
-    } else {
-        Ok(Some(trimmed.to_string()))
-    }
-}
-
-/// A `redis://` or `rediss://` URL.
-fn redis_url(text: &str) -> Result<Option<String>, String> {
-    let trimmed = text.trim();
-    if is_off(trimmed) {
-        return Ok(None);
-    }
-    let rest = trimmed
-        .strip_prefix("redis://")
-        .or_else(|| trimmed.strip_prefix("rediss://"));
-    match rest {
-        Some(rest) if !rest.is_empty() && !trimmed.chars().any(char::is_whitespace) => {
-            Ok(Some(trimmed.to_string()))
-        }
-        _ => Err("a redis:// or rediss:// URL (redis://host:6379/0), or off".to_string()),
-    }
-}
-
-/// The URL without its password (`redis://user:***@host`), for events and logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split_once(':').map_or("", |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_string(),
-    }
-}
-
-/// A fleet name: 1 to 64 letters, digits, `.`, `_`, `-`.
-fn fleet_name(text: &str) -> Result<String, String> {
-    let trimmed = text.trim();
-    if (1..=64).contains(&trimmed.len())
-        && trimmed
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        Ok(trimmed.to_string())
-    } else {
-        Err("1 to 64 letters, digits, '.', '_' or '-'".to_string())
-    }
-}
-
-/// `N/window`: more than N recycles within the window (`20/10m`).
-fn storm_rule(text: &str) -> Result<(u64, u64), String> {
-    const ACCEPTS: &str =
-        "N/window: more than N recycles (1-100000) within a window of 1s to 24h, such as 20/10m";
-    let (count, window) = text.trim().split_once('/').ok_or(ACCEPTS)?;
-    let count = whole(count, 1, 100_000, "recycles").map_err(|_| ACCEPTS)?;
-    match units::parse_duration_ms(window) {
-        Ok(ms) if (1000..=86_400_000).contains(&ms) => Ok((count, ms)),
-        _ => Err(ACCEPTS.to_string()),
-    }
-}
-
-/// What the machine and the runtime say, for the defaults that depend on them.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Machine {
-    /// The cgroup limit, or physical memory when there is none.
-    pub memory_limit: Option<MemoryLimit>,
-    /// V8's `heap_size_limit` (old space plus the young generation).
-    pub heap_size_limit: Option<u64>,
-    /// What the old space may grow to: the used heap dies near this, not near
-    /// `heap_size_limit` (with `--max-old-space-size=160` that is 208 MiB).
-    pub old_space_limit: Option<u64>,
-}
-
-/// The default RSS limit as a share of a cgroup limit.
-pub const DEFAULT_RSS_SHARE: f64 = 0.90;
-/// The default heap limit as a share of the old-space limit.
-pub const DEFAULT_HEAP_SHARE: f64 = 0.85;
-/// The hard ceiling as a share of a cgroup limit: past it the kernel's OOM killer is near,
-/// so it recycles whatever else holds recycles back (see `Limits::ceiling`).
-pub const CEILING_SHARE: f64 = 0.95;
-
-/// Turns settings into limits in bytes, counts and milliseconds: percentages against the
-/// machine, machine-dependent defaults, and the jitter (`unit` is a random number in
-/// [0, 1) drawn once per process).
-pub fn resolve(config: &Config, machine: &Machine, unit: f64) -> Limits {
-    let cgroup = machine
-        .memory_limit
-        .filter(|m| m.source != LimitSource::Physical)
-        .map(|m| m.bytes);
-    let rss = match config.max_rss {
-        LimitSetting::Off => None,
-        LimitSetting::Default => cgroup.map(|bytes| scaled(bytes, DEFAULT_RSS_SHARE)),
-        LimitSetting::Set(limit) => limit.resolve(machine.memory_limit.map(|m| m.bytes)),
-    };
-    let heap_reference = machine.old_space_limit.or(machine.heap_size_limit);
-    let heap = match config.max_heap {
-        LimitSetting::Off => None,
-        LimitSetting::Default => heap_reference.map(|bytes| scaled(bytes, DEFAULT_HEAP_SHARE)),
-        LimitSetting::Set(limit) => limit.resolve(heap_reference),
-    };
-    Limits {
-        rss,
-        rss_anon: config.rss_metric == RssMetric::Anon,
-        ceiling: cgroup.map(|bytes| scaled(bytes, CEILING_SHARE)),
-        heap,
-        growth: config.max_growth,
-        jobs: config
-            .max_jobs
-            .map(|n| apply_jitter(n, config.jitter, unit)),
-        age_ms: config
-            .max_age_ms
-            .map(|ms| apply_jitter(ms, config.jitter, unit)),
-        strikes: config.strikes,
-        warmup_ms: config.warmup_ms,
-        min_uptime_ms: config.min_uptime_ms,
-        leak_slope_per_min: config.leak_slope_bytes_per_min,
-        leak_window_ms: config.leak_window_ms,
-        stall_ms: config.stall_timeout_ms,
-        interval_ms: config.interval_ms,
-        fast_interval_ms: config.fast_interval_ms,
-        predict: config.predict,
-    }
-}
-
-/// Limits that can never act, as `start` warnings: a heap limit above what the old space
-/// can hold, an RSS limit above the cgroup limit.
-pub fn unreachable_limits(limits: &Limits, machine: &Machine) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if let (Some(heap), Some(old_space)) = (limits.heap, machine.old_space_limit) {
-        if heap >= old_space {
-            warnings.push(format!(
-                "MAX_HEAP {} can never be reached: V8's old space holds at most {} (--max-old-space-size); the near-heap-limit rescue acts first, without staggering. Set MAX_HEAP below it (the default is 85% of it)",
-                format_size(heap),
-                format_size(old_space)
-            ));
-        }
-    }
-    if let (Some(rss), Some(ceiling)) = (limits.rss, limits.ceiling) {
-        if rss >= ceiling {
-            warnings.push(format!(
-                "MAX_RSS {} is at or above 95% of the cgroup memory limit: the hard ceiling {} recycles first",
-                format_size(rss),
-                format_size(ceiling)
-            ));
-        }
-    }
-    warnings
-}
-
-fn scaled(bytes: u64, share: f64) -> u64 {
-    (bytes as f64 * share) as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::cgroup::{LimitSource, MemoryLimit};
 
     #[test]
     fn fleet_settings_parse_and_hide_the_password() {

@@ -444,7 +444,6 @@ impl NativeRecycler {
             });
         }
         let heap_size_limit = heap.figures().map(|f| f.limit).filter(|l| *l > 0);
-        let young = (input.semi_space_mib.max(0.0) as u64 * 3) << 20;
         // SAFETY: the constructor runs on the JS thread; the cell outlives the hook.
         let gc_isolate = isolate.filter(|i| unsafe { heap.install_gc_epilogue(*i) });
         let liveness = Arc::new(Liveness::default());
@@ -477,18 +476,12 @@ impl NativeRecycler {
                 })
             })
             .flatten();
-        let machine = Machine {
-            memory_limit: probe::cgroup::detect(),
+        let machine = Machine::sized(
+            probe::cgroup::detect(),
             heap_size_limit,
-            old_space_limit: heap_size_limit.and_then(|limit| {
-                let given = input
-                    .old_space_mib
-                    .filter(|mib| *mib > 0.0)
-                    .map(|mib| (mib as u64) << 20)
-                    .filter(|old| *old <= limit);
-                Some(given.unwrap_or(limit.saturating_sub(young))).filter(|old| *old > 0)
-            }),
-        };
+            input.semi_space_mib,
+            input.old_space_mib,
+        );
         let monitor = Arc::new(Monitor::new(MonitorSetup {
             config,
             machine,

@@ -2,7 +2,13 @@
 //! passes the uptime in every sample, so unit tests drive it with synthetic sequences.
 
 use crate::trend::{FloorHistory, Series};
-use crate::units::{format_size, Growth};
+use crate::units::Growth;
+
+mod hard_limit;
+mod leak;
+mod near_heap;
+pub use hard_limit::HardLimit;
+pub use near_heap::{near_heap_action, NearHeapAction, NearHeapExit};
 
 pub use crate::trend::theil_sen_slope;
 
@@ -479,115 +485,6 @@ impl Policy {
     }
 }
 
-/// A limit a recycle waiting for its turn must never reach (V8's heap limit, the RSS
-/// ceiling): where the value is and how fast it grows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HardLimit {
-    /// What the limit is, in words (`85% of V8's heap limit`).
-    pub name: String,
-    pub value: u64,
-    /// What a growing value must not be projected to reach within the lead.
-    pub limit: u64,
-    /// Where it goes at once, growing or not (at least `limit`).
-    pub at_once: u64,
-    pub slope_per_s: Option<f64>,
-}
-
-impl HardLimit {
-    /// Why a waiting recycle must go now: the value is at the limit, or at its rate it would
-    /// reach it within `lead_ms` (the drain it still needs plus a margin). `None`: it may
-    /// wait on.
-    pub fn must_go_within(&self, lead_ms: u64) -> Option<String> {
-        if self.value >= self.at_once.max(self.limit) {
-            return Some(format!(
-                "at {} of {}",
-                format_size(self.value),
-                format_size(self.at_once.max(self.limit))
-            ));
-        }
-        let slope = self.slope_per_s.filter(|s| *s > 0.0)?;
-        let seconds_left = self.limit.saturating_sub(self.value) as f64 / slope;
-        (seconds_left * 1000.0 <= lead_ms as f64).then(|| {
-            format!(
-                "{} would reach {} in {:.1} s at {}/s, sooner than the {:.1} s a drain needs",
-                format_size(self.value),
-                self.name,
-                seconds_left,
-                format_size(slope as u64),
-                lead_ms as f64 / 1000.0
-            )
-        })
-    }
-}
-
-/// Fewest post-GC points, and shortest share of the window they must span, for a slope.
-const LEAK_MIN_POINTS: usize = 6;
-const LEAK_MIN_SPAN: f64 = 0.5;
-/// Theil-Sen is quadratic: fit the most recent points only.
-const LEAK_MAX_POINTS: usize = 240;
-
-impl Policy {
-    /// Checks the post-GC series (`(ms, used heap)`, oldest first, `now_ms` on the same
-    /// clock). A sustained slope over the threshold gives `Leak` then `Recycle`; a
-    /// sawtooth or a freed spike has a median slope near zero and gives nothing.
-    pub fn observe_leak(
-        &mut self,
-        post_gc: &[(u64, u64)],
-        now_ms: u64,
-        uptime_ms: u64,
-    ) -> Vec<Verdict> {
-        let Some(threshold) = self.limits.leak_slope_per_min else {
-            return Vec::new();
-        };
-        if uptime_ms < self.limits.warmup_ms {
-            return Vec::new();
-        }
-        let window = self.limits.leak_window_ms;
-        let recent: Vec<(u64, u64)> = post_gc
-            .iter()
-            .copied()
-            .filter(|(t, _)| now_ms.saturating_sub(*t) <= window)
-            .collect();
-        let recent = &recent[recent.len().saturating_sub(LEAK_MAX_POINTS)..];
-        let spans_window = match (recent.first(), recent.last()) {
-            (Some(first), Some(last)) => (last.0 - first.0) as f64 >= window as f64 * LEAK_MIN_SPAN,
-            _ => false,
-        };
-        let slope_per_min = if recent.len() >= LEAK_MIN_POINTS && spans_window {
-            theil_sen_slope(recent).map(|per_ms| per_ms * 60_000.0)
-        } else {
-            None
-        };
-        let Some(slope_per_min) = slope_per_min.filter(|s| *s > threshold) else {
-            if slope_per_min.is_some_and(|s| s < threshold * PRESSURE_REARM) {
-                self.leak_reported = false;
-            }
-            return Vec::new();
-        };
-        if self.leak_reported {
-            return Vec::new();
-        }
-        self.leak_reported = true;
-        let mut verdicts = vec![Verdict::Leak {
-            slope_per_min,
-            threshold_per_min: threshold,
-            window_ms: window,
-            points: recent.len(),
-        }];
-        if uptime_ms >= self.limits.min_uptime_ms {
-            verdicts.push(Verdict::Recycle {
-                reason: Reason::Leak,
-                value: slope_per_min as u64,
-                limit: threshold as u64,
-                strikes: 0,
-                ceiling: false,
-                prediction: None,
-            });
-        }
-        verdicts
-    }
-}
-
 impl Policy {
     /// The event loop has left a ping unanswered for `unanswered_ms` (None: it answered).
     /// The container budget: the cgroup's working set against `threshold` (and the
@@ -654,71 +551,6 @@ impl Policy {
     }
 }
 
-/// What to do when V8 reports the heap is about to run out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NearHeapAction {
-    /// First hit: raise the limit by `headroom` bytes and recycle at once.
-    Grant { headroom: u64 },
-    /// Exit now with the configured code, before V8 aborts.
-    Exit(NearHeapExit),
-    /// Leave V8 to its own handling (a dry run, or a thread that may not end the process).
-    Keep,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NearHeapExit {
-    /// The cgroup leaves no room for any headroom.
-    NoRoom,
-    /// The heap filled again before the drain finished.
-    Again,
-}
-
-impl NearHeapExit {
-    pub fn why(self) -> &'static str {
-        match self {
-            NearHeapExit::NoRoom => {
-                "V8 heap reached its limit and the cgroup leaves no room for headroom"
-            }
-            NearHeapExit::Again => "V8 heap reached its limit again before the drain finished",
-        }
-    }
-}
-
-/// The near-heap-limit decision: headroom is granted once, on the first hit only.
-pub fn near_heap_action(
-    hits: u32,
-    current_limit: u64,
-    rss: u64,
-    cgroup_limit: Option<u64>,
-    may_exit: bool,
-) -> NearHeapAction {
-    if hits == 1 {
-        if let Some(headroom) = headroom(current_limit, rss, cgroup_limit) {
-            return NearHeapAction::Grant { headroom };
-        }
-    }
-    if !may_exit {
-        return NearHeapAction::Keep;
-    }
-    NearHeapAction::Exit(if hits == 1 {
-        NearHeapExit::NoRoom
-    } else {
-        NearHeapExit::Again
-    })
-}
-
-/// Headroom to grant: a quarter of the current limit, 32 MiB to 256 MiB, and never more
-/// than half of what the cgroup still allows. `None` when there is no room at all.
-pub fn headroom(current_limit: u64, rss: u64, cgroup_limit: Option<u64>) -> Option<u64> {
-    const MIB: u64 = 1 << 20;
-    let wanted = (current_limit / 4).clamp(32 * MIB, 256 * MIB);
-    let allowed = match cgroup_limit {
-        Some(limit) => wanted.min(limit.saturating_sub(rss) / 2),
-        None => wanted,
-    };
-    (allowed >= 4 * MIB).then_some(allowed)
-}
-
 /// Spreads a count or duration down by up to `jitter` (0.1 = 10%), with `unit` in [0, 1):
 /// the configured value stays the ceiling, and a fleet started together spreads out.
 pub fn apply_jitter(value: u64, jitter: f64, unit: f64) -> u64 {
@@ -728,6 +560,7 @@ pub fn apply_jitter(value: u64, jitter: f64, unit: f64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::near_heap::headroom;
     use super::*;
 
     /// A memory series over time (ms -> bytes), for the shape tests.

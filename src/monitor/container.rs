@@ -1,6 +1,10 @@
 //! The container budget (`CONTAINER_MAX`): each tick, the memory cgroup's working set
 //! against its threshold; the largest self-recycle worker in the cgroup is the one that
-//! recycles (probe/container.rs reads, policy decides).
+//! recycles (probe/container.rs reads, policy decides). The cgroup's files are read at
+//! most every `READ_EVERY` (ticks come every 25 ms near a limit); the ticks between use
+//! the last reading.
+
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -9,7 +13,13 @@ use crate::config::{self, LimitSetting, Machine, CEILING_SHARE, DEFAULT_RSS_SHAR
 use crate::event::Event;
 use crate::policy::{Sample, Verdict};
 use crate::probe::cgroup::{LimitSource, MemoryLimit};
-use crate::probe::container::{is_largest, self_recycle_workers, Figures};
+use parking_lot::Mutex;
+
+use super::throttle::Throttled;
+use crate::probe::container::{is_largest, self_recycle_workers, Container, Figures};
+
+/// How often the cgroup's five files are read at most.
+pub(super) const READ_EVERY: Duration = Duration::from_millis(250);
 
 /// What a reading decided: the threshold and ceiling in force, for stats.
 #[derive(Debug, Clone, Default)]
@@ -19,15 +29,48 @@ pub struct ContainerView {
     pub ceiling: Option<u64>,
 }
 
+/// The container budget's state: this process's memory cgroup and its last reading.
+pub(super) struct Budget {
+    /// `None`: no memory cgroup to read.
+    pub cgroup: Option<Container>,
+    /// The last reading, taken at most every `READ_EVERY`.
+    pub reading: Mutex<Throttled<Figures>>,
+    pub view: Mutex<Option<ContainerView>>,
+    /// The cgroup limit the limits were last resolved against (it follows a resize).
+    pub limit_now: Mutex<Option<u64>>,
+    /// The cgroup's own limit at the last reading (`None`: not read yet).
+    pub own_limit_seen: Mutex<Option<Option<u64>>>,
+}
+
+impl Budget {
+    /// `limit`: the cgroup limit the limits were resolved against at start.
+    pub(super) fn new(limit: Option<u64>) -> Budget {
+        Budget {
+            cgroup: Container::detect(),
+            reading: Mutex::new(Throttled::new(READ_EVERY)),
+            view: Mutex::new(None),
+            limit_now: Mutex::new(limit),
+            own_limit_seen: Mutex::new(None),
+        }
+    }
+}
+
 impl Monitor {
     /// Reads the cgroup and asks the policy; `None` without a cgroup, a limit, or (by
     /// default) siblings.
     pub(super) fn observe_container(&self, sample: &Sample) -> Option<Verdict> {
-        let container = self.container.as_ref()?;
-        let figures = container.read()?;
-        self.follow_resize(figures.limit);
+        let container = self.container.cgroup.as_ref()?;
+        let reading = self
+            .container
+            .reading
+            .lock()
+            .get(Instant::now(), || container.read());
+        let figures = reading.value?;
+        if reading.fresh {
+            self.follow_resize(figures.limit);
+        }
         if self.config.container_max == LimitSetting::Off {
-            *self.container_view.lock() = Some(ContainerView {
+            *self.container.view.lock() = Some(ContainerView {
                 figures,
                 threshold: None,
                 ceiling: None,
@@ -64,7 +107,7 @@ impl Monitor {
             }
             _ => None,
         };
-        *self.container_view.lock() = Some(ContainerView {
+        *self.container.view.lock() = Some(ContainerView {
             figures,
             threshold,
             ceiling,
@@ -78,7 +121,7 @@ impl Monitor {
         // The cgroup's own limit is read each tick; the binding one (the smallest up the
         // hierarchy) only when the own one moved.
         {
-            let mut seen = self.own_limit_seen.lock();
+            let mut seen = self.container.own_limit_seen.lock();
             let unchanged = seen.is_none_or(|before| before == own_limit);
             *seen = Some(own_limit);
             if unchanged {
@@ -87,7 +130,7 @@ impl Monitor {
         }
         let limit = crate::probe::cgroup::cgroup_limit().map(|m| m.bytes);
         let previous = {
-            let mut now = self.cgroup_limit_now.lock();
+            let mut now = self.container.limit_now.lock();
             if *now == limit || limit.is_none() {
                 return;
             }
@@ -119,7 +162,7 @@ impl Monitor {
 
     /// The last container reading, for `stats()` and the status file.
     pub(super) fn container_json(&self) -> Value {
-        let view = self.container_view.lock();
+        let view = self.container.view.lock();
         let Some(view) = view.as_ref() else {
             return Value::Null;
         };

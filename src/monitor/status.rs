@@ -6,11 +6,8 @@ use serde_json::{json, Map, Value};
 
 use super::Monitor;
 use crate::config;
-use crate::event::{self, Event, Start, StatusFileWarning};
+use crate::event::{self, Event, Start};
 use crate::policy::Sample;
-use crate::recycle::Drain;
-use crate::report;
-use crate::status_file::Problem;
 
 impl Monitor {
     /// Only the main thread's recycler may end the process (and so own its signals).
@@ -38,7 +35,7 @@ impl Monitor {
         self.recycle.lock().name()
     }
 
-    fn limits_json(&self) -> Value {
+    pub(super) fn limits_json(&self) -> Value {
         let sampling = self.sampling.lock();
         let policy = &sampling.policy;
         let limits = policy.limits();
@@ -56,13 +53,13 @@ impl Monitor {
         })
     }
 
-    fn probes_json(&self) -> Value {
+    pub(super) fn probes_json(&self) -> Value {
         json!({
             "rss": if self.source.has_rss() { "statm" } else { "none" },
             "v8": if self.probes.v8_native { "native" } else { "js" },
             "v8Fallback": self.probes.v8_fallback_reason,
             "gcEpilogue": self.probes.gc_epilogue,
-            "notify": self.notifier.as_ref().map(|n| json!({
+            "notify": self.outputs.notifier.as_ref().map(|n| json!({
                 "socket": n.socket(),
                 "watchdogMs": n.watchdog_every().map(|d| d.as_millis() as u64 * 2),
             })),
@@ -73,14 +70,14 @@ impl Monitor {
         })
     }
 
-    fn memory_limit_json(&self) -> Value {
+    pub(super) fn memory_limit_json(&self) -> Value {
         match self.machine.memory_limit {
             Some(limit) => json!({ "bytes": limit.bytes, "source": limit.source.as_str() }),
             None => Value::Null,
         }
     }
 
-    fn config_json(&self) -> Value {
+    pub(super) fn config_json(&self) -> Value {
         config::effective_json(&self.config, &self.limits())
     }
 
@@ -88,7 +85,7 @@ impl Monitor {
         let limits = self.limits();
         let mut warnings = self.config.warnings.clone();
         warnings.extend(config::unreachable_limits(&limits, &self.machine));
-        warnings.extend(self.status_file_warning.clone());
+        warnings.extend(self.outputs.status_file_warning.clone());
         if let Some(why) = &self.exec_refused {
             warnings.push(format!(
                 "SELF_RECYCLE_RESTART=exec cannot work here ({why}): a recycle exits with EXIT_CODE instead"
@@ -199,7 +196,7 @@ impl Monitor {
             .flatten()
             .map(|per_ms| (per_ms * 60_000.0).round());
         let baseline_json = baseline.map(|b| {
-            let event = self.baseline_event(b.rss, b.heap_used);
+            let event = super::verdicts::baseline(&limits, &self.config, b.rss, b.heap_used);
             json!({
                 "rss": b.rss,
                 "heapUsed": b.heap_used,
@@ -231,56 +228,15 @@ impl Monitor {
             "postGcSlopeBytesPerMin": slope,
             "postGcPoints": series.len(),
             "reinits": crate::guard::REGISTRY.reinits(),
-            "recentEvents": Value::Array(self.recent_events.lock().iter().cloned().collect()),
+            "recentEvents": Value::Array(self.outputs.recent_events.lock().iter().cloned().collect()),
         })
-    }
-
-    /// Rewrites the status file every STATUS_EVERY, and at once when the state changes. A
-    /// failure must not stop sampling: it is said once (a `warning` event) and kept for
-    /// `stats().failures` until a write succeeds.
-    pub(super) fn write_status_when_due(&self) {
-        if self.status_file.lock().is_none() {
-            return;
-        }
-        let state = self.state_name();
-        {
-            let mut written = self.status_written.lock();
-            let due = written
-                .is_none_or(|(at, said)| at.elapsed() >= super::STATUS_EVERY || said != state);
-            if !due {
-                return;
-            }
-            *written = Some((std::time::Instant::now(), state));
-        }
-        let mut body = self.status_json().to_string().into_bytes();
-        body.push(b'\n');
-        let (path, problems) = {
-            let mut guard = self.status_file.lock();
-            let Some(file) = guard.as_mut() else {
-                return;
-            };
-            (file.path().display().to_string(), file.write(&body))
-        };
-        for problem in problems {
-            let warning = match problem {
-                Problem::Write(failure) => StatusFileWarning::Unwritable {
-                    path: path.clone(),
-                    error: failure.error,
-                    errno: failure.errno,
-                },
-                Problem::Shared { other_pid } => StatusFileWarning::Shared {
-                    path: path.clone(),
-                    other_pid,
-                },
-            };
-            self.emit(&Event::StatusFile(warning));
-        }
     }
 
     /// What keeps failing, for `stats().failures` (empty when nothing does).
     fn failures_json(&self) -> Value {
         let mut failures = Map::new();
         if let Some(failure) = self
+            .outputs
             .status_file
             .lock()
             .as_ref()
@@ -289,53 +245,6 @@ impl Monitor {
             failures.insert("statusFile".into(), failure);
         }
         Value::Object(failures)
-    }
-
-    /// Where the recycle report goes, when `REPORT_DIR` is set.
-    pub fn report_path(&self) -> Option<std::path::PathBuf> {
-        let dir = self.config.report_dir.as_deref()?;
-        Some(report::report_path(dir, self.started_epoch_ms))
-    }
-
-    /// Writes the report; returns `{ path }` or `{ error }` for the `exit` event.
-    pub(super) fn write_report(&self, drain: &Drain, exit: &Map<String, Value>) -> Option<Value> {
-        let path = self.report_path()?;
-        let samples: Vec<Value> = self
-            .sampling
-            .lock()
-            .ring
-            .to_vec()
-            .iter()
-            .map(sample_json)
-            .collect();
-        let heap = self.source.heap();
-        let now = heap.elapsed_ms();
-        let post_gc: Vec<Value> = heap
-            .post_gc_series()
-            .into_iter()
-            .map(|(at, used)| json!({ "msAgo": now.saturating_sub(at), "heapUsed": used }))
-            .collect();
-        let report = json!({
-            "schema": event::SCHEMA,
-            "reason": drain.reason.as_str(),
-            "time": event::iso8601_now(),
-            "pid": std::process::id(),
-            "recycle": Value::Object(drain.recycle_event.clone()),
-            "exit": Value::Object(exit.clone()),
-            "config": self.config_json(),
-            "limits": self.limits_json(),
-            "probes": self.probes_json(),
-            "memoryLimit": self.memory_limit_json(),
-            "samples": samples,
-            "postGc": post_gc,
-            "guard": crate::guard::REGISTRY.stats(),
-            "profile": self.report_profile.lock().clone(),
-            "versions": self.versions.clone(),
-        });
-        Some(match report::write_atomically(&path, &report) {
-            Ok(()) => json!({ "path": path.display().to_string() }),
-            Err(error) => json!({ "error": error }),
-        })
     }
 }
 
