@@ -499,9 +499,15 @@ impl Policy {
         ceiling: u64,
         largest: bool,
         uptime_ms: u64,
+        fresh: bool,
     ) -> Option<Verdict> {
         // Near the budget, sample fast (observe() just set `near` for this sample).
         self.near |= working_set >= scaled(threshold, PRESSURE);
+        // The cgroup is read at most every 250 ms: a reading kept from an earlier tick is
+        // no new evidence, so it counts no strike (and resets none).
+        if !fresh {
+            return None;
+        }
         let gauge = &mut self.container;
         if working_set < threshold {
             gauge.strikes = 0;
@@ -1359,19 +1365,19 @@ mod tests {
         let (threshold, ceiling) = (630 * MIB, 665 * MIB);
         // Under the budget: nothing.
         assert_eq!(
-            policy.observe_container(600 * MIB, threshold, ceiling, true, 60_000),
+            policy.observe_container(600 * MIB, threshold, ceiling, true, 60_000, true),
             None
         );
         // Over it but not the largest: nothing, however long.
         for _ in 0..5 {
             assert_eq!(
-                policy.observe_container(640 * MIB, threshold, ceiling, false, 60_000),
+                policy.observe_container(640 * MIB, threshold, ceiling, false, 60_000, true),
                 None
             );
         }
         // Now the largest (a sibling went away without the working set falling): at once,
         // its strikes already counted.
-        let verdict = policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000);
+        let verdict = policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000, true);
         assert!(
             matches!(
                 verdict,
@@ -1384,7 +1390,7 @@ mod tests {
             "{verdict:?}"
         );
         assert_eq!(
-            policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000),
+            policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000, true),
             None,
             "once per crossing"
         );
@@ -1395,14 +1401,49 @@ mod tests {
             ..Limits::default()
         });
         assert_eq!(
-            young.observe_container(640 * MIB, threshold, ceiling, true, 1000),
+            young.observe_container(640 * MIB, threshold, ceiling, true, 1000, true),
             None
         );
-        let verdict = young.observe_container(670 * MIB, threshold, ceiling, true, 1000);
+        let verdict = young.observe_container(670 * MIB, threshold, ceiling, true, 1000, true);
         assert!(
             matches!(verdict, Some(Verdict::Recycle { ceiling: true, .. })),
             "{verdict:?}"
         );
+    }
+
+    #[test]
+    fn a_kept_container_reading_counts_no_strike() {
+        let mut policy = Policy::new(Limits {
+            strikes: 3,
+            min_uptime_ms: 0,
+            ..Limits::default()
+        });
+        let (threshold, ceiling) = (630 * MIB, 665 * MIB);
+        // One fresh reading over the budget, then the same reading kept for 9 fast ticks.
+        assert_eq!(
+            policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000, true),
+            None
+        );
+        for _ in 0..9 {
+            assert_eq!(
+                policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000, false),
+                None,
+                "a kept reading is not a strike"
+            );
+        }
+        // Two more fresh readings over it: three strikes.
+        assert_eq!(
+            policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000, true),
+            None
+        );
+        assert!(matches!(
+            policy.observe_container(640 * MIB, threshold, ceiling, true, 60_000, true),
+            Some(Verdict::Recycle {
+                reason: Reason::Container,
+                strikes: 3,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -103,6 +103,7 @@ impl Monitor {
                     ceiling,
                     largest,
                     sample.uptime_ms,
+                    reading.fresh,
                 )
             }
             _ => None,
