@@ -43,7 +43,7 @@ test('a spike seen by fewer than STRIKES samples near the limit does not recycle
   const runs = []
   for (let attempt = 0; attempt < 3 && short.filter((s) => s.seen).length < 3; attempt++) {
     const result = await runFixture('adaptive.js', {
-      env: { ...env('spike'), SELF_RECYCLE_DRY_RUN: 'on', SELF_RECYCLE_FAST_INTERVAL: '250ms', FIXTURE_HOLD_MS: '100' },
+      env: { ...env('spike'), SELF_RECYCLE_DRY_RUN: 'on', SELF_RECYCLE_FAST_INTERVAL: '250ms', SELF_RECYCLE_PROFILE: 'off', FIXTURE_HOLD_MS: '100', FIXTURE_SPIKE_PHASE_MS: '170' },
       nodeArgs: ['--expose-gc'],
       timeoutMs: 60000
     })
