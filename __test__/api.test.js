@@ -27,6 +27,14 @@ test('bad arguments to the recycler methods throw TypeErrors that say what is ex
     assert.equal(stats.counters.jobsDone, 5)
     assert.ok(stats.sample.rss > 0 && stats.sample.heapLimit > 0)
     assert.equal(stats.limits.strikes, 3)
+    // Each limit's share is computed natively, from the same sample stats() shows.
+    const rss = stats.limits.rssMetric === 'anon' ? stats.sample.rssAnon : stats.sample.rss
+    const values = { rss, heap: stats.sample.heapUsed, growth: rss, ceiling: rss }
+    for (const name of ['rss', 'heap', 'growth', 'ceiling']) {
+      assert.equal(stats.pressure[name], stats.limits[name] ? values[name] / stats.limits[name] : null, name)
+    }
+    assert.ok(stats.pressure.heap > 0, 'the default MAX_HEAP is in force')
+    assert.equal(stats.pressureAt, 0.8)
   } finally {
     assert.equal(r.stop(), true)
   }

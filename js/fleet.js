@@ -564,10 +564,7 @@ class Fleet {
     const stats = this.recycler.stats()
     const sample = stats.sample ?? {}
     const limits = stats.limits ?? {}
-    const rss = limits.rssMetric === 'anon' ? sample.rssAnon : sample.rss
-    const shares = [[rss, limits.rss], [sample.heapUsed, limits.heap]]
-      .filter(([value, limit]) => limit > 0 && Number.isFinite(value))
-      .map(([value, limit]) => value / limit)
+    const shares = [stats.pressure?.rss, stats.pressure?.heap].filter((share) => typeof share === 'number')
     return {
       id: this.id,
       host: this.host,

@@ -567,6 +567,14 @@ export interface Stats {
     warmupMs: number
     minUptimeMs: number
   }
+  /**
+   * The share of each limit the latest sample reached (1 = at the limit; null: not in
+   * force), computed natively: the one figure the health indicator, the fleet heartbeat
+   * and the metrics read.
+   */
+  pressure?: { rss: number | null; heap: number | null; growth: number | null; ceiling: number | null }
+  /** The share of a limit from which the worker counts as under pressure (0.8). */
+  pressureAt?: number
   baseline?: { rss: number; heapUsed: number; uptimeMs: number } | null
   counters?: { samples: number; jobsDone: number; pressure: number; misconfigured: number; recycles: number }
   probes?: Probes

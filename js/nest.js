@@ -306,18 +306,12 @@ function trackProvider (key, useFactory) {
   return (...injected) => trackInit(key, () => useFactory(...injected), declaredAt)
 }
 
-/** Fraction of a limit over which the indicator reports pressure. */
-const PRESSURE = 0.8
-
+/** The limits whose share (computed natively: stats().pressure) is past pressureAt. */
 function pressureOf (stats) {
-  const sample = stats.sample ?? {}
-  const limits = stats.limits ?? {}
-  const rss = limits.rssMetric === 'anon' ? sample.rssAnon : sample.rss
-  const pressure = []
-  if (limits.rss && rss >= limits.rss * PRESSURE) pressure.push('rss')
-  if (limits.heap && sample.heapUsed >= limits.heap * PRESSURE) pressure.push('heap')
-  if (limits.growth && rss >= limits.growth * PRESSURE) pressure.push('growth')
-  return pressure
+  const at = stats.pressureAt ?? 0.8
+  return Object.entries(stats.pressure ?? {})
+    .filter(([, share]) => typeof share === 'number' && share >= at)
+    .map(([name]) => name)
 }
 
 let indicatorClass = null

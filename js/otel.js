@@ -24,16 +24,7 @@ const WAIT_BUCKETS = [0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600]
 
 /** Value over limit for each limit in force (1 = at the limit), as the Prometheus entry has it. */
 function pressures (stats) {
-  const limits = stats.limits ?? {}
-  const rss = limits.rssMetric === 'anon' ? stats.sample?.rssAnon : stats.sample?.rss
-  const values = { rss, heap: stats.sample?.heapUsed, growth: rss, ceiling: rss }
-  const result = []
-  for (const name of LIMITS) {
-    if (typeof limits[name] === 'number' && limits[name] > 0 && typeof values[name] === 'number') {
-      result.push([name, values[name] / limits[name]])
-    }
-  }
-  return result
+  return LIMITS.filter((name) => typeof stats.pressure?.[name] === 'number').map((name) => [name, stats.pressure[name]])
 }
 
 /** `granted`, `bypass: ...`, `unavailable: ...` -> the word before the colon. */

@@ -98,12 +98,9 @@ function collectMetrics ({ register, prefix = 'self_recycle_', recycler = recycl
       registers,
       collect () {
         this.reset()
-        const s = stats()
-        const limits = s.limits ?? {}
-        const rss = limits.rssMetric === 'anon' ? s.sample?.rssAnon : s.sample?.rss
-        const values = { rss, heap: s.sample?.heapUsed, growth: rss, ceiling: rss }
+        const shares = stats().pressure ?? {}
         for (const name of LIMITS) {
-          if (typeof limits[name] === 'number' && typeof values[name] === 'number') this.set({ limit: name }, values[name] / limits[name])
+          if (typeof shares[name] === 'number') this.set({ limit: name }, shares[name])
         }
       }
     }),

@@ -148,7 +148,38 @@ pub enum Verdict {
 }
 
 /// The soft threshold is this fraction of a limit; re-armed below `REARM`.
-const PRESSURE: f64 = 0.8;
+/// The share of a limit from which a worker is under pressure (a `pressure` event, fast
+/// sampling; `stats().pressureAt` for JS).
+pub const PRESSURE: f64 = 0.8;
+
+/// The share of each limit in force a sample reached; `None`: the limit is not in force.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shares {
+    pub rss: Option<f64>,
+    pub heap: Option<f64>,
+    pub growth: Option<f64>,
+    pub ceiling: Option<f64>,
+}
+
+impl Shares {
+    /// The highest of the RSS, heap and ceiling shares (what `drainHttp`'s shedding reads);
+    /// 0 without limits.
+    pub fn highest(&self) -> f64 {
+        [self.rss, self.heap, self.ceiling]
+            .into_iter()
+            .flatten()
+            .fold(0.0, f64::max)
+    }
+
+    pub fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "rss": self.rss,
+            "heap": self.heap,
+            "growth": self.growth,
+            "ceiling": self.ceiling,
+        })
+    }
+}
 const PRESSURE_REARM: f64 = 0.75;
 /// A suspended (misconfigured) limit comes back once the value falls under this fraction.
 const MISCONFIGURED_REARM: f64 = 0.9;
@@ -293,6 +324,21 @@ impl Policy {
     /// The growth limit in bytes, once the baseline exists.
     pub fn growth_limit(&self) -> Option<u64> {
         Some(self.limits.growth?.limit_over(self.baseline?.rss))
+    }
+
+    /// Each limit in force, the share of it `sample` reached (1.0 = at the limit): the one
+    /// place these are computed (`stats().pressure`, the status file, `pressure()`).
+    pub fn shares(&self, sample: &Sample) -> Shares {
+        let rss = self.rss_value(sample);
+        let share = |value: u64, limit: Option<u64>| {
+            limit.filter(|l| *l > 0).map(|l| value as f64 / l as f64)
+        };
+        Shares {
+            rss: share(rss, self.limits.rss),
+            heap: share(sample.heap_used, self.limits.heap),
+            growth: share(rss, self.growth_limit()),
+            ceiling: share(rss, self.limits.ceiling),
+        }
     }
 
     /// The RSS figure the limits apply to.
@@ -1409,6 +1455,24 @@ mod tests {
             matches!(verdict, Some(Verdict::Recycle { ceiling: true, .. })),
             "{verdict:?}"
         );
+    }
+
+    #[test]
+    fn shares_of_each_limit_in_force_and_the_highest() {
+        let policy = Policy::new(Limits {
+            rss: Some(400 * MIB),
+            heap: Some(200 * MIB),
+            ceiling: Some(800 * MIB),
+            ..Limits::default()
+        });
+        let shares = policy.shares(&sample(1000, 300 * MIB, 180 * MIB));
+        assert_eq!(shares.rss, Some(0.75));
+        assert_eq!(shares.heap, Some(0.9));
+        assert_eq!(shares.ceiling, Some(0.375));
+        assert_eq!(shares.growth, None, "no growth limit before a baseline");
+        assert_eq!(shares.highest(), 0.9);
+        let none = Policy::new(Limits::default()).shares(&sample(1000, 300 * MIB, 180 * MIB));
+        assert_eq!((none.rss, none.heap, none.highest()), (None, None, 0.0));
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl Monitor {
         let sample = self.latest();
         let sampling = self.sampling.lock();
         let counters = sampling.counters;
+        let shares = sampling.policy.shares(&sample);
         let baseline = sampling
             .policy
             .baseline()
@@ -126,6 +127,8 @@ impl Monitor {
             "state": self.state_name(),
             "sample": sample_json(&sample),
             "limits": self.limits_json(),
+            "pressure": shares.to_json(),
+            "pressureAt": crate::policy::PRESSURE,
             "baseline": baseline,
             "counters": {
                 "samples": counters.samples,
@@ -150,22 +153,7 @@ impl Monitor {
     /// ceiling); 0 without limits. Cheap: `drainHttp`'s `underPressure` asks per request.
     pub fn pressure(&self) -> f64 {
         let sample = self.latest();
-        let sampling = self.sampling.lock();
-        let limits = sampling.policy.limits().clone();
-        drop(sampling);
-        let rss = if limits.rss_anon {
-            sample.rss_anon
-        } else {
-            sample.rss
-        };
-        [
-            (rss, limits.rss),
-            (sample.heap_used, limits.heap),
-            (rss, limits.ceiling),
-        ]
-        .into_iter()
-        .filter_map(|(value, limit)| limit.filter(|l| *l > 0).map(|l| value as f64 / l as f64))
-        .fold(0.0, f64::max)
+        self.sampling.lock().policy.shares(&sample).highest()
     }
 
     /// The status file's content: what `self-recycle status|check|preflight` read.
@@ -175,12 +163,8 @@ impl Monitor {
         let policy = &sampling.policy;
         let limits = policy.limits().clone();
         let baseline = policy.baseline();
+        let shares = policy.shares(&sample);
         drop(sampling);
-        let rss_value = if limits.rss_anon {
-            sample.rss_anon
-        } else {
-            sample.rss
-        };
         let share = |value: u64, limit: Option<u64>| {
             limit.filter(|l| *l > 0).map(|l| value as f64 / l as f64)
         };
@@ -216,11 +200,7 @@ impl Monitor {
             "state": self.state_name(),
             "sample": sample_json(&sample),
             "limits": self.limits_json(),
-            "pressure": {
-                "rss": share(rss_value, limits.rss),
-                "heap": share(sample.heap_used, limits.heap),
-                "ceiling": share(rss_value, limits.ceiling),
-            },
+            "pressure": shares.to_json(),
             "memoryLimit": self.memory_limit_json(),
             "warmupMs": self.config.warmup_ms,
             "readyMaxBaseline": self.config.ready_max_baseline,
