@@ -9,7 +9,7 @@ const net = require('node:net')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { FIXTURES, cleanEnv, parseEvents } = require('./processes')
-const { inherited, portOf } = require('../js/handoff.js')
+const { inherited, portOf, addressOf, match } = require('../js/handoff.js')
 
 const freePort = () => new Promise((resolve, reject) => {
   const probe = net.createServer().listen(0, '127.0.0.1', () => {
@@ -94,14 +94,58 @@ test('without handOff the same recycles refuse connections while the next genera
   assert.equal(code, 0, dump)
 })
 
-test('inherited sockets: only those passed to this very pid under our names; the port a listen() asks for', () => {
+test('inherited sockets: only open sockets passed to this very pid under our names; which one a listen() takes', () => {
   const pid = String(process.pid)
-  assert.deepEqual([...inherited({ LISTEN_PID: pid, LISTEN_FDS: '3', LISTEN_FDNAMES: 'selfrecycle.8080:other:selfrecycle.443' })], [[8080, 3], [443, 5]])
-  assert.equal(inherited({ LISTEN_PID: '1', LISTEN_FDS: '1', LISTEN_FDNAMES: 'selfrecycle.8080' }).size, 0, 'another process\'s')
-  for (const count of ['0', '-1', 'x', '65', '']) assert.equal(inherited({ LISTEN_PID: pid, LISTEN_FDS: count, LISTEN_FDNAMES: 'selfrecycle.1' }).size, 0, count)
-  assert.equal(inherited({ LISTEN_PID: pid, LISTEN_FDS: '1', LISTEN_FDNAMES: 'selfrecycle.123456' }).size, 0)
+  const yes = () => true
+  assert.deepEqual(inherited({ LISTEN_PID: pid, LISTEN_FDS: '3', LISTEN_FDNAMES: 'selfrecycle.8080:other:selfrecycle.443.127.0.0.1' }, yes), [{ port: 8080, host: null, fd: 3 }, { port: 443, host: '127.0.0.1', fd: 5 }])
+  assert.deepEqual(inherited({ LISTEN_PID: pid, LISTEN_FDS: '1', LISTEN_FDNAMES: 'selfrecycle.80.--1' }, yes), [{ port: 80, host: '::1', fd: 3 }])
+  assert.deepEqual(inherited({ LISTEN_PID: pid, LISTEN_FDS: '1', LISTEN_FDNAMES: 'selfrecycle.8080' }, () => false), [], 'not a socket (any more)')
+  assert.deepEqual(inherited({ LISTEN_PID: pid, LISTEN_FDS: '1', LISTEN_FDNAMES: 'selfrecycle.8080' }, () => { throw new Error('EBADF') }), [], 'not open')
+  assert.deepEqual(inherited({ LISTEN_PID: '1', LISTEN_FDS: '1', LISTEN_FDNAMES: 'selfrecycle.8080' }, yes), [], 'another process\'s')
+  for (const count of ['0', '-1', 'x', '65', '']) assert.deepEqual(inherited({ LISTEN_PID: pid, LISTEN_FDS: count, LISTEN_FDNAMES: 'selfrecycle.1' }, yes), [], count)
+  assert.deepEqual(inherited({ LISTEN_PID: pid, LISTEN_FDS: '1', LISTEN_FDNAMES: 'selfrecycle.123456' }, yes), [])
   assert.equal(portOf([8080, '127.0.0.1']), 8080)
   assert.equal(portOf(['8080']), 8080)
   assert.equal(portOf([{ port: 8080, host: '::' }]), 8080)
   for (const args of [[{ fd: 3 }], [{ path: '/tmp/s' }], ['/tmp/s'], [], [() => {}], [{ port: 8080, fd: 3 }]]) assert.equal(portOf(args), null, JSON.stringify(args))
+  // Two servers on one port, different addresses: each takes its own.
+  const sockets = [{ port: 80, host: '127.0.0.1', fd: 3 }, { port: 80, host: '127.0.0.2', fd: 4 }, { port: 81, host: null, fd: 5 }]
+  assert.equal(match(sockets, addressOf([80, '127.0.0.2'])).fd, 4)
+  assert.equal(match(sockets, addressOf([{ port: 80, host: '127.0.0.1' }])).fd, 3)
+  assert.equal(match(sockets, addressOf([80])), undefined, 'ambiguous: binds again rather than guess')
+  assert.equal(match(sockets, addressOf([81, '0.0.0.0'])).fd, 5)
+  assert.equal(match(sockets, addressOf([81])).fd, 5)
+  assert.equal(match(sockets, addressOf([82])), undefined)
+})
+
+test('a generation that hands nothing on (its drain outran DRAIN_TIMEOUT) leaves no stale LISTEN_FDS: the next one binds and serves', { timeout: 90000 }, async () => {
+  const port = await freePort()
+  const child = spawn(process.execPath, [path.join(FIXTURES, 'http-exec.js')], {
+    env: cleanEnv({ PORT: String(port), HAND_OFF: '1', FIXTURE_GENERATIONS: '2', FIXTURE_AGE: '500ms', FIXTURE_HANG_GENERATION: '1', FIXTURE_DRAIN_TIMEOUT: '1s', SELF_RECYCLE_LOG: 'json' }),
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stderr.on('data', (chunk) => { stderr += chunk })
+  const closed = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })))
+  await new Promise((resolve, reject) => {
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk
+      if (stdout.includes('listening 2\n')) resolve()
+    })
+    closed.then(() => reject(new Error(`ended before generation 2 listened:\n${stdout}\n${stderr}`)))
+  })
+  const answer = await new Promise((resolve, reject) => http.get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
+    let body = ''
+    res.on('data', (chunk) => { body += chunk })
+    res.on('end', () => resolve(body))
+  }).on('error', reject))
+  assert.equal(answer.trim(), 'ok 2')
+  child.kill('SIGTERM')
+  const { code } = await closed
+  assert.equal(code, 0, `${stdout}\n${stderr}`)
+  assert.doesNotMatch(stderr, /EINVAL|EBADF|EADDRINUSE/)
+  const exits = parseEvents(stderr).filter((e) => e.event === 'exit')
+  assert.equal(exits[1]?.drained, false, 'generation 1 was re-executed at its deadline, its socket not handed on')
+  assert.match(exits[1].msg, /timed out/)
 })

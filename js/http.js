@@ -22,6 +22,9 @@ function recycler () {
   if (!running?.running) {
     throw new Error('drainHttp(server): no recycler runs in this process: call require(\'self-recycle\').start() first')
   }
+  if (!internalsOf(running)) {
+    throw new Error('drainHttp(server): the running recycler was started by an older copy of self-recycle; load one copy of the package (npm ls self-recycle)')
+  }
   return running
 }
 
@@ -375,8 +378,10 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
     // RESTART=exec: the socket stays open for the next generation, which adopts it; the
     // connections that come meanwhile wait in its backlog instead of being refused. Not for
     // a stop (exit 0): no generation comes, and refused connections go elsewhere at once.
-    if (handOff && r.config?.restart === 'exec' && reason !== 'signal' && server.listening) {
-      const why = require('./handoff.js').handOff(server, require('./native.js'))
+    // (The recycler's own copy of the addon keeps it: with two copies of the package
+    // loaded, this module's addon is not the one that re-executes.)
+    if (handOff && reason !== 'signal' && server.listening && r.stats().probes?.restart === 'exec') {
+      const why = internalsOf(r).handOff(server)
       if (why) process.emitWarning(`self-recycle: drainHttp could not hand the socket on (${why}); the next generation binds it again`, { code: 'SELF_RECYCLE_HANDOFF_FAILED' })
     }
     stopListening.call(server, () => {})

@@ -52,7 +52,8 @@ class Recycler extends EventEmitter {
         observeEvents: (observer) => this._observeEvents(observer),
         onExitFlush: (flush) => this._onExitFlush(flush),
         serves: (server) => this._serves(server),
-        mayStopListening: () => this._mayStopListening()
+        mayStopListening: () => this._mayStopListening(),
+        handOff: (server) => require('./handoff.js').handOff(server, binding)
       })
     })
     this[kState] = {
@@ -103,7 +104,9 @@ class Recycler extends EventEmitter {
     const state = this[kState]
     // Sockets the previous generation handed on (RESTART=exec): adopted by the app's
     // listen() on their port, which must not bind again.
-    require('./handoff.js').adopt((message) => process.emitWarning(message, { code: 'SELF_RECYCLE_HANDOFF_UNUSED' }))
+    if (process.env.LISTEN_PID === String(process.pid)) {
+      require('./handoff.js').adopt((message) => process.emitWarning(message, { code: 'SELF_RECYCLE_HANDOFF_UNUSED' }))
+    }
     const { options: rest, fleet } = splitFleet(options)
     const normalized = clusterStagger(normalizeOptions(rest))
     const fleetOn = fleet !== false && (fleet !== undefined || normalized.fleetRedis !== undefined || (process.env[`${ENV_PREFIX}FLEET_REDIS`] ?? '').trim() !== '')
@@ -769,7 +772,7 @@ function start (options) {
   let recycler = current()
   if (recycler && (recycler.running || recycler.config?.disabled)) {
     const asked = JSON.stringify(normalizeOptions(splitFleet(options).options))
-    if (options !== undefined && asked !== recycler[kState].options) {
+    if (options !== undefined && asked !== recycler[kState]?.options) {
       process.emitWarning('self-recycle: start() was called again with other options; the recycler already runs with the options of the first call', { code: 'SELF_RECYCLE_ALREADY_STARTED' })
     }
     return recycler

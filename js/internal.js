@@ -21,8 +21,10 @@ function adopt (recycler) {
  * What self-recycle's modules may call on a recycler beyond its public API:
  * `emitEvent(event)` (an event built natively elsewhere: the fleet's, the guard's),
  * `observeEvents(fn)` and `onExitFlush(fn)` (metrics entries; each returns a remover),
- * `serves(server)` (an HTTP server drained here; returns a remover) and
- * `mayStopListening()`. Undefined for something that is not a recycler.
+ * `serves(server)` (an HTTP server drained here; returns a remover),
+ * `mayStopListening()` and `handOff(server)` (its socket kept for the next generation,
+ * by the recycler's own addon; returns why not, or null). Undefined for something that
+ * is not a recycler (or one from an older copy of the package).
  */
 function internalsOf (recycler) {
   return recycler?.[INTERNALS]

@@ -35,8 +35,17 @@ struct Plan {
 
 static PLAN: OnceLock<Result<Plan, String>> = OnceLock::new();
 
-/// Listening sockets handed to the next generation: (our duplicate, its name), in order.
-static HANDED: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
+/// A descriptor kept for the next generation: our close-on-exec duplicate, its name in
+/// `LISTEN_FDNAMES`, and what it is (device, inode), so one socket is never passed twice.
+struct Handed {
+    fd: i32,
+    name: String,
+    identity: (u64, u64),
+}
+
+/// What the next generation gets as descriptors 3.., in order: systemd's sockets kept at
+/// `prepare`, then those `hand_off` added.
+static HANDED: Mutex<Vec<Handed>> = Mutex::new(Vec::new());
 
 /// At most this many sockets are handed on (systemd caps nothing; a bound keeps it sane).
 const MAX_HANDED: usize = 64;
@@ -102,6 +111,7 @@ pub fn prepare(ipc_channel: bool) -> Option<String> {
         }
         std::fs::metadata("/proc/self/exe")
             .map_err(|e| format!("cannot use /proc/self/exe: {e}"))?;
+        keep_systemd_descriptors();
         Ok(Plan {
             argv,
             env: nul_separated(&env),
@@ -110,6 +120,54 @@ pub fn prepare(ipc_channel: bool) -> Option<String> {
     });
     plan.as_ref().err().cloned()
 }
+
+/// (device, inode) of an open descriptor: what it is, whatever its number.
+#[cfg(target_os = "linux")]
+fn identity(fd: i32) -> Result<(u64, u64), String> {
+    // SAFETY: fstat writes into a zeroed struct we own; a bad descriptor fails with EBADF.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return Err(format!(
+            "descriptor {fd}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok((stat.st_dev, stat.st_ino))
+}
+
+/// systemd's descriptors passed to this process (`LISTEN_PID` is ours): duplicated now,
+/// because the app's server closes its own copy during the drain (and libuv may reopen
+/// the number for something else), and passed on at 3.. under their names.
+#[cfg(target_os = "linux")]
+fn keep_systemd_descriptors() {
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let names: Vec<&str> = names.split(':').collect();
+    let Ok(mut handed) = HANDED.lock() else {
+        return;
+    };
+    for (i, fd) in listen_fds().enumerate() {
+        let Ok(identity) = identity(fd) else {
+            continue;
+        };
+        // SAFETY: duplicating a descriptor fstat just accepted.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if copy < 0 {
+            continue;
+        }
+        let name = names
+            .get(i)
+            .filter(|n| valid_name(n))
+            .map_or("unknown", |n| n);
+        handed.push(Handed {
+            fd: copy,
+            name: name.to_string(),
+            identity,
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn keep_systemd_descriptors() {}
 
 /// Keeps the listening socket `fd` open for the next generation under `name` (the
 /// server may close its own descriptor now). Refuses what is not a listening socket.
@@ -142,9 +200,16 @@ pub fn hand_off(fd: i32, name: &str) -> Result<(), String> {
     if accepting == 0 {
         return Err(format!("descriptor {fd} is a socket that does not listen"));
     }
+    let identity = identity(fd)?;
     let mut handed = HANDED
         .lock()
         .map_err(|_| "hand-off list poisoned".to_string())?;
+    if handed.iter().any(|h| h.identity == identity) {
+        return Ok(()); // kept already (systemd's, or handed twice)
+    }
+    if handed.iter().any(|h| h.name == name) {
+        return Err(format!("another socket is handed on as {name} already"));
+    }
     if handed.len() >= MAX_HANDED {
         return Err(format!("at most {MAX_HANDED} sockets are handed on"));
     }
@@ -157,7 +222,11 @@ pub fn hand_off(fd: i32, name: &str) -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
-    handed.push((copy, name.to_string()));
+    handed.push(Handed {
+        fd: copy,
+        name: name.to_string(),
+        identity,
+    });
     Ok(())
 }
 
@@ -166,18 +235,19 @@ pub fn hand_off(_fd: i32, _name: &str) -> Result<(), String> {
     Err("handing a socket on needs Linux".to_string())
 }
 
-/// The environment for a generation that gets `names` as sockets 3..: systemd's three
-/// variables replaced (any the process was started with described other descriptors).
+/// The environment for a generation that gets `names` as descriptors 3..: systemd's three
+/// variables replaced, or removed when nothing is passed (the original ones, read from
+/// /proc at start, describe descriptors this generation no longer has).
 fn with_listen_fds(mut env: Vec<CString>, names: &[String], pid: u32) -> Vec<CString> {
-    if names.is_empty() {
-        return env;
-    }
     env.retain(|entry| {
         let bytes = entry.as_bytes();
         !(bytes.starts_with(b"LISTEN_FDS=")
             || bytes.starts_with(b"LISTEN_PID=")
             || bytes.starts_with(b"LISTEN_FDNAMES="))
     });
+    if names.is_empty() {
+        return env;
+    }
     for entry in [
         format!("LISTEN_FDS={}", names.len()),
         format!("LISTEN_PID={pid}"),
@@ -190,8 +260,8 @@ fn with_listen_fds(mut env: Vec<CString>, names: &[String], pid: u32) -> Vec<CSt
     env
 }
 
-/// Places the handed sockets at 3.. (inheritable) and returns their names. Each first
-/// goes above the targets, so that placing one never closes another.
+/// Places the kept descriptors at 3.. (inheritable) and returns their names, in order.
+/// Each first goes above the targets, so that placing one never closes another.
 #[cfg(target_os = "linux")]
 fn place_handed() -> Vec<String> {
     let Ok(handed) = HANDED.lock() else {
@@ -199,20 +269,21 @@ fn place_handed() -> Vec<String> {
     };
     let count = handed.len() as i32;
     let mut above = Vec::with_capacity(handed.len());
-    for (fd, name) in handed.iter() {
+    for kept in handed.iter() {
         // SAFETY: duplicating our own descriptor to the lowest free one >= 3 + count.
-        let copy = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3 + count) };
+        let copy = unsafe { libc::fcntl(kept.fd, libc::F_DUPFD_CLOEXEC, 3 + count) };
         if copy >= 0 {
-            above.push((copy, name.clone()));
+            above.push((copy, kept.name.clone()));
         }
     }
     let mut names = Vec::with_capacity(above.len());
-    for (i, (fd, name)) in above.iter().enumerate() {
-        let target = 3 + i as i32;
+    for (fd, name) in above {
+        // Numbered by what was placed, so a failure never shifts names off their sockets.
+        let target = 3 + names.len() as i32;
         // SAFETY: dup2 onto a descriptor number below `above`'s; whatever was there
         // (marked close-on-exec already) is closed. The target is inheritable.
-        if unsafe { libc::dup2(*fd, target) } == target {
-            names.push(name.clone());
+        if unsafe { libc::dup2(fd, target) } == target {
+            names.push(name);
         }
     }
     names
@@ -226,10 +297,9 @@ pub fn exec_self() -> String {
         Some(Err(why)) => return why.clone(),
         None => return "exec was not prepared at start".to_string(),
     };
-    let handing = HANDED.lock().map(|h| !h.is_empty()).unwrap_or(false);
-    close_on_exec_beyond_stdio(handing);
+    close_on_exec_beyond_stdio();
     reset_signals();
-    let names = if handing { place_handed() } else { Vec::new() };
+    let names = place_handed();
     let env = with_listen_fds(
         next_environment(&plan.env, plan.generation + 1),
         &names,
@@ -251,18 +321,16 @@ pub fn exec_self() -> String {
     "re-executing in place needs Linux".to_string()
 }
 
-/// Marks every descriptor above 2 close-on-exec, except systemd's `LISTEN_FDS` when they
-/// were passed to this process and nothing was handed off (the next generation takes them
-/// over; with sockets handed off, those are what it gets instead).
+/// Marks every descriptor above 2 close-on-exec: what the next generation gets beyond
+/// stdio is placed afterwards (`place_handed`), systemd's sockets included.
 #[cfg(target_os = "linux")]
-fn close_on_exec_beyond_stdio(handing: bool) {
-    let keep = if handing { 0..0 } else { listen_fds() };
+fn close_on_exec_beyond_stdio() {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
     let fds: Vec<i32> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2 && !keep.contains(fd))
+        .filter(|fd| *fd > 2)
         .collect();
     for fd in fds {
         // SAFETY: fcntl on a descriptor number; one that closed since the listing fails
@@ -357,11 +425,9 @@ mod tests {
                 "LISTEN_FDNAMES=selfrecycle.3000:b"
             ]
         );
-        // Nothing handed: the environment is left as it was.
-        assert_eq!(
-            strings(&with_listen_fds(original.clone(), &[], 42)),
-            strings(&original)
-        );
+        // Nothing passed on: the variables read at start are gone (they described
+        // descriptors this generation no longer has).
+        assert_eq!(strings(&with_listen_fds(original, &[], 42)), vec!["A=1"]);
     }
 
     #[test]
@@ -391,9 +457,20 @@ mod tests {
         assert!(hand_off(listener.as_raw_fd(), "bad:name").is_err());
         hand_off(listener.as_raw_fd(), "ok").expect("a listening socket");
         let handed = HANDED.lock().expect("lock");
-        let (copy, name) = handed.last().expect("handed");
-        assert_eq!(name, "ok");
-        assert_ne!(*copy, listener.as_raw_fd());
+        let kept = handed.last().expect("handed");
+        assert_eq!(kept.name, "ok");
+        assert_ne!(kept.fd, listener.as_raw_fd());
+        drop(handed);
+        // The same socket again (another name, another descriptor for it): kept once.
+        // SAFETY: dup of a descriptor the listener owns; the copy is ours to leak in a test.
+        let again = unsafe { libc::dup(listener.as_raw_fd()) };
+        hand_off(again, "other").expect("the same socket is accepted");
+        assert_eq!(HANDED.lock().expect("lock").len(), 1);
+        // Another socket under a name already used: refused.
+        let second = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        assert!(hand_off(second.as_raw_fd(), "ok")
+            .expect_err("a name twice")
+            .contains("already"));
     }
 
     #[test]
