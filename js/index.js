@@ -567,7 +567,7 @@ class Recycler extends EventEmitter {
     // one is added last); it returns only if that failed, and the exit goes on.
     if (exit?.restart === 'exec') {
       process.once('exit', () => {
-        const why = binding.execSelf()
+        const why = binding.execSelf(code)
         process.stderr.write(`self-recycle: could not re-execute in place (${why}); exiting with code ${code}\n`)
       })
     }

@@ -892,10 +892,11 @@ fn thread_id() -> u64 {
 }
 
 /// `RESTART=exec`: re-executes the process in place (after the `exit` listeners ran).
-/// Returns only if that failed, with why.
+/// Returns only if that could not start, with why; a failing execve ends the process with
+/// `exit_code` itself.
 #[napi(catch_unwind)]
-pub fn exec_self() -> String {
-    reexec::exec_self()
+pub fn exec_self(exit_code: i32) -> String {
+    reexec::exec_self(exit_code)
 }
 
 /// `drainHttp(server, { handOff: true })`: keeps the listening socket `fd` open for the

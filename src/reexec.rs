@@ -289,9 +289,12 @@ fn place_handed() -> Vec<String> {
     names
 }
 
-/// Re-executes the process. Returns only on failure, with why.
+/// Re-executes the process. Returns why not when it cannot start (nothing changed yet);
+/// once descriptors and signal dispositions were rearranged for the next image, a failing
+/// execve leaves this one unfit to go on (libuv's descriptors replaced, SIGPIPE default):
+/// it says why on stderr and ends with `exit_code` at once.
 #[cfg(target_os = "linux")]
-pub fn exec_self() -> String {
+pub fn exec_self(exit_code: i32) -> String {
     let plan = match PLAN.get() {
         Some(Ok(plan)) => plan,
         Some(Err(why)) => return why.clone(),
@@ -313,11 +316,20 @@ pub fn exec_self() -> String {
     // SAFETY: NUL-terminated arrays of pointers into CStrings that live until execve
     // returns (it only returns on failure).
     unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    format!("execve failed: {}", std::io::Error::last_os_error())
+    let line = format!(
+        "self-recycle: could not re-execute in place (execve failed: {}); exiting with code {exit_code}\n",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: write(2) of a buffer we own to stderr, then _exit: no destructor, no atexit
+    // handler runs in a process whose descriptors were already rearranged.
+    unsafe {
+        libc::write(2, line.as_ptr().cast(), line.len());
+        libc::_exit(exit_code)
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn exec_self() -> String {
+pub fn exec_self(_exit_code: i32) -> String {
     "re-executing in place needs Linux".to_string()
 }
 

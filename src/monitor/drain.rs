@@ -206,7 +206,7 @@ impl Monitor {
         event::write_stderr(&exit, mode);
         let code = self.exit_code(drain, cause);
         if exit.get("restart").and_then(Value::as_str) == Some("exec") {
-            let why = reexec::exec_self();
+            let why = reexec::exec_self(code);
             event::write_stderr_line(&format!(
                 "self-recycle: could not re-execute in place ({why}); exiting with code {code}"
             ));
