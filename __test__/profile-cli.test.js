@@ -318,3 +318,17 @@ setImmediate(() => { console.log(r.stats().profileChannel); r.stop() })`
     fs.rmSync(tmp, { recursive: true, force: true })
   }
 })
+
+test('the channel sweep removes what dead processes left, their killed writers\' temp files included, and nothing of a live one', () => {
+  const { sweep } = require('../js/channel.js')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-sweep-'))
+  try {
+    const dead = 4194303 // above pid_max's default: no such process
+    const names = [`${dead}.channel`, `.${dead}.channel.${dead}.abcdef12.tmp`, `.${dead}.profile-x.heapprofile.${dead}.0badcafe.tmp`, `${process.pid}.channel`, `.${process.pid}.channel.${process.pid}.abcdef12.tmp`, `${dead}.profile-x.heapprofile`]
+    for (const name of names) fs.writeFileSync(path.join(dir, name), 'x')
+    sweep(dir)
+    assert.deepEqual(fs.readdirSync(dir).sort(), [`${dead}.profile-x.heapprofile`, `${process.pid}.channel`, `.${process.pid}.channel.${process.pid}.abcdef12.tmp`].sort())
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})

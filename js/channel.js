@@ -110,7 +110,9 @@ function readPrivate (file, maxBytes) {
 
 /** `text` into `file`, 0600, through a new temp file (O_EXCL, O_NOFOLLOW) and a rename. */
 function writePrivate (file, text) {
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`)
+  // A random part: a temp file left by a killed writer (RESTART=exec keeps the pid) never
+  // blocks the next write.
+  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${require('node:crypto').randomBytes(4).toString('hex')}.tmp`)
   const fd = fs.openSync(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600)
   try {
     try {
@@ -154,7 +156,9 @@ function sweep (dir) {
   }
   const gone = new Map()
   for (const name of names.slice(0, 10000)) {
-    const match = /^(\d+)\.(channel|profile-request|profile-[0-9a-f]{32}\.json)$/.exec(name)
+    // Markers, requests, answers, and the temp files of writers that were killed mid-write.
+    const match = /^(\d+)\.(channel|profile-request|profile-[0-9a-f]{32}\.json)$/.exec(name) ??
+      /^\.\d+\.[\w.-]+\.(\d+)\.[0-9a-f]{8}\.tmp$/.exec(name)
     if (!match || Number(match[1]) === process.pid) continue
     const pid = Number(match[1])
     if (!gone.has(pid)) {
@@ -297,4 +301,4 @@ class ProfileChannel {
   }
 }
 
-module.exports = { ProfileChannel, channelDir, candidateDirs, checkDir, readPrivate, writePrivate, processStart, markerPath, requestPath, answerPath, POLL_MS, NONCE }
+module.exports = { ProfileChannel, channelDir, candidateDirs, checkDir, readPrivate, writePrivate, processStart, sweep, markerPath, requestPath, answerPath, POLL_MS, NONCE }
