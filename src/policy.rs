@@ -147,9 +147,8 @@ pub enum Verdict {
     },
 }
 
-/// The soft threshold is this fraction of a limit; re-armed below `REARM`.
 /// The share of a limit from which a worker is under pressure (a `pressure` event, fast
-/// sampling; `stats().pressureAt` for JS).
+/// sampling; `stats().pressureAt` for JS); re-armed below `PRESSURE_REARM`.
 pub const PRESSURE: f64 = 0.8;
 
 /// The share of each limit in force a sample reached; `None`: the limit is not in force.
