@@ -43,7 +43,11 @@ test('RESTART=exec: three recycles, one process: same pid, fresh memory, no desc
   const stray = gens[0].fds.find((fd) => fd.startsWith('3='))?.split('=')[1]
   assert.match(stray ?? '', /^(pipe|socket):/, result.dump)
   for (const g of gens.slice(1)) assert.ok(!g.fds.some((fd) => fd.endsWith(`=${stray}`)), `generation ${g.generation} kept ${stray}: ${g.fds}`)
-  assert.ok(gens.slice(1).every((g) => g.fds.length === gens[1].fds.length), `descriptors per generation: ${gens.map((g) => g.fds.length)}`)
+  // Nothing piles up from one generation to the next. (Each lists its descriptors right
+  // after start(): on a loaded machine one that startup opens a moment later may or may
+  // not be there yet, so one either way is not a leak; one more per generation is.)
+  const counts = gens.slice(1).map((g) => g.fds.length)
+  assert.ok(Math.max(...counts) - Math.min(...counts) <= 1 && counts.at(-1) <= counts[0] + 1, `descriptors per generation: ${gens.map((g) => g.fds.length)}`)
   assert.ok(gens.every((g) => g.sigIgn === gens[0].sigIgn && g.sigBlk === gens[0].sigBlk), 'signal state of a fresh node')
   // Each generation starts from a fresh image: no 20 MiB per generation piling up.
   const rss = gens.map((g) => g.rss)
