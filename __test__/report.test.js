@@ -68,7 +68,36 @@ test('the native thread writes the report too when JS is stuck', async () => {
     assert.equal(exit.forced, true)
     const report = JSON.parse(fs.readFileSync(exit.report.path, 'utf8'))
     assert.equal(report.exit.forced, true)
+    assert.deepEqual(report.exit, exit, 'the native writer logs the exit event the report holds')
     assert.equal(report.recycle.detail, 'stuck-test')
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('the recycle and exit events are logged as the report holds them, sites and named jobs included', { timeout: 90000 }, async () => {
+  const dir = scratch()
+  try {
+    const result = await runFixture('job-types.js', {
+      env: { SELF_RECYCLE_REPORT_DIR: dir, SELF_RECYCLE_PROFILE: 'heap', SELF_RECYCLE_LOG: 'json', FIXTURE_SEED: '2' },
+      nodeArgs: ['--expose-gc'],
+      timeoutMs: 60000
+    })
+    assert.equal(result.code, 75, describe(result))
+    const [recycle] = eventsNamed(result, 'recycle')
+    const [exit] = eventsNamed(result, 'exit')
+    assert.equal(eventsNamed(result, 'recycle').length, 1, describe(result))
+    const report = JSON.parse(fs.readFileSync(exit.report.path, 'utf8'))
+    // What JS measured is in both copies, so the comparison covers it.
+    assert.ok(Array.isArray(recycle.topSites), JSON.stringify(recycle.profileSkipped))
+    assert.equal(recycle.topJobs[0]?.name, 'ingest', JSON.stringify(recycle.topJobs))
+    assert.match(recycle.msg, /; (most growth at .+, \d+%|no heap growth beyond sampling noise since .+); most growth from job 'ingest' \(~\d+ KiB per job, \d+%\)$/)
+    assert.deepEqual(report.recycle, recycle, 'the report holds the recycle event as logged')
+    assert.deepEqual(report.exit, exit, 'the report holds the exit event as logged, its own path included')
+    assert.equal(report.profile.topSites.length >= recycle.topSites.length, true)
+    // The app's listener got the same event.
+    const heard = JSON.parse(result.lines.find((line) => line.startsWith('{')))
+    assert.deepEqual(heard, { topJobs: recycle.topJobs, jobsFit: recycle.jobsFit, msg: recycle.msg })
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }

@@ -148,7 +148,7 @@ class Recycler extends EventEmitter {
     }
     state.disabled = false
     this[kNative] = native
-    const startEvent = native.startEvent()
+    let startEvent = native.startEvent()
     state.config = startEvent.config
     state.profiler = null
     state.profilerStatus = null
@@ -161,8 +161,8 @@ class Recycler extends EventEmitter {
       // The inspector fallback must start sampling now; the native profiler already runs,
       // and js/profile.js (0.9 ms to load) waits for the baseline or the first event.
       const profiler = this._profiler(profileStatus)
-      native.setProfileStatus(profiler.status)
-      startEvent.probes.profile = profiler.status
+      // The start event that says how sites are profiled now (the one above is not logged).
+      startEvent = native.setProfileStatus(profiler.status)
     } else if (profileStatus !== 'off' && !profileStatus.startsWith('off:')) {
       state.profilerStatus = profileStatus
     }
@@ -359,26 +359,27 @@ class Recycler extends EventEmitter {
     this[kState].gcObserver = observer
   }
 
-  _receive (event) {
-    if (event === null || typeof event !== 'object') return // a liveness ping, answered natively
-    if (event.fleetAsk) {
+  _receive (message) {
+    if (message === null || typeof message !== 'object') return // a liveness ping, answered natively
+    if (message.fleetAsk) {
       // A recycle is due and asks the fleet for a lease (not an event).
       if (this[kState].fleet) this[kState].fleet.ask()
       else this[kNative]?.fleetAnswer('unavailable', 'no fleet client')
       return
     }
+    const event = message.draft ? this._complete(message) : message
     if (event.event === EVENTS.SAMPLE) this[kNative]?.sampleConsumed()
     // READY=baseline: PM2's wait_ready (and a cluster primary) hear it once the baseline passes.
     if (event.event === EVENTS.BASELINE && event.ready && this[kState].config?.ready === 'baseline' && typeof process.send === 'function') {
       try { process.send('ready') } catch {}
     }
-    // The profiler names sites; it must never be why an event (or a recycle) is lost.
-    try {
-      if (event.event === EVENTS.BASELINE) this._profiler()?.takeBaseline(event.uptimeMs)
-      if (event.event === EVENTS.LEAK || event.event === EVENTS.RECYCLE) this._attachSites(event)
-      if (event.event === EVENTS.LEAK || event.event === EVENTS.RECYCLE) this._attachJobs(event)
-    } catch (error) {
-      event.profileSkipped = `the profile could not be read: ${describeError(error)}`
+    if (event.event === EVENTS.BASELINE) {
+      // Without a baseline, sites count from the start; the event goes out regardless.
+      try {
+        this._profiler()?.takeBaseline(event.uptimeMs)
+      } catch (error) {
+        process.emitWarning(`self-recycle: could not take the profile baseline: ${describeError(error)}`)
+      }
     }
     if (event.event === EVENTS.RECYCLE) this[kState].fleet?.onRecycle(event)
     if (event.event === EVENTS.RECYCLE && !event.dryRun) {
@@ -387,6 +388,29 @@ class Recycler extends EventEmitter {
       return
     }
     this._emitEvent(event)
+  }
+
+  /**
+   * A `leak` or `recycle` the native side decided, as a draft: JS measures where the heap
+   * grew (allocation sites, named jobs) and the native side completes the event with it
+   * (typed fields, the msg), renders it once and keeps that rendering for the report.
+   * Returns the event to emit as it is; never throws (the draft stands in).
+   */
+  _complete ({ draftId, draft }) {
+    const attribution = {}
+    // The profiler names sites; it must never be why an event (or a recycle) is lost.
+    try {
+      this._attributeSites(draft, attribution)
+      this._attributeJobs(attribution)
+    } catch (error) {
+      attribution.profileSkipped = `the profile could not be read: ${describeError(error)}`
+    }
+    try {
+      return this[kNative]?.completeEvent(draftId, attribution) ?? draft
+    } catch (error) {
+      process.emitWarning(`self-recycle: could not complete the ${draft.event} event: ${describeError(error)}`)
+      return draft
+    }
   }
 
   /** The site profiler, made on first use (`status`: the native side's, at start). */
@@ -401,57 +425,48 @@ class Recycler extends EventEmitter {
 
   /**
    * Named jobs (`track(promise, { name })`): which job type the post-GC heap grew with, and
-   * by how much per job (`topJobs`, `jobsFit`), in a `leak` or `recycle` event and its report.
+   * by how much per job (`topJobs`, `jobsFit`), for a `leak` or `recycle` and its report.
    */
-  _attachJobs (event) {
+  _attributeJobs (attribution) {
     const ledger = this[kState].jobs
     const native = this[kNative]
     if (!ledger?.named || !native) return
     const { topJobs, jobsFit } = ledger.attribute(native.postGcSeries())
-    const fields = { topJobs, jobsFit }
-    if (topJobs.length > 0) {
-      const top = topJobs[0]
-      fields.msg = `${event.msg}; most growth from job '${top.name}' (~${Math.round(top.retainedPerJob / 1024)} KiB per job, ${Math.round(top.share * 100)}%)`
-    }
-    Object.assign(event, fields)
-    if (event.event === EVENTS.RECYCLE && !event.dryRun) native.annotateRecycle(fields)
+    attribution.topJobs = topJobs
+    attribution.jobsFit = jobsFit
   }
 
   /**
-   * PROFILE=heap: names the allocation sites that grew since the baseline in a `leak` or
-   * `recycle` event (`topSites`, and its `msg`); a recycle also keeps the top 50 and the
-   * raw profile (`.heapprofile`, for DevTools) beside its report.
+   * PROFILE=heap: the allocation sites that grew since the baseline, for a `leak` or
+   * `recycle` (`topSites`, `since`; or `profileSkipped`); a recycle also keeps the top 50
+   * (`reportProfile`) and the raw profile (`.heapprofile`, for DevTools) beside its report.
    */
-  _attachSites (event) {
+  _attributeSites (draft, attribution) {
     const state = this[kState]
     const native = this[kNative]
     const profiler = this._profiler()
     if (!profiler || !native) return
     let grown
     // Near V8's heap limit a profile must fit in the headroom granted: a small one does.
-    if (event.reason === 'near-heap-limit' && (event.headroom ?? 0) < PROFILE_MIN_HEADROOM) {
-      grown = { skipped: `near the heap limit with ${Math.floor((event.headroom ?? 0) / 1048576)} MiB of headroom (a profile needs ${PROFILE_MIN_HEADROOM / 1048576} MiB)` }
+    if (draft.reason === 'near-heap-limit' && (draft.headroom ?? 0) < PROFILE_MIN_HEADROOM) {
+      grown = { skipped: `near the heap limit with ${Math.floor((draft.headroom ?? 0) / 1048576)} MiB of headroom (a profile needs ${PROFILE_MIN_HEADROOM / 1048576} MiB)` }
     } else {
       // V8 has just collected near its limit; anywhere else one full GC first, so garbage
       // not collected yet is not growth.
-      grown = profiler.grown({ atMs: event.uptimeMs, collect: event.reason !== 'near-heap-limit' })
+      grown = profiler.grown({ atMs: draft.uptimeMs, collect: draft.reason !== 'near-heap-limit' })
     }
-    const { EVENT_SITES, describeTop } = require('./profile.js')
-    const fields = {}
     if (grown.skipped) {
-      fields.profileSkipped = grown.skipped
-    } else {
-      // No site beyond sampling noise: `topSites: []` and the msg says "no heap growth".
-      fields.topSites = grown.sites.slice(0, EVENT_SITES)
-      fields.msg = `${event.msg}; ${describeTop(fields.topSites, grown.since)}`
+      attribution.profileSkipped = grown.skipped
+      return
     }
-    Object.assign(event, fields)
-    if (event.event !== EVENTS.RECYCLE || event.dryRun) return
+    const { EVENT_SITES } = require('./profile.js')
+    // No site beyond sampling noise: `topSites: []` and the msg says "no heap growth".
+    attribution.topSites = grown.sites.slice(0, EVENT_SITES)
+    attribution.since = grown.since
+    if (draft.event !== EVENTS.RECYCLE || draft.dryRun) return
     try {
-      native.annotateRecycle(fields)
-      if (grown.skipped) return
       const written = native.writeBesideReport('heapprofile', JSON.stringify(grown.profile))
-      native.setReportProfile({
+      attribution.reportProfile = {
         since: grown.since,
         intervalBytes: state.config.profileIntervalBytes,
         sampledBytes: grown.total,
@@ -462,7 +477,7 @@ class Recycler extends EventEmitter {
         topSites: grown.sites,
         heapProfile: written?.path ?? null,
         ...(written?.error ? { heapProfileError: written.error } : {})
-      })
+      }
     } catch (error) {
       process.emitWarning(`self-recycle: could not keep the profile for the report: ${describeError(error)}`)
     }

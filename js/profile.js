@@ -220,17 +220,6 @@ function beyondNoise (growth, noise, interval) {
 }
 
 /**
- * "most growth at EnricherService.load (src/enricher.js:42), 61%"; with no site, "no heap
- * growth beyond sampling noise since the baseline" (`since`: 'baseline' or 'start').
- */
-function describeTop (sites, since = 'baseline') {
-  const top = sites[0]
-  if (!top) return `no heap growth beyond sampling noise since ${since === 'start' ? 'the process started' : 'the baseline'}`
-  const where = top.file ? `${top.functionName} (${top.file}:${top.line})` : top.functionName
-  return `most growth at ${where}, ${Math.round(top.share * 100)}%`
-}
-
-/**
  * V8's gc(), without --expose-gc: the flag is set just long enough for a new context to
  * get the function, then cleared (the app's own contexts do not get it). Null if V8 refuses.
  */
@@ -396,4 +385,4 @@ class SiteProfiler {
   }
 }
 
-module.exports = { SiteProfiler, sitesOf, grownSites, beyondNoise, describeTop, totalOf, treeTotal, EVENT_SITES, REPORT_SITES }
+module.exports = { SiteProfiler, sitesOf, grownSites, beyondNoise, totalOf, treeTotal, EVENT_SITES, REPORT_SITES }

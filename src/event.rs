@@ -7,9 +7,13 @@ use serde_json::{json, Map, Value};
 use crate::policy::{NearHeapExit, Prediction, Reason, Sample};
 use crate::units::{format_duration, format_size};
 
+mod attribution;
 mod fields;
 mod line;
 mod msg;
+pub use attribution::{
+    Attribution, GrownSites, JobAttribution, JobShare, JobsFit, Position, Since, Site,
+};
 pub use line::{iso8601_now, write_stderr, write_stderr_line};
 
 pub const SCHEMA: u64 = 1;
@@ -514,12 +518,30 @@ impl Event {
         }
     }
 
-    /// `{ event, schema, time, pid, uptimeMs, rss, heapUsed, heapLimit, msg, ...fields }`.
+    /// `leak` and `recycle`: JS adds where the heap grew (an `Attribution`) before the
+    /// event is logged, so it is rendered once that is known.
+    pub fn attributed_by_js(&self) -> bool {
+        matches!(self, Event::Leak { .. } | Event::Recycle(_))
+    }
+
+    /// `{ event, schema, time, pid, uptimeMs, rss, heapUsed, heapLimit, msg, ...fields }`,
+    /// timed now.
     pub fn to_json(&self, envelope: &Envelope) -> Map<String, Value> {
+        self.to_json_at(envelope, &iso8601_now(), &Attribution::default())
+    }
+
+    /// `to_json` at a given `time`, with what JS found about the heap's growth (its fields
+    /// after the event's own, its sentences at the end of `msg`).
+    pub fn to_json_at(
+        &self,
+        envelope: &Envelope,
+        time: &str,
+        attribution: &Attribution,
+    ) -> Map<String, Value> {
         let mut object = Map::new();
         object.insert("event".into(), json!(self.name()));
         object.insert("schema".into(), json!(SCHEMA));
-        object.insert("time".into(), json!(iso8601_now()));
+        object.insert("time".into(), json!(time));
         object.insert("pid".into(), json!(std::process::id()));
         object.insert("uptimeMs".into(), json!(envelope.uptime_ms));
         object.insert("rss".into(), json!(envelope.rss));
@@ -528,8 +550,12 @@ impl Event {
         if let Some(generation) = envelope.generation {
             object.insert("generation".into(), json!(generation));
         }
-        object.insert("msg".into(), json!(self.msg()));
-        for (key, value) in self.fields() {
+        object.insert("msg".into(), json!(self.msg_with(attribution)));
+        let mut fields = self.fields();
+        attribution.put_fields(&mut |key, value| {
+            fields.entry(key.to_string()).or_insert(value);
+        });
+        for (key, value) in fields {
             // The envelope is the contract: fields never overwrite it.
             object.entry(key).or_insert(value);
         }

@@ -157,11 +157,20 @@ impl RecycleState {
         }
     }
 
-    /// Adds fields (the allocation sites that grew) to the `recycle` event kept for the
-    /// report and the native writer.
-    pub fn annotate(&mut self, fields: Map<String, Value>) {
-        if let Phase::Draining(drain) | Phase::Exiting(drain) = &mut self.phase {
-            drain.recycle_event.extend(fields);
+    /// JS completed this drain's `recycle` event (`draft` is the rendering it completes):
+    /// the report and the native writer keep the completed one. `false` when `draft` is
+    /// not this drain's event.
+    pub fn complete_recycle_event(
+        &mut self,
+        draft: &Map<String, Value>,
+        completed: Map<String, Value>,
+    ) -> bool {
+        match &mut self.phase {
+            Phase::Draining(drain) | Phase::Exiting(drain) if drain.recycle_event == *draft => {
+                drain.recycle_event = completed;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -263,5 +272,21 @@ mod tests {
             state.overdue(now + Duration::from_secs(11)).is_some(),
             "exit still guarded"
         );
+    }
+
+    #[test]
+    fn only_this_drains_recycle_event_is_completed() {
+        let event = |msg: &str| {
+            let mut map = Map::new();
+            map.insert("msg".into(), Value::from(msg));
+            map
+        };
+        let mut state = RecycleState::new(Duration::from_secs(10));
+        assert!(!state.complete_recycle_event(&event("draft"), event("final")));
+        state.begin(Reason::Heap, event("draft"), Instant::now());
+        assert!(!state.complete_recycle_event(&event("another"), event("final")));
+        assert!(state.complete_recycle_event(&event("draft"), event("final")));
+        let drain = state.finish().expect("finishes");
+        assert_eq!(drain.recycle_event, event("final"));
     }
 }

@@ -3,6 +3,17 @@
 use super::*;
 
 impl Event {
+    /// The message with what JS found about the heap's growth (the top site, the top
+    /// named job), each after `; `.
+    pub fn msg_with(&self, attribution: &Attribution) -> String {
+        let mut msg = self.msg();
+        for sentence in attribution.sentences() {
+            msg.push_str("; ");
+            msg.push_str(&sentence);
+        }
+        msg
+    }
+
     /// The one human sentence of the event.
     pub fn msg(&self) -> String {
         match self {

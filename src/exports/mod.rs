@@ -1,6 +1,7 @@
 //! The napi surface: what JS can call, by concern. Each export is a thin wrapper that
 //! converts its input, calls the core modules and maps errors; `catch_unwind` on every one.
 
+pub mod completion;
 pub mod diagnostics;
 pub mod guard;
 pub mod inputs;

@@ -8,6 +8,7 @@ use napi_derive::napi;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
+use super::completion::AttributionInput;
 use super::inputs::{StartInput, StormInput};
 use super::sink::{EventCallback, JsSink, SharedSink, ToJs};
 use super::start::{
@@ -182,8 +183,9 @@ impl NativeRecycler {
         Ok(self.monitor()?.start_event())
     }
 
-    /// A manual recycle: returns its `recycle` event for JS to drain on at once, or
-    /// `null` if a recycle or a stop is already under way.
+    /// A manual recycle: returns the draft of its `recycle` event (`{ draftId, draft }`,
+    /// for `completeEvent`) for JS to drain on at once, or `null` if a recycle or a stop
+    /// is already under way.
     #[napi(catch_unwind)]
     pub fn trigger(&self, detail: Option<String>) -> Result<Option<Map<String, Value>>> {
         let mut recycle = Recycle::new(Reason::Manual, 0, 0, 0);
@@ -281,25 +283,25 @@ impl NativeRecycler {
         Ok(self.monitor()?.fleet_answer(answer))
     }
 
-    /// How allocation sites are profiled, for `probes.profile`.
+    /// How allocation sites are profiled, for `probes.profile`, when JS's inspector
+    /// fallback took over at start: returns the `start` event to log, which says so.
     #[napi(catch_unwind)]
-    pub fn set_profile_status(&self, status: String) -> Result<()> {
-        self.monitor()?.set_profile_status(status);
-        Ok(())
+    pub fn set_profile_status(&self, status: String) -> Result<Map<String, Value>> {
+        Ok(self.monitor()?.start_event_with_profile(status))
     }
 
-    /// Adds fields to the `recycle` event under way, as kept for the report.
+    /// Completes the `leak` or `recycle` draft `draft_id` with where the heap grew: returns
+    /// the event to emit as it is (the recycle report holds the same), or `null` if that
+    /// draft is no longer open.
     #[napi(catch_unwind)]
-    pub fn annotate_recycle(&self, fields: Map<String, Value>) -> Result<()> {
-        self.monitor()?.annotate_recycle(fields);
-        Ok(())
-    }
-
-    /// The report's `profile` section.
-    #[napi(catch_unwind)]
-    pub fn set_report_profile(&self, profile: Value) -> Result<()> {
-        self.monitor()?.set_report_profile(profile);
-        Ok(())
+    pub fn complete_event(
+        &self,
+        draft_id: f64,
+        attribution: AttributionInput,
+    ) -> Result<Option<Map<String, Value>>> {
+        let monitor = self.monitor()?;
+        let (attribution, report_profile) = attribution.into_parts().map_err(invalid)?;
+        Ok(monitor.complete(to_bytes(draft_id), &attribution, report_profile))
     }
 
     /// Writes `text` beside the recycle report: `{ path }`, `{ error }`, or null without

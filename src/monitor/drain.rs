@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::outputs::stopping_message;
 use super::Monitor;
-use crate::event::{self, DrainPhase, Event, Exit, ExitCause, Recycle};
+use crate::event::{self, Attribution, DrainPhase, Event, Exit, ExitCause, Recycle};
 use crate::near_heap::NearHeapHandler;
 use crate::policy::{near_heap_action, NearHeapAction, Reason};
 use crate::probe::cgroup::LimitSource;
@@ -14,21 +14,22 @@ use crate::recycle::{exit_process, Drain, StopOutcome, StopSignal};
 use crate::reexec;
 
 impl Monitor {
-    /// Decides a recycle (automatic, manual or near-heap-limit) and returns its event;
-    /// `None` when one is already under way. `deliver`: hand the event to JS through the
-    /// sink (decided here), or leave it to the caller (decided by a JS call, which must
-    /// not wait for the event loop: with nothing else alive it would end first). In a dry
-    /// run the event is emitted and nothing else happens.
+    /// Decides a recycle (automatic, manual or near-heap-limit) and returns the draft of
+    /// its event for JS to complete (`{ draftId, draft }`, see drafts.rs); `None` when one
+    /// is already under way. `deliver`: hand it to JS through the sink (decided here), or
+    /// leave it to the caller (decided by a JS call, which must not wait for the event
+    /// loop: with nothing else alive it would end first). In a dry run the event is
+    /// emitted and nothing else happens.
     pub fn trigger(&self, mut recycle: Recycle, deliver: bool) -> Option<Map<String, Value>> {
         recycle.dry_run = self.config.dry_run;
         recycle.drain_timeout_ms = self.config.drain_timeout_ms;
-        let event = Event::Recycle(Box::new(recycle.clone()));
-        let object = self.render(&event);
+        let draft = self.draft(Event::Recycle(Box::new(recycle.clone())));
         if !recycle.dry_run {
+            // The draft is what the native side writes if JS never completes it.
             if !self
                 .recycle
                 .lock()
-                .begin(recycle.reason, object.clone(), Instant::now())
+                .begin(recycle.reason, draft.rendered().clone(), Instant::now())
             {
                 return None;
             }
@@ -49,10 +50,11 @@ impl Monitor {
                 recycle.why()
             )));
         }
-        if deliver && !self.sink.deliver(object.clone()) {
-            event::write_stderr(&object, self.config.log.native());
+        let message = self.open_draft(draft);
+        if deliver {
+            self.deliver_draft(message.clone());
         }
-        Some(object)
+        Some(message)
     }
 
     /// A stop signal (`SIGNALS=on`): a stop drain, or the drain under way becomes a stop.
@@ -174,15 +176,37 @@ impl Monitor {
                 && cause != ExitCause::Interrupted)
                 .then(|| reexec::generation() + 1),
         };
+        let envelope = self.envelope();
+        let time = event::iso8601_now();
+        let render = |exit: &Exit| {
+            Event::Exit(Box::new(exit.clone())).to_json_at(
+                &envelope,
+                &time,
+                &Attribution::default(),
+            )
+        };
         // A report tells why a worker recycled; a plain stop has nothing to report.
-        if drain.reason != Reason::Signal && self.report_path().is_some() {
-            let written = self.write_report(
-                drain,
-                &Event::Exit(Box::new(exit.clone())).to_json(&self.envelope()),
-            );
-            exit.report = written;
-        }
-        self.render(&Event::Exit(Box::new(exit)))
+        let report_path = self
+            .report_path()
+            .filter(|_| drain.reason != Reason::Signal);
+        let object = match report_path {
+            Some(path) => {
+                // The report holds the event as logged: `report` names the file it is in.
+                exit.report = Some(json!({ "path": path.display().to_string() }));
+                let object = render(&exit);
+                match self.write_report(&path, drain, &object) {
+                    Ok(()) => object,
+                    Err(error) => {
+                        // No report holds it: the event says why instead.
+                        exit.report = Some(json!({ "error": error }));
+                        render(&exit)
+                    }
+                }
+            }
+            None => render(&exit),
+        };
+        self.remember(&object);
+        object
     }
 
     /// A recycle ends with `EXIT_CODE`; a stop with 0 once drained, else `128 + signal`

@@ -28,6 +28,7 @@ mod container;
 mod signals;
 pub use signals::JsStop;
 mod admission;
+mod drafts;
 mod drain;
 mod outputs;
 mod pending;
@@ -125,8 +126,11 @@ pub struct Monitor {
     oom_status: Mutex<String>,
     /// How allocation sites are profiled (`native`, `inspector`, `off`, or why not).
     profile_status: Mutex<String>,
-    /// The profile section of the recycle report (top sites), set by JS at the recycle.
+    /// The profile section of the recycle report (top sites), from JS with the recycle
+    /// event it completed.
     report_profile: Mutex<Option<Value>>,
+    /// `leak` and `recycle` events JS has yet to complete (drafts.rs).
+    drafts: Mutex<drafts::Drafts>,
     /// Wakes the sampler thread so it sleeps no later than a new drain deadline.
     waker: Mutex<Option<Waker>>,
     /// sd_notify, the status file and the recent events it shows.
@@ -206,6 +210,7 @@ impl Monitor {
             oom_status: Mutex::new("off".to_string()),
             profile_status: Mutex::new("off".to_string()),
             report_profile: Mutex::new(None),
+            drafts: Mutex::new(drafts::Drafts::default()),
             waker: Mutex::new(None),
             jobs_done: AtomicU64::new(0),
             sample_events: AtomicBool::new(false),
@@ -218,13 +223,13 @@ impl Monitor {
         *self.profile_status.lock() = status;
     }
 
-    /// Fields JS adds to the `recycle` event under way (kept for the report).
-    pub fn annotate_recycle(&self, fields: Map<String, Value>) {
-        self.recycle.lock().annotate(fields);
-    }
-
-    pub fn set_report_profile(&self, profile: Value) {
-        *self.report_profile.lock() = Some(profile);
+    /// JS's inspector fallback took over profiling at start: the status it reports, and
+    /// the `start` event that says so (it replaces the one rendered before, which JS never
+    /// logs).
+    pub fn start_event_with_profile(&self, status: String) -> Map<String, Value> {
+        self.set_profile_status(status);
+        outputs::forget(&mut self.outputs.recent_events.lock(), "start");
+        self.start_event()
     }
 
     pub fn set_near_heap_status(&self, status: String) {
@@ -275,16 +280,28 @@ impl Monitor {
     pub fn render(&self, event: &Event) -> Map<String, Value> {
         let object = event.to_json(&self.envelope());
         if !matches!(event, Event::Sample(_)) {
-            outputs::remember(
-                &mut self.outputs.recent_events.lock(),
-                &object,
-                RECENT_EVENTS,
-            );
+            self.remember(&object);
         }
         object
     }
 
+    /// Keeps a logged event for the status file's recent events.
+    pub(super) fn remember(&self, object: &Map<String, Value>) {
+        outputs::remember(
+            &mut self.outputs.recent_events.lock(),
+            object,
+            RECENT_EVENTS,
+        );
+    }
+
+    /// Hands an event to JS (a draft for JS to complete, for `leak`), or writes it to fd 2
+    /// when JS is gone.
     pub(super) fn emit(&self, event: &Event) {
+        if event.attributed_by_js() {
+            let draft = self.draft(event.clone());
+            self.deliver_draft(self.open_draft(draft));
+            return;
+        }
         let object = self.render(event);
         if !self.sink.deliver(object.clone()) {
             // JS is gone (teardown): keep the log complete anyway.

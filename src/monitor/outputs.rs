@@ -142,9 +142,14 @@ impl Monitor {
         Some(report::report_path(dir, self.started_epoch_ms))
     }
 
-    /// Writes the report; returns `{ path }` or `{ error }` for the `exit` event.
-    pub(super) fn write_report(&self, drain: &Drain, exit: &Map<String, Value>) -> Option<Value> {
-        let path = self.report_path()?;
+    /// Writes the report at `path` (`report_path()`), with `exit`, the `exit` event as it
+    /// is logged; `Err`: why it could not be written.
+    pub(super) fn write_report(
+        &self,
+        path: &std::path::Path,
+        drain: &Drain,
+        exit: &Map<String, Value>,
+    ) -> Result<(), String> {
         let samples: Vec<Value> = self
             .sampling
             .lock()
@@ -177,10 +182,7 @@ impl Monitor {
             "profile": self.report_profile.lock().clone(),
             "versions": self.versions.clone(),
         });
-        Some(match report::write_atomically(&path, &report) {
-            Ok(()) => json!({ "path": path.display().to_string() }),
-            Err(error) => json!({ "error": error }),
-        })
+        report::write_atomically(path, &report)
     }
 }
 
@@ -214,6 +216,11 @@ pub(super) fn remember(recent: &mut VecDeque<Value>, event: &Map<String, Value>,
         "time": event.get("time"),
         "msg": event.get("msg"),
     }));
+}
+
+/// Drops the remembered events named `name` (a rendering that was replaced, not logged).
+pub(super) fn forget(recent: &mut VecDeque<Value>, name: &str) {
+    recent.retain(|event| event.get("event").and_then(Value::as_str) != Some(name));
 }
 
 #[cfg(test)]
@@ -282,5 +289,9 @@ mod tests {
             recent[2],
             json!({ "event": "pressure", "time": 4, "msg": "m4" })
         );
+        forget(&mut recent, "start");
+        assert_eq!(recent.len(), 3, "nothing of that name");
+        forget(&mut recent, "pressure");
+        assert!(recent.is_empty());
     }
 }
