@@ -103,6 +103,27 @@ test('the recycle and exit events are logged as the report holds them, sites and
   }
 })
 
+test('too few windows to fit the named jobs: the recycle says why nobody is named (r2 null), as the report does', async () => {
+  const dir = scratch()
+  try {
+    const result = await runFixture('job-types.js', {
+      env: { SELF_RECYCLE_REPORT_DIR: dir, SELF_RECYCLE_LOG: 'json', SELF_RECYCLE_PROFILE: 'off', FIXTURE_JOBS: '40', FIXTURE_GC_EVERY: '20' },
+      nodeArgs: ['--expose-gc']
+    })
+    assert.equal(result.code, 75, describe(result))
+    const [recycle] = eventsNamed(result, 'recycle')
+    const [exit] = eventsNamed(result, 'exit')
+    assert.deepEqual(recycle.topJobs, [], JSON.stringify(recycle))
+    assert.equal(recycle.jobsFit.r2, null, JSON.stringify(recycle.jobsFit))
+    assert.match(recycle.jobsFit.why, /windows between major GCs; \d+ needed/)
+    assert.equal(recycle.msg, 'manual recycle requested (test); draining', 'nobody named, nothing added')
+    const report = JSON.parse(fs.readFileSync(exit.report.path, 'utf8'))
+    assert.deepEqual(report.recycle, recycle)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
 test('HEAP_SNAPSHOT=on writes a 0600 snapshot when memory allows and names it in the exit event', async () => {
   const dir = scratch()
   try {

@@ -44,7 +44,8 @@ pub struct JobShareInput {
 pub struct JobsFitInput {
     pub windows: f64,
     pub jobs: f64,
-    pub r2: Option<f64>,
+    /// A number, or null before the fit ran (an object field's `Option` refuses null).
+    pub r2: Option<Value>,
     pub why: Option<String>,
 }
 
@@ -89,7 +90,15 @@ impl AttributionInput {
                 fit: JobsFit {
                     windows: fit.windows,
                     jobs: fit.jobs,
-                    r2: fit.r2,
+                    r2: match fit.r2 {
+                        None | Some(Value::Null) => None,
+                        Some(Value::Number(r2)) => r2.as_f64(),
+                        Some(other) => {
+                            return Err(format!(
+                                "completeEvent: jobsFit.r2 must be a number or null, got {other}"
+                            ))
+                        }
+                    },
                     why: fit.why,
                 },
             }),
