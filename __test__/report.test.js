@@ -70,6 +70,10 @@ test('the native thread writes the report too when JS is stuck', async () => {
     assert.equal(report.exit.forced, true)
     assert.deepEqual(report.exit, exit, 'the native writer logs the exit event the report holds')
     assert.equal(report.recycle.detail, 'stuck-test')
+    // JS never got to complete the recycle: the draft is what is logged and reported.
+    const [recycle] = eventsNamed(result, 'recycle')
+    assert.deepEqual(report.recycle, recycle)
+    assert.equal(recycle.topSites, undefined)
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
