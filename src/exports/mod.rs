@@ -1,12 +1,14 @@
 //! The napi surface: what JS can call, by concern. Each export is a thin wrapper that
 //! converts its input, calls the core modules and maps errors; `catch_unwind` on every one.
 
+pub mod config;
 pub mod diagnostics;
 pub mod guard;
 pub mod inputs;
 pub mod recycler;
 pub mod restart;
 mod sink;
+pub mod stagger;
 mod start;
 
 use napi::bindgen_prelude::*;
