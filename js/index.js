@@ -110,7 +110,7 @@ class Recycler extends EventEmitter {
     const { options: rest, fleet } = splitFleet(options)
     const given = normalizeOptions(rest)
     // Parsed natively, as the recycler will: which variables are in force, the fleet's URL.
-    const settings = readSettings(given)
+    const settings = readSettings(given, null, fleet)
     const normalized = clusterStagger(given, settings.given)
     const redis = fleetRedis(fleet, settings)
     const forceJsHeapProbe = process.env.SELF_RECYCLE_TEST_FORCE_JS_HEAP_PROBE === '1'
@@ -140,7 +140,7 @@ class Recycler extends EventEmitter {
         (event) => this._receive(event)
       )
     } catch (error) {
-      if (error?.code === 'ERR_SELF_RECYCLE_CONFIG') throw fleetOptionName(new SelfRecycleConfigError(error))
+      if (error?.code === 'ERR_SELF_RECYCLE_CONFIG') throw fleetOptionName(new SelfRecycleConfigError(error), fleet)
       throw error
     }
     state.options = JSON.stringify(normalized)

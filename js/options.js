@@ -128,15 +128,16 @@ function splitFleet (options) {
 /**
  * The settings JS acts on (the fleet's Redis, which variables are given), parsed by the
  * native settings table: the one parser of options and SELF_RECYCLE_* variables. Throws its
- * SelfRecycleConfigError, named as the user wrote it (`option fleet.gap`). `only`: read
- * just these variables (a malformed other one is then no error).
+ * SelfRecycleConfigError, named as the user wrote it (`option fleet.gap`: `fleet` is the
+ * option as given). `only`: read just these variables (a malformed other one is then no
+ * error; null: all).
  */
-function readSettings (normalized, only) {
+function readSettings (normalized, only, fleet) {
   const binding = require('./native.js')
   try {
-    return binding.settings({ env: readEnv(process.env), options: normalized, only })
+    return binding.settings({ env: readEnv(process.env), options: normalized, ...(only ? { only } : {}) })
   } catch (error) {
-    if (error?.code === 'ERR_SELF_RECYCLE_CONFIG') throw fleetOptionName(new SelfRecycleConfigError(error))
+    if (error?.code === 'ERR_SELF_RECYCLE_CONFIG') throw fleetOptionName(new SelfRecycleConfigError(error), fleet)
     throw error
   }
 }
@@ -154,12 +155,15 @@ function fleetRedis (fleet, settings) {
   throw optionError(`option fleet.redis is missing: expected ${FLEET_REDIS_ACCEPTS}`, 'option fleet.redis', String(client), FLEET_REDIS_ACCEPTS)
 }
 
-/** Native errors name `option fleetGap`; the user wrote `fleet.gap`. */
-function fleetOptionName (error) {
+/**
+ * Native errors name `option fleetGap`; the user wrote `fleet.gap` (`fleet`: the option as
+ * given; a top-level `fleetGap` keeps its name).
+ */
+function fleetOptionName (error, fleet) {
   const match = /^option fleet([A-Z]\w*)$/.exec(error?.variable ?? '')
-  if (!match) return error
+  if (!match || fleet === null || typeof fleet !== 'object') return error
   const key = Object.keys(FLEET_SETTINGS).find((k) => FLEET_SETTINGS[k] === `fleet${match[1]}`)
-  if (!key) return error
+  if (!key || fleet[key] === undefined) return error
   const renamed = `option fleet.${key}`
   error.message = error.message.split(error.variable).join(renamed)
   error.variable = renamed
@@ -186,4 +190,4 @@ function clusterStagger (options, given) {
   }
 }
 
-module.exports = { ENV_PREFIX, SelfRecycleConfigError, describeError, readEnv, normalizeOptions, splitFleet, readSettings, fleetRedis, fleetOptionName, clusterStagger }
+module.exports = { FLEET_SETTINGS, SelfRecycleConfigError, describeError, readEnv, normalizeOptions, splitFleet, readSettings, fleetRedis, fleetOptionName, clusterStagger }
