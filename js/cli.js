@@ -217,7 +217,7 @@ async function commandFleet (argv) {
     fleetTimeout: ['--timeout', options.timeout]
   }, ['FLEET_REDIS', 'FLEET_NAME', 'FLEET_TIMEOUT'])
   const url = fleetSettings.fleetRedis
-  if (url === null || url === undefined) throw new UsageError('fleet needs --redis URL (or SELF_RECYCLE_FLEET_REDIS)')
+  if ((url ?? null) === null) throw new UsageError('fleet needs --redis URL (or SELF_RECYCLE_FLEET_REDIS)')
   const name = fleetSettings.fleetName
   const events = options.events === undefined ? 50 : Number(options.events)
   if (!Number.isInteger(events) || events < 0 || events > 1000) throw new UsageError(`--events=${JSON.stringify(options.events)}: expected a whole number from 0 to 1000`)

@@ -269,8 +269,10 @@ class Recycler extends EventEmitter {
     return { completed: ledger.completedByName(), refusedNames: ledger.refused, topJobs: fit?.topJobs ?? [], jobsFit: fit?.jobsFit ?? null }
   }
 
-  /** The fleet client (js/fleet.js, loaded only here): leases, heartbeat, history. */
-  /** `redis`: options.js fleetRedis' (a client, options, a function of one, or a URL). */
+  /**
+   * The fleet client (js/fleet.js, loaded only here): leases, heartbeat, history. `redis`:
+   * options.js fleetRedis()'s answer (a client, options, a function of one, or the URL).
+   */
   _startFleet (redis) {
     const state = this[kState]
     const { Fleet } = require('./fleet.js')

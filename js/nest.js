@@ -186,7 +186,7 @@ const BULLMQ_SHARED_CONFIG = 'BULLMQ_CONFIG(default)'
 function fleetRedisInForce (options) {
   const { splitFleet, normalizeOptions, readSettings } = require('./options.js')
   try {
-    return readSettings(normalizeOptions(splitFleet(options).options), ['FLEET_REDIS']).fleetRedis !== null
+    return (readSettings(normalizeOptions(splitFleet(options).options), ['FLEET_REDIS']).fleetRedis ?? null) !== null
   } catch {
     return true
   }

@@ -150,7 +150,7 @@ function fleetRedis (fleet, settings) {
   if (fleet === false) return null
   const client = fleet?.redis
   if (client !== undefined && client !== null && typeof client !== 'string') return client
-  if (settings.fleetRedis !== null && settings.fleetRedis !== undefined) return settings.fleetRedis
+  if ((settings.fleetRedis ?? null) !== null) return settings.fleetRedis
   if (fleet === undefined) return null
   throw optionError(`option fleet.redis is missing: expected ${FLEET_REDIS_ACCEPTS}`, 'option fleet.redis', String(client), FLEET_REDIS_ACCEPTS)
 }

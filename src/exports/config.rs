@@ -27,7 +27,7 @@ pub struct SettingsInput {
 /// What JS needs of the settings, typed; the rest stays native.
 #[napi(object)]
 pub struct SettingsView {
-    /// The fleet's Redis URL, to connect with: never to be shown or logged.
+    /// The fleet's Redis URL, to connect with: never to be shown or logged (absent: none).
     pub fleet_redis: Option<String>,
     /// The same URL without its password, for messages.
     pub fleet_redis_shown: Option<String>,
