@@ -175,3 +175,30 @@ test('the CLI parses rates and percentages through the settings\' parsers too', 
   assert.throws(() => parsePercent('0%', 'max-baseline'), /--max-baseline="0%": expected a percentage above 0% and at most 100%/)
   assert.throws(() => parsePercent('60', 'max-baseline'), UsageError)
 })
+
+test('where no native binary loads, report, status and check still run; a command that parses a value says why it cannot (no stack)', () => {
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-nobinary-'))
+  try {
+    // Preloaded: every .node addon fails to load, as on a platform without a binary.
+    const preload = path.join(dir, 'no-addon.js')
+    fs.writeFileSync(preload, "require('node:module')._extensions['.node'] = () => { throw new Error('no addon on this machine') }\n")
+    const bare = (...args) => spawnSync(process.execPath, ['--require', preload, cli, ...args], { encoding: 'utf8', timeout: 10000 })
+    const missing = path.join(dir, 'missing.json')
+    for (const args of [['status', missing], ['check', missing], ['report', missing]]) {
+      const result = bare(...args)
+      assert.equal(result.status, 1, `${args[0]}: ${result.stderr}`)
+      assert.match(result.stdout + result.stderr, /cannot read/, args[0])
+      assert.doesNotMatch(result.stdout + result.stderr, /native binary/, args[0])
+    }
+    for (const args of [['check', missing, '--max-age', '5s'], ['fleet', '--redis', 'redis://127.0.0.1:1']]) {
+      const result = bare(...args)
+      assert.equal(result.status, 1, `${args[0]}: ${result.stderr}`)
+      assert.match(result.stderr, /^self-recycle: no native binary loads on /, args[0])
+      assert.doesNotMatch(result.stderr, /\n\s+at /, `${args[0]}: a stack`)
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
