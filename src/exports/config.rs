@@ -34,6 +34,10 @@ pub struct SettingsView {
     pub fleet_name: String,
     pub fleet_timeout_ms: u32,
     pub warmup_ms: f64,
+    /// `auto`, `json`, `pretty` or `off`.
+    pub log: String,
+    /// The status file's path as given (`{pid}` not yet expanded); absent: none.
+    pub status_file: Option<String>,
     /// The variables with a value in force (an option, or a non-blank env var), such as
     /// `STAGGER_DIR`: `off` counts as given.
     pub given: Vec<String>,
@@ -59,6 +63,8 @@ pub fn settings(env: Env, input: SettingsInput) -> Result<SettingsView> {
         // FLEET_TIMEOUT is at most 60 s (its row).
         fleet_timeout_ms: u32::try_from(config.fleet_timeout_ms).unwrap_or(u32::MAX),
         warmup_ms: config.warmup_ms as f64,
+        log: config.log.as_str().to_string(),
+        status_file: config.status_file,
         given: config::given(&raw).into_iter().map(String::from).collect(),
     })
 }
