@@ -40,10 +40,14 @@ function typedEvents (dts) {
   return [...block(dts, 'export interface EventMap {', '\n}\n').matchAll(/^ {2}([a-z-]+): /gm)].map((m) => m[1])
 }
 
-/** The first cell of each row of the table under `## heading` (or the whole file's first table). */
+/** The first cell of each row of the first table under `## heading` (or in the file). */
 function rows (markdown, heading) {
   const section = heading ? block(markdown, `\n## ${heading}\n`, '\n## ') : markdown
-  return [...section.matchAll(/^\| `([A-Za-z_-]+)` \|/gm)].map((m) => m[1])
+  const lines = section.split('\n')
+  const start = lines.findIndex((line) => line.startsWith('|'))
+  const end = lines.findIndex((line, i) => i > start && !line.startsWith('|'))
+  const table = lines.slice(start, end === -1 ? undefined : end).join('\n')
+  return [...table.matchAll(/^\| `([A-Za-z_-]+)` \|/gm)].map((m) => m[1])
 }
 
 /** Option names `export interface Options` declares, `fleet`'s fields as the settings they become. */
