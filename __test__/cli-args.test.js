@@ -38,7 +38,7 @@ test('durations take days up to 24d, as SELF_RECYCLE_WARMUP does; a bad one name
   assert.equal(parseDuration('1.5h', 'window'), 5400000)
   assert.equal(parseDuration('2m', 'window'), 120000)
   assert.equal(parseDuration('250', 'window'), 250)
-  assert.throws(() => parseDuration('soon', 'window'), (error) => error instanceof UsageError && /--window="soon": expected a duration such as .*1d/.test(error.message))
+  assert.throws(() => parseDuration('soon', 'window'), (error) => error instanceof UsageError && /--window="soon": expected a duration such as .*of at most 24d/.test(error.message))
   const result = run('preflight', '--window', '30x', '--', 'node')
   assert.equal(result.status, 2)
   assert.match(result.stderr, /--window="30x": expected a duration/)
@@ -134,4 +134,71 @@ test('-h is --help in every command; --help and -h exit 0 with the usage on stdo
   const unknown = run('bogus')
   assert.equal(unknown.status, 2)
   assert.match(unknown.stderr, /unknown command "bogus"/)
+})
+
+test('fleet reads --redis, --name and --timeout over SELF_RECYCLE_FLEET_* as a worker does: a bad one names the flag or the variable, the value without its password and what is accepted', () => {
+  // `env`: the variables of this run only (nothing inherited from the test's environment).
+  const fleet = (args, env = {}) => spawnSync(process.execPath, [cli, 'fleet', ...args], { encoding: 'utf8', timeout: 10000, env: { PATH: process.env.PATH, ...env } })
+  const cases = [
+    [['--redis', 'http://u:s3cret@host'], {}, /--redis="http:\/\/u:\*\*\*@host": expected a redis:\/\/ or rediss:\/\/ URL/],
+    [['--redis', 'u:s3cret@host:6379'], {}, /--redis="u:\*\*\*@host:6379": expected a redis:\/\//],
+    [[], { SELF_RECYCLE_FLEET_REDIS: 'redis://u:s3cret@ho st' }, /SELF_RECYCLE_FLEET_REDIS="redis:\/\/u:\*\*\*@ho st": expected a redis:\/\//],
+    [['--redis', 'redis://127.0.0.1:1', '--name', 'a b'], {}, /--name="a b": expected 1 to 64 letters/],
+    [['--redis', 'redis://127.0.0.1:1'], { SELF_RECYCLE_FLEET_NAME: 'a/b' }, /SELF_RECYCLE_FLEET_NAME="a\/b": expected 1 to 64 letters/],
+    [['--redis', 'redis://127.0.0.1:1', '--timeout', '10ms'], {}, /--timeout="10ms": expected a duration .*from 50ms to 60s/],
+    [['--redis', 'redis://127.0.0.1:1'], { SELF_RECYCLE_FLEET_TIMEOUT: '2m' }, /SELF_RECYCLE_FLEET_TIMEOUT="2m": expected a duration .*from 50ms to 60s/],
+    // blank is unset, `off` is no Redis: either way the command has none
+    [[], { SELF_RECYCLE_FLEET_REDIS: '  ' }, /fleet needs --redis URL/],
+    [[], { SELF_RECYCLE_FLEET_REDIS: 'off' }, /fleet needs --redis URL/]
+  ]
+  for (const [args, env, pattern] of cases) {
+    const result = fleet(args, env)
+    const what = `${args.join(' ')} ${JSON.stringify(env)}`
+    assert.equal(result.status, 2, `${what}: ${result.stdout}${result.stderr}`)
+    assert.match(result.stderr, pattern, what)
+    assert.doesNotMatch(result.stderr, /s3cret/, what)
+  }
+  // A malformed setting the command does not read is not its business; a flag beats its
+  // variable (the bad timeout in the environment is not read when --timeout is given).
+  const unrelated = fleet(['--redis', 'redis://127.0.0.1:1', '--timeout', '100ms', '--json'], { SELF_RECYCLE_MAX_RSS: 'banana', SELF_RECYCLE_FLEET_TIMEOUT: '2m' })
+  assert.equal(unrelated.status, 1, unrelated.stderr)
+  assert.match(JSON.parse(unrelated.stdout).error, /cannot reach Redis at redis:\/\/127\.0\.0\.1:1/)
+})
+
+test('the CLI parses rates and percentages through the settings\' parsers too', () => {
+  const { parseRate, parsePercent } = require('../js/cli/args.js')
+  assert.equal(parseRate('5MiB/min', 'max-slope'), 5 * 1048576)
+  assert.equal(parseRate('1KiB/s', 'max-slope'), 60 * 1024)
+  assert.equal(parseRate('60MiB/hour', 'max-slope'), 1048576)
+  assert.throws(() => parseRate('5MiB', 'max-slope'), (error) => error instanceof UsageError && /--max-slope="5MiB": expected a rate SIZE\/TIME/.test(error.message))
+  assert.equal(parsePercent('60%', 'max-baseline'), 0.6)
+  assert.throws(() => parsePercent('0%', 'max-baseline'), /--max-baseline="0%": expected a percentage above 0% and at most 100%/)
+  assert.throws(() => parsePercent('60', 'max-baseline'), UsageError)
+})
+
+test('where no native binary loads, report, status and check still run; a command that parses a value says why it cannot (no stack)', () => {
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-nobinary-'))
+  try {
+    // Preloaded: every .node addon fails to load, as on a platform without a binary.
+    const preload = path.join(dir, 'no-addon.js')
+    fs.writeFileSync(preload, "require('node:module')._extensions['.node'] = () => { throw new Error('no addon on this machine') }\n")
+    const bare = (...args) => spawnSync(process.execPath, ['--require', preload, cli, ...args], { encoding: 'utf8', timeout: 10000 })
+    const missing = path.join(dir, 'missing.json')
+    for (const args of [['status', missing], ['check', missing], ['report', missing]]) {
+      const result = bare(...args)
+      assert.equal(result.status, 1, `${args[0]}: ${result.stderr}`)
+      assert.match(result.stdout + result.stderr, /cannot read/, args[0])
+      assert.doesNotMatch(result.stdout + result.stderr, /native binary/, args[0])
+    }
+    for (const args of [['check', missing, '--max-age', '5s'], ['fleet', '--redis', 'redis://127.0.0.1:1']]) {
+      const result = bare(...args)
+      assert.equal(result.status, 1, `${args[0]}: ${result.stderr}`)
+      assert.match(result.stderr, /^self-recycle: no native binary loads on /, args[0])
+      assert.doesNotMatch(result.stderr, /\n\s+at /, `${args[0]}: a stack`)
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
 })

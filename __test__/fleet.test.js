@@ -454,7 +454,7 @@ test('self-recycle fleet waits for Redis at most FLEET_TIMEOUT: a port that acce
     void sleeping
     const bad = await cliWith(['fleet', '--redis', own.url, '--timeout', '5m'], {})
     assert.equal(bad.code, 2)
-    assert.match(bad.stderr, /--timeout="5m": expected a duration from 50ms to 60s/)
+    assert.match(bad.stderr, /--timeout="5m": expected a duration .*from 50ms to 60s/)
   } finally {
     for (const socket of sockets) socket.destroy()
     blackhole.close()
@@ -726,6 +726,30 @@ test('fleet options: bad values name the option, the value and what is accepted'
   for (const [options, pattern] of cases) {
     assert.throws(() => start(options), (error) => error.code === 'ERR_SELF_RECYCLE_CONFIG' && pattern.test(error.message), JSON.stringify(options))
   }
+})
+
+test('whether a fleet runs, and on which URL, is the settings parser\'s answer: FLEET_REDIS=off is none, a URL option is FLEET_REDIS (shown without its password)', async () => {
+  const off = await worker({ SELF_RECYCLE_FLEET_REDIS: 'off', SELF_RECYCLE_MAX_AGE: '300ms' }).done
+  assert.equal(off.code, 75, off.stderr)
+  const recycle = off.events.find((e) => e.event === 'recycle')
+  assert.equal(recycle.fleet, undefined, JSON.stringify(recycle))
+  assert.equal(off.events.find((e) => e.event === 'start').config.fleetRedis, null)
+  assert.doesNotMatch(off.stderr, /SELF_RECYCLE_FLEET/)
+  // The same worker on a URL in force asks the fleet (here: a port nobody listens on).
+  const on = await worker({ SELF_RECYCLE_FLEET_REDIS: 'redis://127.0.0.1:1', SELF_RECYCLE_FLEET_NAME: fleetName(), SELF_RECYCLE_FLEET_TIMEOUT: '300ms', SELF_RECYCLE_MAX_AGE: '300ms' }).done
+  assert.equal(on.code, 75, on.stderr)
+  assert.equal(on.events.find((e) => e.event === 'recycle').fleet, 'unavailable')
+  // fleet.redis as a URL: connected with its password, shown without it.
+  const secret = crypto.randomBytes(6).toString('hex')
+  const url = redis.url.replace('redis://', `redis://default:${secret}@`)
+  const shown = await new Promise((resolve) => {
+    execFile(process.execPath, ['-e', `
+      const r = require(${JSON.stringify(path.join(__dirname, '..'))}).start({ fleet: { redis: ${JSON.stringify(url)}, name: 'shown' }, log: 'off' })
+      console.log(JSON.stringify(r.config.fleetRedis)); r.stop()`], { env: cleanEnv(), timeout: 10000 }, (error, stdout, stderr) => resolve({ error, stdout, stderr }))
+  })
+  assert.equal(shown.error, null, shown.stderr)
+  assert.equal(JSON.parse(shown.stdout), url.replace(secret, '***'))
+  assert.doesNotMatch(shown.stdout + shown.stderr, new RegExp(secret))
 })
 
 test('Nest: forRoot({ fleet: { name } }) takes the connection of BullModule.forRoot, and of forRootAsync resolved later', { timeout: 60000 }, async () => {

@@ -59,3 +59,18 @@ test('LOG=pretty from the native thread', async () => {
   assert.equal(result.code, 75, describe(result))
   assert.match(result.stderr, /self-recycle\[\d+\] exit: drain did not finish within 300ms/)
 })
+
+test('before start(), LOG is read as the settings table reads it: off and pretty (blank-padded) apply, a malformed one is auto', async () => {
+  const reinitLines = (result) => result.stderr.split('\n').filter((l) => l.includes('reinit'))
+  const off = await runFixture('guard-reinit.js', { env: { SELF_RECYCLE_LOG: 'off' } })
+  assert.equal(off.code, 0, describe(off))
+  assert.deepEqual(reinitLines(off), [])
+  const pretty = await runFixture('guard-reinit.js', { env: { SELF_RECYCLE_LOG: ' pretty ' } })
+  assert.equal(pretty.code, 0, describe(pretty))
+  assert.equal(reinitLines(pretty).length, 2, describe(pretty))
+  assert.ok(reinitLines(pretty).every((l) => /^\S+ self-recycle\[\d+\] reinit: /.test(l)), describe(pretty))
+  for (const mode of ['', 'loud']) {
+    const auto = await runFixture('guard-reinit.js', { env: { SELF_RECYCLE_LOG: mode } })
+    assert.equal(eventsNamed(auto, 'reinit').length, 2, `${JSON.stringify(mode)}: ${describe(auto)}`)
+  }
+})

@@ -71,7 +71,11 @@ function sandboxed (processor, options) {
 
   const begin = () => {
     const recycle = require('./index.js')
-    const inherited = (name) => (process.env[`SELF_RECYCLE_${name}`] ?? '').trim()
+    // The inherited STATUS_FILE as the settings table reads it (malformed: none).
+    let statusFile
+    try {
+      statusFile = require('./options.js').readSettings({}, ['STATUS_FILE']).statusFile
+    } catch {}
     recycler = recycle.start({
       // BullMQ's child already handles SIGTERM/SIGINT (the pool's close): it waits for the
       // job in flight and for its result to reach the parent, then exits 0.
@@ -81,7 +85,7 @@ function sandboxed (processor, options) {
       fleet: false,
       staggerDir: 'off',
       // The parent's status file stays the parent's, unless each process gets its own.
-      ...(inherited('STATUS_FILE').includes('{pid}') ? {} : { statusFile: 'off' }),
+      ...(statusFile?.includes('{pid}') ? {} : { statusFile: 'off' }),
       // In a worker thread the RSS is the whole process's, the parent's own included; and
       // Node's own near-heap-limit callback ends the thread (ERR_WORKER_OUT_OF_MEMORY), so
       // no rescue is possible there: MAX_HEAP must act from the first job on.

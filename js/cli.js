@@ -21,7 +21,7 @@ commands:
 every command: --json (one JSON object on stdout), --help; exit 0 ok, 1 failed check, 2 usage error
 self-recycle --version (or -v) prints the version`
 
-const { UsageError, parseArgs, parseDuration, parseRate, mib, percent, say, fail } = require('./cli/args.js')
+const { UsageError, parseArgs, parseDuration, parseRate, settings, mib, percent, say, fail } = require('./cli/args.js')
 const { judge, commandStatus, commandCheck } = require('./cli/status.js')
 const { commandPreflight } = require('./cli/preflight.js')
 
@@ -210,19 +210,21 @@ function fleetLines (fleet, now = Date.now()) {
 async function commandFleet (argv) {
   const options = parseArgs(argv, { redis: 'value', name: 'value', events: 'value', watch: 'flag', interval: 'value', timeout: 'value', json: 'flag', help: 'flag' }, 0)
   if (options.help) return say(FLEET_USAGE), 0
-  const url = options.redis ?? process.env.SELF_RECYCLE_FLEET_REDIS
-  if (!url) throw new UsageError('fleet needs --redis URL (or SELF_RECYCLE_FLEET_REDIS)')
-  if (!/^rediss?:\/\/\S+$/.test(url)) throw new UsageError(`--redis=${JSON.stringify(url)}: expected a redis:// or rediss:// URL`)
-  const name = options.name ?? process.env.SELF_RECYCLE_FLEET_NAME ?? 'default'
-  if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new UsageError(`--name=${JSON.stringify(name)}: expected 1 to 64 letters, digits, '.', '_' or '-'`)
+  // The flags over SELF_RECYCLE_FLEET_*, parsed by the settings table as a worker's are.
+  const fleetSettings = settings({
+    fleetRedis: ['--redis', options.redis],
+    fleetName: ['--name', options.name],
+    fleetTimeout: ['--timeout', options.timeout]
+  }, ['FLEET_REDIS', 'FLEET_NAME', 'FLEET_TIMEOUT'])
+  const url = fleetSettings.fleetRedis
+  if ((url ?? null) === null) throw new UsageError('fleet needs --redis URL (or SELF_RECYCLE_FLEET_REDIS)')
+  const name = fleetSettings.fleetName
   const events = options.events === undefined ? 50 : Number(options.events)
   if (!Number.isInteger(events) || events < 0 || events > 1000) throw new UsageError(`--events=${JSON.stringify(options.events)}: expected a whole number from 0 to 1000`)
   const intervalMs = options.interval === undefined ? 2000 : parseDuration(options.interval, 'interval')
   // A timer of 2^31 ms or more fires at once: the watch would spin.
   if (intervalMs < 100 || intervalMs > 2 ** 31 - 1) throw new UsageError(`--interval=${JSON.stringify(options.interval)}: expected a duration from 100ms to 24d`)
-  const timeoutText = options.timeout ?? (process.env.SELF_RECYCLE_FLEET_TIMEOUT || '1s')
-  const timeoutMs = parseDuration(timeoutText, 'timeout')
-  if (timeoutMs < 50 || timeoutMs > 60000) throw new UsageError(`--timeout=${JSON.stringify(timeoutText)}: expected a duration from 50ms to 60s (SELF_RECYCLE_FLEET_TIMEOUT)`)
+  const timeoutMs = fleetSettings.fleetTimeoutMs
   const { loadIoredis, readFleet, refusal } = require('./fleet.js')
   let Redis
   try {
@@ -230,7 +232,7 @@ async function commandFleet (argv) {
   } catch (error) {
     return fail(options, error.message.replace(/^self-recycle: /, ''))
   }
-  const shown = url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@')
+  const shown = fleetSettings.fleetRedisShown
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, connectTimeout: timeoutMs, retryStrategy: () => null })
   // What Redis refused while connecting (a password, a database): ioredis only says
   // "Connection is closed", or carries on in database 0.
@@ -301,6 +303,11 @@ async function main (argv) {
     if (error instanceof UsageError) {
       process.stderr.write(`self-recycle ${command}: ${error.message} (see self-recycle ${command} --help)\n`)
       return 2
+    }
+    // This command parses values with the addon, and no binary loads here: say why, not a stack.
+    if (error?.code === 'ERR_SELF_RECYCLE_NO_BINARY') {
+      process.stderr.write(`${error.message}\n`)
+      return 1
     }
     throw error
   }

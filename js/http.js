@@ -12,6 +12,9 @@
 const { Server: NetServer } = require('node:net')
 const { current, internalsOf } = require('./internal.js')
 
+/** The addon (loaded by start() already): the stagger directory's marks are src/stagger.rs's. */
+const nativeBinding = () => require('./native.js')
+
 const kState = Symbol('self-recycle.http')
 // A response drainHttp made say `Connection: close`.
 const kClosing = Symbol('self-recycle.closing')
@@ -97,8 +100,8 @@ function shedUnderPressure (r, settings, state) {
 }
 
 /**
- * Rebalance: when a sibling's replacement starts listening (it writes `listening`, "<ms>
- * <pid>", in the stagger directory), every socket open here answers its next request with
+ * Rebalance: when a sibling's replacement starts listening (it writes `listening`, with
+ * its pid, in the stagger directory), every socket open here answers its next request with
  * `Connection: close`, so its client reconnects and the cluster primary spreads the
  * connections over every worker again, the new one included. Without it the keep-alive
  * connections of the worker that recycled all land on the sibling that stayed up, and the
@@ -106,20 +109,13 @@ function shedUnderPressure (r, settings, state) {
  */
 function watchSiblings (dir, onReplacement) {
   const fs = require('node:fs')
-  const path = require('node:path')
   let watcher
   try {
     watcher = fs.watch(dir, (kind, filename) => {
       if (filename !== 'listening') return
-      let text = ''
-      try {
-        const fd = fs.openSync(path.join(dir, 'listening'), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
-        try { text = fs.readFileSync(fd, 'latin1').slice(0, 64) } finally { fs.closeSync(fd) }
-      } catch {
-        return
-      }
-      const pid = Number(text.trim().split(/\s+/)[1])
-      if (Number.isInteger(pid) && pid !== process.pid) onReplacement(pid)
+      // The mark's format is src/stagger.rs's: the addon reads it (no symlink followed).
+      const pid = nativeBinding().staggerListeningPid(dir)
+      if (pid !== null && pid !== process.pid) onReplacement(pid)
     })
   } catch {
     return () => {} // no stagger directory yet, or no inotify: no rebalance
@@ -149,19 +145,7 @@ function partialRequest (socket) {
  * (by another pid) no older than the last recycle's admission in the stagger directory.
  */
 function siblingListens (dir) {
-  const fs = require('node:fs')
-  const path = require('node:path')
-  const read = (name) => {
-    try {
-      const fd = fs.openSync(path.join(dir, name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
-      try { return fs.readFileSync(fd, 'latin1').slice(0, 64).trim().split(/\s+/).map(Number) } finally { fs.closeSync(fd) }
-    } catch {
-      return []
-    }
-  }
-  const [last = 0] = read('last-recycle')
-  const [at, pid] = read('listening')
-  return Number.isFinite(at) && at >= last && pid !== process.pid
+  return nativeBinding().staggerSiblingListens(dir)
 }
 
 /**
@@ -169,15 +153,7 @@ function siblingListens (dir) {
  * never wrote it, and the next sibling must wait for this worker's replacement as well.
  */
 function markRecycled (dir) {
-  const fs = require('node:fs')
-  const path = require('node:path')
-  const temporary = path.join(dir, `.last-recycle.${process.pid}`)
-  try {
-    fs.writeFileSync(temporary, String(Date.now()), { mode: 0o600, flag: 'w' })
-    fs.renameSync(temporary, path.join(dir, 'last-recycle')) // rename never follows a symlink
-  } catch {
-    try { fs.unlinkSync(temporary) } catch {}
-  }
+  nativeBinding().staggerMarkRecycled(dir) // a failure only loses the wait for the replacement
 }
 
 /** The drain of `server` as a function of the drain context, for a caller that orders its hooks. */

@@ -8,7 +8,7 @@ const { EventEmitter } = require('node:events')
 const binding = require('./native.js')
 const { once, trackInit, guardStats, flushAllHits } = require('./guard.js')
 const { shouldLog, writeLine } = require('./log.js')
-const { ENV_PREFIX, SelfRecycleConfigError, describeError, readEnv, normalizeOptions, splitFleet, fleetOptionName, clusterStagger } = require('./options.js')
+const { SelfRecycleConfigError, describeError, readEnv, normalizeOptions, splitFleet, readSettings, fleetRedis, fleetOptionName, clusterStagger } = require('./options.js')
 const { takeNotifyEnv, v8SizeFlag, semiSpaceMiB, heapInputs } = require('./process-facts.js')
 const { setLongTimeout, disconnectFromPrimary, runExitFlushes } = require('./exit-path.js')
 const { current, adopt, INTERNALS } = require('./internal.js')
@@ -108,8 +108,11 @@ class Recycler extends EventEmitter {
       require('./handoff.js').adopt((message) => process.emitWarning(message, { code: 'SELF_RECYCLE_HANDOFF_UNUSED' }))
     }
     const { options: rest, fleet } = splitFleet(options)
-    const normalized = clusterStagger(normalizeOptions(rest))
-    const fleetOn = fleet !== false && (fleet !== undefined || normalized.fleetRedis !== undefined || (process.env[`${ENV_PREFIX}FLEET_REDIS`] ?? '').trim() !== '')
+    const given = normalizeOptions(rest)
+    // Parsed natively, as the recycler will: which variables are in force, the fleet's URL.
+    const settings = readSettings(given, null, fleet)
+    const normalized = clusterStagger(given, settings.given)
+    const redis = fleetRedis(fleet, settings)
     const forceJsHeapProbe = process.env.SELF_RECYCLE_TEST_FORCE_JS_HEAP_PROBE === '1'
     let native
     try {
@@ -124,7 +127,7 @@ class Recycler extends EventEmitter {
           // Linux: the addon asks the OS; elsewhere worker_threads says (it costs ~0.8 ms).
           mainThread: process.platform === 'linux' ? undefined : require('node:worker_threads').isMainThread,
           forceJsHeapProbe,
-          fleet: fleetOn,
+          fleet: redis !== null,
           versions: { node: process.version, v8: process.versions.v8, platform: process.platform, arch: process.arch },
           startedEpochMs: Date.now(),
           nodeOwnsNearHeapLimit: [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)]
@@ -137,7 +140,7 @@ class Recycler extends EventEmitter {
         (event) => this._receive(event)
       )
     } catch (error) {
-      if (error?.code === 'ERR_SELF_RECYCLE_CONFIG') throw fleetOptionName(new SelfRecycleConfigError(error))
+      if (error?.code === 'ERR_SELF_RECYCLE_CONFIG') throw fleetOptionName(new SelfRecycleConfigError(error), fleet)
       throw error
     }
     state.options = JSON.stringify(normalized)
@@ -175,7 +178,7 @@ class Recycler extends EventEmitter {
     process.on('exit', state.onExit)
     if (startEvent.config.signals) this._installSignalHandlers()
     state.fleet = null
-    if (fleetOn) this._startFleet(fleet, normalized)
+    if (redis !== null) this._startFleet(redis)
     this._openProfileChannel(native)
     // Deferred so listeners attached right after start() see it.
     process.nextTick(() => this._emitEvent(startEvent))
@@ -266,11 +269,13 @@ class Recycler extends EventEmitter {
     return { completed: ledger.completedByName(), refusedNames: ledger.refused, topJobs: fit?.topJobs ?? [], jobsFit: fit?.jobsFit ?? null }
   }
 
-  /** The fleet client (js/fleet.js, loaded only here): leases, heartbeat, history. */
-  _startFleet (fleet, normalized) {
+  /**
+   * The fleet client (js/fleet.js, loaded only here): leases, heartbeat, history. `redis`:
+   * options.js fleetRedis()'s answer (a client, options, a function of one, or the URL).
+   */
+  _startFleet (redis) {
     const state = this[kState]
     const { Fleet } = require('./fleet.js')
-    const redis = fleet?.redis ?? normalized.fleetRedis ?? process.env[`${ENV_PREFIX}FLEET_REDIS`].trim()
     state.fleet = new Fleet({
       settings: state.config,
       redis,

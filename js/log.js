@@ -12,10 +12,17 @@ function shouldLog (mode, listeners) {
   return true
 }
 
-/** The LOG mode before any recycler is started: the env var, `auto` when blank or unknown. */
+/**
+ * The LOG mode before any recycler is started: SELF_RECYCLE_LOG as the settings table reads
+ * it, `auto` when unset or malformed (start() is where a bad value is refused).
+ */
 function envLogMode () {
-  const mode = (process.env.SELF_RECYCLE_LOG || '').trim()
-  return MODES.has(mode) ? mode : 'auto'
+  try {
+    const { log } = require('./options.js').readSettings({}, ['LOG'])
+    return MODES.has(log) ? log : 'auto'
+  } catch {
+    return 'auto'
+  }
 }
 
 /** The same two formats the native side writes when JS cannot (src/event.rs). */

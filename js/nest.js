@@ -179,6 +179,20 @@ Inject(DiscoveryService)(SelfRecycleService, undefined, 2)
 const BULLMQ_SHARED_CONFIG = 'BULLMQ_CONFIG(default)'
 
 /**
+ * Whether the settings give the fleet a Redis URL (SELF_RECYCLE_FLEET_REDIS, or the
+ * fleetRedis option), as the native settings parser reads them. A malformed option counts
+ * as given: start() then names it, instead of a missing BullMQ connection.
+ */
+function fleetRedisInForce (options) {
+  const { splitFleet, normalizeOptions, readSettings } = require('./options.js')
+  try {
+    return (readSettings(normalizeOptions(splitFleet(options).options), ['FLEET_REDIS']).fleetRedis ?? null) !== null
+  } catch {
+    return true
+  }
+}
+
+/**
  * `fleet` without `redis` (and no SELF_RECYCLE_FLEET_REDIS): the connection
  * `BullModule.forRoot({ connection })` gave @nestjs/bullmq, an ioredis client as it is or
  * the same connection options. Resolved when the recycler starts.
@@ -186,7 +200,7 @@ const BULLMQ_SHARED_CONFIG = 'BULLMQ_CONFIG(default)'
 function withBullmqFleet (options, moduleRef) {
   const fleet = options?.fleet
   if (!fleet || typeof fleet !== 'object' || fleet.redis !== undefined) return options
-  if ((process.env.SELF_RECYCLE_FLEET_REDIS ?? '').trim() !== '') return options
+  if (fleetRedisInForce(options)) return options
   const connection = () => {
     try {
       return moduleRef.get(BULLMQ_SHARED_CONFIG, { strict: false })?.connection

@@ -90,9 +90,15 @@ const FLEET_FIELDS = Object.freeze({
   host: 'fleetHost'
 })
 
+// Every field that becomes a setting, `redis` as a URL (FLEET_REDIS) included.
+const FLEET_SETTINGS = Object.freeze({ redis: 'fleetRedis', ...FLEET_FIELDS })
+
+const FLEET_REDIS_ACCEPTS = 'an ioredis client (the one the app uses), a redis:// URL, ioredis options, or a function or promise of a client'
+
 /**
  * Splits the `fleet` option off: its Redis client stays in JS, its other fields become
- * FLEET_* settings for the native parser. `fleet`: the option (`false`: no fleet even if
+ * FLEET_* settings for the native parser (a URL too: `fleet.redis` as a string is the
+ * FLEET_REDIS setting, checked there). `fleet`: the option (`false`: no fleet even if
  * SELF_RECYCLE_FLEET_REDIS is set), or undefined.
  */
 function splitFleet (options) {
@@ -111,27 +117,53 @@ function splitFleet (options) {
     const value = fleet[key]
     rest[field] = key === 'storm' && value !== null && typeof value === 'object' ? `${value.recycles}/${value.window}` : value
   }
-  const fromEnv = (process.env[`${ENV_PREFIX}FLEET_REDIS`] ?? '').trim() !== '' || rest.fleetRedis !== undefined
-  const what = 'an ioredis client (the one the app uses), a redis:// URL, ioredis options, or a function or promise of a client'
-  if ((fleet.redis === undefined || fleet.redis === null) && !fromEnv) {
-    throw optionError(`option fleet.redis is missing: expected ${what}`, 'option fleet.redis', String(fleet.redis), what)
-  }
   const redis = fleet.redis
-  const usable = redis === undefined || redis === null || typeof redis === 'function' ||
-    (typeof redis === 'object' && !Array.isArray(redis)) ||
-    (typeof redis === 'string' && /^rediss?:\/\/\S+$/.test(redis.trim()))
-  if (!usable) {
-    throw optionError(`option fleet.redis=${typeof redis === 'string' ? JSON.stringify(redis) : String(redis)} is not valid: expected ${what}`, 'option fleet.redis', String(redis), what)
+  if (typeof redis === 'string') rest.fleetRedis = redis
+  else if (!(redis === undefined || redis === null || typeof redis === 'function' || (typeof redis === 'object' && !Array.isArray(redis)))) {
+    throw optionError(`option fleet.redis=${String(redis)} is not valid: expected ${FLEET_REDIS_ACCEPTS}`, 'option fleet.redis', String(redis), FLEET_REDIS_ACCEPTS)
   }
   return { options: rest, fleet }
 }
 
-/** Native errors name `option fleetGap`; the user wrote `fleet.gap`. */
-function fleetOptionName (error) {
+/**
+ * The settings JS acts on (the fleet's Redis, which variables are given), parsed by the
+ * native settings table: the one parser of options and SELF_RECYCLE_* variables. Throws its
+ * SelfRecycleConfigError, named as the user wrote it (`option fleet.gap`: `fleet` is the
+ * option as given). `only`: read just these variables (a malformed other one is then no
+ * error; null: all).
+ */
+function readSettings (normalized, only, fleet) {
+  const binding = require('./native.js')
+  try {
+    return binding.settings({ env: readEnv(process.env), options: normalized, ...(only ? { only } : {}) })
+  } catch (error) {
+    if (error?.code === 'ERR_SELF_RECYCLE_CONFIG') throw fleetOptionName(new SelfRecycleConfigError(error), fleet)
+    throw error
+  }
+}
+
+/**
+ * The fleet's Redis (a client, options, a function or promise of a client, or the URL in
+ * force: never shown), or null for no fleet. `fleet`: splitFleet's; `settings`: readSettings'.
+ */
+function fleetRedis (fleet, settings) {
+  if (fleet === false) return null
+  const client = fleet?.redis
+  if (client !== undefined && client !== null && typeof client !== 'string') return client
+  if ((settings.fleetRedis ?? null) !== null) return settings.fleetRedis
+  if (fleet === undefined) return null
+  throw optionError(`option fleet.redis is missing: expected ${FLEET_REDIS_ACCEPTS}`, 'option fleet.redis', String(client), FLEET_REDIS_ACCEPTS)
+}
+
+/**
+ * Native errors name `option fleetGap`; the user wrote `fleet.gap` (`fleet`: the option as
+ * given; a top-level `fleetGap` keeps its name).
+ */
+function fleetOptionName (error, fleet) {
   const match = /^option fleet([A-Z]\w*)$/.exec(error?.variable ?? '')
-  if (!match) return error
-  const key = Object.keys(FLEET_FIELDS).find((k) => FLEET_FIELDS[k] === `fleet${match[1]}`)
-  if (!key) return error
+  if (!match || fleet === null || typeof fleet !== 'object') return error
+  const key = Object.keys(FLEET_SETTINGS).find((k) => FLEET_SETTINGS[k] === `fleet${match[1]}`)
+  if (!key || fleet[key] === undefined) return error
   const renamed = `option fleet.${key}`
   error.message = error.message.split(error.variable).join(renamed)
   error.variable = renamed
@@ -141,21 +173,21 @@ function fleetOptionName (error) {
 /**
  * Siblings of a node:cluster primary (PM2 cluster mode included) never drain at the same
  * time: without a STAGGER_DIR of their own they queue in a private directory per primary,
- * with no gap unless STAGGER_GAP says otherwise.
+ * with no gap unless STAGGER_GAP says otherwise. `given`: the variables in force
+ * (readSettings': an option, or a non-blank variable).
  */
-function clusterStagger (options) {
+function clusterStagger (options, given) {
   // Node deletes NODE_UNIQUE_ID from a worker's env while it boots; node:cluster is loaded
   // by then (free to require), and only a process with an IPC channel can be a worker.
   if (typeof process.send !== 'function' || !require('node:cluster').isWorker) return options
-  const given = (name, variable) => options[name] !== undefined || (process.env[`${ENV_PREFIX}${variable}`] ?? '').trim() !== ''
-  if (given('staggerDir', 'STAGGER_DIR')) return options
+  if (given.includes('STAGGER_DIR')) return options
   const os = require('node:os')
   const path = require('node:path')
   return {
     ...options,
     staggerDir: path.join(os.tmpdir(), `self-recycle-${process.getuid?.() ?? 'user'}-cluster-${process.ppid}`),
-    ...(given('staggerGap', 'STAGGER_GAP') ? {} : { staggerGap: '0' })
+    ...(given.includes('STAGGER_GAP') ? {} : { staggerGap: '0' })
   }
 }
 
-module.exports = { ENV_PREFIX, SelfRecycleConfigError, describeError, readEnv, normalizeOptions, splitFleet, fleetOptionName, clusterStagger }
+module.exports = { FLEET_SETTINGS, SelfRecycleConfigError, describeError, readEnv, normalizeOptions, splitFleet, readSettings, fleetRedis, fleetOptionName, clusterStagger }

@@ -472,7 +472,37 @@ impl RawSettings<'_> {
     }
 }
 
+/// Settings whose value is a secret in part: an error shows it redacted.
+const REDACTED: &[&str] = &["FLEET_REDIS"];
+
+/// The value as an error may show it (a Redis URL without its password).
+fn shown_value(variable: &str, value: &str) -> String {
+    if REDACTED.contains(&variable) {
+        values::redact_given_url(value)
+    } else {
+        value.to_string()
+    }
+}
+
+/// The variables (without the prefix) that have a value in force: an option, or a
+/// non-blank env var. `STAGGER_DIR=off` is given; `STAGGER_DIR=` is not.
+pub fn given(raw: &RawSettings<'_>) -> Vec<&'static str> {
+    variables()
+        .filter(|variable| raw.lookup(variable).is_some())
+        .collect()
+}
+
 pub fn parse(raw: &RawSettings<'_>) -> Result<Config, ConfigError> {
+    parse_only(raw, |_| true)
+}
+
+/// `parse` with only the settings `wanted` accepts read (the others keep their default):
+/// a command that needs FLEET_REDIS must not fail on a malformed MAX_RSS. Unknown options
+/// are refused all the same; unknown variables are warnings either way.
+pub fn parse_only(
+    raw: &RawSettings<'_>,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Config, ConfigError> {
     let mut config = Config::default();
     let mut unknown_env: Vec<&String> = raw
         .env
@@ -498,16 +528,20 @@ pub fn parse(raw: &RawSettings<'_>) -> Result<Config, ConfigError> {
                 .unwrap_or_default();
             return Err(ConfigError {
                 variable: format!("option {name}"),
-                value: raw.options.get(name).cloned().unwrap_or_default(),
+                value: raw
+                    .options
+                    .get(name)
+                    .map(|value| redact_url(value))
+                    .unwrap_or_default(),
                 accepts: format!("a known option{hint}"),
             });
         }
     }
-    for setting in SETTINGS {
+    for setting in SETTINGS.iter().filter(|s| wanted(s.variable)) {
         if let Some((shown, value)) = raw.lookup(setting.variable) {
             (setting.apply)(&mut config, value).map_err(|accepts| ConfigError {
                 variable: shown,
-                value: value.to_string(),
+                value: shown_value(setting.variable, value),
                 accepts,
             })?;
         }
@@ -576,6 +610,62 @@ mod tests {
             assert!(error.variable.ends_with(variable), "{error:?}");
         }
     }
+
+    #[test]
+    fn a_redis_url_is_never_shown_with_its_password() {
+        assert_eq!(redact_url("redis://u:p/w@host/1"), "redis://u:***@host/1");
+        assert_eq!(redact_url("redis://p@ss/w@host"), "redis://:***@host");
+        for (value, shown) in [
+            ("http://u:s3cret@host", "http://u:***@host"),
+            ("u:s3cret@host", "u:***@host"),
+            ("redis://u:s3cret@ho st", "redis://u:***@ho st"),
+        ] {
+            let error = parse_env(&[("FLEET_REDIS", value)]).expect_err(value);
+            assert_eq!(error.value, shown);
+            assert!(!error.to_string().contains("s3cret"), "{error}");
+        }
+        let env = HashMap::new();
+        let options = [("fleetRediss", "redis://u:s3cret@host")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let error = parse(&RawSettings {
+            env: &env,
+            options: &options,
+        })
+        .expect_err("unknown option");
+        assert_eq!(error.value, "redis://u:***@host");
+        assert!(error.accepts.contains("fleetRedis"), "{error}");
+    }
+
+    #[test]
+    fn parse_only_reads_the_wanted_settings_and_given_names_the_set_ones() {
+        let env = [
+            ("MAX_RSS", "banana"),
+            ("FLEET_NAME", "a"),
+            ("STAGGER_DIR", " "),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let options = [("staggerGap", "0")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let raw = RawSettings {
+            env: &env,
+            options: &options,
+        };
+        assert_eq!(
+            parse(&raw).expect_err("MAX_RSS").variable,
+            "SELF_RECYCLE_MAX_RSS"
+        );
+        let config = parse_only(&raw, |v| v.starts_with("FLEET_")).expect("fleet only");
+        assert_eq!(config.fleet_name, "a");
+        assert_eq!(config.stagger_gap_ms, Config::default().stagger_gap_ms);
+        assert_eq!(given(&raw), ["MAX_RSS", "STAGGER_GAP", "FLEET_NAME"]);
+    }
+
     use proptest::prelude::*;
 
     const MIB: u64 = 1 << 20;

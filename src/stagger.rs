@@ -17,7 +17,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -198,20 +198,52 @@ impl Stagger {
 
     /// A sibling's timestamp file, in ms since the epoch; `None` if absent or garbled.
     fn timestamp(&self, name: &str) -> Option<u64> {
-        #[cfg(unix)]
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(self.dir.join(name))
-        };
-        #[cfg(not(unix))]
-        let file = File::open(self.dir.join(name));
-        let mut text = String::new();
-        file.ok()?.take(64).read_to_string(&mut text).ok()?;
-        text.split_whitespace().next()?.parse().ok()
+        read_stamp(&self.dir, name).map(|(at, _)| at)
     }
+}
+
+/// A stamp file, `<ms since the epoch> [<pid>]`; `None` if absent or garbled.
+fn read_stamp(dir: &Path, name: &str) -> Option<(u64, Option<u32>)> {
+    #[cfg(unix)]
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir.join(name))
+    };
+    #[cfg(not(unix))]
+    let file = File::open(dir.join(name));
+    let mut text = String::new();
+    file.ok()?.take(64).read_to_string(&mut text).ok()?;
+    let mut fields = text.split_whitespace();
+    let at = fields.next()?.parse().ok()?;
+    Some((at, fields.next().and_then(|pid| pid.parse().ok())))
+}
+
+/// The process that wrote the `listening` mark in `dir` (drainHttp's rebalance tells a
+/// sibling's replacement from itself by it); `None` without a readable mark.
+pub fn listening_pid(dir: &Path) -> Option<u32> {
+    read_stamp(dir, LISTENING_FILE).and_then(|(_, pid)| pid)
+}
+
+/// Whether another process marked `listening` in `dir` since the last recycle there: a
+/// server that bypassed the queue may then stop listening (the port stays attended).
+pub fn sibling_listens(dir: &Path, own_pid: u32) -> bool {
+    let latest = now_ms() + FUTURE_SLACK_MS;
+    let last = read_stamp(dir, LAST_FILE)
+        .map(|(at, _)| at)
+        .filter(|at| *at <= latest)
+        .unwrap_or(0);
+    matches!(read_stamp(dir, LISTENING_FILE),
+        Some((at, pid)) if at >= last && at <= latest && pid != Some(own_pid))
+}
+
+/// Stamps `last-recycle` in `dir` now, as an admission does: a server that stopped
+/// listening after a queue bypass counts toward the gap, and siblings wait for its
+/// replacement to listen.
+pub fn mark_recycled(dir: &Path) -> Result<(), String> {
+    write_bytes_atomically(&dir.join(LAST_FILE), now_ms().to_string().as_bytes())
 }
 
 #[cfg(all(test, unix))]
@@ -301,6 +333,34 @@ mod tests {
         let replacement = Stagger::new(&dir, 0);
         replacement.mark_listening().expect("listening");
         assert_eq!(second.try_admit(), Admission::Granted);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_listening_mark_names_its_writer_and_counts_only_after_the_last_recycle() {
+        let dir = scratch("mark");
+        let path = Path::new(&dir);
+        assert_eq!(listening_pid(path), None);
+        assert!(!sibling_listens(path, 1));
+        Stagger::new(&dir, 0).mark_listening().expect("listening");
+        let me = std::process::id();
+        assert_eq!(listening_pid(path), Some(me));
+        assert!(
+            !sibling_listens(path, me),
+            "its own mark is not a sibling's"
+        );
+        assert!(sibling_listens(path, me + 1));
+        // A recycle after the mark: the mark is older, no sibling listens since.
+        let later = now_ms() + 1000;
+        std::fs::write(path.join(LAST_FILE), later.to_string()).expect("stamp");
+        assert!(!sibling_listens(path, me + 1));
+        // A last-recycle from far in the future is planted or broken: ignored.
+        std::fs::write(path.join(LAST_FILE), (later + 3_600_000).to_string()).expect("stamp");
+        assert!(sibling_listens(path, me + 1));
+        mark_recycled(path).expect("stamped");
+        std::fs::write(path.join(LISTENING_FILE), "garbled").expect("garble");
+        assert_eq!(listening_pid(path), None);
+        assert!(!sibling_listens(path, me + 1));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -60,30 +60,63 @@ function accepted (spec) {
     .join(', ')
 }
 
-// The same rules as the SELF_RECYCLE_* durations (WARMUP, MAX_AGE...; src/units.rs): a bare
-// number is ms, and at most 2^31 - 1 ms (a longer timer fires at once).
-const UNITS = { ms: 1, s: 1000, m: 60000, min: 60000, h: 3600000, d: 86400000 }
-const MAX_DURATION_MS = 2 ** 31 - 1
+/**
+ * The addon, loaded when a command first has a value to parse: sizes, durations, rates and
+ * SELF_RECYCLE_* settings have one parser, src/units.rs and the settings table, so a
+ * command reads them as a worker does. `report`, and `status`/`check` without --max-age,
+ * parse nothing and never load it (they read files, on any machine).
+ */
+function native () {
+  return require('../native.js')
+}
+
+/** A value through one of the native parsers; a refusal is a UsageError naming --name. */
+function parsed (parse, text, name) {
+  const binding = native() // a missing binary is not a usage error: main() says what it is
+  try {
+    return parse(binding, String(text))
+  } catch (error) {
+    throw new UsageError(`--${name}=${JSON.stringify(text)}: expected ${error?.message ?? error}`)
+  }
+}
+
+/** `30s`, `2m`, `500ms`, `1500` (ms), as SELF_RECYCLE_* durations: at most 2^31 - 1 ms. */
 function parseDuration (text, name) {
-  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?$/i.exec(String(text).trim())
-  const ms = match && Math.round(Number(match[1]) * UNITS[(match[2] ?? 'ms').toLowerCase()])
-  if (!match || ms > MAX_DURATION_MS) throw new UsageError(`--${name}=${JSON.stringify(text)}: expected a duration such as 30s, 2m, 500ms, 1h or 1d, of at most 24d (${MAX_DURATION_MS} ms)`)
-  return ms
+  return parsed((binding, t) => binding.parseDuration(t), text, name)
 }
 
+/** `60%` -> 0.6 (above 0%, at most 100%). */
 function parsePercent (text, name) {
-  const match = /^(\d+(?:\.\d+)?)%$/.exec(String(text).trim())
-  if (!match || Number(match[1]) <= 0 || Number(match[1]) > 100) throw new UsageError(`--${name}=${JSON.stringify(text)}: expected a percentage above 0% and at most 100%, such as 60%`)
-  return Number(match[1]) / 100
+  return parsed((binding, t) => binding.parsePercent(t, 100), text, name)
 }
 
-const SIZE_UNITS = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1048576, gib: 1073741824 }
 /** `5MiB/min` -> bytes per minute. */
 function parseRate (text, name) {
-  const match = /^(\d+(?:\.\d+)?)\s*([kmg]i?b|b)\/(s|min|m|h)$/i.exec(String(text).trim())
-  if (!match) throw new UsageError(`--${name}=${JSON.stringify(text)}: expected a rate such as 5MiB/min, 100KiB/s or 1GB/h`)
-  const perMinute = { s: 60, min: 1, m: 1, h: 1 / 60 }[match[3].toLowerCase()]
-  return Number(match[1]) * SIZE_UNITS[match[2].toLowerCase()] * perMinute
+  return parsed((binding, t) => binding.parseRate(t), text, name)
+}
+
+/**
+ * SELF_RECYCLE_* settings as a worker reads them, `flags` over the environment (as options
+ * over variables): `{ fleetRedis: ['--redis', value] }`. `only`: the variables read (a
+ * malformed other one is not this command's business). A refusal is a UsageError naming
+ * the flag, or the variable, its value (a URL without its password) and what is accepted.
+ */
+function settings (flags, only) {
+  const { readEnv } = require('../options.js')
+  const binding = native()
+  const options = {}
+  const flagOf = {}
+  for (const [option, [flag, value]] of Object.entries(flags)) {
+    if (value === undefined) continue
+    options[option] = value
+    flagOf[`option ${option}`] = flag
+  }
+  try {
+    return binding.settings({ env: readEnv(process.env), options, only })
+  } catch (error) {
+    if (error?.code !== 'ERR_SELF_RECYCLE_CONFIG') throw error
+    throw new UsageError(`${flagOf[error.variable] ?? error.variable}=${JSON.stringify(error.value)}: expected ${error.accepts}`)
+  }
 }
 
 const mib = (bytes) => `${Math.round(bytes / 1048576)} MiB`
@@ -99,4 +132,4 @@ function fail (options, message, code = 1) {
   return code
 }
 
-module.exports = { UsageError, parseArgs, parseDuration, parsePercent, parseRate, mib, percent, say, fail }
+module.exports = { UsageError, parseArgs, parseDuration, parsePercent, parseRate, settings, mib, percent, say, fail }

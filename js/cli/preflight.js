@@ -7,7 +7,7 @@
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { UsageError, parseArgs, parseDuration, parsePercent, parseRate, mib, percent, say } = require('./args.js')
+const { UsageError, parseArgs, parseDuration, parsePercent, parseRate, settings, mib, percent, say } = require('./args.js')
 const { readStatus } = require('./status.js')
 const { stopGroup, spawnGroup, relayLines } = require('./group.js')
 
@@ -102,8 +102,10 @@ async function commandPreflight (argv) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-preflight-'))
   const statusFile = path.join(dir, 'status.json')
   const env = { ...process.env, SELF_RECYCLE_STATUS_FILE: statusFile, SELF_RECYCLE_READY_MAX_BASELINE: `${maxBaseline * 100}%` }
-  if (env.SELF_RECYCLE_WARMUP === undefined) env.SELF_RECYCLE_WARMUP = `${windowMs}ms`
-  const effectiveWindowMs = env.SELF_RECYCLE_WARMUP === `${windowMs}ms` ? windowMs : null
+  // The worker's own WARMUP (as it will read it: blank is unset) wins over --window.
+  const warmup = settings({}, ['WARMUP'])
+  if (!warmup.given.includes('WARMUP')) env.SELF_RECYCLE_WARMUP = `${windowMs}ms`
+  const effectiveWindowMs = !warmup.given.includes('WARMUP') || warmup.warmupMs === windowMs ? windowMs : null
   if (!options['no-gc']) {
     const preload = path.join(__dirname, 'preflight-gc.js')
     env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --expose-gc --require ${JSON.stringify(preload)}`.trim()

@@ -101,18 +101,35 @@ pub(super) fn redis_url(text: &str) -> Result<Option<String>, String> {
     }
 }
 
-/// The URL without its password (`redis://user:***@host`), for events and logs.
+/// The URL without its password (`redis://user:***@host`), for events, logs and errors.
+/// Everything before the last `@` counts as credentials (a password may hold `/` or `@`):
+/// when in doubt, more is hidden. Text without `://` is returned as it is.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
+    match rest.rsplit_once('@') {
         Some((credentials, host)) => {
             let user = credentials.split_once(':').map_or("", |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}{path}")
+            // A `/` before the `@`: the "user" may be part of the secret.
+            let user = if user.contains('/') { "" } else { user };
+            format!("{scheme}://{user}:***@{host}")
         }
         None => url.to_string(),
+    }
+}
+
+/// A value given for a URL setting, as an error may show it: a malformed one may lack its
+/// scheme (`user:pass@host`), and is redacted all the same.
+pub(super) fn redact_given_url(text: &str) -> String {
+    if text.contains("://") {
+        redact_url(text)
+    } else if text.contains('@') {
+        redact_url(&format!("://{text}"))
+            .trim_start_matches("://")
+            .to_string()
+    } else {
+        text.to_string()
     }
 }
 

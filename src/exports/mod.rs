@@ -2,12 +2,14 @@
 //! converts its input, calls the core modules and maps errors; `catch_unwind` on every one.
 
 pub mod completion;
+pub mod config;
 pub mod diagnostics;
 pub mod guard;
 pub mod inputs;
 pub mod recycler;
 pub mod restart;
 mod sink;
+pub mod stagger;
 mod start;
 
 use napi::bindgen_prelude::*;
