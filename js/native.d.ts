@@ -133,8 +133,8 @@ export declare function execSelf(exitCode: number): string
 /** The fleet client's answer to a lease ask. */
 export interface FleetAnswerInput {
   status: FleetStatus
-  /** Why (`wait`, `unavailable`): said in the events. */
-  why?: string | null
+  /** Why (`wait`, `unavailable`): said in the events; `null` for `granted`. */
+  why: string | null
 }
 
 /** How a fleet lease ask ended. */
@@ -338,7 +338,10 @@ export interface StopRequest {
   event: Record<string, any> | null
 }
 
-/** What js/fleet.js counted in the fleet's recent recycles. */
+/**
+ * What js/fleet.js counted in the fleet's recent recycles. `use_nullable`: the optional
+ * figures are given as `null` (a plain optional field would refuse null).
+ */
 export interface StormInput {
   fleet: string
   recycles: number
@@ -348,9 +351,9 @@ export interface StormInput {
   reasons: Record<string, number>
   /** `{ host: count }` */
   hosts: Record<string, number>
-  medianUptimeMs?: number | null
+  medianUptimeMs: number | null
   /** The fleet gap while the storm lasts, when FLEET_STORM_GAP widens it. */
-  gapMs?: number | null
+  gapMs: number | null
 }
 
 /** Tracked work in flight, for the predicted drain time. */

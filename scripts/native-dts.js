@@ -8,6 +8,7 @@
 //   node scripts/native-dts.js --check   exit 1 when the committed js/native.d.ts (git's
 //                                        index; the file itself outside a git checkout)
 //                                        differs from what the Rust source generates
+//   ... --check --against FILE           the same, against FILE (the test shows it fails)
 //
 // scripts/build.js regenerates the file from its own compile (typeDefEnv + render).
 
@@ -89,7 +90,10 @@ function difference (expected, generated) {
 async function main () {
   const generated = await generate()
   if (process.argv.includes('--check')) {
-    const { text, from } = committed()
+    const against = process.argv.indexOf('--against')
+    const { text, from } = against >= 0
+      ? { text: fs.readFileSync(process.argv[against + 1], 'utf8'), from: process.argv[against + 1] }
+      : committed()
     const differs = difference(text, generated)
     if (differs) {
       console.error(`self-recycle: js/native.d.ts (${from}) is not what src/exports/ generates; ${differs}. Run \`node scripts/native-dts.js\` and commit js/native.d.ts.`)

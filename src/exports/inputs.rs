@@ -41,8 +41,9 @@ impl From<&MemoryUsageInput> for JsMemoryUsage {
     }
 }
 
-/// What js/fleet.js counted in the fleet's recent recycles.
-#[napi(object)]
+/// What js/fleet.js counted in the fleet's recent recycles. `use_nullable`: the optional
+/// figures are given as `null` (a plain optional field would refuse null).
+#[napi(object, use_nullable = true)]
 pub struct StormInput {
     pub fleet: String,
     pub recycles: f64,
@@ -54,10 +55,8 @@ pub struct StormInput {
     /// `{ host: count }`
     #[napi(ts_type = "Record<string, number>")]
     pub hosts: Value,
-    #[napi(ts_type = "number | null")]
     pub median_uptime_ms: Option<f64>,
     /// The fleet gap while the storm lasts, when FLEET_STORM_GAP widens it.
-    #[napi(ts_type = "number | null")]
     pub gap_ms: Option<f64>,
 }
 
@@ -145,11 +144,10 @@ pub enum FleetStatus {
 }
 
 /// The fleet client's answer to a lease ask.
-#[napi(object)]
+#[napi(object, use_nullable = true)]
 pub struct FleetAnswerInput {
     pub status: FleetStatus,
-    /// Why (`wait`, `unavailable`): said in the events.
-    #[napi(ts_type = "string | null")]
+    /// Why (`wait`, `unavailable`): said in the events; `null` for `granted`.
     pub why: Option<String>,
 }
 
@@ -364,5 +362,96 @@ impl ReinitEventInput {
             stack: self.stack,
         };
         (event, envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost(duration_ms: f64, heap_delta: f64, rss_delta: f64) -> InitCost {
+        InitCost::from(&InitCostInput {
+            duration_ms,
+            heap_delta,
+            rss_delta,
+        })
+    }
+
+    #[test]
+    fn init_costs_keep_signs_and_drop_what_is_not_a_number() {
+        let kept = cost(12.5, -4096.0, 8192.0);
+        assert_eq!(
+            (kept.duration_ms, kept.heap_delta, kept.rss_delta),
+            (12.5, -4096, 8192)
+        );
+        let odd = cost(f64::NAN, f64::INFINITY, f64::NEG_INFINITY);
+        assert_eq!(
+            (odd.duration_ms, odd.heap_delta, odd.rss_delta),
+            (0.0, 0, 0)
+        );
+        assert_eq!(cost(-3.0, 1e300, -1e300).heap_delta, i64::MAX);
+        assert_eq!(cost(-3.0, 1e300, -1e300).rss_delta, i64::MIN);
+        assert_eq!(cost(-3.0, 0.0, 0.0).duration_ms, 0.0);
+    }
+
+    #[test]
+    fn a_fleet_answer_keeps_why_only_where_it_says_something() {
+        let answer = |status, why: Option<&str>| {
+            FleetAnswer::from(FleetAnswerInput {
+                status,
+                why: why.map(str::to_string),
+            })
+        };
+        assert_eq!(
+            answer(FleetStatus::Granted, Some("x")),
+            FleetAnswer::Granted
+        );
+        assert_eq!(
+            answer(FleetStatus::Wait, Some("held by b")),
+            FleetAnswer::Wait("held by b".into())
+        );
+        assert_eq!(
+            answer(FleetStatus::Unavailable, None),
+            FleetAnswer::Unavailable(String::new())
+        );
+    }
+
+    #[test]
+    fn extensions_are_letters_and_digits_only() {
+        let check = |extension: &str| {
+            Extension::try_from(&BesideReportInput {
+                extension: extension.to_string(),
+                text: String::new(),
+            })
+            .map(|Extension(e)| e)
+            .map_err(|e| e.reason)
+        };
+        assert_eq!(check("heapprofile"), Ok("heapprofile".to_string()));
+        for bad in ["", "../x", "a.b", "a/b", "é", "json\0"] {
+            let error = check(bad).expect_err(bad);
+            assert!(error.contains(&format!("{bad:?}")), "{error}");
+            assert!(error.contains("ASCII letters and digits"), "{error}");
+        }
+    }
+
+    #[test]
+    fn tracked_work_and_heap_figures_clamp_to_whole_non_negative_numbers() {
+        let work: (u64, u64, bool) = TrackedWorkInput {
+            p90_ms: 1500.7,
+            youngest_started_ms: -1.0,
+            concurrent: true,
+        }
+        .into();
+        assert_eq!(work, (1500, 0, true));
+        let figures = HeapFigures::from(&HeapStatisticsInput {
+            total_heap_size: 2048.0,
+            used_heap_size: f64::NAN,
+            heap_size_limit: 4096.0,
+            external_memory: None,
+        });
+        assert_eq!(
+            (figures.used, figures.total, figures.limit, figures.external),
+            (0, 2048, 4096, 0)
+        );
     }
 }
