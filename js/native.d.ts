@@ -3,7 +3,7 @@
 
 export declare class NativeRecycler {
   /** Parses the settings (throwing `ERR_SELF_RECYCLE_CONFIG`), then starts sampling. */
-  constructor(input: StartInput, onEvent: (arg: any) => void)
+  constructor(input: StartInput, onEvent: (event: Record<string, any> | null) => void)
   /** `true` when `SELF_RECYCLE_DISABLE` made this recycler inert. */
   get disabled(): boolean
   startEvent(): Record<string, any>

@@ -31,6 +31,9 @@ use crate::recycle::StopOutcome;
 use crate::sampler::{SampleSource, Ticker};
 use crate::stop_signal;
 
+/// The JS listener: an event, or `null` for a liveness ping (answered natively on delivery).
+type OnEvent<'scope> = Function<'scope, Value, ()>;
+
 #[napi]
 pub struct NativeRecycler {
     /// `None`: `SELF_RECYCLE_DISABLE` — an inert recycler.
@@ -43,7 +46,11 @@ pub struct NativeRecycler {
 impl NativeRecycler {
     /// Parses the settings (throwing `ERR_SELF_RECYCLE_CONFIG`), then starts sampling.
     #[napi(constructor, catch_unwind)]
-    pub fn new(env: Env, input: StartInput, on_event: Function<Value, ()>) -> Result<Self> {
+    pub fn new(
+        env: Env,
+        input: StartInput,
+        #[napi(ts_arg_type = "(event: Record<string, any> | null) => void")] on_event: OnEvent,
+    ) -> Result<Self> {
         let config = config::parse(&RawSettings {
             env: &input.env,
             options: &input.options,
