@@ -564,6 +564,18 @@ test('a storm: more recycles than FLEET_STORM in its window emits storm once, wi
   assert.ok(shown.storm.leftMs > 0)
 })
 
+test('a storm without FLEET_STORM_GAP (the gap stays as it is) is emitted too, with gapMs null', async () => {
+  const name = fleetName()
+  const env = { SELF_RECYCLE_FLEET_REDIS: redis.url, SELF_RECYCLE_FLEET_NAME: name, SELF_RECYCLE_FLEET_GAP: '0', SELF_RECYCLE_FLEET_STORM: '2/1m', SELF_RECYCLE_FLEET_MAX_CONCURRENT: '10', SELF_RECYCLE_MAX_AGE: '300ms', DRAIN_MS: '50' }
+  const results = []
+  for (let i = 0; i < 3; i++) results.push(await worker(env).done)
+  const storms = results.flatMap((r) => r.events.filter((e) => e.event === 'storm'))
+  assert.equal(storms.length, 1, JSON.stringify(results.map((r) => r.events.map((e) => e.event))))
+  assert.equal(storms[0].recycles, 3)
+  assert.equal(storms[0].gapMs, null)
+  assert.ok((await history(client, name)).some((e) => e.event === 'storm'))
+})
+
 function cli (args) {
   return new Promise((resolve) => execFile(process.execPath, [CLI, ...args], { env: cleanEnv({ NO_COLOR: '1' }) }, (error, stdout, stderr) => resolve({ code: error?.code ?? 0, stdout, stderr })))
 }

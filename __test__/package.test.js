@@ -77,6 +77,8 @@ test('the main tarball: JS and types only, every platform package listed as opti
   const entries = tarList(file)
   assert.ok(entries.includes('package/js/index.js'))
   assert.ok(entries.includes('package/js/index.d.ts'))
+  // The binding's types are internal: no published declaration refers to them.
+  assert.ok(!entries.includes('package/js/native.d.ts'), 'js/native.d.ts is packed')
   assert.ok(entries.includes('package/LICENSE'))
   // Every entry point (self-recycle/nest, /prometheus, /otel...) and its types are packed.
   for (const entry of Object.values(manifest.exports)) {

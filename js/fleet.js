@@ -452,7 +452,7 @@ class Fleet {
         }
       }
       let wanted = false
-      try { wanted = this.native()?.fleetAnswer(status, why ?? null) ?? false } catch {}
+      try { wanted = this.native()?.fleetAnswer({ status, why: why ?? null }) ?? false } catch {}
       if (status === 'wait' && wanted) {
         this._later(retryMs + Math.floor(Math.random() * 100), attempt)
         return
@@ -637,7 +637,7 @@ class Fleet {
     if (this.warned.has(key)) return
     this.warned.add(key)
     try {
-      const event = this.native()?.fleetWarningEvent(this.name, code, reason, detail)
+      const event = this.native()?.fleetWarningEvent({ fleet: this.name, code, reason, detail })
       if (event) internalsOf(this.recycler).emitEvent(event)
     } catch {}
   }

@@ -77,7 +77,7 @@ function callerStack () {
 /** Emits through the recycler (its listeners and LOG mode), or logs when none exists. */
 function emitReinit (key, count, cached, callSite, stack) {
   const heap = require('node:v8').getHeapStatistics()
-  const event = binding.reinitEvent(key, count.attempts, count.fromSite, cached, callSite, stack, process.uptime() * 1000, heap.used_heap_size, heap.heap_size_limit)
+  const event = binding.reinitEvent({ key, attempts: count.attempts, fromSite: count.fromSite, cached, callSite, stack, uptimeMs: process.uptime() * 1000, heapUsed: heap.used_heap_size, heapLimit: heap.heap_size_limit })
   const recycler = current()
   if (internalsOf(recycler) && recycler.config) {
     internalsOf(recycler).emitEvent(event)
@@ -91,16 +91,17 @@ function measureStart () {
   return { started: performance.now(), heap: process.memoryUsage().heapUsed, rss: binding.residentBytes() }
 }
 
+/** What an init cost since `measureStart()`. */
 function measureEnd (before) {
-  return [
-    performance.now() - before.started,
-    process.memoryUsage().heapUsed - before.heap,
-    binding.residentBytes() - before.rss
-  ]
+  return {
+    durationMs: performance.now() - before.started,
+    heapDelta: process.memoryUsage().heapUsed - before.heap,
+    rssDelta: binding.residentBytes() - before.rss
+  }
 }
 
 function reportReinit (key, caller, cached) {
-  const count = binding.guardReinit(key, caller.site)
+  const count = binding.guardReinit({ key, callSite: caller.site })
   if (count.report) emitReinit(key, count, cached, caller.site, caller.frames.join('\n'))
 }
 
@@ -134,7 +135,7 @@ function once (key, factory, options) {
   if (scope !== 'thread' && scope !== 'process') {
     throw new TypeError(`once(key, factory, options): scope must be 'thread' or 'process', got ${String(scope)}`)
   }
-  if (!binding.guardBegin(key, scope === 'process')) {
+  if (!binding.guardBegin(key, scope)) {
     const error = new Error(`once('${key}'): this key has scope 'process' and another thread already initialized it; JS values cannot cross threads`)
     error.code = 'ERR_SELF_RECYCLE_GUARD_SCOPE'
     throw error
@@ -144,19 +145,19 @@ function once (key, factory, options) {
   try {
     value = factory()
   } catch (error) {
-    binding.guardEnd(key, false, ...measureEnd(before))
+    binding.guardEnd({ key, succeeded: false, cost: measureEnd(before) })
     throw error
   }
   if (!isThenable(value)) {
-    binding.guardEnd(key, true, ...measureEnd(before))
+    binding.guardEnd({ key, succeeded: true, cost: measureEnd(before) })
     values.set(key, { value, factories: new WeakSet([factory]), lastFactory: factory, pendingHits: 0 })
     return value
   }
   const pending = Promise.resolve(value).then((resolved) => {
-    binding.guardEnd(key, true, ...measureEnd(before))
+    binding.guardEnd({ key, succeeded: true, cost: measureEnd(before) })
     return resolved
   }, (error) => {
-    binding.guardEnd(key, false, ...measureEnd(before))
+    binding.guardEnd({ key, succeeded: false, cost: measureEnd(before) })
     const current = values.get(key)
     if (current?.value === pending) {
       flushHits(key, current)
@@ -178,7 +179,7 @@ function trackInit (key, factory, caller = callerStack()) {
   const before = measureStart()
   const stack = caller
   const finish = () => {
-    const inits = binding.guardTrackInit(key, ...measureEnd(before))
+    const inits = binding.guardTrackInit(key, measureEnd(before))
     if (inits > 1) reportReinit(key, stack, false)
   }
   const value = factory()

@@ -347,7 +347,7 @@ class Recycler extends EventEmitter {
     const v8 = require('node:v8')
     const report = () => {
       const stats = v8.getHeapStatistics()
-      this[kNative]?.reportHeap(stats.used_heap_size, stats.total_heap_size, stats.heap_size_limit, stats.external_memory ?? 0)
+      this[kNative]?.reportHeap({ usedHeapSize: stats.used_heap_size, totalHeapSize: stats.total_heap_size, heapSizeLimit: stats.heap_size_limit, externalMemory: stats.external_memory })
     }
     this[kState].heapTimer = setInterval(report, intervalMs)
     this[kState].heapTimer.unref()
@@ -369,7 +369,7 @@ class Recycler extends EventEmitter {
     if (message.fleetAsk) {
       // A recycle is due and asks the fleet for a lease (not an event).
       if (this[kState].fleet) this[kState].fleet.ask()
-      else this[kNative]?.fleetAnswer('unavailable', 'no fleet client')
+      else this[kNative]?.fleetAnswer({ status: 'unavailable', why: 'no fleet client' })
       return
     }
     const event = message.draft ? this._complete(message) : message
@@ -470,7 +470,7 @@ class Recycler extends EventEmitter {
     attribution.since = grown.since
     if (draft.event !== EVENTS.RECYCLE || draft.dryRun) return
     try {
-      const written = native.writeBesideReport('heapprofile', JSON.stringify(grown.profile))
+      const written = native.writeBesideReport({ extension: 'heapprofile', text: JSON.stringify(grown.profile) })
       attribution.reportProfile = {
         since: grown.since,
         intervalBytes: state.config.profileIntervalBytes,
@@ -545,7 +545,7 @@ class Recycler extends EventEmitter {
       }, leftMs)
     })
     const hooks = [...state.hooks]
-    const drainStart = native.drainStarted(hooks.length, state.inFlight.size)
+    const drainStart = native.drainStarted({ hooks: hooks.length, inFlight: state.inFlight.size })
     if (drainStart) this._emitEvent(drainStart)
     const errors = []
     const work = (async () => {
@@ -567,7 +567,7 @@ class Recycler extends EventEmitter {
     cancelTimer()
     const remaining = state.inFlight.size
     const drained = !timedOut && remaining === 0
-    const drainEnd = native.drainFinished(remaining, drained, errors)
+    const drainEnd = native.drainFinished({ inFlight: remaining, drained, errors })
     if (drainEnd) this._emitEvent(drainEnd)
     flushAllHits()
     const snapshot = state.config.heapSnapshot && decision.event === EVENTS.RECYCLE
@@ -679,7 +679,7 @@ class Recycler extends EventEmitter {
     estimate.p90 = p90
     estimate.youngest = youngest
     estimate.concurrent = concurrent
-    native.setExpectedDrain(p90, youngest, concurrent)
+    native.setExpectedDrain(p90 === null || youngest === null ? null : { p90Ms: p90, youngestStartedMs: youngest, concurrent })
   }
 
   /**

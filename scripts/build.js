@@ -10,6 +10,9 @@
 //   --portable                        linux-x64-gnu release binary for glibc >= 2.17, linked with
 //                                     napi-rs's prebuilt GCC cross toolchain (an npm package)
 //   --out DIR                         write the .node file into DIR instead of js/
+//
+// A development build into js/ also regenerates js/native.d.ts, the binding's types, from
+// the same compile (scripts/native-dts.js; that script alone regenerates it without a build).
 
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -23,6 +26,7 @@ const debug = args.includes('--debug')
 const portable = args.includes('--portable')
 const outIndex = args.indexOf('--out')
 const outDir = outIndex >= 0 ? path.resolve(args[outIndex + 1] ?? '') : path.join(root, 'js')
+const writesTypes = outIndex < 0 && !portable
 
 const PORTABLE_TARGET = 'x86_64-unknown-linux-gnu'
 // napi-rs's prebuilt GCC 4.8 / glibc 2.17 toolchain, the one `napi build --use-napi-cross`
@@ -116,6 +120,9 @@ if (portable) {
   cargoArgs.push('--target', PORTABLE_TARGET)
   env = { ...process.env, ...portableToolchainEnv() }
 }
+const nativeDts = writesTypes ? require('./native-dts.js') : null
+const typeDefDir = path.join(root, 'target', 'napi-type-def', 'build')
+if (nativeDts) env = { ...env, ...nativeDts.typeDefEnv(typeDefDir) }
 const result = spawnSync('cargo', cargoArgs, { cwd: root, env, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 64 << 20 })
 if (result.error) fail(`cannot run cargo (${result.error.message})`)
 if (result.status !== 0) {
@@ -137,3 +144,8 @@ const temporary = `${target}.${process.pid}.tmp`
 fs.copyFileSync(artifact, temporary)
 fs.renameSync(temporary, target)
 console.error(`self-recycle: built ${path.relative(process.cwd(), target)} (${fs.statSync(target).size} bytes)`)
+if (nativeDts) {
+  nativeDts.render(typeDefDir).then((dts) => {
+    fs.writeFileSync(nativeDts.DTS, dts)
+  }, (error) => fail(`cannot write js/native.d.ts: ${error.message}`))
+}

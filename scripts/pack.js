@@ -48,10 +48,15 @@ function platforms () {
   })
 }
 
-/** Files matched by the main package's `files` globs (only `dir/*.ext` and plain names). */
+/**
+ * Files matched by the main package's `files` globs (only `dir/*.ext`, plain names and
+ * `!name` exclusions).
+ */
 function mainFiles () {
   const files = []
+  const excluded = new Set(mainManifest.files.filter((p) => p.startsWith('!')).map((p) => path.normalize(p.slice(1))))
   for (const pattern of mainManifest.files) {
+    if (pattern.startsWith('!')) continue
     const star = pattern.indexOf('*')
     if (star < 0) {
       if (fs.existsSync(path.join(root, pattern))) files.push(pattern)
@@ -63,7 +68,7 @@ function mainFiles () {
       if (name.endsWith(ending)) files.push(path.join(dir, name))
     }
   }
-  return files
+  return files.filter((file) => !excluded.has(path.normalize(file)))
 }
 
 function stage (name) {

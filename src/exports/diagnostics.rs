@@ -6,7 +6,7 @@ use napi_derive::napi;
 use serde_json::Value;
 
 use super::inputs::MemoryUsageInput;
-use super::{invalid, to_bytes};
+use super::invalid;
 use crate::probe;
 use crate::probe::procfs;
 use crate::probe::v8::{self, Isolate, JsMemoryUsage};
@@ -21,11 +21,11 @@ pub fn native_heap_probe_refusal(memory: MemoryUsageInput) -> Option<String> {
         .err()
 }
 
-#[napi(object)]
+#[napi(object, use_nullable = true)]
 pub struct ProbeCost {
     /// Nanoseconds per `/proc/self/statm` read (kept fd, pread).
     pub rss_ns: f64,
-    /// Nanoseconds per native V8 heap read; `None` when the native probe is unavailable.
+    /// Nanoseconds per native V8 heap read; `null` when the native probe is unavailable.
     pub heap_ns: Option<f64>,
 }
 
@@ -49,18 +49,6 @@ pub fn probe_cost(iterations: u32) -> ProbeCost {
         started.elapsed().as_nanos() as f64 / f64::from(iterations)
     });
     ProbeCost { rss_ns, heap_ns }
-}
-
-/// Why V8's sampling heap profiler cannot be used natively here (`null`: it can).
-#[napi(catch_unwind)]
-pub fn heap_profile_unavailable(v8_version: String) -> Option<String> {
-    probe::sampling::unavailable(&v8_version)
-}
-
-/// Starts V8's sampling heap profiler (JS thread): `false` if another client runs it.
-#[napi(catch_unwind)]
-pub fn heap_profile_start(interval: f64, stack_depth: u32) -> Result<bool> {
-    probe::sampling::start(to_bytes(interval), stack_depth).map_err(invalid)
 }
 
 #[napi(catch_unwind)]

@@ -8,9 +8,10 @@ use napi::Env;
 use napi_derive::napi;
 use serde_json::{Map, Value};
 
-use super::to_bytes;
-use crate::event::{Envelope, Event};
-use crate::guard::{InitCost, REGISTRY};
+use super::inputs::{
+    GuardScope, InitCostInput, InitEndInput, ReinitAttemptInput, ReinitEventInput,
+};
+use crate::guard::REGISTRY;
 use crate::probe::procfs;
 
 static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);
@@ -67,18 +68,15 @@ pub fn guard_store<'env>(env: &'env Env, fresh: Object<'env>) -> Result<Object<'
 
 /// Starts an initialization; `false` when a `scope: 'process'` key belongs to another thread.
 #[napi(catch_unwind)]
-pub fn guard_begin(key: String, process_scope: bool) -> bool {
+pub fn guard_begin(key: String, scope: GuardScope) -> bool {
+    let process_scope = matches!(scope, GuardScope::Process);
     REGISTRY.begin(&key, thread_id(), process_scope).is_ok()
 }
 
+/// Ends the initialization `guardBegin` started.
 #[napi(catch_unwind)]
-pub fn guard_end(key: String, succeeded: bool, duration_ms: f64, heap_delta: f64, rss_delta: f64) {
-    let cost = InitCost {
-        duration_ms,
-        heap_delta: heap_delta as i64,
-        rss_delta: rss_delta as i64,
-    };
-    REGISTRY.end(&key, thread_id(), succeeded, cost);
+pub fn guard_end(end: InitEndInput) {
+    REGISTRY.end(&end.key, thread_id(), end.succeeded, (&end.cost).into());
 }
 
 /// Adds `count` hits (the JS side batches them).
@@ -97,8 +95,8 @@ pub struct ReinitCount {
 }
 
 #[napi(catch_unwind)]
-pub fn guard_reinit(key: String, call_site: String) -> ReinitCount {
-    let reinit = REGISTRY.reinit(&key, &call_site);
+pub fn guard_reinit(attempt: ReinitAttemptInput) -> ReinitCount {
+    let reinit = REGISTRY.reinit(&attempt.key, &attempt.call_site);
     ReinitCount {
         attempts: reinit.attempts as f64,
         from_site: reinit.from_site as f64,
@@ -108,13 +106,8 @@ pub fn guard_reinit(key: String, call_site: String) -> ReinitCount {
 
 /// Records an unguarded initialization; returns how many there have been.
 #[napi(catch_unwind)]
-pub fn guard_track_init(key: String, duration_ms: f64, heap_delta: f64, rss_delta: f64) -> f64 {
-    let cost = InitCost {
-        duration_ms,
-        heap_delta: heap_delta as i64,
-        rss_delta: rss_delta as i64,
-    };
-    REGISTRY.track_init(&key, thread_id(), cost) as f64
+pub fn guard_track_init(key: String, cost: InitCostInput) -> f64 {
+    REGISTRY.track_init(&key, thread_id(), (&cost).into()) as f64
 }
 
 #[napi(catch_unwind)]
@@ -124,32 +117,8 @@ pub fn guard_stats() -> Value {
 
 /// The guard's `reinit` event (it can happen with no recycler started).
 #[napi(catch_unwind)]
-#[allow(clippy::too_many_arguments)]
-pub fn reinit_event(
-    key: String,
-    attempts: f64,
-    from_site: f64,
-    cached: bool,
-    call_site: String,
-    stack: String,
-    uptime_ms: f64,
-    heap_used: f64,
-    heap_limit: f64,
-) -> Map<String, Value> {
-    let envelope = Envelope {
-        uptime_ms: to_bytes(uptime_ms),
-        rss: procfs::resident().map_or(0, |r| r.rss),
-        heap_used: to_bytes(heap_used),
-        heap_limit: to_bytes(heap_limit),
-        generation: None,
-    };
-    Event::Reinit {
-        key,
-        attempts: to_bytes(attempts),
-        from_site: to_bytes(from_site),
-        cached,
-        call_site,
-        stack,
-    }
-    .to_json(&envelope)
+pub fn reinit_event(reinit: ReinitEventInput) -> Map<String, Value> {
+    let rss = procfs::resident().map_or(0, |r| r.rss);
+    let (event, envelope) = reinit.into_event(rss);
+    event.to_json(&envelope)
 }

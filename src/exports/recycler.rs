@@ -9,7 +9,10 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
 use super::completion::AttributionInput;
-use super::inputs::{StartInput, StormInput};
+use super::inputs::{
+    BesideReportInput, DrainEndInput, DrainStartInput, Extension, FleetAnswerInput,
+    FleetWarningInput, HeapStatisticsInput, StartInput, StormInput, TrackedWorkInput,
+};
 use super::sink::{EventCallback, JsSink, SharedSink, ToJs};
 use super::start::{
     choose_heap_probe, config_error, install_near_heap_limit, on_main_thread, random_unit,
@@ -17,8 +20,7 @@ use super::start::{
 };
 use super::{invalid, to_bytes};
 use crate::config::{self, Machine, RawSettings};
-use crate::event::{self, DrainPhase, Recycle};
-use crate::fleet;
+use crate::event::{self, Recycle};
 use crate::liveness::Liveness;
 use crate::monitor::{self, EventSink, Monitor, MonitorSetup, Probes};
 use crate::notify::Notifier;
@@ -29,6 +31,9 @@ use crate::probe::v8::HeapFigures;
 use crate::recycle::StopOutcome;
 use crate::sampler::{SampleSource, Ticker};
 use crate::stop_signal;
+
+/// The JS listener: an event, or `null` for a liveness ping (answered natively on delivery).
+type OnEvent<'scope> = Function<'scope, Value, ()>;
 
 #[napi]
 pub struct NativeRecycler {
@@ -42,7 +47,11 @@ pub struct NativeRecycler {
 impl NativeRecycler {
     /// Parses the settings (throwing `ERR_SELF_RECYCLE_CONFIG`), then starts sampling.
     #[napi(constructor, catch_unwind)]
-    pub fn new(env: Env, input: StartInput, on_event: Function<Value, ()>) -> Result<Self> {
+    pub fn new(
+        env: Env,
+        input: StartInput,
+        #[napi(ts_arg_type = "(event: Record<string, any> | null) => void")] on_event: OnEvent,
+    ) -> Result<Self> {
         let config = config::parse(&RawSettings {
             env: &input.env,
             options: &input.options,
@@ -70,12 +79,7 @@ impl NativeRecycler {
                     "the native heap probe is refused: pass v8.getHeapStatistics() as input.heap",
                 ));
             };
-            heap.record(HeapFigures {
-                used: to_bytes(stats.used_heap_size),
-                total: to_bytes(stats.total_heap_size),
-                limit: to_bytes(stats.heap_size_limit),
-                external: to_bytes(stats.external_memory),
-            });
+            heap.record(HeapFigures::from(stats));
         }
         let heap_size_limit = heap.figures().map(|f| f.limit).filter(|l| *l > 0);
         // SAFETY: the constructor runs on the JS thread; the cell outlives the hook.
@@ -193,23 +197,10 @@ impl NativeRecycler {
         Ok(self.monitor()?.trigger(recycle, false))
     }
 
-    /// A stop signal: `{ outcome: 'started' | 'joined' | 'again' | 'native', event }`
-    /// (`native`: the watcher already acted on it while JS was stuck).
+    /// A stop signal (`SIGTERM`, 15): what JS does with it, and the stop's event.
     #[napi(catch_unwind)]
-    pub fn request_stop(&self, signal: String, number: i32) -> Result<Value> {
-        let (outcome, event) = match self.monitor()?.request_stop_from_js(&signal, number) {
-            monitor::JsStop::Decide(outcome, event) => (outcome, event),
-            // The native watcher took this delivery while JS was stuck.
-            monitor::JsStop::TakenNatively(event) => {
-                return Ok(serde_json::json!({ "outcome": "native", "event": event }));
-            }
-        };
-        let outcome = match outcome {
-            StopOutcome::Started => "started",
-            StopOutcome::Joined => "joined",
-            StopOutcome::Again => "again",
-        };
-        Ok(serde_json::json!({ "outcome": outcome, "event": event }))
+    pub fn request_stop(&self, signal: String, number: i32) -> Result<StopRequest> {
+        Ok(self.monitor()?.request_stop_from_js(&signal, number).into())
     }
 
     /// Chains the native stop-signal handler in front of the JS listeners just added
@@ -259,28 +250,17 @@ impl NativeRecycler {
         Ok(self.monitor()?.stagger_serve())
     }
 
-    /// This worker listens (see `stagger_serve`). `false` without a queue.
+    /// This worker listens (see `staggerServe`). `false` without a queue.
     #[napi(catch_unwind)]
     pub fn stagger_listening(&self) -> Result<bool> {
         self.monitor()?.stagger_listening().map_err(invalid)
     }
 
-    /// The fleet client's answer to a lease ask: `granted`, `wait` or `unavailable`, with
-    /// why. Returns whether a recycle was waiting for it.
+    /// The fleet client's answer to a lease ask. Returns whether a recycle was waiting
+    /// for it.
     #[napi(catch_unwind)]
-    pub fn fleet_answer(&self, status: String, why: Option<String>) -> Result<bool> {
-        let why = why.unwrap_or_default();
-        let answer = match status.as_str() {
-            "granted" => fleet::FleetAnswer::Granted,
-            "wait" => fleet::FleetAnswer::Wait(why),
-            "unavailable" => fleet::FleetAnswer::Unavailable(why),
-            other => {
-                return Err(invalid(format!(
-                    "fleetAnswer: {other:?} is not granted, wait or unavailable"
-                )))
-            }
-        };
-        Ok(self.monitor()?.fleet_answer(answer))
+    pub fn fleet_answer(&self, answer: FleetAnswerInput) -> Result<bool> {
+        Ok(self.monitor()?.fleet_answer(answer.into()))
     }
 
     /// How allocation sites are profiled, for `probes.profile`, when JS's inspector
@@ -304,20 +284,14 @@ impl NativeRecycler {
         Ok(monitor.complete(to_bytes(draft_id), &attribution, report_profile))
     }
 
-    /// Writes `text` beside the recycle report: `{ path }`, `{ error }`, or null without
-    /// `REPORT_DIR`.
+    /// Writes a file beside the recycle report; `null` without `REPORT_DIR`.
     #[napi(catch_unwind)]
-    pub fn write_beside_report(&self, extension: String, text: String) -> Result<Option<Value>> {
-        if extension.is_empty() || !extension.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(invalid(format!("not a file extension: {extension:?}")));
-        }
+    pub fn write_beside_report(&self, file: BesideReportInput) -> Result<Option<BesideReport>> {
+        let Extension(extension) = Extension::try_from(&file)?;
         Ok(self
             .monitor()?
-            .write_beside_report(&extension, text.as_bytes())
-            .map(|written| match written {
-                Ok(path) => serde_json::json!({ "path": path }),
-                Err(error) => serde_json::json!({ "error": error }),
-            }))
+            .write_beside_report(&extension, file.text.as_bytes())
+            .map(BesideReport::from))
     }
 
     #[napi(catch_unwind)]
@@ -327,13 +301,8 @@ impl NativeRecycler {
 
     /// Heap figures from the JS fallback probe.
     #[napi(catch_unwind)]
-    pub fn report_heap(&self, used: f64, total: f64, limit: f64, external: f64) -> Result<()> {
-        self.monitor()?.record_heap(HeapFigures {
-            used: to_bytes(used),
-            total: to_bytes(total),
-            limit: to_bytes(limit),
-            external: to_bytes(external),
-        });
+    pub fn report_heap(&self, stats: HeapStatisticsInput) -> Result<()> {
+        self.monitor()?.record_heap(HeapFigures::from(&stats));
         Ok(())
     }
 
@@ -344,19 +313,11 @@ impl NativeRecycler {
         Ok(())
     }
 
-    /// How long tracked jobs take (p90, ms) and when the youngest in flight started (epoch
-    /// ms); `null`s: no work in flight.
+    /// How long the tracked work in flight should take to drain; `null`: none in flight
+    /// (or no durations yet).
     #[napi(catch_unwind)]
-    pub fn set_expected_drain(
-        &self,
-        p90_ms: Option<f64>,
-        youngest_started_ms: Option<f64>,
-        concurrent: bool,
-    ) -> Result<()> {
-        let work = p90_ms
-            .zip(youngest_started_ms)
-            .map(|(p90, at)| (to_bytes(p90), to_bytes(at), concurrent));
-        self.monitor()?.set_tracked_work(work);
+    pub fn set_expected_drain(&self, work: Option<TrackedWorkInput>) -> Result<()> {
+        self.monitor()?.set_tracked_work(work.map(Into::into));
         Ok(())
     }
 
@@ -371,27 +332,14 @@ impl NativeRecycler {
 
     /// The `drain` start event, on the drain's own clock.
     #[napi(catch_unwind)]
-    pub fn drain_started(&self, hooks: u32, in_flight: u32) -> Result<Option<Map<String, Value>>> {
-        Ok(self.monitor()?.drain_event(DrainPhase::Start {
-            hooks,
-            in_flight,
-            left_ms: 0,
-        }))
+    pub fn drain_started(&self, start: DrainStartInput) -> Result<Option<Map<String, Value>>> {
+        Ok(self.monitor()?.drain_event(start.into()))
     }
 
     /// The `drain` end event.
     #[napi(catch_unwind)]
-    pub fn drain_finished(
-        &self,
-        in_flight: u32,
-        drained: bool,
-        errors: Vec<String>,
-    ) -> Result<Option<Map<String, Value>>> {
-        Ok(self.monitor()?.drain_event(DrainPhase::End {
-            in_flight,
-            drained,
-            errors,
-        }))
+    pub fn drain_finished(&self, end: DrainEndInput) -> Result<Option<Map<String, Value>>> {
+        Ok(self.monitor()?.drain_event(end.into()))
     }
 
     /// JS finished draining and leaves now: returns the `exit` event (the recycle report,
@@ -423,38 +371,14 @@ impl NativeRecycler {
     /// The `storm` event, from what the fleet's history says (js/fleet.js counts it).
     #[napi(catch_unwind)]
     pub fn storm_event(&self, storm: StormInput) -> Result<Map<String, Value>> {
-        let object = |value: Value| match value {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        let monitor = self.monitor()?;
-        Ok(monitor.render(&event::Event::Storm(Box::new(event::Storm {
-            fleet: storm.fleet,
-            recycles: to_bytes(storm.recycles),
-            threshold: to_bytes(storm.threshold),
-            window_ms: to_bytes(storm.window_ms),
-            reasons: object(storm.reasons),
-            hosts: object(storm.hosts),
-            median_uptime_ms: storm.median_uptime_ms.map(to_bytes),
-            gap_ms: storm.gap_ms.map(to_bytes),
-        }))))
+        let storm = event::Event::Storm(Box::new(storm.into()));
+        Ok(self.monitor()?.render(&storm))
     }
 
     /// A `warning` event about the fleet (js/fleet.js finds it: a mismatch, a refusal).
     #[napi(catch_unwind)]
-    pub fn fleet_warning_event(
-        &self,
-        fleet: String,
-        code: String,
-        reason: String,
-        detail: Option<Value>,
-    ) -> Result<Map<String, Value>> {
-        Ok(self.monitor()?.render(&event::Event::Warning {
-            fleet,
-            code,
-            reason,
-            detail: detail.unwrap_or(Value::Null),
-        }))
+    pub fn fleet_warning_event(&self, warning: FleetWarningInput) -> Result<Map<String, Value>> {
+        Ok(self.monitor()?.render(&warning.into()))
     }
 
     #[napi(catch_unwind)]
@@ -493,6 +417,62 @@ impl NativeRecycler {
         self.attachments.lock().detach();
         if let Some(sink) = &self.sink {
             sink.release();
+        }
+    }
+}
+
+/// What JS does with a stop signal.
+#[napi(string_enum = "lowercase")]
+pub enum StopDecision {
+    /// Nothing was draining: a stop drain started; drain on its event.
+    Started,
+    /// A recycle was draining: the stop joined it.
+    Joined,
+    /// A stop was already under way: the second signal, leave at once.
+    Again,
+    /// The native watcher took this delivery while JS was stuck: emit its event, drain
+    /// what can still be drained.
+    Native,
+}
+
+/// `requestStop`'s answer.
+#[napi(object, use_nullable = true)]
+pub struct StopRequest {
+    pub outcome: StopDecision,
+    /// The stop's event (`null`: none to emit).
+    pub event: Option<Map<String, Value>>,
+}
+
+impl From<monitor::JsStop> for StopRequest {
+    fn from(stop: monitor::JsStop) -> Self {
+        let (outcome, event) = match stop {
+            monitor::JsStop::Decide(StopOutcome::Started, event) => (StopDecision::Started, event),
+            monitor::JsStop::Decide(StopOutcome::Joined, event) => (StopDecision::Joined, event),
+            monitor::JsStop::Decide(StopOutcome::Again, event) => (StopDecision::Again, event),
+            monitor::JsStop::TakenNatively(event) => (StopDecision::Native, event),
+        };
+        StopRequest { outcome, event }
+    }
+}
+
+/// A file written beside the recycle report: its path, or why it could not be.
+#[napi(object, use_nullable = true)]
+pub struct BesideReport {
+    pub path: Option<String>,
+    pub error: Option<String>,
+}
+
+impl From<std::result::Result<String, String>> for BesideReport {
+    fn from(written: std::result::Result<String, String>) -> Self {
+        match written {
+            Ok(path) => BesideReport {
+                path: Some(path),
+                error: None,
+            },
+            Err(error) => BesideReport {
+                path: None,
+                error: Some(error),
+            },
         }
     }
 }

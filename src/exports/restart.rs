@@ -7,7 +7,7 @@ use crate::reexec;
 
 /// `RESTART=exec`: re-executes the process in place (after the `exit` listeners ran).
 /// Returns only if that could not start, with why; a failing execve ends the process with
-/// `exit_code` itself.
+/// `exitCode` itself.
 #[napi(catch_unwind)]
 pub fn exec_self(exit_code: i32) -> String {
     reexec::exec_self(exit_code)
