@@ -13,14 +13,21 @@ class UsageError extends Error {}
  * what follows `--` counts as positional. `positionals` is how many positional arguments the
  * command takes: any more, an unknown option, a flag given a value or an option missing its
  * value is a UsageError.
+ * @template {Record<string, 'flag' | 'value' | 'rest'>} Spec
+ * @param {string[]} argv
+ * @param {Spec} spec
+ * @param {number} [positionals]
+ * @returns {{ _: string[], rest?: string[] } & { [Name in keyof Spec]?: Spec[Name] extends 'flag' ? boolean : string }}
  */
 function parseArgs (argv, spec, positionals = 0) {
+  /** @type {NonNullable<import('node:util').ParseArgsConfig['options']>} */
   const options = {}
   for (const [name, kind] of Object.entries(spec)) {
     if (name === '--') continue
     options[name] = { type: kind === 'flag' ? 'boolean' : 'string', ...(name === 'help' ? { short: 'h' } : {}) }
   }
   const { tokens } = util.parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true })
+  /** @type {{ _: string[], rest?: string[], [name: string]: unknown }} */
   const result = { _: [] }
   for (const token of tokens) {
     if (token.kind === 'option-terminator') {
@@ -49,7 +56,7 @@ function parseArgs (argv, spec, positionals = 0) {
     const extra = result._.slice(positionals)
     throw new UsageError(`unexpected argument${extra.length > 1 ? 's' : ''} ${extra.map((a) => JSON.stringify(a)).join(' ')} (${positionals === 0 ? 'this command takes none' : `this command takes ${positionals}`})`)
   }
-  return result
+  return /** @type {any} */ (result)
 }
 
 /** `--json, --help (-h), --redis VALUE` for an error message. */
@@ -66,8 +73,8 @@ const UNITS = { ms: 1, s: 1000, m: 60000, min: 60000, h: 3600000, d: 86400000 }
 const MAX_DURATION_MS = 2 ** 31 - 1
 function parseDuration (text, name) {
   const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?$/i.exec(String(text).trim())
-  const ms = match && Math.round(Number(match[1]) * UNITS[(match[2] ?? 'ms').toLowerCase()])
-  if (!match || ms > MAX_DURATION_MS) throw new UsageError(`--${name}=${JSON.stringify(text)}: expected a duration such as 30s, 2m, 500ms, 1h or 1d, of at most 24d (${MAX_DURATION_MS} ms)`)
+  const ms = match ? Math.round(Number(match[1]) * UNITS[(match[2] ?? 'ms').toLowerCase()]) : null
+  if (ms === null || ms > MAX_DURATION_MS) throw new UsageError(`--${name}=${JSON.stringify(text)}: expected a duration such as 30s, 2m, 500ms, 1h or 1d, of at most 24d (${MAX_DURATION_MS} ms)`)
   return ms
 }
 
