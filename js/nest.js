@@ -235,6 +235,7 @@ class SelfRecycleModule {
   /**
    * Like `forRoot`, with options from a factory (a ConfigService, say):
    * `forRootAsync({ imports: [ConfigModule], inject: [ConfigService], useFactory: (config) => ({ maxRss: config.get('MAX_RSS') }) })`.
+   * @param {Partial<import('./nest.js').SelfRecycleAsyncOptions>} [options] checked here (useFactory is required)
    */
   static forRootAsync ({ imports = [], inject = [], useFactory, nestOptions = {} } = {}) {
     if (typeof useFactory !== 'function') throw new TypeError('SelfRecycleModule.forRootAsync({ useFactory }): useFactory must be a function')
@@ -249,6 +250,7 @@ class SelfRecycleModule {
 Module({})(SelfRecycleModule)
 
 /** Nest lifecycle hooks: a value shared across contexts must not get them from each one. */
+/** @type {Set<string | symbol>} */
 const LIFECYCLE_HOOKS = new Set(['onModuleInit', 'onApplicationBootstrap', 'onModuleDestroy', 'beforeApplicationShutdown', 'onApplicationShutdown'])
 
 /**

@@ -146,7 +146,7 @@ function fleetOptionName (error) {
 function clusterStagger (options) {
   // Node deletes NODE_UNIQUE_ID from a worker's env while it boots; node:cluster is loaded
   // by then (free to require), and only a process with an IPC channel can be a worker.
-  if (typeof process.send !== 'function' || !require('node:cluster').isWorker) return options
+  if (typeof process.send !== 'function' || !/** @type {import('node:cluster').Cluster} */ (/** @type {unknown} */ (require('node:cluster'))).isWorker) return options
   const given = (name, variable) => options[name] !== undefined || (process.env[`${ENV_PREFIX}${variable}`] ?? '').trim() !== ''
   if (given('staggerDir', 'STAGGER_DIR')) return options
   const os = require('node:os')
