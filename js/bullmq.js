@@ -238,4 +238,4 @@ function recycleChildren (worker, options) {
   return worker
 }
 
-module.exports = { sandboxed, recycleChildren }
+module.exports = /** @satisfies {typeof import('./bullmq.js')} */ ({ sandboxed, recycleChildren })

@@ -826,7 +826,7 @@ function drainHttp (server, options) {
   return require('./http.js').drainHttp(server, options)
 }
 
-module.exports = {
+module.exports = /** @satisfies {Omit<typeof import('./index.js'), 'default'>} */ ({
   start,
   drainHttp,
   once,
@@ -835,7 +835,7 @@ module.exports = {
   EVENTS,
   SelfRecycleConfigError,
   Recycler
-}
+})
 // `import recycle from 'self-recycle'` compiled by TypeScript without esModuleInterop reads
 // `.default`: give it the same object.
 module.exports.default = module.exports

@@ -308,12 +308,15 @@ function trackProvider (key, useFactory) {
   return (...injected) => trackInit(key, () => useFactory(...injected), declaredAt)
 }
 
-/** The limits whose share (computed natively: stats().pressure) is past pressureAt. */
+/**
+ * The limits whose share (computed natively: stats().pressure) is past pressureAt.
+ * @param {import('./index.js').Stats} stats
+ */
 function pressureOf (stats) {
   const at = stats.pressureAt ?? 0.8
   return Object.entries(stats.pressure ?? {})
     .filter(([, share]) => typeof share === 'number' && share >= at)
-    .map(([name]) => name)
+    .map(([name]) => /** @type {keyof NonNullable<import('./index.js').Stats['pressure']>} */ (name))
 }
 
 let indicatorClass = null
@@ -345,7 +348,7 @@ function createHealthIndicator () {
   return indicatorClass
 }
 
-module.exports = {
+module.exports = /** @satisfies {typeof import('./nest.js')} */ ({
   SELF_RECYCLE,
   SelfRecycleModule,
   SelfRecycleService,
@@ -355,4 +358,4 @@ module.exports = {
   get SelfRecycleHealthIndicator () {
     return createHealthIndicator()
   }
-}
+})

@@ -7,9 +7,11 @@ const ENV_PREFIX = 'SELF_RECYCLE_'
 
 /** Thrown for a malformed env var or option; `code` is stable. */
 class SelfRecycleConfigError extends Error {
+  // `check`: the error the native parser threw (message, variable, value, accepts).
   constructor (check) {
     super(check.message)
     this.name = 'SelfRecycleConfigError'
+    /** @type {'ERR_SELF_RECYCLE_CONFIG'} */
     this.code = 'ERR_SELF_RECYCLE_CONFIG'
     this.variable = check.variable
     this.value = check.value

@@ -200,4 +200,4 @@ function collectMetrics ({ register, prefix = 'self_recycle_', recycler = recycl
   return metrics
 }
 
-module.exports = { collectMetrics, readReports }
+module.exports = /** @satisfies {typeof import('./prometheus.js')} */ ({ collectMetrics, readReports })
