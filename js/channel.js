@@ -317,4 +317,4 @@ class ProfileChannel {
   }
 }
 
-module.exports = { ProfileChannel, channelDir, candidateDirs, checkDir, readPrivate, writePrivate, processStart, sweep, markerPath, requestPath, answerPath, POLL_MS, NONCE }
+module.exports = { ProfileChannel, candidateDirs, checkDir, readPrivate, writePrivate, processStart, sweep, markerPath, requestPath, answerPath }

@@ -21,8 +21,8 @@ commands:
 every command: --json (one JSON object on stdout), --help; exit 0 ok, 1 failed check, 2 usage error
 self-recycle --version (or -v) prints the version`
 
-const { UsageError, parseArgs, parseDuration, parseRate, mib, percent, say, fail } = require('./cli/args.js')
-const { judge, commandStatus, commandCheck } = require('./cli/status.js')
+const { UsageError, parseArgs, parseDuration, mib, percent, say, fail } = require('./cli/args.js')
+const { commandStatus, commandCheck } = require('./cli/status.js')
 const { commandPreflight } = require('./cli/preflight.js')
 
 const SPARKS = '▁▂▃▄▅▆▇█'
@@ -312,5 +312,3 @@ if (require.main === module) {
     process.exitCode = 1
   })
 }
-
-module.exports = { main, parseDuration, parseRate, judge }

@@ -711,4 +711,4 @@ async function readFleet (client, name, { events = 20 } = {}) {
   return { name, workers, events: history, leases: leases.filter((_, i) => i % 2 === 0).map(shortToken), queue: queue.map(shortToken), storm: storm > 0 ? { leftMs: storm } : null }
 }
 
-module.exports = { Fleet, FleetUnavailable, readFleet, keysOf, loadIoredis, isClient, refusal, SCRIPTS }
+module.exports = { Fleet, readFleet, loadIoredis, refusal }

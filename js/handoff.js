@@ -158,4 +158,4 @@ function adopt (warn) {
   return sockets.map((s) => s.port)
 }
 
-module.exports = { handOff, adopt, inherited, portOf, addressOf, match, nameOf }
+module.exports = { handOff, adopt, inherited, portOf, addressOf, match }

@@ -32,4 +32,4 @@ function platformSuffix (platform = process.platform, arch = process.arch) {
   return `${platform}-${arch}`
 }
 
-module.exports = { linuxLibc, platformSuffix, glibcVersion }
+module.exports = { platformSuffix, glibcVersion }

@@ -399,4 +399,4 @@ class SiteProfiler {
   }
 }
 
-module.exports = { SiteProfiler, sitesOf, grownSites, beyondNoise, describeTop, totalOf, treeTotal, EVENT_SITES, REPORT_SITES }
+module.exports = { SiteProfiler, sitesOf, grownSites, beyondNoise, describeTop, EVENT_SITES, REPORT_SITES }

@@ -107,4 +107,4 @@ function relayLines (stream, out, prefix) {
   })
 }
 
-module.exports = { groupAlive, stopGroup, spawnGroup, relayLines }
+module.exports = { stopGroup, spawnGroup, relayLines }

@@ -217,4 +217,4 @@ async function commandPreflight (argv) {
   return passed ? 0 : 1
 }
 
-module.exports = { commandPreflight, judgeBaseline }
+module.exports = { commandPreflight }

@@ -268,4 +268,4 @@ async function commandProfile (argv) {
   return 0
 }
 
-module.exports = { commandProfile, jobLines, siteLines, answerLines, EXIT_TIMEOUT }
+module.exports = { commandProfile, jobLines }
