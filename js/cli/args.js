@@ -56,6 +56,7 @@ function parseArgs (argv, spec, positionals = 0) {
     const extra = result._.slice(positionals)
     throw new UsageError(`unexpected argument${extra.length > 1 ? 's' : ''} ${extra.map((a) => JSON.stringify(a)).join(' ')} (${positionals === 0 ? 'this command takes none' : `this command takes ${positionals}`})`)
   }
+  // Its fields are the spec's options, each a boolean or a string as its kind says (checked above).
   return /** @type {any} */ (result)
 }
 
