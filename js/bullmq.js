@@ -23,10 +23,11 @@ const kHooked = Symbol('self-recycle.recycleChildren')
 function parentChannel () {
   const { isMainThread, parentPort } = require('node:worker_threads')
   if (!isMainThread && parentPort) {
+    const port = parentPort
     return {
       thread: true,
-      send: (message) => { try { parentPort.postMessage(message) } catch {} },
-      listen: (listener) => parentPort.on('message', listener),
+      send: (message) => { try { port.postMessage(message) } catch {} },
+      listen: (listener) => port.on('message', listener),
       onGone: () => {}
     }
   }
@@ -34,7 +35,7 @@ function parentChannel () {
   return {
     thread: false,
     // The callback form: a closed channel is an error to ignore, not an 'error' event.
-    send: (message) => { try { process.send(message, () => {}) } catch {} },
+    send: (message) => { try { process.send?.(message, () => {}) } catch {} },
     listen: (listener) => process.on('message', listener),
     onGone: (listener) => process.once('disconnect', listener)
   }
@@ -69,7 +70,8 @@ function sandboxed (processor, options) {
   // The parent is gone: nothing can be handed to this child any more.
   channel?.onGone(() => release())
 
-  const begin = () => {
+  /** @param {NonNullable<ReturnType<typeof parentChannel>>} parent */
+  const begin = (parent) => {
     const recycle = require('./index.js')
     // The inherited STATUS_FILE as the settings table reads it (malformed: none).
     let statusFile
@@ -89,12 +91,12 @@ function sandboxed (processor, options) {
       // In a worker thread the RSS is the whole process's, the parent's own included; and
       // Node's own near-heap-limit callback ends the thread (ERR_WORKER_OUT_OF_MEMORY), so
       // no rescue is possible there: MAX_HEAP must act from the first job on.
-      ...(channel.thread ? { maxRss: 'off', containerMax: 'off', minUptime: '0' } : {}),
+      ...(parent.thread ? { maxRss: 'off', containerMax: 'off', minUptime: '0' } : {}),
       ...options
     })
     recycler.onDrain(async ({ reason }) => {
       if (reason === 'signal') return
-      channel.send({ cmd: RETIRE, reason })
+      parent.send({ cmd: RETIRE, reason })
       await released
     })
   }
@@ -103,7 +105,7 @@ function sandboxed (processor, options) {
     if (recycler === null && !warned) {
       if (channel && parentTakesPart) {
         try {
-          begin()
+          begin(channel)
         } catch (error) {
           // A malformed setting must not fail every job: the jobs run, unmonitored, and the
           // error (naming the variable, the value and what is accepted) is said once.
@@ -139,7 +141,10 @@ function quietly (call) {
   }
 }
 
-/** Resolves once `child` (BullMQ's Child) has exited. */
+/**
+ * Resolves once `child` (BullMQ's Child) has exited.
+ * @returns {Promise<void>}
+ */
 function exited (child) {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
   return new Promise((resolve) => child.once('exit', () => resolve()))
@@ -237,4 +242,4 @@ function recycleChildren (worker, options) {
   return worker
 }
 
-module.exports = { sandboxed, recycleChildren }
+module.exports = /** @satisfies {typeof import('./bullmq.js')} */ ({ sandboxed, recycleChildren })

@@ -48,6 +48,21 @@ function candidateDirs (env = process.env) {
  * symlink (one would send requests and profiles elsewhere), owned by this uid, mode 0700
  * (anyone else could plant a request or read a profile). `create`: made 0700 when missing.
  * `{ missing: true }` when it is not there and not created.
+ * @overload
+ * @param {string} dir
+ * @param {{ create: true }} options
+ * @returns {string | null}
+ */
+/**
+ * @overload
+ * @param {string} dir
+ * @param {{ create?: boolean }} [options]
+ * @returns {string | { missing: true } | null}
+ */
+/**
+ * @param {string} dir
+ * @param {{ create?: boolean }} [options]
+ * @returns {string | { missing: true } | null}
  */
 function checkDir (dir, { create = false } = {}) {
   let stat
@@ -185,7 +200,8 @@ class ProfileChannel {
     this.mainThread = mainThread
     this.dir = dir
     this.pollMs = pollMs
-    this.timer = null
+    /** @type {NodeJS.Timeout | undefined} */
+    this.timer = undefined
     this.status = 'off: not opened'
     this.lastHeapProfile = null
     this.lastError = null
@@ -244,10 +260,10 @@ class ProfileChannel {
     if (read.error) throw new Error(`request refused: ${read.error}`)
     // The directory may have been changed since it was opened.
     const problem = checkDir(this.dir)
-    if (problem) throw new Error(`request refused: ${problem.missing ? `${this.dir} is gone` : problem}`)
+    if (problem) throw new Error(`request refused: ${typeof problem === 'string' ? problem : `${this.dir} is gone`}`)
     let nonce
     try {
-      nonce = JSON.parse(read.text).nonce
+      nonce = JSON.parse(read.text ?? '').nonce
     } catch {}
     if (typeof nonce !== 'string' || !NONCE.test(nonce)) throw new Error('request refused: no valid nonce')
     let answer
@@ -294,11 +310,11 @@ class ProfileChannel {
 
   close () {
     clearInterval(this.timer)
-    this.timer = null
+    this.timer = undefined
     process.removeListener('exit', this.onExit)
     if (this.status === 'on') this.removeMarker()
     this.status = 'off: closed'
   }
 }
 
-module.exports = { ProfileChannel, channelDir, candidateDirs, checkDir, readPrivate, writePrivate, processStart, sweep, markerPath, requestPath, answerPath, POLL_MS, NONCE }
+module.exports = { ProfileChannel, candidateDirs, checkDir, readPrivate, writePrivate, processStart, sweep, markerPath, requestPath, answerPath }

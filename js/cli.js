@@ -21,8 +21,8 @@ commands:
 every command: --json (one JSON object on stdout), --help; exit 0 ok, 1 failed check, 2 usage error
 self-recycle --version (or -v) prints the version`
 
-const { UsageError, parseArgs, parseDuration, parseRate, settings, mib, percent, say, fail } = require('./cli/args.js')
-const { judge, commandStatus, commandCheck } = require('./cli/status.js')
+const { UsageError, parseArgs, parseDuration, settings, mib, percent, say, fail } = require('./cli/args.js')
+const { commandStatus, commandCheck } = require('./cli/status.js')
 const { commandPreflight } = require('./cli/preflight.js')
 
 const SPARKS = '▁▂▃▄▅▆▇█'
@@ -149,7 +149,7 @@ uptime, recycles of that host, the last recycle's reason), then the fleet's last
 /** Rejects after `ms`: a Redis that accepts and never answers must not hang the command. */
 function bounded (promise, ms) {
   let timer
-  return Promise.race([promise, new Promise((resolve, reject) => {
+  return Promise.race([promise, new Promise((_resolve, reject) => {
     timer = setTimeout(() => reject(new Error(`Redis did not answer in ${ms} ms`)), ms)
   })]).finally(() => clearTimeout(timer))
 }
@@ -236,7 +236,7 @@ async function commandFleet (argv) {
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, connectTimeout: timeoutMs, retryStrategy: () => null })
   // What Redis refused while connecting (a password, a database): ioredis only says
   // "Connection is closed", or carries on in database 0.
-  let refused = null
+  let refused = /** @type {ReturnType<typeof refusal>} */ (null)
   client.on('error', (error) => { refused = refusal(error) ?? refused })
   try {
     try {
@@ -319,5 +319,3 @@ if (require.main === module) {
     process.exitCode = 1
   })
 }
-
-module.exports = { main, parseDuration, parseRate, judge }

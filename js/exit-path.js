@@ -15,11 +15,15 @@ function setLongTimeout (callback, delayMs) {
   return () => clearTimeout(timer)
 }
 
-/** Waits for the cluster primary to see us disconnect, at most `timeoutMs`. */
+/**
+ * Waits for the cluster primary to see us disconnect, at most `timeoutMs`.
+ * @returns {Promise<void>}
+ */
 function disconnectFromPrimary (timeoutMs) {
   let cluster
   try {
-    cluster = require('node:cluster')
+    // The module is the Cluster object (@types/node types it as an ES namespace).
+    cluster = /** @type {import('node:cluster').Cluster} */ (/** @type {unknown} */ (require('node:cluster')))
   } catch {
     return Promise.resolve()
   }
@@ -44,6 +48,7 @@ function disconnectFromPrimary (timeoutMs) {
  * Runs the exit flushes (a metrics exporter sending what the drain recorded:
  * self-recycle/otel) together, for at most `timeoutMs`; a failing or slow one never holds
  * the exit.
+ * @returns {Promise<void>}
  */
 function runExitFlushes (flushes, timeoutMs) {
   if (flushes.size === 0 || !(timeoutMs > 0)) return Promise.resolve()

@@ -337,7 +337,7 @@ class Fleet {
   /** The client given as a promise or function, waited for at most FLEET_TIMEOUT. */
   async _whenReady () {
     let timer
-    await Promise.race([this.ready, new Promise((resolve, reject) => {
+    await Promise.race([this.ready, new Promise((_resolve, reject) => {
       timer = setTimeout(() => reject(new FleetUnavailable(`the fleet's Redis client was not there within ${this.timeoutMs} ms`)), timerMs(this.timeoutMs))
     })]).finally(() => clearTimeout(timer))
   }
@@ -376,7 +376,7 @@ class Fleet {
     if (client.status !== 'ready') throw Object.assign(new FleetUnavailable(`the Redis connection is ${client.status}`), { dropped: this.connected })
     this.connected = true
     let timer
-    const timeout = new Promise((resolve, reject) => {
+    const timeout = new Promise((_resolve, reject) => {
       timer = setTimeout(() => reject(new FleetUnavailable(`Redis did not answer in ${this.timeoutMs} ms`)), timerMs(this.timeoutMs))
     })
     try {
@@ -454,7 +454,7 @@ class Fleet {
       let wanted = false
       try { wanted = this.native()?.fleetAnswer({ status, why: why ?? null }) ?? false } catch {}
       if (status === 'wait' && wanted) {
-        this._later(retryMs + Math.floor(Math.random() * 100), attempt)
+        this._later((retryMs ?? RETRY_MS) + Math.floor(Math.random() * 100), attempt)
         return
       }
       this.asking = false
@@ -632,7 +632,13 @@ class Fleet {
       `mismatch:${[...new Set(Object.values(others))].sort().join(',')}`)
   }
 
-  /** A `warning` event, once per `key`. */
+  /**
+   * A `warning` event, once per `key`.
+   * @param {string} code
+   * @param {string} reason
+   * @param {object | null} [detail]
+   * @param {string} [key]
+   */
   _warn (code, reason, detail = null, key = `${code}:${reason}`) {
     if (this.warned.has(key)) return
     this.warned.add(key)
@@ -705,4 +711,4 @@ async function readFleet (client, name, { events = 20 } = {}) {
   return { name, workers, events: history, leases: leases.filter((_, i) => i % 2 === 0).map(shortToken), queue: queue.map(shortToken), storm: storm > 0 ? { leftMs: storm } : null }
 }
 
-module.exports = { Fleet, FleetUnavailable, readFleet, keysOf, loadIoredis, isClient, refusal, SCRIPTS }
+module.exports = { Fleet, readFleet, loadIoredis, refusal }

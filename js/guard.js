@@ -136,9 +136,7 @@ function once (key, factory, options) {
     throw new TypeError(`once(key, factory, options): scope must be 'thread' or 'process', got ${String(scope)}`)
   }
   if (!binding.guardBegin(key, scope)) {
-    const error = new Error(`once('${key}'): this key has scope 'process' and another thread already initialized it; JS values cannot cross threads`)
-    error.code = 'ERR_SELF_RECYCLE_GUARD_SCOPE'
-    throw error
+    throw Object.assign(new Error(`once('${key}'): this key has scope 'process' and another thread already initialized it; JS values cannot cross threads`), { code: 'ERR_SELF_RECYCLE_GUARD_SCOPE' })
   }
   const before = measureStart()
   let value

@@ -104,6 +104,7 @@ function adopt (warn) {
   // One the app already listens on (it read LISTEN_FDS before start()) is adopted.
   const inUse = new Set()
   try {
+    // @ts-expect-error: Node's undocumented list of live handles (no public equivalent)
     for (const handle of process._getActiveHandles()) if (Number.isInteger(handle?._handle?.fd)) inUse.add(handle._handle.fd)
   } catch {}
   const sockets = inherited().filter((s) => !inUse.has(s.fd))
@@ -121,16 +122,20 @@ function adopt (warn) {
     if (net.Server.prototype.listen === adopting) net.Server.prototype.listen = listen
     clearTimeout(timer)
   }
+  /**
+   * @this {net.Server}
+   * @param {...any} args listen()'s arguments, in any of its forms
+   */
   function adopting (...args) {
     // The app took an inherited descriptor itself (systemd style): it is adopted.
     const given = args[0] && typeof args[0] === 'object' ? sockets.find((s) => s.fd === args[0].fd) : undefined
     if (given) {
       take(given)
-      return listen.apply(this, args)
+      return Reflect.apply(listen, this, args)
     }
     const wanted = addressOf(args)
     const socket = wanted && match(sockets, wanted)
-    if (!socket) return listen.apply(this, args)
+    if (!socket) return Reflect.apply(listen, this, args)
     take(socket)
     const callback = typeof args.at(-1) === 'function' ? args.at(-1) : undefined
     // The object form keeps its other options (signal, backlog, exclusive...).
@@ -153,4 +158,4 @@ function adopt (warn) {
   return sockets.map((s) => s.port)
 }
 
-module.exports = { handOff, adopt, inherited, portOf, addressOf, match, nameOf }
+module.exports = { handOff, adopt, inherited, portOf, addressOf, match }

@@ -111,7 +111,7 @@ function watchSiblings (dir, onReplacement) {
   const fs = require('node:fs')
   let watcher
   try {
-    watcher = fs.watch(dir, (kind, filename) => {
+    watcher = fs.watch(dir, (_kind, filename) => {
       if (filename !== 'listening') return
       // The mark's format is src/stagger.rs's: the addon reads it (no symlink followed).
       const pid = nativeBinding().staggerListeningPid(dir)
@@ -156,7 +156,23 @@ function markRecycled (dir) {
   nativeBinding().staggerMarkRecycled(dir) // a failure only loses the wait for the replacement
 }
 
-/** The drain of `server` as a function of the drain context, for a caller that orders its hooks. */
+/**
+ * What the drain keeps per HTTP/1 socket.
+ * @typedef {object} SocketInfo
+ * @property {Map<import('node:http').ServerResponse, () => void>} responses unfinished answers, in order
+ * @property {number} idleSince
+ * @property {number} bytesAtIdle
+ * @property {import('node:http').IncomingMessage | null} upgraded the upgrade request, once upgraded
+ * @property {(() => void) | null} hold settles the tracked promise that holds the drain
+ * @property {NodeJS.Timeout | undefined} timer
+ * @property {boolean} chance a silent socket holding part of a request got its second grace
+ */
+
+/**
+ * The drain of `server` as a function of the drain context, for a caller that orders its hooks.
+ * @param {any} server checked here (drainHttp's callers pass anything)
+ * @param {import('./index.js').DrainHttpOptions} [options]
+ */
 function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = true, onUpgradeDrain, handOff = false } = {}) {
   if (!server || typeof server.on !== 'function' || typeof server.close !== 'function') {
     throw new TypeError('drainHttp(server): expected a node:http, node:https or http2 server (for Fastify: fastify.server)')
@@ -173,14 +189,15 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
   const r = recycler()
   if (typeof rebalance !== 'boolean') throw new TypeError(`drainHttp(server, { rebalance }): expected true or false, got ${typeof rebalance}`)
   // sockets: socket -> { responses (unfinished, in order), idleSince, bytesAtIdle, upgraded, hold, timer, chance }
-  const state = { draining: false, sockets: new Map(), sessions: new Set(), shed: 0, closeAfterNext: new Set() }
+  const state = { draining: false, sockets: /** @type {Map<import('node:net').Socket, SocketInfo>} */ (new Map()), sessions: new Set(), shed: 0, closeAfterNext: new Set() }
   const shed = pressure ? shedUnderPressure(r, pressure, state) : () => false
 
   // Sockets (HTTP/1). A TLS server's requests run on its TLS sockets: those are the ones
   // to count and close.
   const tls = typeof server.setSecureContext === 'function'
   const onConnection = (socket) => {
-    const info = { responses: new Map(), idleSince: Date.now(), bytesAtIdle: socket.bytesRead, upgraded: null, hold: null, timer: null, chance: false }
+    /** @type {SocketInfo} */
+    const info = { responses: new Map(), idleSince: Date.now(), bytesAtIdle: socket.bytesRead, upgraded: null, hold: null, timer: undefined, chance: false }
     state.sockets.set(socket, info)
     socket.once('close', () => {
       state.sockets.delete(socket)
@@ -238,7 +255,7 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
           // Node ends a `Connection: close` socket itself, in its own 'finish' listener.
           if (state.draining && !socket.destroyed) settle(socket, info)
         }
-        resolve()
+        resolve(undefined)
       }
       res.once('finish', done)
       res.once('close', done)
@@ -310,6 +327,7 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
     info.timer.unref()
   }
 
+  /** @type {() => Promise<void>} */
   const finished = () => new Promise((resolve) => {
     const check = () => {
       if (state.sockets.size === 0 && state.sessions.size === 0) return resolve()
@@ -370,6 +388,7 @@ function httpDrain (server, { idleGraceMs = 1000, underPressure, rebalance = tru
   // listener after it runs. Wrapping emit adds no listener: an app without an 'upgrade'
   // listener keeps Node's handling of upgrade requests.
   const emit = server.emit
+  /** @this {import('node:events').EventEmitter} */
   const wrapped = function (name, ...args) {
     if (name === 'request') {
       onRequest(args[0], args[1])

@@ -41,6 +41,40 @@ const PROFILE_MIN_HEADROOM = 16 * 1048576
 /** Tracked-job durations kept for the drain estimate. */
 const DURATIONS_KEPT = 64
 
+/**
+ * What a Recycler keeps between calls (`this[kState]`).
+ * @typedef {object} RecyclerState
+ * @property {Set<(context: import('./index.js').DrainContext) => unknown>} hooks
+ * @property {Set<() => unknown>} exitFlushes
+ * @property {Set<(event: any) => void>} observers
+ * @property {Set<Promise<void>>} inFlight
+ * @property {any} config the start event's config as built natively (`{ disabled: true }` when disabled)
+ * @property {string | undefined} options the first start()'s normalized options, as JSON
+ * @property {boolean} disabled
+ * @property {boolean} draining
+ * @property {NodeJS.Timeout | undefined} heapTimer
+ * @property {import('node:perf_hooks').PerformanceObserver} [gcObserver]
+ * @property {(() => void) | null} onExit
+ * @property {Array<[string, () => void]> | null} signalHandlers
+ * @property {boolean} nativeSignals
+ * @property {Set<string>} expectedSignals
+ * @property {number[]} durations
+ * @property {Map<Promise<void>, number>} startedAt
+ * @property {{ p90: number | null, youngest: number | null, concurrent?: boolean }} drainEstimate
+ * @property {any} [profiler] a SiteProfiler (js/profile.js): `any` until the rewrite of
+ *   _attachSites, which relies on a skipped profile's reason not being empty, lands
+ * @property {string | null} [profilerStatus]
+ * @property {string} [profileProbe]
+ * @property {boolean} [canExitProcess]
+ * @property {import('./fleet.js').Fleet | null} [fleet]
+ * @property {NodeJS.Immediate | undefined} [channelOpening]
+ * @property {{ status: string, close (): void } | null} [channel]
+ * @property {any} [jobs] a JobLedger (js/jobs.js): `any` until the rewrite of _attachJobs,
+ *   which relies on attribute() not being null once a job is named, lands
+ * @property {{ key: string, fit: any }} [jobFit]
+ * @property {any} [decision] the recycle or stop event being drained
+ */
+
 class Recycler extends EventEmitter {
   constructor () {
     super()
@@ -56,6 +90,7 @@ class Recycler extends EventEmitter {
         handOff: (server) => require('./handoff.js').handOff(server, binding)
       })
     })
+    /** @type {RecyclerState} */
     this[kState] = {
       hooks: new Set(),
       // Functions awaited (bounded) after the exit event, before the process exits.
@@ -67,7 +102,7 @@ class Recycler extends EventEmitter {
       options: undefined,
       disabled: false,
       draining: false,
-      heapTimer: null,
+      heapTimer: undefined,
       onExit: null,
       signalHandlers: null,
       // The native watcher sees stop signals (Linux): the listeners only keep libuv's
@@ -193,7 +228,7 @@ class Recycler extends EventEmitter {
   _openProfileChannel (native) {
     const state = this[kState]
     state.channelOpening = setImmediate(() => {
-      state.channelOpening = null
+      state.channelOpening = undefined
       if (this[kNative] !== native) return
       try {
         const { ProfileChannel } = require('./channel.js')
@@ -212,7 +247,6 @@ class Recycler extends EventEmitter {
    */
   _profileNow () {
     const state = this[kState]
-    const native = this[kNative]
     const stats = this.stats()
     const answer = {
       schema: 1,
@@ -355,7 +389,9 @@ class Recycler extends EventEmitter {
     const { PerformanceObserver, constants } = require('node:perf_hooks')
     const observer = new PerformanceObserver((list) => {
       for (const entry of list.getEntries()) {
-        if ((entry.detail?.kind ?? entry.kind) === constants.NODE_PERFORMANCE_GC_MAJOR) {
+        // A gc entry's detail (@types/node leaves it out of PerformanceEntry).
+        const gc = /** @type {import('node:perf_hooks').PerformanceEntry & { detail?: import('node:perf_hooks').NodeGCPerformanceDetail }} */ (entry)
+        if (gc.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
           this[kNative]?.reportPostGc(v8.getHeapStatistics().used_heap_size)
         }
       }
@@ -536,7 +572,8 @@ class Recycler extends EventEmitter {
     const controller = new AbortController()
     // A ref'd timer: the loop must not empty (exit 0) while hooks settle.
     let timedOut = false
-    let cancelTimer
+    let cancelTimer = () => {}
+    /** @type {Promise<void>} */
     const timeout = new Promise((resolve) => {
       cancelTimer = setLongTimeout(() => {
         timedOut = true
@@ -773,7 +810,7 @@ class Recycler extends EventEmitter {
     state.gcObserver?.disconnect()
     for (const [name, handler] of state.signalHandlers ?? []) process.removeListener(name, handler)
     state.signalHandlers = null
-    process.removeListener('exit', state.onExit)
+    if (state.onExit) process.removeListener('exit', state.onExit)
     state.fleet?.stop()
     state.fleet = null
     clearImmediate(state.channelOpening)
@@ -809,7 +846,7 @@ function drainHttp (server, options) {
   return require('./http.js').drainHttp(server, options)
 }
 
-module.exports = {
+module.exports = /** @satisfies {Omit<typeof import('./index.js'), 'default'>} */ ({
   start,
   drainHttp,
   once,
@@ -818,7 +855,7 @@ module.exports = {
   EVENTS,
   SelfRecycleConfigError,
   Recycler
-}
+})
 // `import recycle from 'self-recycle'` compiled by TypeScript without esModuleInterop reads
 // `.default`: give it the same object.
 module.exports.default = module.exports

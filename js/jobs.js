@@ -68,6 +68,7 @@ class JobLedger {
     const rows = windows.map((_, w) => names.map((_, k) => counts[k][w]))
     const growth = windows.map(([[, before], [, after]]) => after - before)
     const jobs = names.map((_, k) => rows.reduce((sum, row) => sum + row[k], 0))
+    /** @type {import('./index.js').JobsFit} */
     const fit = { windows: rows.length, jobs: jobs.reduce((a, b) => a + b, 0), r2: null }
     if (rows.length < MIN_WINDOWS) {
       return { topJobs: [], jobsFit: { ...fit, why: `${rows.length} windows between major GCs; ${MIN_WINDOWS} needed` } }

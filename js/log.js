@@ -40,4 +40,4 @@ function writeLine (event, mode) {
   } catch {}
 }
 
-module.exports = { shouldLog, envLogMode, formatLine, writeLine }
+module.exports = { shouldLog, envLogMode, writeLine }

@@ -8,7 +8,7 @@
 
 const fs = require('node:fs')
 const path = require('node:path')
-const { platformSuffix } = require('./platform.js')
+const { platformSuffix, glibcVersion } = require('./platform.js')
 
 const BINARY = 'self-recycle'
 
@@ -32,7 +32,7 @@ class NativeBindingError extends Error {
 
 function noBinaryError (suffix, attempts) {
   const libc = process.platform === 'linux'
-    ? ` (${suffix.endsWith('musl') ? 'musl' : `glibc ${process.report?.getReport?.().header?.glibcVersionRuntime ?? 'unknown'}`})`
+    ? ` (${suffix.endsWith('musl') ? 'musl' : `glibc ${glibcVersion() ?? 'unknown'}`})`
     : ''
   const packageName = `${BINARY}-${suffix}`
   const lines = [

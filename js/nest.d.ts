@@ -71,7 +71,7 @@ export declare function onceProvider<A extends unknown[], T>(key: string, useFac
 /** A useFactory that runs every time but reports `reinit` from the second run. */
 export declare function trackProvider<A extends unknown[], T>(key: string, useFactory: (...args: A) => T): (...args: A) => T
 /** Which limits are over 80%. */
-export declare function pressureOf(stats: Stats): Array<'rss' | 'heap' | 'growth'>
+export declare function pressureOf(stats: Stats): Array<'rss' | 'heap' | 'growth' | 'ceiling'>
 
 export declare class SelfRecycleHealthIndicator {
   constructor(health: HealthIndicatorService, recycler: Recycler)

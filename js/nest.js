@@ -249,6 +249,7 @@ class SelfRecycleModule {
   /**
    * Like `forRoot`, with options from a factory (a ConfigService, say):
    * `forRootAsync({ imports: [ConfigModule], inject: [ConfigService], useFactory: (config) => ({ maxRss: config.get('MAX_RSS') }) })`.
+   * @param {Partial<import('./nest.js').SelfRecycleAsyncOptions>} [options] checked here (useFactory is required)
    */
   static forRootAsync ({ imports = [], inject = [], useFactory, nestOptions = {} } = {}) {
     if (typeof useFactory !== 'function') throw new TypeError('SelfRecycleModule.forRootAsync({ useFactory }): useFactory must be a function')
@@ -263,6 +264,7 @@ class SelfRecycleModule {
 Module({})(SelfRecycleModule)
 
 /** Nest lifecycle hooks: a value shared across contexts must not get them from each one. */
+/** @type {Set<string | symbol>} */
 const LIFECYCLE_HOOKS = new Set(['onModuleInit', 'onApplicationBootstrap', 'onModuleDestroy', 'beforeApplicationShutdown', 'onApplicationShutdown'])
 
 /**
@@ -320,12 +322,15 @@ function trackProvider (key, useFactory) {
   return (...injected) => trackInit(key, () => useFactory(...injected), declaredAt)
 }
 
-/** The limits whose share (computed natively: stats().pressure) is past pressureAt. */
+/**
+ * The limits whose share (computed natively: stats().pressure) is past pressureAt.
+ * @param {import('./index.js').Stats} stats
+ */
 function pressureOf (stats) {
   const at = stats.pressureAt ?? 0.8
   return Object.entries(stats.pressure ?? {})
     .filter(([, share]) => typeof share === 'number' && share >= at)
-    .map(([name]) => name)
+    .map(([name]) => /** @type {keyof NonNullable<import('./index.js').Stats['pressure']>} */ (name))
 }
 
 let indicatorClass = null
@@ -357,7 +362,7 @@ function createHealthIndicator () {
   return indicatorClass
 }
 
-module.exports = {
+module.exports = /** @satisfies {typeof import('./nest.js')} */ ({
   SELF_RECYCLE,
   SelfRecycleModule,
   SelfRecycleService,
@@ -367,4 +372,4 @@ module.exports = {
   get SelfRecycleHealthIndicator () {
     return createHealthIndicator()
   }
-}
+})

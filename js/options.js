@@ -7,9 +7,11 @@ const ENV_PREFIX = 'SELF_RECYCLE_'
 
 /** Thrown for a malformed env var or option; `code` is stable. */
 class SelfRecycleConfigError extends Error {
+  // `check`: the error the native parser threw (message, variable, value, accepts).
   constructor (check) {
     super(check.message)
     this.name = 'SelfRecycleConfigError'
+    /** @type {'ERR_SELF_RECYCLE_CONFIG'} */
     this.code = 'ERR_SELF_RECYCLE_CONFIG'
     this.variable = check.variable
     this.value = check.value
@@ -34,6 +36,7 @@ function describeError (error) {
 
 /** `SELF_RECYCLE_*` variables, without the prefix (`SELF_RECYCLE_TEST_*` belong to the tests). */
 function readEnv (env) {
+  /** @type {Record<string, string>} */
   const found = {}
   for (const [name, value] of Object.entries(env)) {
     // TEST_ variables steer tests; GENERATION is set by a RESTART=exec re-execution.
@@ -179,7 +182,7 @@ function fleetOptionName (error, fleet) {
 function clusterStagger (options, given) {
   // Node deletes NODE_UNIQUE_ID from a worker's env while it boots; node:cluster is loaded
   // by then (free to require), and only a process with an IPC channel can be a worker.
-  if (typeof process.send !== 'function' || !require('node:cluster').isWorker) return options
+  if (typeof process.send !== 'function' || !/** @type {import('node:cluster').Cluster} */ (/** @type {unknown} */ (require('node:cluster'))).isWorker) return options
   if (given.includes('STAGGER_DIR')) return options
   const os = require('node:os')
   const path = require('node:path')

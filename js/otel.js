@@ -159,4 +159,4 @@ function register (options = {}) {
   }
 }
 
-module.exports = { register }
+module.exports = /** @satisfies {typeof import('./otel.js')} */ ({ register })

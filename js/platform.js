@@ -6,6 +6,13 @@ const fs = require('node:fs')
 
 const MUSL_ARCH = { x64: 'x86_64', arm64: 'aarch64', arm: 'armhf', ia32: 'i386', ppc64: 'powerpc64le', s390x: 's390x' }
 
+/** The glibc version Node runs on, from its diagnostic report (none on musl). */
+function glibcVersion () {
+  // @types/node types the report as a bare object.
+  const report = /** @type {{ header?: { glibcVersionRuntime?: string } } | undefined} */ (process.report?.getReport?.())
+  return report?.header?.glibcVersionRuntime
+}
+
 /** `gnu` or `musl`: the C library Node itself runs on (Linux only). */
 function linuxLibc (arch = process.arch) {
   // No musl loader on the machine: glibc (a stat, ~20 us; this is nearly every host).
@@ -16,7 +23,7 @@ function linuxLibc (arch = process.arch) {
     if (/\/(ld-musl-|libc\.musl-)[^/\s]*\.so/.test(maps)) return 'musl'
     if (/\/libc[.-][^/\s]*so/.test(maps)) return 'gnu'
   } catch {}
-  return process.report?.getReport?.().header?.glibcVersionRuntime ? 'gnu' : 'musl'
+  return glibcVersion() ? 'gnu' : 'musl'
 }
 
 function platformSuffix (platform = process.platform, arch = process.arch) {
@@ -25,4 +32,4 @@ function platformSuffix (platform = process.platform, arch = process.arch) {
   return `${platform}-${arch}`
 }
 
-module.exports = { linuxLibc, platformSuffix }
+module.exports = { platformSuffix, glibcVersion }

@@ -89,8 +89,9 @@ function sitesOf (profile, { recentSamples = 0, after = 0 } = {}) {
   }
   // Iterative: a profile is up to the stack depth deep, but never trust recursion depth.
   const stack = [{ node: profile.head, app: null, code: null }]
-  while (stack.length > 0) {
-    const { node, app: callerApp, code: callerCode } = stack.pop()
+  let entry
+  while ((entry = stack.pop()) !== undefined) {
+    const { node, app: callerApp, code: callerCode } = entry
     const frame = node.callFrame
     const app = isApplication(frame) ? frame : callerApp
     const code = isCode(frame) ? frame : callerCode
@@ -296,6 +297,8 @@ class SiteProfiler {
     this.interval = interval
     this.fallback = null
     this.baseline = null
+    this.baselineAtMs = 0
+    this.baselineOrdinal = 0
     if (status.startsWith('unavailable: ')) {
       try {
         this.fallback = new InspectorProfiler(interval)
@@ -385,4 +388,4 @@ class SiteProfiler {
   }
 }
 
-module.exports = { SiteProfiler, sitesOf, grownSites, beyondNoise, totalOf, treeTotal, EVENT_SITES, REPORT_SITES }
+module.exports = { SiteProfiler, sitesOf, grownSites, beyondNoise, EVENT_SITES, REPORT_SITES }

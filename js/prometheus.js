@@ -45,13 +45,15 @@ const OTHER_JOBS = '(other)'
  * Registers self-recycle's metrics on `register` (prom-client's default registry unless
  * given). Returns the metrics. Call once per registry.
  * @example collectMetrics({ register: new client.Registry() })
+ * @param {import('./prometheus.js').CollectOptions} [options]
  */
 function collectMetrics ({ register, prefix = 'self_recycle_', recycler = recycle.start(), topJobNames = TOP_JOB_NAMES } = {}) {
   if (!Number.isInteger(topJobNames) || topJobNames < 1 || topJobNames > 1000) {
     throw new TypeError(`collectMetrics({ topJobNames }): expected a whole number from 1 to 1000, got ${JSON.stringify(topJobNames) ?? String(topJobNames)}`)
   }
   const client = promClient()
-  const registers = [register ?? client.register]
+  // The app's registry is structural (any prom-client version): the metrics only call registerMetric on it.
+  const registers = /** @type {import('prom-client').Registry[]} */ ([register ?? client.register])
   const stats = () => recycler.stats()
   const sampleGauge = (name, help, pick) => new client.Gauge({
     name: `${prefix}${name}`,
@@ -171,7 +173,8 @@ function collectMetrics ({ register, prefix = 'self_recycle_', recycler = recycl
   }
 
   // The predecessors: a process recycles once, so its reason is only seen by the next one.
-  const reports = readReports(recycler.config?.reportDir)
+  const config = recycler.config
+  const reports = readReports(config && !('disabled' in config) ? config.reportDir : undefined)
   metrics.recycleReports = new client.Gauge({
     name: `${prefix}recycle_reports`,
     help: 'Recycles recorded in REPORT_DIR, by reason (-1: REPORT_DIR is not set, so the reasons of earlier recycles cannot be known)',
@@ -197,4 +200,4 @@ function collectMetrics ({ register, prefix = 'self_recycle_', recycler = recycl
   return metrics
 }
 
-module.exports = { collectMetrics, readReports }
+module.exports = /** @satisfies {typeof import('./prometheus.js')} */ ({ collectMetrics, readReports })

@@ -13,14 +13,21 @@ class UsageError extends Error {}
  * what follows `--` counts as positional. `positionals` is how many positional arguments the
  * command takes: any more, an unknown option, a flag given a value or an option missing its
  * value is a UsageError.
+ * @template {Record<string, 'flag' | 'value' | 'rest'>} Spec
+ * @param {string[]} argv
+ * @param {Spec} spec
+ * @param {number} [positionals]
+ * @returns {{ _: string[], rest?: string[] } & { [Name in keyof Spec]?: Spec[Name] extends 'flag' ? boolean : string }}
  */
 function parseArgs (argv, spec, positionals = 0) {
+  /** @type {NonNullable<import('node:util').ParseArgsConfig['options']>} */
   const options = {}
   for (const [name, kind] of Object.entries(spec)) {
     if (name === '--') continue
     options[name] = { type: kind === 'flag' ? 'boolean' : 'string', ...(name === 'help' ? { short: 'h' } : {}) }
   }
   const { tokens } = util.parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true })
+  /** @type {{ _: string[], rest?: string[], [name: string]: unknown }} */
   const result = { _: [] }
   for (const token of tokens) {
     if (token.kind === 'option-terminator') {
@@ -49,7 +56,8 @@ function parseArgs (argv, spec, positionals = 0) {
     const extra = result._.slice(positionals)
     throw new UsageError(`unexpected argument${extra.length > 1 ? 's' : ''} ${extra.map((a) => JSON.stringify(a)).join(' ')} (${positionals === 0 ? 'this command takes none' : `this command takes ${positionals}`})`)
   }
-  return result
+  // Its fields are the spec's options, each a boolean or a string as its kind says (checked above).
+  return /** @type {any} */ (result)
 }
 
 /** `--json, --help (-h), --redis VALUE` for an error message. */
@@ -104,7 +112,9 @@ function parseRate (text, name) {
 function settings (flags, only) {
   const { readEnv } = require('../options.js')
   const binding = native()
+  /** @type {Record<string, string>} */
   const options = {}
+  /** @type {Record<string, string>} */
   const flagOf = {}
   for (const [option, [flag, value]] of Object.entries(flags)) {
     if (value === undefined) continue

@@ -72,16 +72,23 @@ async function stopGroup (pgid, { graceMs, hurry = () => false }) {
 }
 
 /**
+ * How a group's leader ended: `{ code, signal }`, or `{ error }` when it could not start.
+ * @typedef {{ code: number | null, signal: NodeJS.Signals | null, error?: undefined } | { error: string, code?: undefined, signal?: undefined }} GroupStatus
+ */
+
+/**
  * Spawns `command` as the leader of a new process group, its stdout and stderr piped.
- * Resolves `exited` with `{ code, signal }` or `{ error }`.
+ * `status` is null until the leader ended (then a GroupStatus).
+ * @param {string} file
+ * @param {string[]} args
+ * @param {{ env: NodeJS.ProcessEnv }} options
  */
 function spawnGroup (file, args, { env }) {
   const child = spawn(file, args, { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+  /** @type {{ child: typeof child, status: GroupStatus | null }} */
   const state = { child, status: null }
-  state.exited = new Promise((resolve) => {
-    child.on('error', (error) => { state.status = { error: error.message }; resolve(state.status) })
-    child.on('exit', (code, signal) => { state.status = { code, signal }; resolve(state.status) })
-  })
+  child.on('error', (error) => { state.status = { error: error.message } })
+  child.on('exit', (code, signal) => { state.status = { code, signal } })
   return state
 }
 
@@ -91,7 +98,7 @@ function relayLines (stream, out, prefix) {
   stream.setEncoding('utf8')
   stream.on('data', (chunk) => {
     const lines = (partial + chunk).split('\n')
-    partial = lines.pop()
+    partial = lines.pop() ?? ''
     if (lines.length) out.write(lines.map((line) => `${prefix}${line}\n`).join(''))
   })
   stream.on('end', () => {
@@ -100,4 +107,4 @@ function relayLines (stream, out, prefix) {
   })
 }
 
-module.exports = { groupAlive, stopGroup, spawnGroup, relayLines }
+module.exports = { stopGroup, spawnGroup, relayLines }

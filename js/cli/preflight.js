@@ -10,6 +10,7 @@ const path = require('node:path')
 const { UsageError, parseArgs, parseDuration, parsePercent, parseRate, settings, mib, percent, say } = require('./args.js')
 const { readStatus } = require('./status.js')
 const { stopGroup, spawnGroup, relayLines } = require('./group.js')
+/** @typedef {import('./group.js').GroupStatus} GroupStatus */
 
 const USAGE = `usage: self-recycle preflight [options] -- <command...>
   --window 30s          warm-up to measure over (sets the child's SELF_RECYCLE_WARMUP unless set)
@@ -101,6 +102,7 @@ async function commandPreflight (argv) {
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'self-recycle-preflight-'))
   const statusFile = path.join(dir, 'status.json')
+  /** @type {NodeJS.ProcessEnv} */
   const env = { ...process.env, SELF_RECYCLE_STATUS_FILE: statusFile, SELF_RECYCLE_READY_MAX_BASELINE: `${maxBaseline * 100}%` }
   // The worker's own WARMUP (as it will read it: blank is unset) wins over --window.
   const warmup = settings({}, ['WARMUP'])
@@ -118,7 +120,7 @@ async function commandPreflight (argv) {
     signals++
     interrupted ??= name
   }
-  const handlers = Object.keys(SIGNALS).map((name) => [name, () => onSignal(name)])
+  const handlers = Object.keys(SIGNALS).map((name) => /** @type {[string, () => void]} */ ([name, () => onSignal(name)]))
   for (const [name, handler] of handlers) process.on(name, handler)
 
   const worker = spawnGroup(options.rest[0], options.rest.slice(1), { env })
@@ -153,12 +155,12 @@ async function commandPreflight (argv) {
   let figures = null
   if (outcome === 'interrupted') {
     failures.push(`preflight received ${interrupted}; the worker was stopped before the end of its warm-up`)
-  } else if (outcome === 'exited' && worker.status.error) {
+  } else if (outcome === 'exited' && worker.status?.error) {
     failures.push(`the worker could not start: ${worker.status.error}`)
   } else if (outcome === 'exited') {
-    failures.push(`the worker ${describeExit(worker.status)} before the end of its warm-up (${Math.round((status?.uptimeMs ?? (Date.now() - started)) / 1000)} s in)${status ? '' : '; it never started self-recycle'}`)
+    failures.push(`the worker ${describeExit(/** @type {GroupStatus} (outcome 'exited') */ (worker.status))} before the end of its warm-up (${Math.round((status?.uptimeMs ?? (Date.now() - started)) / 1000)} s in)${status ? '' : '; it never started self-recycle'}`)
   } else if (outcome === 'load-failed') {
-    failures.push(`the load command ${describeExit(load.status)} before the end of the warm-up: the worker was not measured under load`)
+    failures.push(`the load command ${describeExit(/** @type {GroupStatus} (outcome 'load-failed') */ (load?.status))} before the end of the warm-up: the worker was not measured under load`)
   } else if (outcome === 'no-status') {
     failures.push(`the worker never started self-recycle: no status within ${Math.round(startTimeoutMs / 1000)} s (does its bootstrap call require('self-recycle').start()?)`)
   } else if (outcome === 'timeout') {
@@ -174,7 +176,7 @@ async function commandPreflight (argv) {
   // SIGTERM, then SIGKILL for whatever of its group is left. A second signal hurries both.
   const hurry = () => signals > 1
   const leftovers = []
-  for (const [name, group] of [['load command', load], ['worker', worker]]) {
+  for (const [name, group] of /** @type {Array<[string, typeof worker | null]>} */ ([['load command', load], ['worker', worker]])) {
     if (!group?.child.pid) continue
     if (!await stopGroup(group.child.pid, { graceMs: stopTimeoutMs, hurry })) leftovers.push(`processes of the ${name}'s group ${group.child.pid} survived SIGKILL`)
   }
@@ -217,4 +219,4 @@ async function commandPreflight (argv) {
   return passed ? 0 : 1
 }
 
-module.exports = { commandPreflight, judgeBaseline }
+module.exports = { commandPreflight }

@@ -72,7 +72,7 @@ function findChannel (pid) {
   const looked = []
   for (const dir of channel.candidateDirs()) {
     const problem = channel.checkDir(dir)
-    if (problem?.missing) continue
+    if (typeof problem === 'object' && problem?.missing) continue
     if (problem) {
       refused.push(problem)
       continue
@@ -86,7 +86,7 @@ function findChannel (pid) {
     }
     let start
     try {
-      start = JSON.parse(marker.text).start
+      start = JSON.parse(marker.text ?? '').start
     } catch {}
     const now = channel.processStart(pid)
     if (start !== undefined && now !== null && start !== now) {
@@ -150,7 +150,7 @@ async function waitForAnswer (dir, pid, nonce, timeoutMs) {
       if (read.error) return { error: read.error }
       let answer
       try {
-        answer = JSON.parse(read.text)
+        answer = JSON.parse(read.text ?? '')
       } catch (error) {
         return { error: `${file} is not JSON: ${error.message}` }
       }
@@ -268,4 +268,4 @@ async function commandProfile (argv) {
   return 0
 }
 
-module.exports = { commandProfile, jobLines, siteLines, answerLines, EXIT_TIMEOUT }
+module.exports = { commandProfile, jobLines }

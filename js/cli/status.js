@@ -177,4 +177,4 @@ function commandCheck (argv) {
   return problems.length ? 1 : 0
 }
 
-module.exports = { readStatus, schemaProblems, judge, statusLines, commandStatus, commandCheck }
+module.exports = { readStatus, commandStatus, commandCheck }
