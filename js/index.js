@@ -61,16 +61,14 @@ const DURATIONS_KEPT = 64
  * @property {number[]} durations
  * @property {Map<Promise<void>, number>} startedAt
  * @property {{ p90: number | null, youngest: number | null, concurrent?: boolean }} drainEstimate
- * @property {any} [profiler] a SiteProfiler (js/profile.js): `any` until the rewrite of
- *   _attachSites, which relies on a skipped profile's reason not being empty, lands
+ * @property {import('./profile.js').SiteProfiler | null} [profiler]
  * @property {string | null} [profilerStatus]
  * @property {string} [profileProbe]
  * @property {boolean} [canExitProcess]
  * @property {import('./fleet.js').Fleet | null} [fleet]
  * @property {NodeJS.Immediate | undefined} [channelOpening]
  * @property {{ status: string, close (): void } | null} [channel]
- * @property {any} [jobs] a JobLedger (js/jobs.js): `any` until the rewrite of _attachJobs,
- *   which relies on attribute() not being null once a job is named, lands
+ * @property {import('./jobs.js').JobLedger | null} [jobs]
  * @property {{ key: string, fit: any }} [jobFit]
  * @property {any} [decision] the recycle or stop event being drained
  */
@@ -198,7 +196,7 @@ class Recycler extends EventEmitter {
     if (profileStatus.startsWith('unavailable: ')) {
       // The inspector fallback must start sampling now; the native profiler already runs,
       // and js/profile.js (0.9 ms to load) waits for the baseline or the first event.
-      const profiler = this._profiler(profileStatus)
+      const profiler = /** @type {import('./profile.js').SiteProfiler} (a status was given) */ (this._profiler(profileStatus))
       // The start event that says how sites are profiled now (the one above is not logged).
       startEvent = native.setProfileStatus(profiler.status)
     } else if (profileStatus !== 'off' && !profileStatus.startsWith('off:')) {
@@ -472,9 +470,10 @@ class Recycler extends EventEmitter {
     const ledger = this[kState].jobs
     const native = this[kNative]
     if (!ledger?.named || !native) return
-    const { topJobs, jobsFit } = ledger.attribute(native.postGcSeries())
-    attribution.topJobs = topJobs
-    attribution.jobsFit = jobsFit
+    const attributed = ledger.attribute(native.postGcSeries())
+    if (!attributed) return
+    attribution.topJobs = attributed.topJobs
+    attribution.jobsFit = attributed.jobsFit
   }
 
   /**
@@ -496,7 +495,7 @@ class Recycler extends EventEmitter {
       // not collected yet is not growth.
       grown = profiler.grown({ atMs: draft.uptimeMs, collect: draft.reason !== 'near-heap-limit' })
     }
-    if (grown.skipped) {
+    if ('skipped' in grown) {
       attribution.profileSkipped = grown.skipped
       return
     }
