@@ -554,7 +554,7 @@ class Recycler extends EventEmitter {
     this._drainSteps(decision).catch((error) => {
       process.emitWarning(`self-recycle: drain failed: ${describeError(error)}`)
       const native = this[kNative]
-      const exit = native?.finish(false, null)
+      const exit = native?.finish({ drained: false, heapSnapshot: null })
       native?.shutDown()
       process.exit(exit?.code ?? this[kState].config?.exitCode ?? 75)
     })
@@ -610,7 +610,7 @@ class Recycler extends EventEmitter {
       ? require('./snapshot.js').writeHeapSnapshot(state.config.reportDir)
       : undefined
     await disconnectFromPrimary(Math.min(2000, Math.max(0, deadline - Date.now())))
-    const exit = native.finish(drained, snapshot ?? null)
+    const exit = native.finish({ drained, heapSnapshot: snapshot ?? null })
     if (exit) this._emitEvent(exit)
     // The fleet hears of the exit and gets its lease back; Redis gets at most a second.
     await state.fleet?.close(exit, Math.min(1000, state.config.fleetTimeoutMs))

@@ -25,7 +25,7 @@ function envLogMode () {
   }
 }
 
-/** The same two formats the native side writes when JS cannot (src/event.rs). */
+/** The same two formats the native side writes when JS cannot (src/event/line.rs). */
 function formatLine (event, mode) {
   if (mode === 'off') return null
   if (mode === 'pretty') return `${event.time} self-recycle[${event.pid}] ${event.event}: ${event.msg}`

@@ -74,7 +74,7 @@ export declare class NativeRecycler {
    * JS finished draining and leaves now: returns the `exit` event (the recycle report,
    * if any, holds the same event).
    */
-  finish(drained: boolean, heapSnapshot?: any | undefined | null): Record<string, any> | null
+  finish(leaving: FinishInput): Record<string, any> | null
   /** Where the recycle report will be written, if `REPORT_DIR` is set. */
   reportPath(): string | null
   /** The highest share of a limit the latest sample reached (0 without limits). */
@@ -149,6 +149,14 @@ export interface DrainStartInput {
  * `exitCode` itself.
  */
 export declare function execSelf(exitCode: number): string
+
+/** How JS leaves: what `finish` records in the `exit` event. */
+export interface FinishInput {
+  /** Every hook finished and no work is left, before the deadline. */
+  drained: boolean
+  /** The heap snapshot written before leaving (`{ path }` or `{ error }`), if any. */
+  heapSnapshot: any | null
+}
 
 /** The fleet client's answer to a lease ask. */
 export interface FleetAnswerInput {

@@ -531,7 +531,6 @@ impl Policy {
 }
 
 impl Policy {
-    /// The event loop has left a ping unanswered for `unanswered_ms` (None: it answered).
     /// The container budget: the cgroup's working set against `threshold` (and the
     /// `ceiling`, which needs neither strikes nor `MIN_UPTIME`). Only the largest worker
     /// acts (`largest`: decided by the caller over the cgroup's processes); the others
@@ -577,6 +576,7 @@ impl Policy {
         })
     }
 
+    /// The event loop has left a ping unanswered for `unanswered_ms` (None: it answered).
     pub fn observe_stall(&mut self, unanswered_ms: Option<u64>, uptime_ms: u64) -> Option<Verdict> {
         let limit = self.limits.stall_ms?;
         match unanswered_ms {

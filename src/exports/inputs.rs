@@ -244,6 +244,15 @@ impl From<DrainEndInput> for DrainPhase {
     }
 }
 
+/// How JS leaves: what `finish` records in the `exit` event.
+#[napi(object, use_nullable = true)]
+pub struct FinishInput {
+    /// Every hook finished and no work is left, before the deadline.
+    pub drained: bool,
+    /// The heap snapshot written before leaving (`{ path }` or `{ error }`), if any.
+    pub heap_snapshot: Option<Value>,
+}
+
 /// A file written beside the recycle report.
 #[napi(object)]
 pub struct BesideReportInput {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::completion::AttributionInput;
 use super::inputs::{
-    BesideReportInput, DrainEndInput, DrainStartInput, Extension, FleetAnswerInput,
+    BesideReportInput, DrainEndInput, DrainStartInput, Extension, FinishInput, FleetAnswerInput,
     FleetWarningInput, HeapStatisticsInput, StartInput, StormInput, TrackedWorkInput,
 };
 use super::sink::{EventCallback, JsSink, SharedSink, ToJs};
@@ -345,12 +345,10 @@ impl NativeRecycler {
     /// JS finished draining and leaves now: returns the `exit` event (the recycle report,
     /// if any, holds the same event).
     #[napi(catch_unwind)]
-    pub fn finish(
-        &self,
-        drained: bool,
-        heap_snapshot: Option<Value>,
-    ) -> Result<Option<Map<String, Value>>> {
-        Ok(self.monitor()?.finish(drained, heap_snapshot))
+    pub fn finish(&self, leaving: FinishInput) -> Result<Option<Map<String, Value>>> {
+        Ok(self
+            .monitor()?
+            .finish(leaving.drained, leaving.heap_snapshot))
     }
 
     /// Where the recycle report will be written, if `REPORT_DIR` is set.

@@ -23,7 +23,6 @@ use crate::reexec;
 use crate::sampler::{SampleRing, SampleSource, Waker};
 use crate::stagger::Stagger;
 
-/// `stats()`, the `start` event's views and the recycle report.
 mod container;
 mod signals;
 pub use signals::JsStop;
@@ -32,6 +31,7 @@ mod drafts;
 mod drain;
 mod outputs;
 mod pending;
+/// `stats()`, the `start` event's views and the recycle report.
 mod status;
 mod throttle;
 mod tick;

@@ -49,7 +49,8 @@ impl Monitor {
         self.admit_pending(None);
     }
 
-    /// The fleet client's answer; the next tick acts on it (woken now).
+    /// The fleet client's answer, acted on at once (on the JS thread): a grant admits the
+    /// pending recycle now.
     pub fn fleet_answer(&self, answer: FleetAnswer) -> bool {
         let Some(gate) = &self.fleet else {
             return false;

@@ -29,6 +29,8 @@ impl Monitor {
 
     /// One sampler-thread tick; returns how long to sleep.
     pub fn tick(&self) -> Duration {
+        // The recycle guard is held through the native exit on purpose: a JS `finish` or
+        // `acknowledge` racing the deadline waits on it, so one side alone writes `exit`.
         if let Some(drain) = self.recycle.lock().overdue(Instant::now()).cloned() {
             if self.can_exit_process {
                 self.exit_natively(&drain, ExitCause::NativeDeadline);
