@@ -1665,4 +1665,86 @@ mod tests {
         }
         assert!(fired.iter().all(Vec::is_empty), "{fired:?}");
     }
+
+    fn rss_pressures(verdicts: &[Verdict]) -> usize {
+        verdicts
+            .iter()
+            .filter(|v| {
+                matches!(
+                    v,
+                    Verdict::Pressure {
+                        reason: Reason::Rss,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_resized_limit_rearms_its_pressure_report_and_its_recycle() {
+        let at = |rss_mib: u64| Limits {
+            rss: Some(rss_mib * MIB),
+            strikes: 1,
+            ..limits()
+        };
+        let mut policy = Policy::new(at(100));
+        policy.observe(&sample(0, 10 * MIB, MIB));
+        assert_eq!(rss_pressures(&policy.observe(&sample(1, 85 * MIB, MIB))), 1);
+        // The same limit again (a resize of something else): still reported.
+        policy.set_limits(at(100));
+        assert_eq!(rss_pressures(&policy.observe(&sample(2, 85 * MIB, MIB))), 0);
+        // Raised to 105 MiB: 85 MiB is 81% of it, a new pressure.
+        policy.set_limits(at(105));
+        assert_eq!(policy.limits().rss, Some(105 * MIB));
+        assert_eq!(rss_pressures(&policy.observe(&sample(3, 85 * MIB, MIB))), 1);
+        assert_eq!(
+            recycles(&policy.observe(&sample(4, 120 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+        policy.set_limits(at(105));
+        assert!(recycles(&policy.observe(&sample(5, 120 * MIB, MIB))).is_empty());
+        // Still over the moved limit: a recycle for the new one.
+        policy.set_limits(at(110));
+        assert_eq!(
+            recycles(&policy.observe(&sample(6, 120 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+    }
+
+    #[test]
+    fn a_resized_ceiling_rearms_its_recycle() {
+        let at = |ceiling_mib: u64| Limits {
+            ceiling: Some(ceiling_mib * MIB),
+            strikes: 1,
+            ..Limits::default()
+        };
+        let mut policy = Policy::new(at(200));
+        policy.observe(&sample(0, 10 * MIB, MIB));
+        assert_eq!(
+            recycles(&policy.observe(&sample(1000, 250 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+        policy.set_limits(at(200));
+        assert!(recycles(&policy.observe(&sample(2000, 250 * MIB, MIB))).is_empty());
+        policy.set_limits(at(220));
+        assert_eq!(
+            recycles(&policy.observe(&sample(3000, 250 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+    }
+
+    #[test]
+    fn shares_as_json_name_each_limit_and_null_one_not_in_force() {
+        let policy = Policy::new(Limits {
+            rss: Some(400 * MIB),
+            heap: Some(200 * MIB),
+            ..Limits::default()
+        });
+        let shares = policy.shares(&sample(1000, 300 * MIB, 180 * MIB));
+        assert_eq!(
+            shares.to_json(),
+            serde_json::json!({ "rss": 0.75, "heap": 0.9, "growth": null, "ceiling": null })
+        );
+    }
 }
