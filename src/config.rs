@@ -1068,4 +1068,16 @@ mod tests {
             assert!(error.to_string().contains("not a directory"), "{error}");
         }
     }
+
+    #[test]
+    fn the_restart_mode_shows_as_set() {
+        let shown = |env: &[(&str, &str)]| {
+            let config = parse_env(env).expect("valid");
+            let limits = resolve(&config, &Machine::default(), 0.0);
+            effective_json(&config, &limits)["restart"].clone()
+        };
+        assert_eq!(shown(&[]), json!("exit"));
+        assert_eq!(shown(&[("RESTART", "exec")]), json!("exec"));
+        assert_eq!(shown(&[("RESTART", " exit ")]), json!("exit"));
+    }
 }

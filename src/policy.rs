@@ -1665,4 +1665,161 @@ mod tests {
         }
         assert!(fired.iter().all(Vec::is_empty), "{fired:?}");
     }
+
+    fn rss_pressures(verdicts: &[Verdict]) -> usize {
+        verdicts
+            .iter()
+            .filter(|v| {
+                matches!(
+                    v,
+                    Verdict::Pressure {
+                        reason: Reason::Rss,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_resized_limit_rearms_its_pressure_report_and_its_recycle() {
+        let at = |rss_mib: u64| Limits {
+            rss: Some(rss_mib * MIB),
+            strikes: 1,
+            ..limits()
+        };
+        let mut policy = Policy::new(at(100));
+        policy.observe(&sample(0, 10 * MIB, MIB));
+        assert_eq!(rss_pressures(&policy.observe(&sample(1, 85 * MIB, MIB))), 1);
+        // The same limit again (a resize of something else): still reported.
+        policy.set_limits(at(100));
+        assert_eq!(rss_pressures(&policy.observe(&sample(2, 85 * MIB, MIB))), 0);
+        // Raised to 105 MiB: 85 MiB is 81% of it, a new pressure.
+        policy.set_limits(at(105));
+        assert_eq!(policy.limits().rss, Some(105 * MIB));
+        assert_eq!(rss_pressures(&policy.observe(&sample(3, 85 * MIB, MIB))), 1);
+        assert_eq!(
+            recycles(&policy.observe(&sample(4, 120 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+        policy.set_limits(at(105));
+        assert!(recycles(&policy.observe(&sample(5, 120 * MIB, MIB))).is_empty());
+        // Still over the moved limit: a recycle for the new one.
+        policy.set_limits(at(110));
+        assert_eq!(
+            recycles(&policy.observe(&sample(6, 120 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+    }
+
+    #[test]
+    fn a_resized_ceiling_rearms_its_recycle() {
+        let at = |ceiling_mib: u64| Limits {
+            ceiling: Some(ceiling_mib * MIB),
+            strikes: 1,
+            ..Limits::default()
+        };
+        let mut policy = Policy::new(at(200));
+        policy.observe(&sample(0, 10 * MIB, MIB));
+        assert_eq!(
+            recycles(&policy.observe(&sample(1000, 250 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+        policy.set_limits(at(200));
+        assert!(recycles(&policy.observe(&sample(2000, 250 * MIB, MIB))).is_empty());
+        policy.set_limits(at(220));
+        assert_eq!(
+            recycles(&policy.observe(&sample(3000, 250 * MIB, MIB))),
+            vec![Reason::Rss]
+        );
+    }
+
+    #[test]
+    fn shares_as_json_name_each_limit_and_null_one_not_in_force() {
+        let policy = Policy::new(Limits {
+            rss: Some(400 * MIB),
+            heap: Some(200 * MIB),
+            ..Limits::default()
+        });
+        let shares = policy.shares(&sample(1000, 300 * MIB, 180 * MIB));
+        assert_eq!(
+            shares.to_json(),
+            serde_json::json!({ "rss": 0.75, "heap": 0.9, "growth": null, "ceiling": null })
+        );
+    }
+
+    #[test]
+    fn growth_is_read_from_the_recent_samples_or_the_per_second_lows() {
+        // Ten samples within one second, RSS +10 MiB/s and heap +5 MiB/s: one second of
+        // lows says nothing yet, the recent samples do.
+        let mut policy = Policy::new(limits());
+        for t in (0..1000).step_by(100) {
+            policy.observe(&sample(
+                t,
+                20 * MIB + t * 10 * MIB / 1000,
+                MIB + t * 5 * MIB / 1000,
+            ));
+        }
+        let mib_per_s =
+            |slope: Option<f64>| slope.map(|s| (s / MIB as f64 * 100.0).round() / 100.0);
+        assert_eq!(mib_per_s(policy.growth_per_s(false, 900)), Some(10.0));
+        assert_eq!(mib_per_s(policy.growth_per_s(true, 900)), Some(5.0));
+        // Three samples a second apart: too few for the recent slope, three seconds of lows.
+        let mut policy = Policy::new(limits());
+        for t in [0, 1000, 2000] {
+            policy.observe(&sample(t, 20 * MIB + t * 2 * MIB / 1000, MIB));
+        }
+        assert_eq!(mib_per_s(policy.growth_per_s(false, 2000)), Some(2.0));
+        assert_eq!(Policy::new(limits()).growth_per_s(false, 0), None);
+    }
+
+    #[test]
+    fn a_zero_limit_has_no_share() {
+        let policy = Policy::new(Limits {
+            rss: Some(0),
+            heap: Some(0),
+            ceiling: Some(0),
+            ..Limits::default()
+        });
+        let shares = policy.shares(&sample(1000, 300 * MIB, 180 * MIB));
+        assert_eq!(
+            (shares.rss, shares.heap, shares.ceiling),
+            (None, None, None)
+        );
+        assert_eq!(shares.highest(), 0.0);
+    }
+
+    #[test]
+    fn near_the_container_budget_sampling_turns_fast() {
+        let (threshold, ceiling) = (630 * MIB, 665 * MIB);
+        let mut policy = adaptive(3);
+        policy.observe(&sample(0, 60 * MIB, MIB));
+        policy.observe_container(500 * MIB, threshold, ceiling, true, 0, true);
+        assert_eq!(policy.next_interval_ms(), 1000, "79% of the budget");
+        policy.observe(&sample(1000, 60 * MIB, MIB));
+        policy.observe_container(504 * MIB, threshold, ceiling, true, 1000, false);
+        assert_eq!(
+            policy.next_interval_ms(),
+            25,
+            "80% of it, even a kept reading"
+        );
+    }
+
+    #[test]
+    fn a_working_set_under_the_budget_restarts_the_strikes_and_one_at_it_counts() {
+        let (threshold, ceiling) = (630 * MIB, 665 * MIB);
+        let mut policy = Policy::new(Limits {
+            strikes: 3,
+            ..Limits::default()
+        });
+        let fired: Vec<bool> = [640, 640, 600, 640, 640, 630]
+            .iter()
+            .map(|mib| {
+                policy
+                    .observe_container(mib * MIB, threshold, ceiling, true, 60_000, true)
+                    .is_some()
+            })
+            .collect();
+        assert_eq!(fired, [false, false, false, false, false, true]);
+    }
 }

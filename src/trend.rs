@@ -378,4 +378,147 @@ mod tests {
         assert_eq!(FloorHistory::window_for(20_000), 80_000);
         assert_eq!(FloorHistory::window_for(u64::MAX), MAX_WINDOW_MS);
     }
+
+    /// A steady leak of 1 MiB/s from 100 MiB.
+    fn leak(t: u64) -> u64 {
+        100 * MIB + t * MIB / 1000
+    }
+
+    #[test]
+    fn a_history_exactly_as_long_as_the_window_is_judged() {
+        let h = history(30_000, 100, leak);
+        let slope = h
+            .sustained_slope_per_s(Series::Rss, 30_000, 1000, MIB)
+            .expect("30 s seen, 30 s needed");
+        assert!((slope / MIB as f64 - 1.0).abs() < 0.05, "{slope}");
+    }
+
+    #[test]
+    fn a_history_younger_than_the_window_is_no_trend_wherever_it_starts() {
+        // Recording starts at an uptime of 100 s (the addon started late).
+        let mut h = FloorHistory::default();
+        for t in (100_000..=129_900).step_by(100) {
+            h.record(t, leak(t), leak(t));
+        }
+        assert_eq!(
+            h.sustained_slope_per_s(Series::Rss, 129_900, 1000, MIB),
+            None,
+            "29.9 s seen of the 30 s needed"
+        );
+        h.record(130_000, leak(130_000), leak(130_000));
+        assert!(h
+            .sustained_slope_per_s(Series::Rss, 130_000, 1000, MIB)
+            .is_some());
+    }
+
+    #[test]
+    fn the_longest_horizon_is_a_quarter_of_the_longest_window() {
+        // Sampled once a second for 400 s: the last 300 s are kept, exactly the window.
+        let h = history(400_000, 1000, leak);
+        let slope = h
+            .sustained_slope_per_s(Series::Rss, 400_000, MAX_WINDOW_MS / 4, MIB)
+            .expect("a 75 s horizon is judged over 300 s");
+        assert!((slope / MIB as f64 - 1.0).abs() < 0.05, "{slope}");
+        assert_eq!(
+            h.sustained_slope_per_s(Series::Rss, 400_000, MAX_WINDOW_MS / 4 + 1, MIB),
+            None
+        );
+    }
+
+    #[test]
+    fn a_floor_that_comes_down_at_the_latest_sample_is_no_trend() {
+        // The window's segments start at 10, 15, ..., 35 s; their floors are 110, 115, ...,
+        // 135 MiB. The latest sample falls to 127 MiB: below the floor of the segment
+        // before, so the floor no longer rises.
+        let mut h = history(39_900, 100, leak);
+        h.record(40_000, 127 * MIB, 127 * MIB);
+        assert_eq!(
+            h.sustained_slope_per_s(Series::Rss, 40_000, 1000, MIB),
+            None
+        );
+        let mut h = history(39_900, 100, leak);
+        h.record(40_000, leak(40_000), leak(40_000));
+        assert!(h
+            .sustained_slope_per_s(Series::Rss, 40_000, 1000, MIB)
+            .is_some());
+    }
+
+    #[test]
+    fn a_decelerating_rise_projects_at_its_recent_rate() {
+        // 2 MiB/s until 25 s, then 1 MiB/s: the second half of the window rises at 1.
+        let h = history(40_000, 100, |t| {
+            if t <= 25_000 {
+                100 * MIB + t * 2 * MIB / 1000
+            } else {
+                150 * MIB + (t - 25_000) * MIB / 1000
+            }
+        });
+        let slope = h
+            .sustained_slope_per_s(Series::Rss, 40_000, 1000, MIB)
+            .expect("trend");
+        assert!((slope / MIB as f64 - 1.0).abs() < 0.05, "{slope}");
+    }
+
+    #[test]
+    fn the_recent_floor_slope_sees_only_its_span() {
+        // Flat for 10 s, then +2 MiB/s: the last 5 s rise at 2 MiB/s.
+        let h = history(20_000, 100, |t| {
+            100 * MIB + t.saturating_sub(10_000) * 2 * MIB / 1000
+        });
+        let slope = h
+            .recent_floor_slope_per_s(Series::Rss, 20_000, 5000)
+            .expect("slope");
+        assert!((slope / MIB as f64 - 2.0).abs() < 0.1, "{slope}");
+    }
+
+    #[test]
+    fn the_floor_of_each_second_is_its_lowest_point_per_series() {
+        // Three seconds seen (the least a recent slope needs); in the first, each series
+        // dips below where the second started, at a different moment.
+        let mut h = FloorHistory::default();
+        h.record(0, 100, 300);
+        h.record(400, 40, 310);
+        h.record(500, 90, 240);
+        h.record(1000, 50, 250);
+        h.record(2000, 60, 260);
+        // rss lows (400, 40), (1000, 50), (2000, 60): pairwise 1/60, 1/80, 1/100 per ms.
+        let rss = h
+            .recent_floor_slope_per_s(Series::Rss, 2000, 5000)
+            .expect("slope");
+        assert!((rss - 1000.0 / 80.0).abs() < 1e-9, "{rss}");
+        // heap lows (500, 240), (1000, 250), (2000, 260): 1/50, 1/75, 1/100 per ms.
+        let heap = h
+            .recent_floor_slope_per_s(Series::Heap, 2000, 5000)
+            .expect("slope");
+        assert!((heap - 1000.0 / 75.0).abs() < 1e-9, "{heap}");
+    }
+
+    #[test]
+    fn a_low_held_within_a_second_is_dated_from_when_it_was_reached() {
+        // Held at 40 from 0 to 600 ms, then +10 per second: dating the low at 0 gives the
+        // lower (later-recycling) of the two readings of the rise.
+        let mut h = FloorHistory::default();
+        for (t, v) in [(0, 40), (600, 40), (1000, 50), (2000, 60)] {
+            h.record(t, v, v);
+        }
+        for series in [Series::Rss, Series::Heap] {
+            let slope = h
+                .recent_floor_slope_per_s(series, 2000, 5000)
+                .expect("slope");
+            assert!((slope - 10.0).abs() < 1e-9, "{series:?}: {slope}");
+        }
+    }
+
+    #[test]
+    fn memory_stays_bounded_when_samples_skip_seconds() {
+        // A sampler slower than the buckets (one every 1.7 s) for an hour.
+        let h = history(3_600_000, 1700, |t| t);
+        let newest = h.buckets.back().expect("recorded").index;
+        let oldest = h.buckets.front().expect("recorded").index;
+        assert!(
+            newest - oldest <= MAX_WINDOW_MS / BUCKET_MS,
+            "{oldest}..{newest}"
+        );
+        assert!(h.buckets.len() <= (MAX_WINDOW_MS / BUCKET_MS) as usize + 1);
+    }
 }

@@ -320,4 +320,38 @@ mod tests {
         assert_eq!(sleep_for(1000, Some(ms(800)), Some(ms(30))), ms(30));
         assert_eq!(sleep_for(1000, None, Some(Duration::ZERO)), ms(1));
     }
+
+    #[test]
+    fn a_baseline_exactly_at_its_share_passes() {
+        let config = Config {
+            ready_max_baseline: 0.5,
+            ..Config::default()
+        };
+        // 200 of 400 MiB and 100 of 200 MiB: 50% each, the most allowed.
+        let at_share = baseline(&limits(), &config, 200 * MIB, 100 * MIB);
+        assert_eq!(at_share.failures, Vec::<String>::new());
+        let over = baseline(&limits(), &config, 200 * MIB, 100 * MIB + 1);
+        assert_eq!(over.failures.len(), 1, "{:?}", over.failures);
+        assert!(over.failures[0].starts_with("heap 100 MiB is 50% of limit 200 MiB"));
+    }
+
+    #[test]
+    fn a_zero_limit_judges_nothing() {
+        let limits = Limits {
+            rss: Some(0),
+            ceiling: None,
+            heap: Some(0),
+            ..Limits::default()
+        };
+        let config = Config {
+            ready_max_baseline: 0.5,
+            ..Config::default()
+        };
+        let baseline = baseline(&limits, &config, 300 * MIB, 50 * MIB);
+        assert_eq!(baseline.failures, Vec::<String>::new());
+        assert_eq!(
+            (baseline.rss_limit, baseline.heap_limit),
+            (Some(0), Some(0))
+        );
+    }
 }
