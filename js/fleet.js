@@ -452,7 +452,7 @@ class Fleet {
         }
       }
       let wanted = false
-      try { wanted = this.native()?.fleetAnswer({ status, why: why ?? null }) ?? false } catch {}
+      try { wanted = this.native()?.fleetAnswer({ status, why: why ?? null }) ?? false } catch (error) { this._nativeFailed('fleetAnswer', error) }
       if (status === 'wait' && wanted) {
         this._later((retryMs ?? RETRY_MS) + Math.floor(Math.random() * 100), attempt)
         return
@@ -524,16 +524,22 @@ class Fleet {
     uptimes.sort((a, b) => a - b)
     const native = this.native()
     if (!native) return
-    const storm = native.stormEvent({
-      fleet: this.name,
-      recycles: result.length,
-      threshold: this.storm.recycles,
-      windowMs: this.storm.windowMs,
-      reasons,
-      hosts,
-      medianUptimeMs: uptimes.length ? uptimes[Math.floor(uptimes.length / 2)] : null,
-      gapMs: this.stormGapMs !== this.gapMs ? this.stormGapMs : null
-    })
+    let storm
+    try {
+      storm = native.stormEvent({
+        fleet: this.name,
+        recycles: result.length,
+        threshold: this.storm.recycles,
+        windowMs: this.storm.windowMs,
+        reasons,
+        hosts,
+        medianUptimeMs: uptimes.length ? uptimes[Math.floor(uptimes.length / 2)] : null,
+        gapMs: this.stormGapMs !== this.gapMs ? this.stormGapMs : null
+      })
+    } catch (error) {
+      this._nativeFailed('stormEvent', error)
+      return
+    }
     internalsOf(this.recycler).emitEvent(storm)
     await this.append(storm)
   }
@@ -645,7 +651,22 @@ class Fleet {
     try {
       const event = this.native()?.fleetWarningEvent({ fleet: this.name, code, reason, detail })
       if (event) internalsOf(this.recycler).emitEvent(event)
-    } catch {}
+    } catch (error) {
+      this._nativeFailed('fleetWarningEvent', error)
+    }
+  }
+
+  /**
+   * A native call the fleet makes refused its input: a defect of this package, never the
+   * app's. Said once per call (a process warning), so it cannot hide as the storm event
+   * once did; the fleet carries on without what the call would have given.
+   * @param {string} call
+   * @param {unknown} error
+   */
+  _nativeFailed (call, error) {
+    if (this.warned.has(`native:${call}`)) return
+    this.warned.add(`native:${call}`)
+    process.emitWarning(`self-recycle: the fleet's native ${call}() failed: ${describeError(error)}`, { code: 'SELF_RECYCLE_FLEET' })
   }
 
   /**
