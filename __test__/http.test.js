@@ -148,8 +148,12 @@ async function clusterUnderLoad (app, seconds, extraEnv = {}) {
   // that boots slowly) passes the queue: even then it keeps listening until a sibling does.
   const admissions = events.filter((e) => e.event === 'recycle').map((e) => e.stagger)
   assert.ok(admissions.length >= 3 && admissions.every((s) => s === 'granted' || s.startsWith('bypass: over the ceiling')), JSON.stringify(admissions))
+  // Every recycle the primary saw end (code 75) drained in full. A worker whose drain ends
+  // just as the test stops the primary may log its exit before the primary, shutting down,
+  // prints it: it is checked as drained too, only not counted by the primary.
   const drains = events.filter((e) => e.event === 'exit' && e.code === 75)
-  assert.equal(drains.length, recycles.length, JSON.stringify(drains))
+  for (const recycle of recycles) assert.ok(drains.some((d) => d.pid === recycle.exit), `no exit event for ${recycle.exit}: ${JSON.stringify(drains)}`)
+  assert.ok(drains.length <= recycles.length + 2, JSON.stringify(drains)) // at most one per worker (2)
   assert.ok(drains.every((e) => e.drained), JSON.stringify(drains))
   return { counts, events }
 }
