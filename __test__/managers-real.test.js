@@ -210,8 +210,16 @@ stderr_logfile=%(here)s/%(program_name)s_%(process_num)02d.err.log`])
   const result = readLedger(ledger)
   assert.deepEqual(result.lost, [], `lost jobs; supervisord.log:\n${log}`)
   assert.ok(result.recycles.length >= 30)
+  // Each process that recycled left through its drain: its exit event says 75, or 0 when
+  // the final stop joined that drain (a `stop` line of the same pid).
+  const byPid = (kind) => new Map(lines().filter((l) => l.startsWith(`${kind} `)).map((l) => [l.split(' ')[1], l.split(' ')[2]]))
+  const [recycled, exitCodes, stopped] = [byPid('recycle'), byPid('exit-event'), byPid('stop')]
+  for (const pid of recycled.keys()) {
+    const expected = stopped.has(pid) ? ['0', '75'] : ['75']
+    assert.ok(expected.includes(exitCodes.get(pid) ?? 'none'), `pid ${pid} recycled and left with ${exitCodes.get(pid) ?? 'no exit event'}; supervisord.log:\n${log}`)
+  }
   const exits75 = log.match(/exited: worker_0\d \(exit status 75; not expected\)/g) || []
-  assert.ok(exits75.length >= 29, log)
+  assert.ok(exits75.length >= [...exitCodes.values()].filter((c) => c === '75').length - 2, log)
   // Every exit is a recycle (75) or the final stop (0): nothing else. On a loaded machine
   // the stop can reach a replacement still booting, before any JS ran (no `boot` line): it
   // has no job to lose and dies of the SIGTERM as node does by default.
